@@ -1,0 +1,46 @@
+# circuitlab — the two commands a user needs: `make reproduce` and `make test`.
+# Set-up is idempotent: a virtualenv in .venv, the CPU build of torch pinned first (so pip
+# never pulls a multi-GB CUDA build on a CPU machine), then the package in editable mode.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.13.0
+CORES  ?= all
+STAMP  := $(VENV)/.circuitlab-installed
+
+export WANDB_MODE ?= offline
+export WANDB_SILENT ?= true
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export MPLBACKEND ?= Agg
+
+.PHONY: setup reproduce test test-fast bench lint clean-results
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+reproduce: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES) --workflow-profile workflow/profiles/default
+
+test: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+
+test-fast: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow"
+
+bench: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m benchmarks
+
+lint: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+clean-results:
+	rm -rf data/datasets data/models data/metrics data/plots data/report logs .snakemake

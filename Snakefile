@@ -1,0 +1,22 @@
+# circuitlab pipeline: datasets ─▶ model ─▶ checked datasets ─▶ model evaluation ─▶ …
+# Run `make reproduce` (or `snakemake --cores all --workflow-profile workflow/profiles/default`).
+# Rules are thin: paths, params from the config, a log, and one call of the `circuitlab` CLI.
+
+from snakemake.utils import validate
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/datasets.smk"
+include: "workflow/rules/models.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

@@ -1,0 +1,229 @@
+"""`circuitlab <stage> …` — the only way a stage runs (Snakemake rules call these commands).
+
+Each command: parse and validate its inputs, call the stage's pure function, write the
+artifacts atomically, and report every number once through `circuitlab.tracking`.
+Errors the user can fix (`CircuitlabError`) print one clear message and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from circuitlab.errors import CircuitlabError, ConfigError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="circuitlab: circuit discovery and steering for transformer LMs, one stage at a time.",
+)
+err_console = Console(stderr=True)
+
+PARAMS_HELP = "the stage's config slice as a JSON object (Snakemake passes it from config.yaml)"
+
+
+def parse_json_option(text: str, option: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{option} is not valid JSON ({exc.msg} at column {exc.colno})") from exc
+    if not isinstance(value, dict):
+        raise ConfigError(f"{option} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+@app.command()
+def schema(
+    out: Path = typer.Option(None, help="write here instead of printing"),
+) -> None:
+    """Print (or write) the config JSON schema generated from circuitlab.config.Config."""
+    from circuitlab.config import schema_yaml
+    from circuitlab.io import write_text_atomic
+
+    text = schema_yaml()
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        write_text_atomic(out, text)
+
+
+@app.command("validate-config")
+def validate_config(config: Path = typer.Argument(..., help="a config YAML file")) -> None:
+    """Validate a config file and list its models, tasks and behaviours."""
+    from circuitlab.config import load_config
+
+    cfg = load_config(config)
+    typer.echo(f"{config}: valid")
+    typer.echo(f"  models:     {', '.join(cfg.models)}")
+    typer.echo(f"  tasks:      {', '.join(cfg.task_names()) or '-'}")
+    typer.echo(f"  behaviours: {', '.join(cfg.behaviour_names()) or '-'}")
+
+
+@app.command()
+def datasets(
+    task: str = typer.Option(..., help="a registered task or behaviour family"),
+    params: str = typer.Option("{}", help=PARAMS_HELP),
+    seed: int = typer.Option(0, help="dataset seed"),
+    out: Path = typer.Option(..., help="data/datasets/{task}.jsonl"),
+    metrics: Path = typer.Option(..., help="data/metrics/datasets/{task}.json"),
+) -> None:
+    """Build one task family's rows (train and test splits, disjoint by entity)."""
+    from circuitlab import tracking
+    from circuitlab.io import write_jsonl
+    from circuitlab.tasks import build_rows, get_family
+
+    family = get_family(task)
+    p = family.params(**parse_json_option(params, "--params"))
+    rows = build_rows(task, p, seed)
+    write_jsonl(out, (r.model_dump() for r in rows))
+    counts = {s: sum(r.split == s for r in rows) for s in ("train", "test")}
+    tracking.log_metrics(
+        "datasets",
+        {"n_rows": len(rows), "n_train": counts["train"], "n_test": counts["test"]},
+        metrics,
+        config={"task": task, "seed": seed, **p.model_dump()},
+        run_name=f"datasets/{task}",
+    )
+
+
+@app.command("train-toy-model")
+def train_toy_model(
+    params: str = typer.Option(..., help=PARAMS_HELP + " (the model's entry, source: toy)"),
+    tasks: str = typer.Option(..., help="JSON object: family name -> its corpus params"),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(..., help="data/models/{model} (a save_pretrained directory)"),
+    metrics: Path = typer.Option(..., help="data/metrics/train_toy_model/{model}.json"),
+    plot: Path = typer.Option(..., help="data/plots/train_toy_model/{model}.json (loss curve)"),
+    name: str = typer.Option("toy", help="the model's name in the config"),
+) -> None:
+    """Train the embedded default model on the task corpus and save it with save_pretrained."""
+    from circuitlab import tracking
+    from circuitlab.config import ToyModelConfig
+    from circuitlab.io import atomic_path
+    from circuitlab.models.toy import build_toy_model
+
+    cfg = ToyModelConfig(**parse_json_option(params, "--params"))
+    model, tokenizer, result = build_toy_model(cfg, parse_json_option(tasks, "--tasks"), seed)
+    with atomic_path(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    tracking.log_metrics(
+        "train_toy_model",
+        {
+            "final_loss": result.losses[-1],
+            "train_seconds": round(result.seconds, 3),
+            "corpus_sentences": result.n_sequences,
+            "n_parameters": sum(p.numel() for p in model.parameters()),
+            "vocab_size": len(tokenizer),
+        },
+        metrics,
+        config=cfg.model_dump(mode="json") | {"seed": seed},
+        series={"loss": result.losses},
+        series_steps=result.loss_steps,
+        plots_out=plot,
+        run_name=f"train_toy_model/{name}",
+    )
+
+
+@app.command("model-ref")
+def model_ref(
+    params: str = typer.Option(..., help=PARAMS_HELP + " (the model's entry, source: hf)"),
+    out: Path = typer.Option(..., help="data/models/{model}.json"),
+) -> None:
+    """Record a hub model reference (id, revision, dtype, device) for the later stages."""
+    from circuitlab.config import HubModelConfig
+    from circuitlab.models.spec import ModelSpec
+
+    cfg = HubModelConfig(**parse_json_option(params, "--params"))
+    ModelSpec(**cfg.model_dump(exclude={"source"})).to_reference(out)
+
+
+@app.command("check-dataset")
+def check_dataset(
+    model: Path = typer.Option(..., help="data/models/{model} directory or {model}.json reference"),
+    data: Path = typer.Option(..., help="data/datasets/{task}.jsonl"),
+    on_invalid: str = typer.Option("fail", help="fail | drop"),
+    out: Path = typer.Option(..., help="data/datasets/{model}/{task}.jsonl (rows valid for the model)"),
+    metrics: Path = typer.Option(..., help="data/metrics/check_dataset/{model}/{task}.json"),
+) -> None:
+    """Check a dataset against a model's tokenizer: equal clean/corrupt lengths, 1-token targets."""
+    from circuitlab import tracking
+    from circuitlab.io import write_jsonl
+    from circuitlab.models.loading import load_tokenizer
+    from circuitlab.tasks import check_for_tokenizer
+    from circuitlab.tasks.io import load_rows
+
+    if on_invalid not in ("fail", "drop"):
+        raise ConfigError(f"--on-invalid must be 'fail' or 'drop', got {on_invalid!r}")
+    rows = load_rows(data, rule="datasets")
+    tokenizer = load_tokenizer(model)
+    task = data.stem
+    kept, report = check_for_tokenizer(rows, tokenizer, task=task, on_invalid=on_invalid)  # type: ignore[arg-type]
+    write_jsonl(out, (r.model_dump() for r in kept))
+    tracking.log_metrics(
+        "check_dataset",
+        report.model_dump(mode="json"),
+        metrics,
+        config={"task": task, "model": str(model), "on_invalid": on_invalid},
+        run_name=f"check_dataset/{model.stem}/{task}",
+    )
+
+
+@app.command("evaluate-model")
+def evaluate_model(
+    model: Path = typer.Option(..., help="data/models/{model} directory or {model}.json reference"),
+    data: Path = typer.Option(..., help="data/datasets/{model}/{task}.jsonl"),
+    batch_size: int = typer.Option(64, min=1),
+    min_accuracy: float = typer.Option(0.9, min=0.0, max=1.0),
+    out: Path = typer.Option(..., help="data/metrics/evaluate_model/{model}/{task}.json"),
+) -> None:
+    """Top-1 accuracy and logit difference on a task's test split (and train split, for contrast)."""
+    from circuitlab import tracking
+    from circuitlab.models.evaluate import accuracy_gate, evaluate_task
+    from circuitlab.models.loading import load_model
+    from circuitlab.tasks.io import load_rows
+
+    loaded = load_model(model)
+    task = data.stem
+    scores = evaluate_task(
+        loaded.model, loaded.tokenizer, load_rows(data, rule="check_dataset"), batch_size
+    )
+    tracking.log_metrics(
+        "evaluate_model",
+        scores,
+        out,
+        config={"model": str(model), "task": task, "batch_size": batch_size},
+        run_name=f"evaluate_model/{model.stem}/{task}",
+    )
+    accuracy_gate(scores, min_accuracy, model_name=model.stem, task=task)
+
+
+def main() -> None:
+    """Entry point: user-fixable errors print a message and exit 2, bugs keep their traceback."""
+    try:
+        app(standalone_mode=False)
+    except CircuitlabError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("aborted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

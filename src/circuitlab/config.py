@@ -1,0 +1,234 @@
+"""The typed pipeline config: one pydantic model, validated on read, exported as JSON schema.
+
+`workflow/schemas/config.schema.yaml` is generated from `Config` (`circuitlab schema`), so
+Snakemake's `validate()` and Python agree; a test keeps the two in sync. Task and behaviour
+sections are built from the task registry, so adding a family needs no edit here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
+
+from circuitlab.errors import ConfigError
+from circuitlab.models.spec import ModelSpec
+from circuitlab.tasks import families
+from circuitlab.tasks.base import StrictModel, TaskParams
+
+
+class ToyArchitecture(StrictModel):
+    n_layers: int = Field(default=4, ge=1, le=48)
+    d_model: int = Field(default=128, ge=8)
+    n_heads: int = Field(default=8, ge=1)
+    n_kv_heads: int = Field(default=2, ge=1)
+    d_mlp: int = Field(default=512, ge=8)
+    max_seq_len: int = Field(default=64, ge=8)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ToyArchitecture:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(
+                f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}"
+            )
+        return self
+
+
+class ToyTraining(StrictModel):
+    steps: int = Field(default=2000, ge=1, description="optimiser steps")
+    batch_size: int = Field(default=64, ge=1)
+    lr: float = Field(default=3e-3, gt=0)
+    warmup_steps: int = Field(default=100, ge=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    grad_clip: float = Field(default=1.0, gt=0)
+    seed: int = 0
+    threads: int = Field(default=2, ge=1, description="torch CPU threads (fixed for determinism)")
+    log_every: int = Field(default=10, ge=1, description="record the loss every N steps")
+
+
+class ToyCorpus(StrictModel):
+    sentences_per_family: int = Field(default=30000, ge=1)
+    filler_sentences: int = Field(default=5000, ge=0)
+
+
+class ToyModelConfig(StrictModel):
+    """The embedded default: a small Llama trained by the pipeline on the task corpus."""
+
+    source: Literal["toy"]
+    architecture: ToyArchitecture = ToyArchitecture()
+    training: ToyTraining = ToyTraining()
+    corpus: ToyCorpus = ToyCorpus()
+
+
+class HubModelConfig(ModelSpec):
+    """A Hugging Face model by hub id (or local directory) — see `ModelSpec` for the fields."""
+
+    source: Literal["hf"]
+
+
+ModelConfig = Annotated[ToyModelConfig | HubModelConfig, Field(discriminator="source")]
+
+
+def _sections(kind: Literal["task", "behaviour"]) -> Any:
+    fields: dict[str, Any] = {
+        f.name: (f.params | None, Field(default=None, description=f.description))
+        for f in sorted(families(kind), key=lambda f: f.name)
+    }
+    return create_model(f"{kind.title()}sConfig", __base__=StrictModel, **fields)
+
+
+TasksConfig = _sections("task")
+BehavioursConfig = _sections("behaviour")
+
+
+class DatasetsConfig(StrictModel):
+    on_invalid: Literal["fail", "drop"] = Field(
+        default="fail",
+        description="rows whose prompts or targets do not tokenize cleanly for a model: "
+        "'fail' lists them and stops, 'drop' removes them and records the count",
+    )
+
+
+class EvaluationConfig(StrictModel):
+    batch_size: int = Field(default=64, ge=1)
+    min_accuracy: float = Field(
+        default=0.9,
+        ge=0.0,
+        le=1.0,
+        description="fail the evaluate_model rule if any task's test accuracy is below this",
+    )
+
+
+class Config(StrictModel):
+    seed: int = Field(default=0, description="the seed every stage derives its own from")
+    models: dict[str, ModelConfig] = Field(min_length=1)
+    tasks: TasksConfig = Field(default_factory=TasksConfig)  # type: ignore[valid-type]
+    behaviours: BehavioursConfig = Field(default_factory=BehavioursConfig)  # type: ignore[valid-type]
+    datasets: DatasetsConfig = DatasetsConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+
+    @model_validator(mode="after")
+    def _names(self) -> Config:
+        for name in self.models:
+            if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+                raise ValueError(f"model name {name!r} may only hold letters, digits, - _ .")
+        if not self.task_names() and not self.behaviour_names():
+            raise ValueError("no task or behaviour is enabled")
+        return self
+
+    def task_names(self) -> list[str]:
+        return [k for k, v in self.tasks if v is not None]
+
+    def behaviour_names(self) -> list[str]:
+        return [k for k, v in self.behaviours if v is not None]
+
+    def dataset_names(self) -> list[str]:
+        return self.task_names() + self.behaviour_names()
+
+    def dataset_params(self, name: str) -> Any:
+        for section in (self.tasks, self.behaviours):
+            value = getattr(section, name, None)
+            if value is not None:
+                return value
+        raise ConfigError(
+            f"task {name!r} is not enabled in the config; enabled: {', '.join(self.dataset_names())}"
+        )
+
+    def corpus_params(self) -> dict[str, dict[str, Any]]:
+        """Each enabled family's params minus the split sizes: what the toy corpus depends on.
+
+        Changing `n_train` of one task therefore rebuilds that task's dataset only, not the model.
+        """
+        split_keys = set(TaskParams.model_fields)
+        return {
+            name: self.dataset_params(name).model_dump(mode="json", exclude=split_keys)
+            for name in self.dataset_names()
+        }
+
+    def model(self, name: str) -> ToyModelConfig | HubModelConfig:
+        if name not in self.models:
+            raise ConfigError(f"unknown model {name!r}; configured: {', '.join(self.models)}")
+        return self.models[name]
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem: the dotted key, what is wrong, and for unknown keys the allowed ones."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(err["loc"][:-1])
+            hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+            lines.append(f"  {loc}: unknown key{hint}")
+        else:
+            lines.append(f"  {loc}: {err['msg']}")
+    return f"invalid config ({source}):\n" + "\n".join(lines)
+
+
+def _expand(tp: Any) -> list[Any]:
+    """Unwrap Annotated / Optional / unions into their member types."""
+    origin = get_origin(tp)
+    if origin is Annotated:
+        return _expand(get_args(tp)[0])
+    if origin in (Union, UnionType):
+        return [t for a in get_args(tp) for t in _expand(a)]
+    return [tp]
+
+
+def _allowed_keys(path: tuple[Any, ...]) -> list[str]:
+    """The field names of the config model found by walking `path` (an error location)."""
+    candidates = [Config]
+    for part in path:
+        nxt: list[Any] = []
+        for tp in (t for c in candidates for t in _expand(c)):
+            if isinstance(tp, type) and issubclass(tp, BaseModel):
+                if part in tp.model_fields:
+                    nxt.append(tp.model_fields[part].annotation)
+                elif tp.model_fields.get("source") and part in get_args(
+                    tp.model_fields["source"].annotation
+                ):
+                    nxt.append(tp)  # a discriminated-union tag in the location
+            elif get_origin(tp) is dict:
+                nxt.append(get_args(tp)[1])
+        candidates = nxt
+    models = [t for c in candidates for t in _expand(c) if isinstance(t, type) and issubclass(t, BaseModel)]
+    return sorted(models[0].model_fields) if len(models) == 1 else []
+
+
+def load_config(source: dict[str, Any] | str | Path) -> Config:
+    """Validate a config dict or YAML file; errors name every bad key and the allowed ones."""
+    if isinstance(source, dict):
+        raw, where = source, "config"
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        where = str(path)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, where)) from None
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON schema of `Config`, as written to workflow/schemas/config.schema.yaml."""
+    schema = Config.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["description"] = (
+        "circuitlab pipeline config. GENERATED from circuitlab.config.Config by "
+        "`circuitlab schema --out workflow/schemas/config.schema.yaml`; do not edit by hand."
+    )
+    return schema
+
+
+def schema_yaml() -> str:
+    return yaml.safe_dump(json_schema(), sort_keys=True, width=100)

@@ -1,0 +1,84 @@
+"""Atomic artifact I/O: a killed job never leaves a half-written file behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from circuitlab.errors import ArtifactError
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary sibling path; on success rename it onto `path` (file or directory).
+
+    On any exception the temporary is removed and `path` is left untouched.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    target = tmp / final.name
+    try:
+        yield target
+        if not target.exists():
+            raise ArtifactError(f"nothing was written for {final}")
+        if final.is_dir() and not final.is_symlink():
+            shutil.rmtree(final)
+        os.replace(target, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write JSON atomically with sorted keys so identical content gives identical bytes."""
+    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
+
+
+def read_json(path: str | os.PathLike[str], *, rule: str | None = None) -> Any:
+    p = Path(path)
+    if not p.exists():
+        from circuitlab.errors import missing_artifact
+
+        if rule:
+            raise missing_artifact(p, rule)
+        raise ArtifactError(f"{p} does not exist")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{p} is not valid JSON (line {exc.lineno}): {exc.msg}") from exc
+
+
+def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> Path:
+    text = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows)
+    return write_text_atomic(path, text)
+
+
+def read_jsonl(path: str | os.PathLike[str], *, rule: str | None = None) -> list[dict[str, Any]]:
+    p = Path(path)
+    if not p.exists():
+        from circuitlab.errors import missing_artifact
+
+        if rule:
+            raise missing_artifact(p, rule)
+        raise ArtifactError(f"{p} does not exist")
+    rows = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise ArtifactError(f"{p}:{n} is not valid JSON: {exc.msg}") from exc
+    return rows

@@ -1,0 +1,191 @@
+"""Load a causal LM by hub id, local directory or model reference, with its adapter.
+
+The architecture is checked from the config *before* any weights are read, so an unsupported
+model fails in a second with the list of supported ones. Weights load from safetensors only;
+remote code runs only when the spec says `trust_remote_code: true`; with `HF_HUB_OFFLINE=1`
+(or `TRANSFORMERS_OFFLINE=1`) nothing is fetched.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import constants as hf_constants
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from circuitlab.errors import ModelError
+from circuitlab.models.adapters import Adapter, ModelDims, get_adapter
+from circuitlab.models.spec import ModelSpec, looks_like_path
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model in eval mode with its tokenizer, adapter and the spec it was loaded from.
+
+    Parameters keep `requires_grad` as loaded (attribution needs gradients); callers that only
+    run forward passes should use `torch.no_grad()` / `torch.inference_mode()`.
+    """
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    adapter: Adapter
+    spec: ModelSpec
+    device: torch.device
+
+    @cached_property
+    def dims(self) -> ModelDims:
+        return self.adapter.dims(self.model.config)
+
+
+def load_model(spec: ModelSpec | str | os.PathLike[str]) -> LoadedModel:
+    """Load a model from a `ModelSpec`, a local `save_pretrained` directory, a model
+    reference JSON file, or a hub id. Raises `ModelError` (or `ArtifactError` for a bad
+    reference file) with the fix in the message."""
+    spec = resolve_spec(spec)
+    source = _source(spec)
+    config = load_config(spec, source=source)
+    adapter = get_adapter(config)  # fails before any weight is read
+    device = spec.resolved_device()
+    tokenizer = _load_tokenizer(spec, source)
+    model = _load_weights(spec, source)
+    if spec.device_map is None:
+        model = model.to(device)  # type: ignore[arg-type]
+    else:
+        device = next(model.parameters()).device
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, adapter=adapter, spec=spec, device=device)
+
+
+def load_tokenizer(spec: ModelSpec | str | os.PathLike[str]) -> PreTrainedTokenizerBase:
+    """Only the tokenizer of a model (no weights read), from the same sources as `load_model`."""
+    spec = resolve_spec(spec)
+    return _load_tokenizer(spec, _source(spec))
+
+
+def resolve_spec(spec: ModelSpec | str | os.PathLike[str]) -> ModelSpec:
+    """A `ModelSpec` from a spec, a reference JSON path, a directory or a hub id."""
+    if isinstance(spec, ModelSpec):
+        return spec
+    path = Path(os.path.expanduser(os.fspath(spec)))
+    if path.suffix == ".json" and path.name != "config.json":
+        return ModelSpec.from_reference(path)
+    if path.name == "config.json" and path.is_file():
+        path = path.parent
+    if looks_like_path(spec):
+        return ModelSpec(id=str(path))
+    return ModelSpec(id=os.fspath(spec))
+
+
+def hub_offline() -> bool:
+    """Whether the hub must not be contacted (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
+    env = any(
+        os.environ.get(k, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+        for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+    return env or bool(hf_constants.HF_HUB_OFFLINE)
+
+
+def load_config(spec: ModelSpec, *, source: str | None = None) -> PretrainedConfig:
+    """The model's HF config (no weights read); ModelError naming the path/id and the fix."""
+    source = source or _source(spec)
+    try:
+        return AutoConfig.from_pretrained(source, **_hub_kwargs(spec))
+    except (OSError, ValueError, KeyError) as exc:
+        raise _not_loadable(spec, "config", exc) from exc
+
+
+def _source(spec: ModelSpec) -> str:
+    """Check a local directory and return what to pass to `from_pretrained`."""
+    if not spec.is_local():
+        return spec.id
+    path = Path(os.path.expanduser(spec.id))
+    if not path.exists():
+        raise ModelError(
+            f"model directory {path} does not exist; train/save the model first "
+            "(`snakemake --cores all` makes the toy model) or set model.id to a hub id"
+        )
+    if not path.is_dir():
+        raise ModelError(
+            f"model path {path} is not a directory; give a `save_pretrained` directory"
+        )
+    if not (path / "config.json").is_file():
+        raise ModelError(
+            f"model directory {path} has no config.json; it must be written by "
+            "`model.save_pretrained(dir)` (and `tokenizer.save_pretrained(dir)`)"
+        )
+    return str(path)
+
+
+def _hub_kwargs(spec: ModelSpec) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "trust_remote_code": spec.trust_remote_code,
+        "local_files_only": hub_offline() or spec.is_local(),
+    }
+    if spec.revision is not None and not spec.is_local():
+        kwargs["revision"] = spec.revision
+    return kwargs
+
+
+def _load_weights(spec: ModelSpec, source: str) -> PreTrainedModel:
+    kwargs = _hub_kwargs(spec)
+    kwargs.update(
+        dtype=spec.torch_dtype(),  # transformers 5 name (`torch_dtype` is deprecated)
+        use_safetensors=True,
+        attn_implementation=spec.attn_implementation,
+    )
+    if spec.device_map is not None:
+        kwargs["device_map"] = spec.device_map
+    try:
+        return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _not_loadable(spec, "weights", exc) from exc
+
+
+def _load_tokenizer(spec: ModelSpec, source: str) -> PreTrainedTokenizerBase:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **_hub_kwargs(spec))
+    except (OSError, ValueError, KeyError) as exc:
+        raise _not_loadable(spec, "tokenizer", exc) from exc
+    # Our own instance: padding with EOS is safe because we always pass attention masks.
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _not_loadable(spec: ModelSpec, what: str, exc: Exception) -> ModelError:
+    text = str(exc).strip()
+    detail = text.splitlines()[0].rstrip(".") if text else type(exc).__name__
+    if spec.is_local():
+        fix = {
+            "config": "re-save it with `save_pretrained`",
+            "weights": "the directory needs model.safetensors (pickle .bin weights are refused); "
+            "re-save with `model.save_pretrained(dir)`",
+            "tokenizer": "save the tokenizer into the same directory with "
+            "`tokenizer.save_pretrained(dir)`",
+        }[what]
+        return ModelError(f"cannot load the {what} of local model {spec.id}: {detail}. Fix: {fix}")
+    where = f"{spec.id!r}" + (f" at revision {spec.revision!r}" if spec.revision else "")
+    if hub_offline():
+        fix = (
+            f"HF_HUB_OFFLINE is set and {spec.id} is not in the local Hugging Face cache; "
+            f"download it once with network (`hf download {spec.id}`) or unset HF_HUB_OFFLINE"
+        )
+    else:
+        fix = (
+            "check the hub id and revision, your network, and (for gated models) that you "
+            "accepted the licence and are logged in (`hf auth login`); hub weights must be "
+            "safetensors"
+        )
+    return ModelError(f"cannot load the {what} of hub model {where}: {detail}. Fix: {fix}")

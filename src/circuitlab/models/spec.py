@@ -1,0 +1,118 @@
+"""`ModelSpec`: what to load and how; also the *model reference* artifact.
+
+A hub model is not copied into `data/`; the `model` stage writes `data/models/{model}.json`, a
+reference holding a `ModelSpec` (hub id, pinned revision, dtype …), and later stages load
+through it. A locally trained model (the toy) is a `save_pretrained` directory instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field, ValidationError
+
+from circuitlab.errors import ArtifactError, ModelError
+from circuitlab.io import read_json, write_json
+from circuitlab.tasks.base import StrictModel
+
+if TYPE_CHECKING:
+    import torch
+
+DType = Literal["float32", "float16", "bfloat16", "auto"]
+
+
+
+
+class ModelSpec(StrictModel):
+    """How to load one model. `id` is a Hugging Face hub id or a local directory."""
+
+    id: str = Field(min_length=1, description="hub id (org/name) or a local model directory")
+    revision: str | None = Field(
+        default=None,
+        description="hub revision (branch, tag or commit); pin a commit for reproducibility",
+    )
+    dtype: DType = Field(default="float32", description="parameter dtype; 'auto' = as saved")
+    device: str = Field(
+        default="auto", description="'auto' (cuda if available, else cpu), 'cpu', 'cuda:0', …"
+    )
+    device_map: str | None = Field(
+        default=None,
+        description="accelerate device_map (e.g. 'auto' to shard over GPUs); overrides device",
+    )
+    trust_remote_code: bool = Field(
+        default=False,
+        description="run code shipped with the model repository (off unless you trust it)",
+    )
+    attn_implementation: Literal["eager", "sdpa"] = Field(
+        default="eager", description="attention kernel; 'eager' is needed for attribution (LRP)"
+    )
+
+    # ------------------------------------------------------------------ helpers
+    def torch_dtype(self) -> torch.dtype | Literal["auto"]:
+        """The dtype to pass to `from_pretrained`."""
+        import torch  # here, not at module level: the Snakefile imports the config without torch
+
+        return "auto" if self.dtype == "auto" else getattr(torch, self.dtype)
+
+    def resolved_device(self) -> torch.device:
+        """`device` with 'auto' resolved; ModelError if it names an unusable device."""
+        import torch
+
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, ValueError) as exc:
+            raise ModelError(
+                f"model.device {self.device!r} is not a torch device; use 'auto', 'cpu' or 'cuda:N'"
+            ) from exc
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ModelError(
+                f"model.device is {self.device!r} but CUDA is not available here; "
+                "set model.device to 'auto' or 'cpu'"
+            )
+        return device
+
+    def is_local(self) -> bool:
+        """Whether `id` names a local directory (existing, or written as a path) not a hub id."""
+        return looks_like_path(self.id)
+
+    # --------------------------------------------------------- reference files
+    @classmethod
+    def from_reference(cls, path: str | os.PathLike[str]) -> ModelSpec:
+        """Read a model reference JSON (`data/models/{model}.json`)."""
+        raw = read_json(path, rule="model")
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            reasons = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in exc.errors()
+            )
+            raise ArtifactError(
+                f"{path} is not a valid model reference ({reasons}); "
+                "re-create it with the `model` stage"
+            ) from exc
+
+    def to_reference(self, path: str | os.PathLike[str]) -> Path:
+        """Write this spec as a model reference JSON, atomically."""
+        return write_json(path, self.model_dump(mode="json"))
+
+
+def looks_like_path(ident: str | os.PathLike[str]) -> bool:
+    """True for an existing path or a string written like one (absolute, ./, ../, ~, or more
+    than one '/'); False for a hub id such as `gpt2` or `meta-llama/Llama-3.1-8B`."""
+    if isinstance(ident, os.PathLike):
+        return True
+    s = str(ident)
+    if os.path.exists(os.path.expanduser(s)):
+        return True
+    return (
+        os.path.isabs(s)
+        or s.startswith(("./", "../", "~", ".\\", "..\\"))
+        or s in (".", "..")
+        or s.count("/") > 1
+        or "\\" in s
+        or s.endswith(".json")
+    )

@@ -1,0 +1,102 @@
+"""The config model, its generated schema, and the errors a user sees for bad keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from circuitlab.config import Config, load_config, schema_yaml
+from circuitlab.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ROOT / "config" / "config.yaml"
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def default_raw() -> dict:
+    return yaml.safe_load(DEFAULT.read_text())
+
+
+def test_default_config_is_valid() -> None:
+    cfg = load_config(DEFAULT)
+    assert cfg.models["toy"].source == "toy"
+    assert set(cfg.task_names()) == {"capitals", "ioi", "sva", "induction"}
+    assert set(cfg.behaviour_names()) == {"refusal", "sentiment"}
+
+
+def test_committed_schema_matches_the_model() -> None:
+    """workflow/schemas/config.schema.yaml is generated; regenerate with `circuitlab schema`."""
+    assert SCHEMA.read_text() == schema_yaml(), (
+        "schema out of date: run `circuitlab schema --out workflow/schemas/config.schema.yaml`"
+    )
+
+
+def test_schema_and_pydantic_agree_on_the_default_and_on_typos() -> None:
+    schema = yaml.safe_load(SCHEMA.read_text())
+    jsonschema.validate(default_raw(), schema)
+    bad = default_raw()
+    bad["tasks"]["capitals"]["n_tran"] = 3
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+    with pytest.raises(ConfigError):
+        load_config(bad)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda c: c.update(sed=1), ["sed: unknown key", "allowed keys here:", "models"]),
+        (lambda c: c["tasks"].update(capitols={}), ["tasks.capitols: unknown key", "capitals"]),
+        (
+            lambda c: c["models"]["toy"]["training"].update(stepz=3),
+            ["training.stepz: unknown key", "steps"],
+        ),
+        (lambda c: c["models"]["toy"].update(source="onnx"), ["models.toy", "'toy'", "'hf'"]),
+        (lambda c: c["datasets"].update(on_invalid="skip"), ["datasets.on_invalid", "'drop'"]),
+        (
+            lambda c: c["models"]["toy"]["architecture"].update(n_kv_heads=3),
+            ["not divisible by n_kv_heads=3"],
+        ),
+        (lambda c: c.update(models={}), ["models"]),
+    ],
+)
+def test_bad_config_names_the_key_and_the_choices(mutate, expected) -> None:
+    raw = default_raw()
+    mutate(raw)
+    with pytest.raises(ConfigError) as info:
+        load_config(raw)
+    for fragment in expected:
+        assert fragment in str(info.value), str(info.value)
+
+
+def test_hub_model_entry_and_trust_remote_code_off_by_default() -> None:
+    raw = default_raw()
+    raw["models"] = {"gpt2": {"source": "hf", "id": "openai-community/gpt2"}}
+    cfg = load_config(raw)
+    assert cfg.models["gpt2"].trust_remote_code is False
+
+
+def test_corpus_params_exclude_split_sizes() -> None:
+    raw = default_raw()
+    before = load_config(raw).corpus_params()
+    raw["tasks"]["capitals"]["n_train"] = 7
+    assert load_config(raw).corpus_params() == before
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_config_is_frozen() -> None:
+    cfg = load_config(DEFAULT)
+    with pytest.raises(Exception):  # noqa: B017 - pydantic raises ValidationError
+        cfg.seed = 3  # type: ignore[misc]
+    assert isinstance(cfg, Config)

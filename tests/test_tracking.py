@@ -1,0 +1,333 @@
+"""tracking: the metrics JSON (what DVC reads) and the W&B run (offline, read back from disk)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydantic
+import pytest
+import torch
+
+from circuitlab import tracking
+from circuitlab.errors import ArtifactError, CircuitlabError, ConfigError
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _wandb_records(path: Path) -> list[Any]:
+    """Records of a W&B transaction log (`run-<id>.wandb`).
+
+    wandb 0.31 writes no `files/wandb-summary.json` for offline runs; everything lives in this
+    file: a 7-byte header (b":W&B", magic 0xBEE1, version 0), then LevelDB-log framing (32 KiB
+    blocks; chunks with a 7-byte header: crc32c, length, type FULL/FIRST/MIDDLE/LAST), each record
+    a serialised `wandb_internal_pb2.Record`.
+    """
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", data[:7]
+    block, pos, pending, out = 32768, 7, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # block trailer padding
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        pos += 7
+        chunk, pos = data[pos : pos + length], pos + length
+        if len(chunk) < length:  # still being written
+            break
+        if kind == 0:
+            continue
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(pending)
+            out.append(record)
+    return out
+
+
+def _offline_run(root: Path) -> dict[str, Any]:
+    """The single offline run under `root/logs/wandb/`: run fields, config, summary, history.
+
+    `run.finish()` returns before wandb-core has flushed the file; wait for the exit record.
+    """
+    runs = sorted((root / "logs" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1, runs
+    deadline = time.monotonic() + 20
+    while True:
+        records = _wandb_records(runs[0])
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            break
+        assert time.monotonic() < deadline, f"{runs[0]} has no exit record"
+        time.sleep(0.05)
+    run: dict[str, Any] = {"config": {}, "summary": {}, "history": []}
+    for rec in records:
+        kind = rec.WhichOneof("record_type")
+        if kind == "run":
+            r = rec.run
+            run.update(project=r.project, group=r.run_group, job_type=r.job_type)
+            run.update(name=r.display_name, tags=list(r.tags))
+            run["config"].update({u.key: json.loads(u.value_json) for u in r.config.update})
+        elif kind == "config":
+            run["config"].update({u.key: json.loads(u.value_json) for u in rec.config.update})
+        elif kind == "summary":
+            for u in rec.summary.update:
+                key = u.key or "/".join(u.nested_key)
+                run["summary"][key] = json.loads(u.value_json)
+        elif kind == "history":
+            row = {
+                "/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in rec.history.item
+            }
+            run["history"].append(row)
+    return run
+
+
+@pytest.fixture(autouse=True)
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A clean W&B environment: no keys, no netrc, project root = tmp_path."""
+    for var in (
+        "WANDB_MODE",
+        "WANDB_DISABLED",
+        "WANDB_API_KEY",
+        "WANDB_IDENTITY_TOKEN_FILE",
+        "WANDB_BASE_URL",
+        "NETRC",
+        "CIRCUITLAB_RUN_GROUP",
+        "CIRCUITLAB_RULE",
+        "CIRCUITLAB_WANDB_PROJECT",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("CIRCUITLAB_ROOT", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Reject (and record) every Python-level connect to a non-loopback address."""
+    attempts: list[Any] = []
+    real_connect = socket.socket.connect
+
+    def guarded(self: socket.socket, address: Any) -> Any:
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            host = address[0]
+            try:
+                loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+            except ValueError:
+                loopback = False
+            if not loopback:
+                attempts.append(address)
+                raise OSError(f"network access blocked in tests: {address}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    return attempts
+
+
+class StageParams(pydantic.BaseModel):
+    taus: tuple[float, ...] = (0.01, 0.1)
+    faithfulness: str = "kl"
+    out_dir: Path = Path("data/circuits")
+
+
+METRICS = {
+    "faithfulness": np.float32(0.75),
+    "n_edges": torch.tensor(12),
+    "diverged": float("nan"),
+    "per_layer": {"l0": np.int64(3), "l1": float("inf"), "kept": True},
+    "method": "acdc",
+}
+EXPECTED = {
+    "diverged": None,
+    "faithfulness": 0.75,
+    "method": "acdc",
+    "n_edges": 12,
+    "per_layer": {"kept": True, "l0": 3, "l1": None},
+}
+
+
+# --------------------------------------------------------------------------- metrics JSON
+
+
+def test_metrics_json_is_written_plain_and_deterministic(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    out = env / "data" / "metrics" / "acdc.json"
+
+    written = tracking.log_metrics("acdc", METRICS, out)
+    first = out.read_bytes()
+    tracking.log_metrics("acdc", dict(reversed(METRICS.items())), out)
+
+    assert written == EXPECTED
+    assert out.read_bytes() == first  # same numbers, same bytes (sorted keys, no timestamps)
+    assert tracking.read_metrics(out) == EXPECTED
+    assert b"NaN" not in first and b"Infinity" not in first
+    assert list(json.loads(first)) == sorted(EXPECTED)
+    assert not list(out.parent.glob(".*.tmp"))  # atomic write left nothing behind
+
+
+def test_disabled_mode_writes_json_only(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    tracking.log_metrics(
+        "steer", {"effect": 0.5}, env / "m.json", series={"loss": [1, 2]}, plots_out=env / "p.csv"
+    )
+    assert tracking.read_metrics(env / "m.json") == {"effect": 0.5}
+    assert (env / "p.csv").read_text() == "step,loss\n0,1\n1,2\n"
+    assert not (env / "logs").exists()
+
+
+def test_series_plot_files(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    series = {"loss": torch.tensor([3.0, 2.0, float("nan")]), "eval": np.array([1.5])}
+    tracking.log_metrics("model", {}, env / "m.json", series=series, plots_out=env / "p.json")
+    assert json.loads((env / "p.json").read_text()) == [
+        {"step": 0, "loss": 3.0, "eval": 1.5},
+        {"step": 1, "loss": 2.0, "eval": None},
+        {"step": 2, "loss": None, "eval": None},
+    ]
+    tracking.log_metrics("model", {}, env / "m.json", series=series, plots_out=env / "p.tsv")
+    assert (env / "p.tsv").read_text() == "step\teval\tloss\n0\t1.5\t3.0\n1\t\t2.0\n2\t\t\n"
+
+
+@pytest.mark.parametrize(
+    ("metrics", "named"),
+    [
+        ({"curve": [1.0, 2.0]}, "'curve'"),
+        ({"outer": {"inner": object()}}, "'outer/inner'"),
+        ({"vec": torch.ones(2)}, "'vec'"),
+        ({"z": 1j}, "'z'"),
+        ({"raw": b"bytes"}, "'raw'"),
+        ({3: 1.0}, "3"),
+        ({"a/b": 1, "a": {"b": 2}}, "'a/b'"),
+    ],
+)
+def test_bad_metric_values_raise_naming_the_key(
+    env: Path, monkeypatch: pytest.MonkeyPatch, metrics: dict[Any, Any], named: str
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    with pytest.raises(CircuitlabError, match="stage 'acdc'") as info:
+        tracking.log_metrics("acdc", metrics, env / "m.json")
+    assert named in str(info.value)
+    assert not (env / "m.json").exists()
+
+
+def test_bad_series_and_options_raise(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    out = env / "m.json"
+    with pytest.raises(CircuitlabError, match=r"\['loss'\] is both a metric and a series"):
+        tracking.log_metrics("t", {"loss": 1.0}, out, series={"loss": [1.0]})
+    with pytest.raises(CircuitlabError, match="series 'loss' step 1"):
+        tracking.log_metrics("t", {}, out, series={"loss": [1.0, "x"]})
+    with pytest.raises(CircuitlabError, match="without series"):
+        tracking.log_metrics("t", {}, out, plots_out=env / "p.json")
+    with pytest.raises(CircuitlabError, match="must end in"):
+        tracking.log_metrics("t", {}, out, series={"loss": [1.0]}, plots_out=env / "p.png")
+    with pytest.raises(CircuitlabError, match="config value 'fn'"):
+        tracking.log_metrics("t", {}, out, config={"fn": print})
+    monkeypatch.setenv("WANDB_MODE", "sometimes")
+    with pytest.raises(ConfigError, match="WANDB_MODE='sometimes'"):
+        tracking.log_metrics("t", {}, out)
+
+
+def test_read_metrics_rejects_non_objects(env: Path) -> None:
+    (env / "list.json").write_text("[1, 2]\n")
+    with pytest.raises(ArtifactError, match="expected a JSON object"):
+        tracking.read_metrics(env / "list.json")
+    with pytest.raises(ArtifactError, match="does not exist"):
+        tracking.read_metrics(env / "missing.json")
+
+
+# --------------------------------------------------------------------------- W&B
+
+
+def test_offline_run_holds_metrics_config_and_series(
+    env: Path, monkeypatch: pytest.MonkeyPatch, no_network: list[Any]
+) -> None:
+    monkeypatch.setenv("CIRCUITLAB_RUN_GROUP", "pipeline-42")
+    monkeypatch.setenv("CIRCUITLAB_RULE", "acdc_edges")
+    monkeypatch.setenv("CIRCUITLAB_WANDB_PROJECT", "circuitlab-test")
+
+    tracking.log_metrics(
+        "acdc",
+        METRICS,
+        env / "m.json",
+        config=StageParams(),
+        series={"loss": [3.0, 2.0, float("nan")]},
+        tags={"model": "toy"},
+        run_name="toy-ioi",
+    )
+
+    run = _offline_run(env)
+    assert (run["project"], run["group"]) == ("circuitlab-test", "pipeline-42")
+    assert (run["job_type"], run["name"], run["tags"]) == (
+        "acdc_edges",
+        "acdc:toy-ioi",
+        ["model=toy"],
+    )
+    assert {k: v for k, v in run["config"].items() if k != "_wandb"} == {
+        "taus": [0.01, 0.1],
+        "faithfulness": "kl",
+        "out_dir": "data/circuits",
+    }
+    summary = run["summary"]
+    assert summary["faithfulness"] == 0.75 and summary["n_edges"] == 12
+    assert summary["per_layer/l0"] == 3 and summary["per_layer/kept"] is True
+    assert summary["diverged"] is None and summary["per_layer/l1"] is None
+    assert summary["method"] == "acdc"
+    assert [(h["_step"], h["loss"]) for h in run["history"]] == [(0, 3.0), (1, 2.0), (2, None)]
+    assert not list((env / "logs" / "wandb").glob("offline-run-*/files/*"))  # no code/requirements
+    assert no_network == []
+
+
+def test_online_without_key_falls_back_to_offline(
+    env: Path, monkeypatch: pytest.MonkeyPatch, no_network: list[Any]
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "online")
+    (env / "home" / ".netrc").write_text("machine example.org login user password secret\n")
+
+    with pytest.warns(tracking.TrackingWarning, match="no W&B API key"):
+        tracking.log_metrics("blacklist", {"n_universal": 7}, env / "m.json")
+
+    assert _offline_run(env)["summary"]["n_universal"] == 7
+    assert tracking.run_group().startswith("adhoc-")  # no CIRCUITLAB_RUN_GROUP: one per process
+    assert no_network == []
+
+
+def test_credentials_are_detected_without_wandb(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "online")
+    (env / "home" / ".netrc").write_text("machine api.wandb.ai login user password k3y\n")
+    assert tracking.resolve_mode() == "online"
+    (env / "home" / ".netrc").unlink()
+    monkeypatch.setenv("WANDB_API_KEY", "k3y")
+    assert tracking.resolve_mode() == "online"
+
+
+def test_online_start_failure_falls_back_to_offline(
+    env: Path, monkeypatch: pytest.MonkeyPatch, no_network: list[Any]
+) -> None:
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    real_init = wandb.init
+
+    def init(*args: Any, settings: Any, **kwargs: Any) -> Any:
+        if settings.mode == "online":
+            raise wandb.errors.CommError("server unreachable")
+        return real_init(*args, settings=settings, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+    with pytest.warns(tracking.TrackingWarning, match="server unreachable"):
+        tracking.log_metrics("compare", {"cosine": 0.25}, env / "m.json")
+    assert _offline_run(env)["summary"]["cosine"] == 0.25
+    assert no_network == []

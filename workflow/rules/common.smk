@@ -1,0 +1,46 @@
+# Shared helpers: the validated config, wildcard constraints and path helpers.
+import json
+import os
+import shlex
+import time
+
+from circuitlab.config import load_config
+
+CFG = load_config(config)
+DATASETS = CFG.dataset_names()
+TOY_MODELS = [m for m, spec in CFG.models.items() if spec.source == "toy"]
+HUB_MODELS = [m for m, spec in CFG.models.items() if spec.source == "hf"]
+
+# One W&B group per `snakemake` invocation; every job of this run logs into it.
+os.environ.setdefault("CIRCUITLAB_RUN_GROUP", time.strftime("run-%Y%m%d-%H%M%S"))
+os.environ.setdefault("CIRCUITLAB_ROOT", os.getcwd())
+
+
+def alternatives(names):
+    return "|".join(names) if names else "(?!x)x"
+
+
+wildcard_constraints:
+    task=alternatives(DATASETS),
+    model=alternatives(list(CFG.models)),
+    toy=alternatives(TOY_MODELS),
+    hub=alternatives(HUB_MODELS),
+
+
+def json_arg(value):
+    """A config slice as one shell-quoted JSON argument (sorted keys: stable params)."""
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json")
+    return shlex.quote(json.dumps(value, sort_keys=True, separators=(",", ":")))
+
+
+def model_artifact(wildcards):
+    """The toy model's save_pretrained directory, or a hub model's reference JSON."""
+    m = wildcards.model
+    return f"data/models/{m}" if m in TOY_MODELS else f"data/models/{m}.json"
+
+
+def final_outputs():
+    return expand(
+        "data/metrics/evaluate_model/{model}/{task}.json", model=list(CFG.models), task=DATASETS
+    )

@@ -1,0 +1,28 @@
+rule datasets:
+    output:
+        rows="data/datasets/{task}.jsonl",
+        metrics="data/metrics/datasets/{task}.json",
+    params:
+        cfg=lambda w: json_arg(CFG.dataset_params(w.task)),
+        seed=CFG.seed,
+    log:
+        "logs/datasets/{task}.log",
+    shell:
+        "circuitlab datasets --task {wildcards.task} --params {params.cfg} --seed {params.seed}"
+        " --out {output.rows} --metrics {output.metrics} > {log} 2>&1"
+
+
+rule check_dataset:
+    input:
+        model=model_artifact,
+        rows="data/datasets/{task}.jsonl",
+    output:
+        rows="data/datasets/{model}/{task}.jsonl",
+        metrics="data/metrics/check_dataset/{model}/{task}.json",
+    params:
+        on_invalid=CFG.datasets.on_invalid,
+    log:
+        "logs/check_dataset/{model}/{task}.log",
+    shell:
+        "circuitlab check-dataset --model {input.model} --data {input.rows}"
+        " --on-invalid {params.on_invalid} --out {output.rows} --metrics {output.metrics} > {log} 2>&1"

@@ -1,0 +1,43 @@
+rule train_toy_model:
+    output:
+        model=directory("data/models/{toy}"),
+        metrics="data/metrics/train_toy_model/{toy}.json",
+        plot="data/plots/train_toy_model/{toy}.json",
+    params:
+        cfg=lambda w: json_arg(CFG.models[w.toy]),
+        tasks=json_arg(CFG.corpus_params()),
+        seed=CFG.seed,
+    threads: 2
+    log:
+        "logs/train_toy_model/{toy}.log",
+    shell:
+        "circuitlab train-toy-model --name {wildcards.toy} --params {params.cfg} --tasks {params.tasks}"
+        " --seed {params.seed} --out {output.model} --metrics {output.metrics}"
+        " --plot {output.plot} > {log} 2>&1"
+
+
+rule model_ref:
+    output:
+        "data/models/{hub}.json",
+    params:
+        cfg=lambda w: json_arg(CFG.models[w.hub]),
+    log:
+        "logs/model_ref/{hub}.log",
+    shell:
+        "circuitlab model-ref --params {params.cfg} --out {output} > {log} 2>&1"
+
+
+rule evaluate_model:
+    input:
+        model=model_artifact,
+        rows="data/datasets/{model}/{task}.jsonl",
+    output:
+        "data/metrics/evaluate_model/{model}/{task}.json",
+    params:
+        batch_size=CFG.evaluation.batch_size,
+        min_accuracy=CFG.evaluation.min_accuracy,
+    log:
+        "logs/evaluate_model/{model}/{task}.log",
+    shell:
+        "circuitlab evaluate-model --model {input.model} --data {input.rows}"
+        " --batch-size {params.batch_size} --min-accuracy {params.min_accuracy} --out {output} > {log} 2>&1"
