@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: setup reproduce test test-fast bench lint clean-results
+.PHONY: setup reproduce test test-fast bench lint snapshot clean-results
 
 setup: $(STAMP)
 
@@ -37,6 +37,12 @@ test-fast: setup
 
 bench: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m benchmarks
+
+# Version the current artifacts with DVC and push them to the default remote
+# (~/.cache/circuitlab/dvc-store unless changed with `dvc remote modify store url …`).
+snapshot: setup
+	DVC_NO_ANALYTICS=1 $(BIN)/dvc add --quiet data/datasets data/models data/metrics data/plots
+	DVC_NO_ANALYTICS=1 $(BIN)/dvc push --quiet
 
 lint: setup
 	$(BIN)/ruff check src tests

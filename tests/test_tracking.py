@@ -232,6 +232,7 @@ def test_bad_series_and_options_raise(env: Path, monkeypatch: pytest.MonkeyPatch
         tracking.log_metrics("t", {}, out, plots_out=env / "p.json")
     with pytest.raises(CircuitlabError, match="must end in"):
         tracking.log_metrics("t", {}, out, series={"loss": [1.0]}, plots_out=env / "p.png")
+    assert not out.exists()  # every check runs before anything is written
     with pytest.raises(CircuitlabError, match="config value 'fn'"):
         tracking.log_metrics("t", {}, out, config={"fn": print})
     monkeypatch.setenv("WANDB_MODE", "sometimes")

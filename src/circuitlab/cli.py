@@ -125,7 +125,7 @@ def train_toy_model(
         metrics,
         config=cfg.model_dump(mode="json") | {"seed": seed},
         series={"loss": result.losses},
-        series_steps=result.loss_steps,
+        steps=result.loss_steps,
         plots_out=plot,
         run_name=f"train_toy_model/{name}",
     )

@@ -12,7 +12,14 @@ from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from circuitlab.errors import ConfigError
 from circuitlab.models.spec import ModelSpec
@@ -53,7 +60,20 @@ class ToyTraining(StrictModel):
 
 class ToyCorpus(StrictModel):
     sentences_per_family: int = Field(default=30000, ge=1)
+    weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="per-family multiplier of sentences_per_family (missing families: 1.0); "
+        "algorithmic families (ioi, induction) need more examples than factual ones",
+    )
     filler_sentences: int = Field(default=5000, ge=0)
+
+    @field_validator("weights")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: w for k, w in v.items() if not w > 0}
+        if bad:
+            raise ValueError(f"corpus weights must be > 0, got {bad}")
+        return v
 
 
 class ToyModelConfig(StrictModel):

@@ -90,6 +90,7 @@ def log_metrics(
     plots_out: str | os.PathLike[str] | None = None,
     tags: Mapping[str, str] | None = None,
     run_name: str | None = None,
+    steps: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Write `metrics` to `out` (and `series` to `plots_out`) and log both to one W&B run.
 
@@ -108,6 +109,8 @@ def log_metrics(
             ``{"step": i, name: value}`` records; ``.csv``/``.tsv``: a ``step`` column).
         tags: W&B tags, written as ``key=value``.
         run_name: appended to the stage in the W&B run name, e.g. the rule's wildcards.
+        steps: the step number of each series entry (default 0, 1, 2, …), e.g. the
+            optimiser steps at which a loss was recorded.
 
     Returns:
         The metrics as written to `out` (plain Python values, non-finite numbers as None).
@@ -123,6 +126,10 @@ def log_metrics(
     clean_series = _clean_series(stage, series) if series is not None else None
     if plots_out is not None and not clean_series:
         raise CircuitlabError(f"stage {stage!r}: plots_out={plots_out} was given without series")
+    if plots_out is not None and Path(plots_out).suffix.lower() not in PLOT_SUFFIXES:
+        raise CircuitlabError(
+            f"stage {stage!r}: plots_out {plots_out} must end in one of {', '.join(PLOT_SUFFIXES)}"
+        )
     if clean_series:
         clash = sorted(set(clean_series) & set(flat))
         if clash:
@@ -130,13 +137,14 @@ def log_metrics(
                 f"stage {stage!r}: {clash} is both a metric and a series; the series' last value "
                 "would overwrite the metric in the W&B summary. Rename one of them."
             )
+    x = _clean_steps(stage, steps, clean_series)
     run_config = _jsonable_config(stage, config)
     run_tags = _clean_tags(stage, tags)
     mode = resolve_mode()  # before any write: a bad WANDB_MODE fails without side effects
 
     write_json(out, clean)
     if plots_out is not None and clean_series:
-        _write_plot(Path(plots_out), clean_series)
+        _write_plot(Path(plots_out), clean_series, x)
 
     if mode != "disabled":
         _log_to_wandb(
@@ -147,6 +155,7 @@ def log_metrics(
             tags=run_tags,
             summary=flat,
             series=clean_series or {},
+            steps=x,
         )
     return clean
 
@@ -387,16 +396,32 @@ def _clean_tags(stage: str, tags: Mapping[str, str] | None) -> list[str]:
 # --------------------------------------------------------------------------- plots file
 
 
-def _write_plot(path: Path, series: Mapping[str, list[int | float | None]]) -> None:
+def _clean_steps(
+    stage: str, steps: Sequence[int] | None, series: Mapping[str, list[Any]] | None
+) -> list[int]:
+    """The x value of each series entry: `steps` if given (strictly increasing ints), else 0..n-1."""
+    n = max((len(v) for v in (series or {}).values()), default=0)
+    if steps is None:
+        return list(range(n))
+    x = [int(s) for s in steps]
+    if len(x) != n or any(b <= a for a, b in zip(x, x[1:], strict=False)):
+        raise CircuitlabError(
+            f"stage {stage!r}: steps must be {n} strictly increasing integers (one per series "
+            f"entry), got {len(x)}"
+        )
+    return x
+
+
+def _write_plot(
+    path: Path, series: Mapping[str, list[int | float | None]], x: Sequence[int]
+) -> None:
     suffix = path.suffix.lower()
-    if suffix not in PLOT_SUFFIXES:
-        raise CircuitlabError(f"plots_out {path} must end in one of {', '.join(PLOT_SUFFIXES)}")
     names = sorted(series)
-    steps = max(len(v) for v in series.values())
+    steps = len(x)
     # Every row has every column (null where a shorter series has ended): `dvc plots` 3.67
     # fails with a TypeError on JSON records whose keys differ from the first record's.
     rows = [
-        {STEP_KEY: i, **{n: series[n][i] if i < len(series[n]) else None for n in names}}
+        {STEP_KEY: x[i], **{n: series[n][i] if i < len(series[n]) else None for n in names}}
         for i in range(steps)
     ]
     if suffix == ".json":
@@ -479,6 +504,7 @@ def _log_to_wandb(
     tags: list[str],
     summary: dict[str, Any],
     series: Mapping[str, list[int | float | None]],
+    steps: Sequence[int],
 ) -> None:
     # wandb-core reports its own errors to W&B unless told not to; read at service start.
     os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
@@ -513,9 +539,8 @@ def _log_to_wandb(
 
     exit_code = 1
     try:
-        steps = max((len(v) for v in series.values()), default=0)
-        for i in range(steps):
-            run.log({n: v[i] for n, v in series.items() if i < len(v)}, step=i)
+        for i, step in enumerate(steps):
+            run.log({n: v[i] for n, v in series.items() if i < len(v)}, step=step)
         if summary:
             run.summary.update(summary)
         exit_code = 0

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 from circuitlab.tasks import get_family
 from circuitlab.config import ToyCorpus
+from circuitlab.errors import ConfigError
 from circuitlab.tasks.base import TaskParams
 
 FILLER_SUBJECTS = ("the cat", "the dog", "a bird", "the child", "my friend", "the teacher",
@@ -36,13 +37,20 @@ def build_corpus(
     families: Mapping[str, TaskParams | Mapping[str, object] | None], cfg: ToyCorpus, seed: int
 ) -> list[str]:
     """Sentences from each named family (in sorted order) and filler, shuffled with `seed`."""
+    unknown = sorted(set(cfg.weights) - set(families))
+    if unknown:
+        raise ConfigError(
+            f"corpus weights name families that are not enabled: {unknown}; "
+            f"enabled: {', '.join(sorted(families))}"
+        )
     rng = np.random.default_rng([seed, 7919])
     sentences: list[str] = []
     for name in sorted(families):
         family = get_family(name)
         raw = families[name]
         params = raw if isinstance(raw, family.params) else family.params(**(raw or {}))
-        sentences.extend(family.corpus(params, rng, cfg.sentences_per_family))
+        n = max(1, round(cfg.sentences_per_family * cfg.weights.get(name, 1.0)))
+        sentences.extend(family.corpus(params, rng, n))
     sentences.extend(filler(rng, cfg.filler_sentences))
     order = rng.permutation(len(sentences))
     return [sentences[i] for i in order]

@@ -1,0 +1,120 @@
+"""The whole Snakemake pipeline on a tiny config, in a temp copy of the workflow.
+
+Checks what a user relies on: artifacts exist and validate, a W&B offline run holds the
+logged metrics, a second run does nothing, and changing one task's parameter reruns only
+that task's jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from circuitlab.tasks.io import load_rows
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+TINY = {
+    "seed": 0,
+    "models": {
+        "tiny": {
+            "source": "toy",
+            "architecture": {"n_layers": 1, "d_model": 32, "n_heads": 4, "n_kv_heads": 2,
+                             "d_mlp": 64, "max_seq_len": 64},
+            "training": {"steps": 20, "batch_size": 16, "warmup_steps": 2, "log_every": 5},
+            "corpus": {"sentences_per_family": 100, "filler_sentences": 20},
+        }
+    },
+    "tasks": {"capitals": {"n_train": 8, "n_test": 6}, "induction": {"n_train": 8, "n_test": 6}},
+    "behaviours": {"refusal": {"n_train": 6, "n_test": 4}},
+    "evaluation": {"batch_size": 8, "min_accuracy": 0.0},
+}
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "CIRCUITLAB_ROOT": str(workdir)}
+    env.pop("CIRCUITLAB_RUN_GROUP", None)
+    proc = subprocess.run(
+        [str(BIN / "snakemake"), "--cores", "2", "--workflow-profile", "workflow/profiles/default", *args],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=900,
+    )
+    if proc.returncode != 0:
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in (workdir / "logs").rglob("*.log"))
+        pytest.fail(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}\n{logs}")
+    return proc
+
+
+def jobs_run(proc: subprocess.CompletedProcess[str]) -> dict[str, int]:
+    """Rule → count from Snakemake's "Job stats" table (empty when nothing was done)."""
+    text = proc.stdout + proc.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M) if m[1] != "total"}
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("pipeline")
+    for name in ("Snakefile", "workflow"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
+    (work / "config").mkdir()
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(TINY))
+    os.environ.setdefault("WANDB_MODE", "offline")
+    snakemake(work)
+    return work
+
+
+@pytest.mark.slow
+def test_artifacts_exist_and_validate(pipeline: Path) -> None:
+    for task in ("capitals", "induction", "refusal"):
+        rows = load_rows(pipeline / "data" / "datasets" / f"{task}.jsonl")
+        assert {r.split for r in rows} == {"train", "test"}
+        checked = load_rows(pipeline / "data" / "datasets" / "tiny" / f"{task}.jsonl")
+        assert len(checked) == len(rows)
+        scores = json.loads((pipeline / "data/metrics/evaluate_model/tiny" / f"{task}.json").read_text())
+        assert 0.0 <= scores["test"]["accuracy"] <= 1.0
+    model_dir = pipeline / "data" / "models" / "tiny"
+    assert (model_dir / "model.safetensors").exists() and (model_dir / "tokenizer.json").exists()
+    train = json.loads((pipeline / "data/metrics/train_toy_model/tiny.json").read_text())
+    assert train["final_loss"] > 0
+    curve = json.loads((pipeline / "data/plots/train_toy_model/tiny.json").read_text())
+    assert [p["step"] for p in curve] == [5, 10, 15, 20]
+
+
+@pytest.mark.slow
+def test_wandb_offline_runs_share_one_group(pipeline: Path) -> None:
+    runs = sorted((pipeline / "logs" / "wandb").glob("offline-run-*"))
+    # 3 datasets + 1 training + 3 checks + 3 evaluations
+    assert len(runs) == 10, [r.name for r in runs]
+    blobs = [next(r.glob("run-*.wandb")).read_bytes() for r in runs]
+    groups = {m.group(0) for b in blobs for m in re.finditer(rb"run-\d{8}-\d{6}", b)}
+    assert len(groups) == 1, groups
+    train_run = next(b for b in blobs if b"train_toy_model" in b)
+    assert b"final_loss" in train_run
+
+
+@pytest.mark.slow
+def test_second_run_does_nothing(pipeline: Path) -> None:
+    assert jobs_run(snakemake(pipeline)) == {}
+
+
+@pytest.mark.slow
+def test_changing_one_task_reruns_only_that_task(pipeline: Path) -> None:
+    cfg = yaml.safe_load((pipeline / "config" / "config.yaml").read_text())
+    cfg["tasks"]["capitals"]["n_test"] = 5
+    (pipeline / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(pipeline)
+    assert jobs_run(proc) == {"datasets": 1, "check_dataset": 1, "evaluate_model": 1, "all": 1}
+    assert "capitals" in proc.stdout + proc.stderr
+    assert len(load_rows(pipeline / "data" / "datasets" / "tiny" / "capitals.jsonl", split="test")) == 5
