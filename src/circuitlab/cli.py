@@ -10,12 +10,18 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from circuitlab.errors import CircuitlabError, ConfigError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+M = TypeVar("M", bound="BaseModel")
 
 app = typer.Typer(
     add_completion=False,
@@ -36,6 +42,20 @@ def parse_json_option(text: str, option: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"{option} must be a JSON object, got {type(value).__name__}")
     return value
+
+
+def model_input(path: Path) -> Path:
+    """A model artifact given to a stage: must exist, else name the rule that makes it."""
+    from circuitlab.io import require
+
+    return require(path, "model_ref" if path.suffix == ".json" else "train_toy_model")
+
+
+def parse_params(model: type[M], text: str, option: str = "--params") -> M:
+    """A stage's JSON option validated as its pydantic model (errors name the bad keys)."""
+    from circuitlab.validation import parse_model
+
+    return parse_model(model, parse_json_option(text, option), option)
 
 
 @app.command()
@@ -79,7 +99,7 @@ def datasets(
     from circuitlab.tasks import build_rows, get_family
 
     family = get_family(task)
-    p = family.params(**parse_json_option(params, "--params"))
+    p = parse_params(family.params, params)
     rows = build_rows(task, p, seed)
     write_jsonl(out, (r.model_dump() for r in rows))
     counts = {s: sum(r.split == s for r in rows) for s in ("train", "test")}
@@ -108,7 +128,7 @@ def train_toy_model(
     from circuitlab.io import atomic_path
     from circuitlab.models.toy import build_toy_model
 
-    cfg = ToyModelConfig(**parse_json_option(params, "--params"))
+    cfg = parse_params(ToyModelConfig, params)
     model, tokenizer, result = build_toy_model(cfg, parse_json_option(tasks, "--tasks"), seed)
     with atomic_path(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -140,7 +160,7 @@ def model_ref(
     from circuitlab.config import HubModelConfig
     from circuitlab.models.spec import ModelSpec
 
-    cfg = HubModelConfig(**parse_json_option(params, "--params"))
+    cfg = parse_params(HubModelConfig, params)
     ModelSpec(**cfg.model_dump(exclude={"source"})).to_reference(out)
 
 
@@ -149,7 +169,9 @@ def check_dataset(
     model: Path = typer.Option(..., help="data/models/{model} directory or {model}.json reference"),
     data: Path = typer.Option(..., help="data/datasets/{task}.jsonl"),
     on_invalid: str = typer.Option("fail", help="fail | drop"),
-    out: Path = typer.Option(..., help="data/datasets/{model}/{task}.jsonl (rows valid for the model)"),
+    out: Path = typer.Option(
+        ..., help="data/datasets/{model}/{task}.jsonl (rows valid for the model)"
+    ),
     metrics: Path = typer.Option(..., help="data/metrics/check_dataset/{model}/{task}.json"),
 ) -> None:
     """Check a dataset against a model's tokenizer: equal clean/corrupt lengths, 1-token targets."""
@@ -162,7 +184,7 @@ def check_dataset(
     if on_invalid not in ("fail", "drop"):
         raise ConfigError(f"--on-invalid must be 'fail' or 'drop', got {on_invalid!r}")
     rows = load_rows(data, rule="datasets")
-    tokenizer = load_tokenizer(model)
+    tokenizer = load_tokenizer(model_input(model))
     task = data.stem
     kept, report = check_for_tokenizer(rows, tokenizer, task=task, on_invalid=on_invalid)  # type: ignore[arg-type]
     write_jsonl(out, (r.model_dump() for r in kept))
@@ -189,11 +211,10 @@ def evaluate_model(
     from circuitlab.models.loading import load_model
     from circuitlab.tasks.io import load_rows
 
-    loaded = load_model(model)
+    rows = load_rows(data, rule="check_dataset")
+    loaded = load_model(model_input(model))
     task = data.stem
-    scores = evaluate_task(
-        loaded.model, loaded.tokenizer, load_rows(data, rule="check_dataset"), batch_size
-    )
+    scores = evaluate_task(loaded.model, loaded.tokenizer, rows, batch_size)
     tracking.log_metrics(
         "evaluate_model",
         scores,
@@ -209,7 +230,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except CircuitlabError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted")

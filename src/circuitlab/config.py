@@ -8,14 +8,11 @@ sections are built from the task registry, so adding a family needs no edit here
 from __future__ import annotations
 
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
     Field,
-    ValidationError,
     create_model,
     field_validator,
     model_validator,
@@ -25,6 +22,7 @@ from circuitlab.errors import ConfigError
 from circuitlab.models.spec import ModelSpec
 from circuitlab.tasks import families
 from circuitlab.tasks.base import StrictModel, TaskParams
+from circuitlab.validation import parse_model
 
 
 class ToyArchitecture(StrictModel):
@@ -176,50 +174,6 @@ class Config(StrictModel):
         return self.models[name]
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """One line per problem: the dotted key, what is wrong, and for unknown keys the allowed ones."""
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(err["loc"][:-1])
-            hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
-            lines.append(f"  {loc}: unknown key{hint}")
-        else:
-            lines.append(f"  {loc}: {err['msg']}")
-    return f"invalid config ({source}):\n" + "\n".join(lines)
-
-
-def _expand(tp: Any) -> list[Any]:
-    """Unwrap Annotated / Optional / unions into their member types."""
-    origin = get_origin(tp)
-    if origin is Annotated:
-        return _expand(get_args(tp)[0])
-    if origin in (Union, UnionType):
-        return [t for a in get_args(tp) for t in _expand(a)]
-    return [tp]
-
-
-def _allowed_keys(path: tuple[Any, ...]) -> list[str]:
-    """The field names of the config model found by walking `path` (an error location)."""
-    candidates = [Config]
-    for part in path:
-        nxt: list[Any] = []
-        for tp in (t for c in candidates for t in _expand(c)):
-            if isinstance(tp, type) and issubclass(tp, BaseModel):
-                if part in tp.model_fields:
-                    nxt.append(tp.model_fields[part].annotation)
-                elif tp.model_fields.get("source") and part in get_args(
-                    tp.model_fields["source"].annotation
-                ):
-                    nxt.append(tp)  # a discriminated-union tag in the location
-            elif get_origin(tp) is dict:
-                nxt.append(get_args(tp)[1])
-        candidates = nxt
-    models = [t for c in candidates for t in _expand(c) if isinstance(t, type) and issubclass(t, BaseModel)]
-    return sorted(models[0].model_fields) if len(models) == 1 else []
-
-
 def load_config(source: dict[str, Any] | str | Path) -> Config:
     """Validate a config dict or YAML file; errors name every bad key and the allowed ones."""
     if isinstance(source, dict):
@@ -233,10 +187,7 @@ def load_config(source: dict[str, Any] | str | Path) -> Config:
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
         where = str(path)
-    try:
-        return Config.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, where)) from None
+    return parse_model(Config, raw, where)
 
 
 def json_schema() -> dict[str, Any]:

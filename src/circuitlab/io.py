@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from circuitlab.errors import ArtifactError
+from circuitlab.errors import ArtifactError, missing_artifact
 
 
 @contextmanager
@@ -46,14 +46,16 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
 
 
-def read_json(path: str | os.PathLike[str], *, rule: str | None = None) -> Any:
+def require(path: str | os.PathLike[str], rule: str | None = None) -> Path:
+    """`path` as a Path if it exists; else an error naming the rule that makes it."""
     p = Path(path)
     if not p.exists():
-        from circuitlab.errors import missing_artifact
+        raise missing_artifact(p, rule) if rule else ArtifactError(f"{p} does not exist")
+    return p
 
-        if rule:
-            raise missing_artifact(p, rule)
-        raise ArtifactError(f"{p} does not exist")
+
+def read_json(path: str | os.PathLike[str], *, rule: str | None = None) -> Any:
+    p = require(path, rule)
     try:
         return json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -66,13 +68,7 @@ def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) ->
 
 
 def read_jsonl(path: str | os.PathLike[str], *, rule: str | None = None) -> list[dict[str, Any]]:
-    p = Path(path)
-    if not p.exists():
-        from circuitlab.errors import missing_artifact
-
-        if rule:
-            raise missing_artifact(p, rule)
-        raise ArtifactError(f"{p} does not exist")
+    p = require(path, rule)
     rows = []
     for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():

@@ -54,7 +54,9 @@ def encode_rows(rows: Sequence[TaskRow], tokenizer: PreTrainedTokenizerBase) -> 
     answers = []
     for field in ("target", "counterfactual"):
         full = tokenizer([r.prompt + getattr(r, field) for r in rows])["input_ids"]
-        answers.append([continuation(list(p), list(f))[0] for p, f in zip(clean, full, strict=True)])
+        answers.append(
+            [continuation(list(p), list(f))[0] for p, f in zip(clean, full, strict=True)]
+        )
     width = max(len(a) for a in clean)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     input_ids = torch.full((len(rows), width), pad, dtype=torch.long)

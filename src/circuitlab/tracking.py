@@ -25,6 +25,7 @@ import csv
 import dataclasses
 import enum
 import io
+import itertools
 import json
 import math
 import netrc
@@ -404,7 +405,7 @@ def _clean_steps(
     if steps is None:
         return list(range(n))
     x = [int(s) for s in steps]
-    if len(x) != n or any(b <= a for a, b in zip(x, x[1:], strict=False)):
+    if len(x) != n or any(b <= a for a, b in itertools.pairwise(x)):
         raise CircuitlabError(
             f"stage {stage!r}: steps must be {n} strictly increasing integers (one per series "
             f"entry), got {len(x)}"

@@ -28,10 +28,16 @@ TINY = {
     "models": {
         "tiny": {
             "source": "toy",
-            "architecture": {"n_layers": 1, "d_model": 32, "n_heads": 4, "n_kv_heads": 2,
-                             "d_mlp": 64, "max_seq_len": 64},
+            "architecture": {
+                "n_layers": 1,
+                "d_model": 32,
+                "n_heads": 4,
+                "n_kv_heads": 2,
+                "d_mlp": 64,
+                "max_seq_len": 64,
+            },
             "training": {"steps": 20, "batch_size": 16, "warmup_steps": 2, "log_every": 5},
-            "corpus": {"sentences_per_family": 100, "filler_sentences": 20},
+            "corpus": {"sentences_per_family": 400, "filler_sentences": 20},
         }
     },
     "tasks": {"capitals": {"n_train": 8, "n_test": 6}, "induction": {"n_train": 8, "n_test": 6}},
@@ -41,15 +47,34 @@ TINY = {
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "CIRCUITLAB_ROOT": str(workdir)}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "CIRCUITLAB_ROOT": str(workdir),
+    }
     env.pop("CIRCUITLAB_RUN_GROUP", None)
     proc = subprocess.run(
-        [str(BIN / "snakemake"), "--cores", "2", "--workflow-profile", "workflow/profiles/default", *args],
-        cwd=workdir, env=env, capture_output=True, text=True, timeout=900,
+        [
+            str(BIN / "snakemake"),
+            "--cores",
+            "2",
+            "--workflow-profile",
+            "workflow/profiles/default",
+            *args,
+        ],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     if proc.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in (workdir / "logs").rglob("*.log"))
-        pytest.fail(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}\n{logs}")
+        logs = "\n".join(
+            f"--- {p}\n{p.read_text()[-2000:]}" for p in (workdir / "logs").rglob("*.log")
+        )
+        pytest.fail(
+            f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}\n{logs}"
+        )
     return proc
 
 
@@ -59,7 +84,9 @@ def jobs_run(proc: subprocess.CompletedProcess[str]) -> dict[str, int]:
     if "Nothing to be done" in text:
         return {}
     table = text.split("Job stats:", 1)[1]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M) if m[1] != "total"}
+    return {
+        m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M) if m[1] != "total"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +109,9 @@ def test_artifacts_exist_and_validate(pipeline: Path) -> None:
         assert {r.split for r in rows} == {"train", "test"}
         checked = load_rows(pipeline / "data" / "datasets" / "tiny" / f"{task}.jsonl")
         assert len(checked) == len(rows)
-        scores = json.loads((pipeline / "data/metrics/evaluate_model/tiny" / f"{task}.json").read_text())
+        scores = json.loads(
+            (pipeline / "data/metrics/evaluate_model/tiny" / f"{task}.json").read_text()
+        )
         assert 0.0 <= scores["test"]["accuracy"] <= 1.0
     model_dir = pipeline / "data" / "models" / "tiny"
     assert (model_dir / "model.safetensors").exists() and (model_dir / "tokenizer.json").exists()
@@ -117,4 +146,7 @@ def test_changing_one_task_reruns_only_that_task(pipeline: Path) -> None:
     proc = snakemake(pipeline)
     assert jobs_run(proc) == {"datasets": 1, "check_dataset": 1, "evaluate_model": 1, "all": 1}
     assert "capitals" in proc.stdout + proc.stderr
-    assert len(load_rows(pipeline / "data" / "datasets" / "tiny" / "capitals.jsonl", split="test")) == 5
+    assert (
+        len(load_rows(pipeline / "data" / "datasets" / "tiny" / "capitals.jsonl", split="test"))
+        == 5
+    )

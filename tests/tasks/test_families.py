@@ -157,7 +157,7 @@ def test_induction_rows() -> None:
         assert corrupt[:5] == words[:5] and len(set(corrupt)) == 9
     with pytest.raises(ConfigError, match="seq_len"):
         build_rows("induction", {"seq_len": 20}, seed=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="seq_len: Input should be greater than or equal to 2"):
         build_rows("induction", {"seq_len": 1}, seed=0)
 
 
@@ -225,13 +225,14 @@ def test_algorithmic_corpora_are_consistent() -> None:
             seen_attractor_numbers.add((words[1] in singular, words[-4] in att_singular))
     assert len(seen_attractor_numbers) == 4  # attractors of both numbers for both subjects
     params = induction.InductionParams()
-    lengths = set()
+    shapes = set()
     for s in induction.corpus(params, rng, 200):
         words = s.split()[:-1]
-        half = len(words) // 2
-        assert words[:half] == words[half:] and len(set(words[:half])) == half, s
-        lengths.add(half)
-    assert params.seq_len in lengths
+        length = len(set(words))  # distinct words, repeated as a whole
+        repeats = len(words) // length
+        assert repeats in (2, 3) and words == words[:length] * repeats, s
+        shapes.add((length, repeats))
+    assert {(params.seq_len, 2), (params.seq_len, 3)} <= shapes
 
 
 def test_corpus_covers_every_entity() -> None:
@@ -266,9 +267,9 @@ def test_request_pairs_have_equal_length() -> None:
 
 
 def test_bad_params_and_rows_are_reported() -> None:
-    with pytest.raises(ValueError, match="n_train"):
+    with pytest.raises(ConfigError, match="n_train"):
         build_rows("capitals", {"n_train": 0}, seed=0)
-    with pytest.raises(ValueError, match="extra"):
+    with pytest.raises(ConfigError, match="n_tran: unknown key; allowed keys here: n_test, n_train"):
         build_rows("capitals", {"n_tran": 3}, seed=0)
     with pytest.raises(ConfigError, match="test_fraction"):
         build_rows("ioi", {"test_fraction": 0.05}, seed=0)

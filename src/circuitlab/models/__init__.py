@@ -23,7 +23,15 @@ _WHERE = {
     "load_model": "circuitlab.models.loading",
     "ModelSpec": "circuitlab.models.spec",
 }
-__all__ = sorted(_WHERE)
+__all__ = [
+    "ADAPTERS",
+    "Adapter",
+    "LoadedModel",
+    "ModelDims",
+    "ModelSpec",
+    "get_adapter",
+    "load_model",
+]
 
 
 def __getattr__(name: str) -> Any:

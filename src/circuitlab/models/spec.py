@@ -23,8 +23,6 @@ if TYPE_CHECKING:
 DType = Literal["float32", "float16", "bfloat16", "auto"]
 
 
-
-
 class ModelSpec(StrictModel):
     """How to load one model. `id` is a Hugging Face hub id or a local directory."""
 

@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from circuitlab.errors import ConfigError, DatasetError
+from circuitlab.validation import parse_model
 
 Split = Literal["train", "test"]
 Kind = Literal["task", "behaviour"]
@@ -117,10 +118,17 @@ def families(kind: Kind | None = None) -> list[TaskFamily]:
 def build_rows(name: str, params: TaskParams | dict[str, Any] | None, seed: int) -> list[TaskRow]:
     """Build and validate a family's rows: ids unique, splits non-empty."""
     family = get_family(name)
-    p = params if isinstance(params, family.params) else family.params(**(params or {}))
+    p = family_params(family, params)
     rows = family.build(p, seed)
     check_rows(rows, name)
     return rows
+
+
+def family_params(family: TaskFamily, params: TaskParams | dict[str, Any] | None) -> TaskParams:
+    """`params` validated as the family's params model (None → defaults)."""
+    if isinstance(params, family.params):
+        return params
+    return parse_model(family.params, params or {}, f"tasks.{family.name}")
 
 
 def check_rows(rows: Sequence[TaskRow], task: str) -> None:

@@ -47,16 +47,19 @@ class InductionParams(TaskParams):
 
 
 def corpus(params: InductionParams, rng: np.random.Generator, n: int) -> list[str]:
-    """Fresh random sequences over all words, each followed by its full repeat and a full stop.
+    """Fresh random sequences over all words, each repeated two or three times, then a full stop.
 
-    The length varies around `seq_len` (±2) so the model learns to copy, not one position.
+    The length varies around `seq_len` (±2) so that copying from a fixed offset does not work
+    (the dataset's corrupt prompts keep the first half, so only token-matching induction is
+    what they break); a third repeat doubles the copy targets a sentence trains.
     """
     lo, hi = max(2, params.seq_len - 2), min(len(WORDS), params.seq_len + 2)
     out = []
     for _ in range(n):
         length = int(rng.integers(lo, hi + 1))
+        repeats = int(rng.integers(2, 4))
         seq = [WORDS[i] for i in rng.choice(len(WORDS), length, replace=False)]
-        out.append(" ".join([*seq, *seq, "."]))
+        out.append(" ".join([*(seq * repeats), "."]))
     return out
 
 

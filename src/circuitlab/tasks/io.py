@@ -9,7 +9,9 @@ from circuitlab.io import read_jsonl
 from circuitlab.tasks.base import TaskRow, parse_rows
 
 
-def load_rows(path: str | Path, *, rule: str | None = None, split: str | None = None) -> list[TaskRow]:
+def load_rows(
+    path: str | Path, *, rule: str | None = None, split: str | None = None
+) -> list[TaskRow]:
     """Rows of a dataset file, validated; `split` keeps only "train" or "test" rows."""
     rows = parse_rows(read_jsonl(path, rule=rule), str(path))
     if split is not None:

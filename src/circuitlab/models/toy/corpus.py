@@ -11,16 +11,37 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from circuitlab.tasks import get_family
+
 from circuitlab.config import ToyCorpus
 from circuitlab.errors import ConfigError
-from circuitlab.tasks.base import TaskParams
+from circuitlab.tasks import get_family
+from circuitlab.tasks.base import TaskParams, family_params
 
-FILLER_SUBJECTS = ("the cat", "the dog", "a bird", "the child", "my friend", "the teacher",
-                   "a farmer", "the old man", "the girl", "our neighbour")
+FILLER_SUBJECTS = (
+    "the cat",
+    "the dog",
+    "a bird",
+    "the child",
+    "my friend",
+    "the teacher",
+    "a farmer",
+    "the old man",
+    "the girl",
+    "our neighbour",
+)
 FILLER_VERBS = ("saw", "liked", "found", "watched", "painted", "carried", "heard", "followed")
-FILLER_OBJECTS = ("the river", "a tree", "the house", "a small boat", "the garden", "the moon",
-                  "a red ball", "the window", "the road", "a quiet song")
+FILLER_OBJECTS = (
+    "the river",
+    "a tree",
+    "the house",
+    "a small boat",
+    "the garden",
+    "the moon",
+    "a red ball",
+    "the window",
+    "the road",
+    "a quiet song",
+)
 FILLER_TAILS = ("", " in the morning", " at night", " after lunch", " near the hill", " again")
 
 
@@ -47,8 +68,7 @@ def build_corpus(
     sentences: list[str] = []
     for name in sorted(families):
         family = get_family(name)
-        raw = families[name]
-        params = raw if isinstance(raw, family.params) else family.params(**(raw or {}))
+        params = family_params(family, families[name])
         n = max(1, round(cfg.sentences_per_family * cfg.weights.get(name, 1.0)))
         sentences.extend(family.corpus(params, rng, n))
     sentences.extend(filler(rng, cfg.filler_sentences))

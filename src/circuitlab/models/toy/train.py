@@ -15,8 +15,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
-from circuitlab.errors import ConfigError
 from circuitlab.config import ToyArchitecture, ToyTraining
+from circuitlab.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def encode_corpus(
     """Tokenize every sentence as `<bos> … <eos>`, right-padded; returns (ids, lengths)."""
     enc = tokenizer(list(corpus), add_special_tokens=True)["input_ids"]
     eos = tokenizer.eos_token_id
-    seqs = [ids + [eos] for ids in enc]
+    seqs = [[*ids, eos] for ids in enc]
     too_long = [i for i, s in enumerate(seqs) if len(s) > max_len]
     if too_long:
         raise ConfigError(
