@@ -8,7 +8,8 @@ from snakemake.utils import validate
 configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# Defaults come from the pydantic model (circuitlab.config), not from the schema.
+validate(config, "workflow/schemas/config.schema.yaml", set_default=False)
 
 
 include: "workflow/rules/common.smk"

@@ -100,3 +100,27 @@ def test_config_is_frozen() -> None:
     with pytest.raises(Exception):  # noqa: B017 - pydantic raises ValidationError
         cfg.seed = 3  # type: ignore[misc]
     assert isinstance(cfg, Config)
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Snakemake's --configfile semantics: nested dicts are updated key by key."""
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def test_gpt2_config_merges_into_the_default() -> None:
+    override = yaml.safe_load((ROOT / "config" / "gpt2.yaml").read_text())
+    cfg = load_config(merge(default_raw(), override))
+    assert list(cfg.active_models()) == ["gpt2"]
+    assert cfg.model("gpt2").id == "openai-community/gpt2"
+    with pytest.raises(ConfigError, match="unknown model 'toy'; enabled: gpt2"):
+        cfg.model("toy")
+
+
+def test_all_models_disabled_is_an_error() -> None:
+    raw = default_raw()
+    raw["models"]["toy"] = None
+    with pytest.raises(ConfigError, match="every model is disabled"):
+        load_config(raw)

@@ -124,7 +124,11 @@ class EvaluationConfig(StrictModel):
 
 class Config(StrictModel):
     seed: int = Field(default=0, description="the seed every stage derives its own from")
-    models: dict[str, ModelConfig] = Field(min_length=1)
+    models: dict[str, ModelConfig | None] = Field(
+        min_length=1,
+        description="name → model; null disables an entry (e.g. `toy: null` in a config "
+        "passed with --configfile, which Snakemake merges into config/config.yaml)",
+    )
     tasks: TasksConfig = Field(default_factory=TasksConfig)  # type: ignore[valid-type]
     behaviours: BehavioursConfig = Field(default_factory=BehavioursConfig)  # type: ignore[valid-type]
     datasets: DatasetsConfig = DatasetsConfig()
@@ -132,6 +136,8 @@ class Config(StrictModel):
 
     @model_validator(mode="after")
     def _names(self) -> Config:
+        if not self.active_models():
+            raise ValueError("every model is disabled (null); enable at least one")
         for name in self.models:
             if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
                 raise ValueError(f"model name {name!r} may only hold letters, digits, - _ .")
@@ -169,9 +175,13 @@ class Config(StrictModel):
         }
 
     def model(self, name: str) -> ToyModelConfig | HubModelConfig:
-        if name not in self.models:
-            raise ConfigError(f"unknown model {name!r}; configured: {', '.join(self.models)}")
-        return self.models[name]
+        active = self.active_models()
+        if name not in active:
+            raise ConfigError(f"unknown model {name!r}; enabled: {', '.join(active)}")
+        return active[name]
+
+    def active_models(self) -> dict[str, ToyModelConfig | HubModelConfig]:
+        return {k: v for k, v in self.models.items() if v is not None}
 
 
 def load_config(source: dict[str, Any] | str | Path) -> Config:

@@ -8,8 +8,9 @@ from circuitlab.config import load_config
 
 CFG = load_config(config)
 DATASETS = CFG.dataset_names()
-TOY_MODELS = [m for m, spec in CFG.models.items() if spec.source == "toy"]
-HUB_MODELS = [m for m, spec in CFG.models.items() if spec.source == "hf"]
+MODELS = CFG.active_models()
+TOY_MODELS = [m for m, spec in MODELS.items() if spec.source == "toy"]
+HUB_MODELS = [m for m, spec in MODELS.items() if spec.source == "hf"]
 
 # One W&B group per `snakemake` invocation; every job of this run logs into it.
 os.environ.setdefault("CIRCUITLAB_RUN_GROUP", time.strftime("run-%Y%m%d-%H%M%S"))
@@ -22,7 +23,7 @@ def alternatives(names):
 
 wildcard_constraints:
     task=alternatives(DATASETS),
-    model=alternatives(list(CFG.models)),
+    model=alternatives(list(MODELS)),
     toy=alternatives(TOY_MODELS),
     hub=alternatives(HUB_MODELS),
 
@@ -42,5 +43,5 @@ def model_artifact(wildcards):
 
 def final_outputs():
     return expand(
-        "data/metrics/evaluate_model/{model}/{task}.json", model=list(CFG.models), task=DATASETS
+        "data/metrics/evaluate_model/{model}/{task}.json", model=list(MODELS), task=DATASETS
     )

@@ -4,7 +4,7 @@ rule train_toy_model:
         metrics="data/metrics/train_toy_model/{toy}.json",
         plot="data/plots/train_toy_model/{toy}.json",
     params:
-        cfg=lambda w: json_arg(CFG.models[w.toy]),
+        cfg=lambda w: json_arg(MODELS[w.toy]),
         tasks=json_arg(CFG.corpus_params()),
         seed=CFG.seed,
     threads: 2
@@ -20,7 +20,7 @@ rule model_ref:
     output:
         "data/models/{hub}.json",
     params:
-        cfg=lambda w: json_arg(CFG.models[w.hub]),
+        cfg=lambda w: json_arg(MODELS[w.hub]),
     log:
         "logs/model_ref/{hub}.log",
     shell:
