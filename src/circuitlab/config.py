@@ -45,10 +45,10 @@ class ToyArchitecture(StrictModel):
 
 
 class ToyTraining(StrictModel):
-    steps: int = Field(default=2000, ge=1, description="optimiser steps")
-    batch_size: int = Field(default=64, ge=1)
+    steps: int = Field(default=4000, ge=1, description="optimiser steps")
+    batch_size: int = Field(default=32, ge=1)
     lr: float = Field(default=3e-3, gt=0)
-    warmup_steps: int = Field(default=100, ge=0)
+    warmup_steps: int = Field(default=200, ge=0)
     weight_decay: float = Field(default=0.01, ge=0)
     grad_clip: float = Field(default=1.0, gt=0)
     seed: int = 0
@@ -57,7 +57,7 @@ class ToyTraining(StrictModel):
 
 
 class ToyCorpus(StrictModel):
-    sentences_per_family: int = Field(default=30000, ge=1)
+    sentences_per_family: int = Field(default=15000, ge=1)
     weights: dict[str, float] = Field(
         default_factory=dict,
         description="per-family multiplier of sentences_per_family (missing families: 1.0); "

@@ -269,7 +269,9 @@ def test_request_pairs_have_equal_length() -> None:
 def test_bad_params_and_rows_are_reported() -> None:
     with pytest.raises(ConfigError, match="n_train"):
         build_rows("capitals", {"n_train": 0}, seed=0)
-    with pytest.raises(ConfigError, match="n_tran: unknown key; allowed keys here: n_test, n_train"):
+    with pytest.raises(
+        ConfigError, match="n_tran: unknown key; allowed keys here: n_test, n_train"
+    ):
         build_rows("capitals", {"n_tran": 3}, seed=0)
     with pytest.raises(ConfigError, match="test_fraction"):
         build_rows("ioi", {"test_fraction": 0.05}, seed=0)
