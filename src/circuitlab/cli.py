@@ -230,7 +230,9 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except CircuitlabError as exc:
-        err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False, soft_wrap=True)
+        err_console.print(
+            Text.assemble(("error: ", "bold red"), str(exc)), highlight=False, soft_wrap=True
+        )
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted")

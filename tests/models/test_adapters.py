@@ -2,109 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
 from torch import Tensor, nn
-from transformers import (
-    Gemma2Config,
-    Gemma2ForCausalLM,
-    Gemma3ForCausalLM,
-    Gemma3TextConfig,
-    GemmaConfig,
-    GemmaForCausalLM,
-    GPT2Config,
-    GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-    MistralConfig,
-    MistralForCausalLM,
-    PreTrainedTokenizerFast,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-)
 
 from circuitlab.errors import ModelError
-from circuitlab.models import ADAPTERS, LoadedModel, get_adapter, load_model
+from circuitlab.models import ADAPTERS, LoadedModel, get_adapter
 from circuitlab.models.adapters.base import HOOK_NAMES, LAYER_SITES, MODEL_SITES, Adapter
-
-DIMS = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2)
-HEADS = dict(num_attention_heads=4, num_key_value_heads=2)
-GEMMA = dict(**DIMS, **HEADS, head_dim=8)
-
-# The manual MLP-neuron formula per family, written against HF's own module names (not the
-# adapter's), so a wrong path in an adapter cannot agree with itself.
-Neurons = Callable[[nn.Module, Tensor], Tensor]
-
-
-def _gated(layer: nn.Module, x: Tensor) -> Tensor:
-    return layer.mlp.act_fn(layer.mlp.gate_proj(x)) * layer.mlp.up_proj(x)
-
-
-def _gpt2(layer: nn.Module, x: Tensor) -> Tensor:
-    return layer.mlp.act(layer.mlp.c_fc(x))
-
-
-@dataclass(frozen=True)
-class Case:
-    cls: type
-    config: Any
-    n_kv_heads: int
-    neurons: Neurons
-    mlp_norm: str  # HF name of the norm whose output is the MLP input
-    down_weight: Callable[[nn.Module], Tensor]  # [d_model, d_mlp]
-
-
-def _linear_down(layer: nn.Module) -> Tensor:
-    return layer.mlp.down_proj.weight
-
-
-CASES: dict[str, Case] = {
-    "LlamaForCausalLM": Case(
-        LlamaForCausalLM, LlamaConfig(**DIMS, **HEADS), 2, _gated, "post_attention_layernorm",
-        _linear_down,
-    ),
-    "MistralForCausalLM": Case(
-        MistralForCausalLM, MistralConfig(**DIMS, **HEADS), 2, _gated,
-        "post_attention_layernorm", _linear_down,
-    ),
-    "Qwen2ForCausalLM": Case(
-        Qwen2ForCausalLM, Qwen2Config(**DIMS, **HEADS), 2, _gated, "post_attention_layernorm",
-        _linear_down,
-    ),
-    "GemmaForCausalLM": Case(
-        GemmaForCausalLM, GemmaConfig(**GEMMA), 2, _gated, "post_attention_layernorm",
-        _linear_down,
-    ),
-    "Gemma2ForCausalLM": Case(
-        Gemma2ForCausalLM, Gemma2Config(**GEMMA), 2, _gated, "pre_feedforward_layernorm",
-        _linear_down,
-    ),
-    "Gemma3ForCausalLM": Case(
-        Gemma3ForCausalLM, Gemma3TextConfig(**GEMMA), 2, _gated, "pre_feedforward_layernorm",
-        _linear_down,
-    ),
-    "GPT2LMHeadModel": Case(
-        GPT2LMHeadModel,
-        GPT2Config(vocab_size=64, n_embd=32, n_inner=64, n_layer=2, n_head=4, n_positions=64),
-        4, _gpt2, "ln_2", lambda layer: layer.mlp.c_proj.weight.T,
-    ),
-}  # fmt: skip
-
-
-def save_tokenizer(path: Path) -> None:
-    vocab = {"<unk>": 0, "<eos>": 1, **{f"w{i}": i + 2 for i in range(62)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>"
-    ).save_pretrained(path)
+from tiny_models import CASES, Case, build_tiny
 
 
 def test_every_registered_architecture_is_tested() -> None:
@@ -113,17 +22,7 @@ def test_every_registered_architecture_is_tested() -> None:
 
 @pytest.fixture(scope="module", params=sorted(CASES))
 def loaded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
-    case = CASES[request.param]
-    path = tmp_path_factory.mktemp(request.param)
-    torch.manual_seed(0)
-    model = case.cls(case.config)
-    with torch.no_grad():  # Gemma norms start at zero weight; make every norm non-trivial
-        for name, p in model.named_parameters():
-            if "norm" in name or "ln" in name:
-                p.add_(0.1 * torch.randn_like(p))
-    model.save_pretrained(path)
-    save_tokenizer(path)
-    return load_model(path)
+    return build_tiny(request.param, tmp_path_factory.mktemp(request.param))
 
 
 def _case(lm: LoadedModel) -> Case:

@@ -318,6 +318,42 @@ class Adapter:
         with self._pre_hooks(model, self._layer_ids(model, layers), make):
             yield
 
+    def norm_modules(self, model: nn.Module) -> list[nn.Module]:
+        """Every normalisation module of the model: per-layer norms (inputs, outputs, q/k)
+        and the final norm. All compute `self.norm`."""
+        sites = [s for s in ("ln_attn", "ln_mlp", "ln_attn_post", "ln_mlp_post") if self.has(s)]
+        sites += [s for s in ("q_norm", "k_norm") if self.has(s)]
+        mods = [
+            self.module(model, layer, s) for layer in self._layer_ids(model, None) for s in sites
+        ]
+        return [*mods, self.root(model, "final_norm")]
+
+    @contextmanager
+    def replace_outputs(
+        self, hooks: Iterable[tuple[nn.Module, Callable[[nn.Module, Tensor, Tensor], Tensor]]]
+    ) -> Iterator[None]:
+        """Inside the block, each `module`'s output becomes `fn(module, input, output)`.
+
+        The generic door through which other packages (the LRP rules) change what a module
+        computes without replacing it: the object graph stays the same and the hooks are
+        removed on exit, even on error.
+        """
+
+        def wrap(fn: Callable[[nn.Module, Tensor, Tensor], Tensor]) -> Callable[..., Tensor]:
+            def hook(mod: nn.Module, args: tuple[Any, ...], out: Tensor) -> Tensor:
+                return fn(mod, args[0], out)
+
+            return hook
+
+        handles = []
+        try:
+            for mod, fn in hooks:
+                handles.append(mod.register_forward_hook(wrap(fn)))
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
     @contextmanager
     def _pre_hooks(
         self, model: nn.Module, layers: Sequence[int], make: Callable[[int], Callable[..., Any]]

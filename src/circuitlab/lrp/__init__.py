@@ -1,0 +1,1 @@
+"""LRP neuron circuits: linearisation rules, batched attribution, selection, artifacts."""
