@@ -1,0 +1,240 @@
+"""Batched LRP attribution at the MLP neurons: one forward and one backward pass per batch.
+
+The attribution of neuron `n` of layer `l` at position `p` is `a · ∂M/∂a`, where `a` is the
+neuron's activation (the down-projection input) and `M` the prompt's metric read at its own
+last position. Under `linearized` (the LRP rules) this is the neuron's relevance.
+
+Positions are counted **from each prompt's end**: offset −1 is the prompt's last token, −2 the
+one before, and so on. Prompts of a task have different lengths, so only end-relative offsets
+line up across prompts; a circuit key `"layer,position,neuron"` therefore carries a negative
+position. The `scores` tensor's position axis runs over offsets −P … −1 (index j ↔ offset
+j − P); cells that fall before a prompt's start (or on its BOS when `filter_bos`) are zero and
+marked invalid.
+
+Everything is vectorised: no Python loop over positions or neurons and no per-element
+`.item()`; prompts are right-padded and batched (`PromptBatch`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from circuitlab.errors import ArtifactError, DatasetError, ModelError
+from circuitlab.io import atomic_path
+from circuitlab.lrp.rules import linearized
+from circuitlab.models.loading import LoadedModel
+from circuitlab.prompts import PromptBatch, batches, encode_rows
+from circuitlab.tasks.base import TaskRow
+
+Metric = Literal["target", "logit_diff", "top_other"]
+METRICS: tuple[str, ...] = ("target", "logit_diff", "top_other")
+
+
+@dataclass(frozen=True)
+class AttributionOptions:
+    """What to attribute and where (the seed's `compute_attribution` options).
+
+    `filter_bos` drops position 0; `last_n_positions` keeps each prompt's last N positions
+    and, as in the seed, then replaces the BOS filter. `top_k_per_layer` keeps the k largest
+    |attribution| per prompt, layer and position (the seed's sparsification).
+    """
+
+    metric: Metric = "logit_diff"
+    attention_rule: str = "full"
+    lrp: bool = True  # False: plain gradient × activation (no rules)
+    filter_bos: bool = True
+    last_n_positions: int | None = None
+    top_k_per_layer: int | None = None
+    skip_layers: frozenset[int] = frozenset()
+    skip_neurons: frozenset[tuple[int, int]] = frozenset()  # (layer, neuron), e.g. a blacklist
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ModelError(f"unknown metric {self.metric!r}; choose one of {', '.join(METRICS)}")
+
+
+@dataclass
+class Attributions:
+    """Per-prompt attributions of one prompt set: the raw scores a selection works from."""
+
+    scores: Tensor  # [prompts, layers, positions, d_mlp] float32 (CPU)
+    metric: Tensor  # [prompts] metric value of each prompt
+    valid: Tensor  # [prompts, positions] bool: the offset exists for the prompt
+    ids: tuple[str, ...] = field(default=())
+
+    @property
+    def n_positions(self) -> int:
+        return int(self.scores.shape[2])
+
+    def offsets(self) -> list[int]:
+        """The position axis as end-relative offsets (−P … −1)."""
+        return list(range(-self.n_positions, 0))
+
+    def save(self, path: str | Path) -> None:
+        """Write as safetensors (atomic): the raw scores a new selection can reuse."""
+        tensors = {
+            "scores": self.scores.contiguous(),
+            "metric": self.metric.contiguous(),
+            "valid": self.valid.to(torch.uint8).contiguous(),
+        }
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"ids": "\n".join(self.ids)})
+
+    @classmethod
+    def load(cls, path: str | Path) -> Attributions:
+        try:
+            with safe_open(str(path), "pt") as f:
+                t = {name: f.get_tensor(name) for name in ("scores", "metric", "valid")}
+                meta = f.metadata() or {}
+            out = cls(t["scores"], t["metric"], t["valid"].bool(), tuple(_split_ids(meta)))
+        except (OSError, KeyError, ValueError, RuntimeError, SafetensorError) as exc:
+            raise ArtifactError(f"{path}: not a circuitlab attribution file ({exc})") from exc
+        if out.scores.ndim != 4 or out.metric.shape[0] != out.scores.shape[0]:
+            raise ArtifactError(f"{path}: attribution tensors have inconsistent shapes")
+        return out
+
+
+def _split_ids(meta: dict[str, str]) -> list[str]:
+    ids = meta.get("ids", "")
+    return ids.split("\n") if ids else []
+
+
+# ------------------------------------------------------------------------ metric
+def metric_values(logits: Tensor, target: Tensor, counterfactual: Tensor, metric: Metric) -> Tensor:
+    """`[batch]` metric from last-position logits `[batch, vocab]` (seed semantics)."""
+    idx = torch.arange(logits.shape[0], device=logits.device)
+    tgt = logits[idx, target]
+    if metric == "target":
+        return tgt
+    if metric == "logit_diff":
+        return tgt - logits[idx, counterfactual]
+    others = logits.scatter(1, target[:, None], float("-inf"))
+    return tgt - others.max(-1).values
+
+
+# ------------------------------------------------------------------- one batch
+def attribute_batch(
+    lm: LoadedModel, batch: PromptBatch, n_positions: int, opts: AttributionOptions
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Attribution for one batch: `(scores [B, L, P, D], metric [B], valid [B, P])`.
+
+    Runs under the LRP rules (unless `opts.lrp` is False). Raises ModelError naming the layer
+    when a gradient is NaN or infinite.
+    """
+    if opts.metric == "logit_diff":
+        same = (batch.target == batch.counterfactual).nonzero().flatten().tolist()
+        if same:
+            raise DatasetError(
+                "target and counterfactual are the same token in rows "
+                + ", ".join(batch.ids[i] for i in same)
+                + "; the logit difference would be identically zero"
+            )
+    batch = batch.to(lm.device)
+    model, adapter = lm.model, lm.adapter
+    n_layers = lm.dims.n_layers
+    with (
+        torch.enable_grad(),
+        linearized(model, adapter, opts.attention_rule, lrp=opts.lrp),
+        adapter.capture_neurons(model, detach=False) as acts,
+    ):
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        rows = torch.arange(len(batch), device=logits.device)
+        last_logits = logits[rows, batch.last].float()
+        metric = metric_values(last_logits, batch.target, batch.counterfactual, opts.metric)
+        layers = [acts[layer] for layer in range(n_layers)]
+        if not layers[0].requires_grad:
+            raise ModelError(
+                "the model's parameters do not require gradients; attribution needs them "
+                "(load the model without freezing it)"
+            )
+        grads = torch.autograd.grad(metric.sum(), layers)
+    act = torch.stack([a.detach() for a in layers], 1).float()  # [B, L, S, D]
+    grad = torch.stack(grads, 1).float()
+    _check_finite(grad)
+    scores = act * grad
+    # end-relative gather: offset j − P of prompt b sits at position last_b − P + 1 + j
+    pos = batch.last[:, None] - n_positions + 1 + torch.arange(n_positions, device=act.device)
+    # seed semantics: a last-N window replaces the BOS filter
+    start = 1 if opts.filter_bos and opts.last_n_positions is None else 0
+    valid = pos >= start
+    index = pos.clamp(min=0)[:, None, :, None].expand(-1, n_layers, -1, scores.shape[-1])
+    scores = scores.gather(2, index) * valid[:, None, :, None]
+    scores = _sparsify(scores, opts, n_layers)
+    return scores.cpu(), metric.detach().cpu(), valid.cpu()
+
+
+def _check_finite(grad: Tensor) -> None:
+    finite = torch.isfinite(grad).flatten(2).all(-1).all(0)  # [L]
+    if not bool(finite.all()):
+        bad = (~finite).nonzero().flatten().tolist()
+        raise ModelError(
+            f"NaN or infinite gradient at the MLP neurons of layer(s) {bad}; the LRP rules are "
+            "not numerically stable for this model/dtype (try float32, or attention_rule 'cp')"
+        )
+
+
+def _sparsify(scores: Tensor, opts: AttributionOptions, n_layers: int) -> Tensor:
+    if opts.skip_layers:
+        bad = [layer for layer in opts.skip_layers if not 0 <= layer < n_layers]
+        if bad:
+            raise ModelError(f"skip_layers {bad} out of range for a {n_layers}-layer model")
+        keep = torch.ones(n_layers, dtype=torch.bool, device=scores.device)
+        keep[list(opts.skip_layers)] = False
+        scores = scores * keep[None, :, None, None]
+    if opts.skip_neurons:
+        mask = torch.ones(scores.shape[1], scores.shape[3], dtype=torch.bool, device=scores.device)
+        pairs = torch.tensor(sorted(opts.skip_neurons), device=scores.device)
+        inside = (pairs[:, 0] < scores.shape[1]) & (pairs[:, 1] < scores.shape[3])
+        pairs = pairs[inside]
+        mask[pairs[:, 0], pairs[:, 1]] = False
+        scores = scores * mask[None, :, None, :]
+    k = opts.top_k_per_layer
+    if k is not None and k < scores.shape[-1]:
+        top = scores.abs().topk(k, dim=-1).indices
+        keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, top, True)
+        scores = scores * keep
+    return scores
+
+
+# ------------------------------------------------------------------ prompt sets
+def attribute_rows(
+    lm: LoadedModel,
+    rows: Sequence[TaskRow],
+    opts: AttributionOptions,
+    *,
+    progress: bool = True,
+) -> Attributions:
+    """Attributions of every row (batched), on a common end-relative position axis."""
+    if not rows:
+        raise DatasetError("no rows to attribute")
+    encoded = [encode_rows(chunk, lm.tokenizer) for chunk in batches(rows, opts.batch_size)]
+    longest = max(int(b.last.max()) + 1 for b in encoded)
+    n_positions = min(opts.last_n_positions or longest, longest)
+    parts = [
+        attribute_batch(lm, b, n_positions, opts)
+        for b in tqdm(encoded, desc="attribution", unit="batch", disable=not progress)
+    ]
+    scores, metric, valid = (torch.cat(p) for p in zip(*parts, strict=True))
+    return Attributions(scores, metric, valid, tuple(r.id for r in rows))
+
+
+def last_activations(lm: LoadedModel, rows: Sequence[TaskRow], batch_size: int = 32) -> Tensor:
+    """Each row's neuron activations at its prompt's last token, `[rows, layers, d_mlp]`."""
+    out = []
+    for chunk in batches(rows, batch_size):
+        batch = encode_rows(chunk, lm.tokenizer).to(lm.device)
+        with torch.no_grad(), lm.adapter.capture_neurons(lm.model) as acts:
+            lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        idx = torch.arange(len(batch), device=lm.device)
+        out.append(torch.stack([acts[layer][idx, batch.last] for layer in sorted(acts)], 1))
+    return torch.cat(out).float().cpu()
