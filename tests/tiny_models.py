@@ -30,6 +30,7 @@ from transformers import (
 )
 
 from circuitlab.models import LoadedModel, load_model
+from circuitlab.tasks.base import TaskRow
 
 DIMS = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2)
 HEADS = dict(num_attention_heads=4, num_key_value_heads=2)
@@ -117,3 +118,25 @@ def build_tiny(arch: str, path: Path, seed: int = 0) -> LoadedModel:
     model.save_pretrained(path)
     save_tokenizer(path)
     return load_model(path)
+
+
+def make_rows(n: int = 6, seed: int = 0) -> list[TaskRow]:
+    """Rows of varied length over the tiny tokenizer's words."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for i in range(n):
+        length = 3 + i % 4
+        words = torch.randint(2, 60, (length,), generator=g).tolist()
+        prompt = " ".join(f"w{w}" for w in words)
+        rows.append(
+            TaskRow(
+                id=f"r{i}",
+                split="train" if i % 3 else "test",
+                prompt=prompt,
+                target=f" w{(words[-1] + 1) % 60}",
+                counterfactual=f" w{(words[-1] + 7) % 60}",
+                corrupt_prompt=prompt,
+                meta={"polarity": "positive" if i % 2 else "negative"},
+            )
+        )
+    return rows

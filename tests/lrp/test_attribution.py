@@ -19,31 +19,8 @@ from circuitlab.lrp.attribution import (
 )
 from circuitlab.models import LoadedModel
 from circuitlab.prompts import encode_rows
-from circuitlab.tasks.base import TaskRow
 from lrp_reference import reference_attribution
-from tiny_models import build_tiny
-
-
-def make_rows(n: int = 6, seed: int = 0) -> list[TaskRow]:
-    """Rows of varied length over the tiny tokenizer's words."""
-    g = torch.Generator().manual_seed(seed)
-    rows = []
-    for i in range(n):
-        length = 3 + i % 4
-        words = torch.randint(2, 60, (length,), generator=g).tolist()
-        prompt = " ".join(f"w{w}" for w in words)
-        rows.append(
-            TaskRow(
-                id=f"r{i}",
-                split="train" if i % 3 else "test",
-                prompt=prompt,
-                target=f" w{(words[-1] + 1) % 60}",
-                counterfactual=f" w{(words[-1] + 7) % 60}",
-                corrupt_prompt=prompt,
-                meta={"polarity": "positive" if i % 2 else "negative"},
-            )
-        )
-    return rows
+from tiny_models import build_tiny, make_rows
 
 
 @pytest.fixture(scope="module")
