@@ -36,7 +36,7 @@ test-fast: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow"
 
 bench: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m benchmarks
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tests/benchmarks/run.py $(BENCH_ARGS)
 
 # Version the current artifacts with DVC and push them to the default remote
 # (~/.cache/circuitlab/dvc-store unless changed with `dvc remote modify store url …`).

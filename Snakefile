@@ -1,4 +1,5 @@
-# circuitlab pipeline: datasets ─▶ model ─▶ checked datasets ─▶ model evaluation ─▶ …
+# circuitlab pipeline: datasets ─▶ model ─▶ checked datasets ─▶ model evaluation ─▶ blacklist
+# ─▶ LRP circuits ─▶ faithfulness …
 # Run `make reproduce` (or `snakemake --cores all --workflow-profile workflow/profiles/default`).
 # Rules are thin: paths, params from the config, a log, and one call of the `circuitlab` CLI.
 
@@ -15,6 +16,7 @@ validate(config, "workflow/schemas/config.schema.yaml", set_default=False)
 include: "workflow/rules/common.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/models.smk"
+include: "workflow/rules/lrp.smk"
 
 
 rule all:

@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from circuitlab.blacklist_prompts import DEFAULT_PROMPTS
 from circuitlab.errors import ConfigError
 from circuitlab.models.spec import ModelSpec
 from circuitlab.tasks import families
@@ -122,6 +123,97 @@ class EvaluationConfig(StrictModel):
     )
 
 
+class BlacklistConfig(StrictModel):
+    """Universal neurons: in the top-k |activation| at the last position of most prompts."""
+
+    prompts: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PROMPTS),
+        min_length=20,
+        description="diverse prompts unrelated to the tasks (>= 20); the default uses the toy "
+        "model's filler vocabulary — give your own for a real model",
+    )
+    top_k: int = Field(default=50, ge=1, description="top-k |activation| per layer and prompt")
+    threshold_fraction: float = Field(
+        default=0.8, gt=0, le=1, description="share of prompts a neuron must be in the top-k of"
+    )
+    batch_size: int = Field(default=32, ge=1)
+
+
+class SelectionConfig(StrictModel):
+    """How circuit neurons are picked from the aggregated attributions (seed semantics)."""
+
+    method: Literal["threshold", "topk", "percentage", "per_layer_topk"] = Field(
+        default="percentage",
+        description="threshold: smallest set reaching a cumulative share of total |attribution|; "
+        "topk: the top_k largest; percentage: |attribution| >= threshold x |mean metric|; "
+        "per_layer_topk: per_layer_topk per layer, then (if top_k) the global top_k",
+    )
+    threshold: float = Field(default=0.005, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=1)
+    per_layer_topk: int | None = Field(default=None, ge=1)
+    aggregation: Literal["mean", "any"] = Field(
+        default="mean",
+        description="mean over prompts, or any: per-prompt filter (percentage of that prompt's "
+        "metric) then union, keeping the attribution of largest magnitude",
+    )
+
+    @model_validator(mode="after")
+    def _needs(self) -> SelectionConfig:
+        if self.method == "topk" and self.top_k is None:
+            raise ValueError("method 'topk' needs top_k")
+        if self.method == "per_layer_topk" and self.per_layer_topk is None:
+            raise ValueError("method 'per_layer_topk' needs per_layer_topk")
+        return self
+
+
+class LrpConfig(StrictModel):
+    """LRP attribution (gradient x activation at the MLP neurons under the LRP rules)."""
+
+    metric: Literal["target", "logit_diff", "top_other"] = Field(
+        default="logit_diff",
+        description="target logit; target - counterfactual logit; target - top other logit",
+    )
+    attention_rule: Literal["full", "half", "cp"] = Field(
+        default="full", description="gradient rule through attention (full = seed behaviour)"
+    )
+    filter_bos: bool = Field(default=True, description="ignore neurons at position 0")
+    last_n_positions: int | None = Field(
+        default=None, ge=1, description="only the last N positions of each prompt (None: all)"
+    )
+    top_k_per_layer: int | None = Field(
+        default=None,
+        ge=1,
+        description="keep the top-k |attribution| per layer and position of "
+        "each prompt before aggregating (seed: 200; None keeps all)",
+    )
+    skip_layers: list[int] = Field(default_factory=list, description="layers to exclude")
+    batch_size: int = Field(default=32, ge=1)
+    selection: SelectionConfig = SelectionConfig()
+
+
+class ContrastiveConfig(StrictModel):
+    """Contrastive neurons of a behaviour (positive minus negative mean activation)."""
+
+    top_k: int = Field(default=200, ge=1)
+    skip_layers: list[int] = Field(default_factory=list, description="layers to exclude")
+
+
+class FaithfulnessConfig(StrictModel):
+    """Ablation-based evaluation of LRP circuits on the test split."""
+
+    sizes: list[float] = Field(
+        default_factory=lambda: [0.0005, 0.001, 0.005, 0.01, 0.02, 0.05],
+        min_length=1,
+        description="circuit sizes as fractions of all analysed neurons",
+    )
+    ablations: list[Literal["mean", "zero"]] = Field(default_factory=lambda: ["mean", "zero"])
+    random_seeds: int = Field(default=5, ge=2, description="random matched controls per size")
+    calibration_neurons: int = Field(
+        default=200, ge=10, description="neurons whose single ablation effect is measured"
+    )
+    target_faithfulness: float = Field(default=0.8, gt=0, le=1)
+
+
 class Config(StrictModel):
     seed: int = Field(default=0, description="the seed every stage derives its own from")
     models: dict[str, ModelConfig | None] = Field(
@@ -133,6 +225,10 @@ class Config(StrictModel):
     behaviours: BehavioursConfig = Field(default_factory=BehavioursConfig)  # type: ignore[valid-type]
     datasets: DatasetsConfig = DatasetsConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    blacklist: BlacklistConfig = BlacklistConfig()
+    lrp: LrpConfig = LrpConfig()
+    contrastive: ContrastiveConfig = ContrastiveConfig()
+    faithfulness: FaithfulnessConfig = FaithfulnessConfig()
 
     @model_validator(mode="after")
     def _names(self) -> Config:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from circuitlab.lrp.circuit import NeuronCircuit
 from circuitlab.tasks.io import load_rows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,12 +38,17 @@ TINY = {
                 "max_seq_len": 64,
             },
             "training": {"steps": 20, "batch_size": 16, "warmup_steps": 2, "log_every": 5},
-            "corpus": {"sentences_per_family": 400, "filler_sentences": 20},
+            # enough filler that every word of the default blacklist prompts is in the vocabulary
+            "corpus": {"sentences_per_family": 400, "filler_sentences": 400},
         }
     },
     "tasks": {"capitals": {"n_train": 8, "n_test": 6}, "induction": {"n_train": 8, "n_test": 6}},
     "behaviours": {"refusal": {"n_train": 6, "n_test": 4}},
     "evaluation": {"batch_size": 8, "min_accuracy": 0.0},
+    "blacklist": {"top_k": 8},
+    "lrp": {"selection": {"method": "topk", "top_k": 10}},
+    "contrastive": {"top_k": 10},
+    "faithfulness": {"sizes": [0.05, 0.5], "random_seeds": 2, "calibration_neurons": 20},
 }
 
 
@@ -113,6 +119,19 @@ def test_artifacts_exist_and_validate(pipeline: Path) -> None:
             (pipeline / "data/metrics/evaluate_model/tiny" / f"{task}.json").read_text()
         )
         assert 0.0 <= scores["test"]["accuracy"] <= 1.0
+    for task in ("capitals", "induction", "refusal"):
+        circuit = NeuronCircuit.load(pipeline / "data/circuits/tiny" / task / "lrp.json")
+        assert len(circuit) == 10 and circuit.task == task and circuit.n_layers == 1
+        assert all(p < 0 and 0 <= n < 64 for _, p, n in circuit.neurons)
+        report = json.loads(
+            (pipeline / "data/metrics/lrp_faithfulness/tiny" / f"{task}.json").read_text()
+        )
+        assert [r["size"] for r in report["ablations"]["mean"]["curve"]] == [0.05, 0.5]
+        assert (pipeline / "data/plots/lrp_faithfulness/tiny" / f"{task}.png").stat().st_size > 0
+    contrastive = NeuronCircuit.load(pipeline / "data/circuits/tiny/refusal/contrastive.json")
+    assert len(contrastive) == 10
+    blacklist = json.loads((pipeline / "data/blacklists/tiny.json").read_text())
+    assert blacklist["n_prompts"] >= 20
     model_dir = pipeline / "data" / "models" / "tiny"
     assert (model_dir / "model.safetensors").exists() and (model_dir / "tokenizer.json").exists()
     train = json.loads((pipeline / "data/metrics/train_toy_model/tiny.json").read_text())
@@ -124,8 +143,9 @@ def test_artifacts_exist_and_validate(pipeline: Path) -> None:
 @pytest.mark.slow
 def test_wandb_offline_runs_share_one_group(pipeline: Path) -> None:
     runs = sorted((pipeline / "logs" / "wandb").glob("offline-run-*"))
-    # 3 datasets + 1 training + 3 checks + 3 evaluations
-    assert len(runs) == 10, [r.name for r in runs]
+    # 3 datasets + 1 training + 3 checks + 3 evaluations + 1 blacklist + 3 LRP circuits
+    # + 3 faithfulness reports + 1 contrastive circuit
+    assert len(runs) == 18, [r.name for r in runs]
     blobs = [next(r.glob("run-*.wandb")).read_bytes() for r in runs]
     groups = {m.group(0) for b in blobs for m in re.finditer(rb"run-\d{8}-\d{6}", b)}
     assert len(groups) == 1, groups
@@ -144,7 +164,14 @@ def test_changing_one_task_reruns_only_that_task(pipeline: Path) -> None:
     cfg["tasks"]["capitals"]["n_test"] = 5
     (pipeline / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
     proc = snakemake(pipeline)
-    assert jobs_run(proc) == {"datasets": 1, "check_dataset": 1, "evaluate_model": 1, "all": 1}
+    assert jobs_run(proc) == {
+        "datasets": 1,
+        "check_dataset": 1,
+        "evaluate_model": 1,
+        "lrp_circuit": 1,
+        "lrp_faithfulness": 1,
+        "all": 1,
+    }
     assert "capitals" in proc.stdout + proc.stderr
     assert (
         len(load_rows(pipeline / "data" / "datasets" / "tiny" / "capitals.jsonl", split="test"))

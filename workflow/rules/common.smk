@@ -26,6 +26,7 @@ wildcard_constraints:
     model=alternatives(list(MODELS)),
     toy=alternatives(TOY_MODELS),
     hub=alternatives(HUB_MODELS),
+    behaviour=alternatives(CFG.behaviour_names()),
 
 
 def json_arg(value):
@@ -42,6 +43,14 @@ def model_artifact(wildcards):
 
 
 def final_outputs():
-    return expand(
-        "data/metrics/evaluate_model/{model}/{task}.json", model=list(MODELS), task=DATASETS
-    )
+    models = list(MODELS)
+    return [
+        *expand("data/metrics/evaluate_model/{model}/{task}.json", model=models, task=DATASETS),
+        *expand("data/circuits/{model}/{task}/lrp.json", model=models, task=DATASETS),
+        *expand("data/metrics/lrp_faithfulness/{model}/{task}.json", model=models, task=DATASETS),
+        *expand(
+            "data/circuits/{model}/{behaviour}/contrastive.json",
+            model=models,
+            behaviour=CFG.behaviour_names(),
+        ),
+    ]

@@ -1,0 +1,413 @@
+"""Universal-neuron detection: the artifact `data/blacklists/{model}.json`.
+
+A *universal* neuron fires strongly whatever the prompt (an attention-sink-like or bias-like
+unit). It shows up in every attribution and would crowd out task-specific neurons, so circuit
+discovery skips the blacklist.
+
+Semantics (following the seed's `detect_universal_neurons`): for each prompt, take every
+layer's MLP neuron activations (the down-projection input) at the prompt's **last** token and
+the `top_k` neurons of largest |activation| in that layer. A neuron's *count* is the number of
+prompts in whose top-k it is. It is universal when its count reaches
+`required_count(threshold_fraction, n_prompts)` = ⌈threshold_fraction · n_prompts⌉ (see there;
+the seed floors instead, which differs only when the product is not a whole number — we keep
+the promise "in at least that share of the prompts").
+
+Known universal neurons of Llama-3.1-8B (found by TransluceAI, listed in the seed) are added
+when the model has that shape (`known_neurons_for`); never by model name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from circuitlab.errors import ArtifactError, ConfigError, DatasetError
+from circuitlab.io import read_json, write_json
+
+if TYPE_CHECKING:
+    from circuitlab.models.loading import LoadedModel
+
+Pair = tuple[int, int]  # (layer, neuron)
+FORMAT = "circuitlab.blacklist/1"
+MIN_PROMPTS = 20
+
+#: (n_layers, d_mlp) of Llama-3.x-8B.
+LLAMA31_8B_SHAPE: tuple[int, int] = (32, 14336)
+#: Its vocabulary size: Mistral-7B has the same (n_layers, d_mlp), so the shape alone would
+#: apply Llama's neuron indices to an unrelated model; the vocabulary tells the two apart.
+LLAMA31_8B_VOCAB = 128256
+
+#: Universal neurons of Llama-3.1-8B known from prior work (the seed's `BLACKLIST_LLAMA3_8B`).
+KNOWN_LLAMA31_8B: frozenset[Pair] = frozenset(
+    {
+        (23, 306), (20, 3972), (18, 7417), (16, 1241), (13, 4208), (11, 11321),
+        (10, 11570), (9, 4255), (7, 6673), (6, 5866), (5, 7012), (2, 4786),
+    }
+)  # fmt: skip
+
+_FIELDS = (
+    "format", "neurons", "n_prompts", "top_k", "threshold_fraction", "min_count",
+    "stability", "known", "n_layers", "d_mlp", "n_neurons",
+)  # fmt: skip
+
+
+class _Shape(Protocol):
+    @property
+    def n_layers(self) -> int: ...
+    @property
+    def d_mlp(self) -> int: ...
+
+
+class _ShapeVocab(_Shape, Protocol):
+    @property
+    def vocab_size(self) -> int: ...
+
+
+def required_count(threshold_fraction: float, n_prompts: int) -> int:
+    """The smallest count that makes a neuron universal: ⌈threshold_fraction · n_prompts⌉
+    (at least 1). The product is rounded to 9 decimals first, so float error cannot push a
+    whole number up (0.7 · 10 = 7.000000000000001 needs 7 prompts, not 8)."""
+    return max(1, math.ceil(round(threshold_fraction * n_prompts, 9)))
+
+
+def known_neurons_for(dims: _ShapeVocab) -> frozenset[Pair]:
+    """The known universal neurons for a model of this shape: `KNOWN_LLAMA31_8B` when
+    (n_layers, d_mlp) == `LLAMA31_8B_SHAPE` and the vocabulary is Llama-3's, else empty."""
+    shape = (int(dims.n_layers), int(dims.d_mlp))
+    if shape == LLAMA31_8B_SHAPE and int(dims.vocab_size) == LLAMA31_8B_VOCAB:
+        return KNOWN_LLAMA31_8B
+    return frozenset()
+
+
+@dataclass(frozen=True)
+class Blacklist:
+    """Universal neurons of one model.
+
+    Attributes:
+        neurons: detected (layer, neuron) → count, the number of prompts in whose per-layer
+            top-k |activation| (last position) the neuron is; every count >= `min_count`.
+        n_prompts: prompts used for detection.
+        top_k: neurons kept per layer and prompt.
+        threshold_fraction: share of prompts a neuron must be in the top-k of.
+        stability: split-half reproducibility of the detected list, in [0, 1]. The prompts
+            are split into the first ⌊n/2⌋ (half A) and the rest (half B); detection is rerun
+            on each half alone with the same `top_k` and `threshold_fraction` (threshold
+            ⌈fraction · half size⌉), giving lists D_A and D_B. Then
+            ``stability = |D_A ∩ D_B| / |neurons|``: the share of the full list that both
+            disjoint halves find independently. D_A ∩ D_B is always a subset of the full list
+            (⌈f·a⌉ + ⌈f·b⌉ >= ⌈f·(a+b)⌉), so the value is in [0, 1]. None when a half has
+            fewer than 2 prompts or nothing was detected.
+        known: known universal neurons added for this model's shape (`known_neurons_for`),
+            sorted; not counted.
+        n_layers, d_mlp: the shape of the model the list was made for (`check_shape`).
+    """
+
+    neurons: dict[Pair, int]
+    n_prompts: int
+    top_k: int
+    threshold_fraction: float
+    stability: float | None
+    known: list[Pair] = field(default_factory=list)
+    n_layers: int = 0
+    d_mlp: int = 0
+
+    @property
+    def min_count(self) -> int:
+        """The count a neuron needed to be detected (`required_count`)."""
+        return required_count(self.threshold_fraction, self.n_prompts)
+
+    def pairs(self) -> set[Pair]:
+        """Every blacklisted (layer, neuron): detected ∪ known."""
+        return set(self.neurons) | set(self.known)
+
+    def check_shape(self, dims: _Shape) -> None:
+        """ConfigError when `dims` (a `ModelDims`) is not the shape this list was made for."""
+        mine = (self.n_layers, self.d_mlp)
+        theirs = (int(dims.n_layers), int(dims.d_mlp))
+        if mine != theirs:
+            raise ConfigError(
+                f"the blacklist was made for a model with n_layers={mine[0]}, d_mlp={mine[1]} "
+                f"but this model has n_layers={theirs[0]}, d_mlp={theirs[1]}; run the "
+                "'blacklist' rule for this model (data/blacklists/{model}.json)"
+            )
+
+    # -------------------------------------------------------------------- JSON
+    def to_json(self) -> dict[str, Any]:
+        """JSON object; neurons as ``{"layer,neuron": count}``, known as ``[[layer, neuron]]``."""
+        return {
+            "format": FORMAT,
+            "neurons": {f"{ly},{n}": c for (ly, n), c in sorted(self.neurons.items())},
+            "n_prompts": self.n_prompts,
+            "top_k": self.top_k,
+            "threshold_fraction": self.threshold_fraction,
+            "min_count": self.min_count,
+            "stability": self.stability,
+            "known": [[ly, n] for ly, n in sorted(self.known)],
+            "n_layers": self.n_layers,
+            "d_mlp": self.d_mlp,
+            "n_neurons": len(self.pairs()),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "blacklist") -> Blacklist:
+        """Parse and check `to_json` output; ArtifactError naming `source` and the problem."""
+
+        def bad(problem: str) -> ArtifactError:
+            return ArtifactError(
+                f"{source}: not a valid circuitlab blacklist ({problem}); rerun the 'blacklist' "
+                "rule to regenerate it"
+            )
+
+        if not isinstance(data, Mapping):
+            raise bad(f"expected a JSON object, got {type(data).__name__}")
+        if data.get("format") != FORMAT:
+            raise bad(f"format is {data.get('format')!r}, expected {FORMAT!r}")
+        missing = [k for k in _FIELDS if k not in data]
+        unknown = sorted(set(data) - set(_FIELDS))
+        if missing or unknown:
+            raise bad(f"missing keys {missing}, unknown keys {unknown}")
+        ints: dict[str, int] = {}
+        for key in ("n_prompts", "top_k", "n_layers", "d_mlp", "min_count", "n_neurons"):
+            value = data[key]
+            if not _is_int(value) or value < (0 if key == "n_neurons" else 1):
+                raise bad(f"{key} must be a positive integer, got {value!r}")
+            ints[key] = int(value)
+        n_layers, d_mlp, n_prompts = ints["n_layers"], ints["d_mlp"], ints["n_prompts"]
+        fraction = data["threshold_fraction"]
+        if not _is_number(fraction) or not 0 < fraction <= 1:
+            raise bad(f"threshold_fraction must be in (0, 1], got {fraction!r}")
+        stability = data["stability"]
+        if stability is not None and (not _is_number(stability) or not 0 <= stability <= 1):
+            raise bad(f"stability must be null or in [0, 1], got {stability!r}")
+        if not isinstance(data["neurons"], Mapping):
+            raise bad("'neurons' must map 'layer,neuron' to a count")
+        neurons: dict[Pair, int] = {}
+        for key, count in data["neurons"].items():
+            pair = _parse_pair(str(key).split(","), n_layers, d_mlp)
+            if pair is None or not _is_int(count) or not 1 <= count <= n_prompts:
+                raise bad(
+                    f"neuron entry {key!r}: {count!r} — keys must be 'layer,neuron' within "
+                    f"{n_layers} layers × {d_mlp} neurons and counts in 1..{n_prompts}"
+                )
+            neurons[pair] = int(count)
+        if not isinstance(data["known"], list):
+            raise bad("'known' must be a list of [layer, neuron] pairs")
+        known: list[Pair] = []
+        for item in data["known"]:
+            pair = _parse_pair(item, n_layers, d_mlp) if isinstance(item, list) else None
+            if pair is None:
+                raise bad(f"known entry {item!r} is not a [layer, neuron] pair within the shape")
+            known.append(pair)
+        out = cls(
+            neurons=neurons,
+            n_prompts=n_prompts,
+            top_k=ints["top_k"],
+            threshold_fraction=float(fraction),
+            stability=None if stability is None else float(stability),
+            known=sorted(known),
+            n_layers=n_layers,
+            d_mlp=d_mlp,
+        )
+        if ints["top_k"] > d_mlp:
+            raise bad(f"top_k={ints['top_k']} exceeds d_mlp={d_mlp}")
+        if ints["min_count"] != out.min_count:
+            raise bad(f"min_count={ints['min_count']} disagrees with threshold and n_prompts")
+        if any(c < out.min_count for c in neurons.values()):
+            raise bad(f"a neuron's count is below min_count={out.min_count}")
+        if ints["n_neurons"] != len(out.pairs()):
+            raise bad(f"n_neurons={ints['n_neurons']} but the file lists {len(out.pairs())}")
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        """Write the JSON atomically (sorted keys: same list, same bytes)."""
+        return write_json(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Blacklist:
+        """Read a saved blacklist; ArtifactError when missing, not JSON, or malformed."""
+        return cls.from_json(read_json(path, rule="blacklist"), str(path))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _parse_pair(parts: Sequence[Any], n_layers: int, d_mlp: int) -> Pair | None:
+    """(layer, neuron) from two integer-like parts inside the shape, else None."""
+    if len(parts) != 2 or any(isinstance(p, float | bool) for p in parts):
+        return None
+    try:
+        layer, neuron = int(parts[0]), int(parts[1])
+    except (TypeError, ValueError):
+        return None
+    if not (0 <= layer < n_layers and 0 <= neuron < d_mlp):
+        return None
+    return layer, neuron
+
+
+# ------------------------------------------------------------------ detection
+def detect_universal_neurons(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    *,
+    top_k: int = 50,
+    threshold_fraction: float = 0.8,
+    batch_size: int = 32,
+    known_if_shape_matches: bool = True,
+    progress: bool = False,
+) -> Blacklist:
+    """Detect the universal neurons of `lm` over `prompts` (module docstring: semantics).
+
+    Prompts are tokenized as the model sees them (with the tokenizer's special tokens, e.g.
+    BOS), right-padded in batches of `batch_size` with an attention mask, and each prompt's
+    own last real token is read, so the result does not depend on `batch_size` or padding.
+    The model is not changed (hooks are removed on exit). Stability: see `Blacklist`.
+
+    Raises:
+        ConfigError: fewer than 20 prompts, a blank or repeated prompt, `threshold_fraction`
+            outside (0, 1], `top_k` outside 1..d_mlp, or `batch_size` < 1.
+        DatasetError: prompts the tokenizer maps to its unknown token, or to no tokens.
+    """
+    dims = lm.dims
+    prompts = _check_inputs(prompts, top_k, threshold_fraction, batch_size, dims.d_mlp)
+    ids = _encode(lm, prompts)
+    hits = _top_neurons(lm, ids, top_k, batch_size, progress)  # [n, n_layers, top_k]
+    n = len(prompts)
+    counts = _counts(hits, dims.d_mlp)
+    neurons = _universal(counts, required_count(threshold_fraction, n))
+    stability: float | None = None
+    half = n // 2
+    if half >= 2 and neurons:
+        a = _universal(_counts(hits[:half], dims.d_mlp), required_count(threshold_fraction, half))
+        b = _universal(
+            _counts(hits[half:], dims.d_mlp), required_count(threshold_fraction, n - half)
+        )
+        stability = len(set(a) & set(b)) / len(neurons)
+    known = sorted(known_neurons_for(dims)) if known_if_shape_matches else []
+    return Blacklist(
+        neurons=neurons,
+        n_prompts=n,
+        top_k=top_k,
+        threshold_fraction=float(threshold_fraction),
+        stability=stability,
+        known=known,
+        n_layers=dims.n_layers,
+        d_mlp=dims.d_mlp,
+    )
+
+
+def _check_inputs(
+    prompts: Sequence[str], top_k: int, fraction: float, batch_size: int, d_mlp: int
+) -> list[str]:
+    if isinstance(prompts, str):
+        raise ConfigError("blacklist.prompts must be a list of prompts, not one string")
+    prompts = list(prompts)
+    if len(prompts) < MIN_PROMPTS:
+        raise ConfigError(
+            f"blacklist.prompts has {len(prompts)} prompts; universal-neuron detection needs at "
+            f"least {MIN_PROMPTS} diverse prompts unrelated to the tasks"
+        )
+    blank = [i for i, p in enumerate(prompts) if not isinstance(p, str) or not p.strip()]
+    if blank:
+        raise ConfigError(f"blacklist.prompts has empty or non-text prompts at indices {blank}")
+    repeated = sorted(p for p, c in Counter(p.strip() for p in prompts).items() if c > 1)
+    if repeated:
+        raise ConfigError(
+            f"blacklist.prompts repeats {repeated}; a repeated prompt counts twice — give "
+            "distinct prompts"
+        )
+    if not (_is_number(fraction) and 0 < fraction <= 1):
+        raise ConfigError(f"blacklist.threshold_fraction must be in (0, 1], got {fraction!r}")
+    if not (_is_int(top_k) and 1 <= top_k <= d_mlp):
+        raise ConfigError(f"blacklist.top_k must be in 1..d_mlp={d_mlp}, got {top_k!r}")
+    if not (_is_int(batch_size) and batch_size >= 1):
+        raise ConfigError(f"blacklist.batch_size must be a positive integer, got {batch_size!r}")
+    return prompts
+
+
+def _encode(lm: LoadedModel, prompts: list[str]) -> list[list[int]]:
+    """Token ids per prompt (with special tokens); DatasetError on unknown/empty tokenization."""
+    tok = lm.tokenizer
+    ids = [list(x) for x in tok(prompts)["input_ids"]]
+    unk = tok.unk_token_id
+    # A tokenizer whose unk id doubles as another special token (GPT-2's <|endoftext|>) cannot
+    # mark unknown text with it; only check a dedicated unknown token.
+    others = {tok.bos_token_id, tok.eos_token_id, tok.pad_token_id}
+    problems: list[str] = []
+    if unk is not None and unk not in others:
+        plain = tok(prompts, add_special_tokens=False)["input_ids"]
+        problems += [
+            f"{p!r} (unknown token)" for p, x in zip(prompts, plain, strict=True) if unk in x
+        ]
+    problems += [f"{p!r} (no tokens)" for p, x in zip(prompts, ids, strict=True) if not x]
+    if problems:
+        shown = "; ".join(problems[:20]) + (
+            f"; … {len(problems) - 20} more" if len(problems) > 20 else ""
+        )
+        raise DatasetError(
+            f"{len(problems)} blacklist prompt(s) do not tokenize cleanly for this model: {shown}. "
+            "Use words the tokenizer knows (the toy model knows only its corpus words)"
+        )
+    return ids
+
+
+def _top_neurons(
+    lm: LoadedModel, ids: list[list[int]], top_k: int, batch_size: int, progress: bool
+) -> Tensor:
+    """`[n_prompts, n_layers, top_k]` indices of each layer's top-k |activation| at each
+    prompt's last token, on `lm.device`."""
+    device, n_layers = lm.device, lm.dims.n_layers
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    out: list[Tensor] = []
+    starts = range(0, len(ids), batch_size)
+    for start in tqdm(starts, desc="blacklist", unit="batch", disable=not progress):
+        chunk = ids[start : start + batch_size]
+        lengths = torch.tensor([len(x) for x in chunk], device=device)
+        width = int(lengths.max())
+        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        for i, x in enumerate(chunk):
+            input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+        input_ids = input_ids.to(device)
+        mask = (torch.arange(width, device=device)[None, :] < lengths[:, None]).long()
+        with torch.no_grad(), lm.adapter.capture_neurons(lm.model) as acts:
+            lm.model(input_ids=input_ids, attention_mask=mask, use_cache=False)
+        last = torch.stack(
+            [_at_last(acts[layer], lengths).to(device) for layer in range(n_layers)], dim=1
+        )  # [batch, n_layers, d_mlp]
+        out.append(last.float().abs().topk(top_k, dim=-1).indices)
+    return torch.cat(out)
+
+
+def _at_last(acts: Tensor, lengths: Tensor) -> Tensor:
+    """`[batch, d_mlp]` activations at each prompt's last real token (on `acts`' device, which
+    differs from the input's when the model is split across devices)."""
+    rows = torch.arange(acts.shape[0], device=acts.device)
+    return acts[rows, lengths.to(acts.device) - 1]
+
+
+def _counts(hits: Tensor, d_mlp: int) -> Tensor:
+    """`[n_layers, d_mlp]` number of prompts whose top-k holds each neuron (a prompt's top-k
+    indices are distinct, so one prompt adds at most 1 to a neuron)."""
+    n_layers = hits.shape[1]
+    offsets = torch.arange(n_layers, device=hits.device)[None, :, None] * d_mlp
+    flat = (hits + offsets).reshape(-1)
+    return torch.bincount(flat, minlength=n_layers * d_mlp).view(n_layers, d_mlp)
+
+
+def _universal(counts: Tensor, need: int) -> dict[Pair, int]:
+    """{(layer, neuron): count} for counts >= need, in (layer, neuron) order."""
+    where = (counts >= need).nonzero()
+    values = counts[where[:, 0], where[:, 1]].tolist()
+    return {(int(ly), int(n)): int(c) for (ly, n), c in zip(where.tolist(), values, strict=True)}

@@ -1,0 +1,68 @@
+"""The benchmark code runs end to end on a tiny model (no timing asserted), so it cannot rot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import run
+from tiny_models import build_tiny, make_rows
+
+bench_lrp = run.bench_lrp  # the module the runner registered (imported once)
+
+
+def test_lrp_case_runs_and_fast_equals_reference(tmp_path: Path) -> None:
+    lm = build_tiny("LlamaForCausalLM", tmp_path)
+    settings = bench_lrp.Settings.make(quick=True, repeats=1)
+    res = bench_lrp.run_case("tiny", lm, make_rows(5), settings)
+    (check,) = res["checks"]
+    assert check["passed"], check
+    assert check["n_values"] > 0 and check["tolerance_used"] <= 1
+    assert check["batch1_max_abs_diff"] < 1e-5
+    assert {t["name"] for t in res["timings"]} >= {"fast attribute_batch"}
+    assert all(r["value"] > 0 for r in res["ratios"])
+    assert all(p.grad is None for p in lm.model.parameters())  # baselines cleaned up
+
+
+def test_equivalence_check_catches_a_difference(tmp_path: Path) -> None:
+    lm = build_tiny("LlamaForCausalLM", tmp_path)
+    rows = make_rows(3)
+    opts = bench_lrp.AttributionOptions(batch_size=3)
+    fast = bench_lrp.attribute_rows(lm, rows, opts, progress=False)
+    ref, metric = bench_lrp.reference_attribution(lm, rows, opts)
+    assert bench_lrp.compare(fast, ref, metric)["passed"]
+    key = next(iter(ref[1]))
+    ref[1][key] += 1e-2
+    assert not bench_lrp.compare(fast, ref, metric)["passed"]
+
+
+def test_runner_writes_json_and_fails_only_on_a_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fake(ok: bool) -> list[dict]:
+        return [
+            {"case": "skipped-one", "skipped": "no model"},
+            {
+                "case": "c",
+                "setup": {"n_prompts": 1, "n_layers": 1, "d_mlp": 2, "attn_implementation": "eager",
+                          "prompt_tokens_min_max": [3, 3]},
+                "timings": [{"name": "t", "median_s": 1.0, "runs_s": [1.0], "warmup_s": 1.0}],
+                "ratios": [{"name": "r", "value": 9.0, "goal": "<= 1.5×", "met": False}],
+                "checks": [{"name": "eq", "passed": ok, "max_abs_diff": 0.0, "max_rel_diff": 0.0,
+                            "tolerance_used": 0.0, "tolerance": "x"}],
+            },
+        ]  # fmt: skip
+
+    out = tmp_path / "bench.json"
+    # keep the test process's global state: its thread count and transformers' progress bars
+    monkeypatch.setattr(run.torch, "set_num_threads", lambda n: None)
+    monkeypatch.setattr(run.hf_logging, "disable_progress_bar", lambda: None)
+    monkeypatch.setitem(run.BENCHMARKS, "lrp", lambda quick, repeats, log: fake(True))
+    assert run.main(["--only", "lrp", "--threads", "1", "--out", str(out)]) == 0  # MISS ≠ failure
+    report = json.loads(out.read_text())
+    assert report["machine"]["torch_threads"] == 1
+    assert report["benchmarks"]["lrp"][1]["ratios"][0]["met"] is False
+    monkeypatch.setitem(run.BENCHMARKS, "lrp", lambda quick, repeats, log: fake(False))
+    assert run.main(["--only", "lrp", "--threads", "1", "--out", str(out)]) == 1

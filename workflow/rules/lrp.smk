@@ -1,0 +1,78 @@
+# LRP neuron circuits: universal-neuron blacklist ─▶ circuit per task ─▶ faithfulness report.
+# Contrastive neurons for the behaviours. A circuit is only discovered once the model has
+# passed its accuracy gate on that task (evaluate_model).
+
+
+rule blacklist:
+    input:
+        model=model_artifact,
+    output:
+        blacklist="data/blacklists/{model}.json",
+        metrics="data/metrics/blacklist/{model}.json",
+    params:
+        cfg=json_arg(CFG.blacklist),
+    log:
+        "logs/blacklist/{model}.log",
+    shell:
+        "circuitlab blacklist --model {input.model} --params {params.cfg}"
+        " --out {output.blacklist} --metrics {output.metrics} > {log} 2>&1"
+
+
+rule lrp_circuit:
+    input:
+        model=model_artifact,
+        rows="data/datasets/{model}/{task}.jsonl",
+        blacklist="data/blacklists/{model}.json",
+        gate="data/metrics/evaluate_model/{model}/{task}.json",
+    output:
+        circuit="data/circuits/{model}/{task}/lrp.json",
+        raw="data/circuits/{model}/{task}/lrp.raw.safetensors",
+        metrics="data/metrics/lrp_circuit/{model}/{task}.json",
+        plot="data/plots/lrp_circuit/{model}/{task}.png",
+    params:
+        cfg=json_arg(CFG.lrp),
+    log:
+        "logs/lrp_circuit/{model}/{task}.log",
+    shell:
+        "circuitlab lrp-circuit --model {input.model} --data {input.rows}"
+        " --blacklist {input.blacklist} --params {params.cfg} --out {output.circuit}"
+        " --raw {output.raw} --metrics {output.metrics} --plot {output.plot} > {log} 2>&1"
+
+
+rule lrp_faithfulness:
+    input:
+        model=model_artifact,
+        rows="data/datasets/{model}/{task}.jsonl",
+        raw="data/circuits/{model}/{task}/lrp.raw.safetensors",
+    output:
+        metrics="data/metrics/lrp_faithfulness/{model}/{task}.json",
+        plot="data/plots/lrp_faithfulness/{model}/{task}.png",
+    params:
+        cfg=json_arg(CFG.lrp),
+        faithfulness=json_arg(CFG.faithfulness),
+        seed=CFG.seed,
+    log:
+        "logs/lrp_faithfulness/{model}/{task}.log",
+    shell:
+        "circuitlab lrp-faithfulness --model {input.model} --data {input.rows} --raw {input.raw}"
+        " --params {params.cfg} --faithfulness {params.faithfulness} --seed {params.seed}"
+        " --metrics {output.metrics} --plot {output.plot} > {log} 2>&1"
+
+
+rule contrastive_circuit:
+    input:
+        model=model_artifact,
+        rows="data/datasets/{model}/{behaviour}.jsonl",
+        gate="data/metrics/evaluate_model/{model}/{behaviour}.json",
+    output:
+        circuit="data/circuits/{model}/{behaviour}/contrastive.json",
+        metrics="data/metrics/contrastive_circuit/{model}/{behaviour}.json",
+    params:
+        top_k=CFG.contrastive.top_k,
+        skip=",".join(str(layer) for layer in CFG.contrastive.skip_layers),
+    log:
+        "logs/contrastive_circuit/{model}/{behaviour}.log",
+    shell:
+        "circuitlab contrastive-circuit --model {input.model} --data {input.rows}"
+        " --top-k {params.top_k} --skip-layers '{params.skip}' --out {output.circuit}"
+        " --metrics {output.metrics} > {log} 2>&1"
