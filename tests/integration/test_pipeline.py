@@ -126,7 +126,8 @@ def test_artifacts_exist_and_validate(pipeline: Path) -> None:
         report = json.loads(
             (pipeline / "data/metrics/lrp_faithfulness/tiny" / f"{task}.json").read_text()
         )
-        assert [r["size"] for r in report["ablations"]["mean"]["curve"]] == [0.05, 0.5]
+        curve = report["ablations"]["mean"]["curve"]
+        assert [r["size"] for r in curve.values()] == [0.05, 0.5]
         assert (pipeline / "data/plots/lrp_faithfulness/tiny" / f"{task}.png").stat().st_size > 0
     contrastive = NeuronCircuit.load(pipeline / "data/circuits/tiny/refusal/contrastive.json")
     assert len(contrastive) == 10

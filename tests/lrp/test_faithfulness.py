@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+from circuitlab import tracking
 from circuitlab.lrp.attribution import AttributionOptions, attribute_rows, metric_values
 from circuitlab.lrp.faithfulness import (
     AblationRunner,
@@ -19,6 +21,7 @@ from circuitlab.lrp.faithfulness import (
 from circuitlab.lrp.selection import aggregate
 from circuitlab.models import LoadedModel
 from circuitlab.prompts import encode_rows
+from circuitlab.report.plots import faithfulness_curves
 from tiny_models import build_tiny, make_rows
 
 
@@ -83,7 +86,9 @@ def test_t_interval_and_curve_area() -> None:
     assert curve_area([0.01, 0.1], [0.8, 0.8]) == pytest.approx(0.8)
 
 
-def test_report_structure_and_full_circuit_recovers_everything(llama: LoadedModel) -> None:
+def test_report_structure_and_full_circuit_recovers_everything(
+    llama: LoadedModel, tmp_path: Path
+) -> None:
     rows = make_rows(12)
     train = [r for r in rows if r.split == "train"]
     test = [r for r in rows if r.split == "test"]
@@ -94,7 +99,8 @@ def test_report_structure_and_full_circuit_recovers_everything(llama: LoadedMode
         random_seeds=2, calibration_neurons=10, target=0.8, progress=False,
     )  # fmt: skip
     zero = report["ablations"]["zero"]
-    whole = zero["curve"][-1]
+    assert list(zero["curve"]) == ["0.01", "1"]  # keyed by size, so W&B and DVC can read it
+    whole = zero["curve"]["1"]
     # keeping every neuron (size 1.0) is the unablated model: faithfulness 1, and so is random
     assert whole["faithfulness"] == pytest.approx(1.0, abs=1e-4)
     assert whole["random_faithfulness"] == pytest.approx(1.0, abs=1e-4)
@@ -103,3 +109,8 @@ def test_report_structure_and_full_circuit_recovers_everything(llama: LoadedMode
     cal = report["calibration"]
     assert cal["n_neurons"] == 10
     assert set(cal) >= {"grad_x_act", "lrp_full", "lrp_half", "lrp_cp"}
+    # the report goes through the metrics door as it is, and plots
+    tracking.log_metrics("lrp_faithfulness", report, tmp_path / "m.json", run_name="t")
+    assert tracking.read_metrics(tmp_path / "m.json")["ablations"]["zero"]["curve"]["1"]
+    faithfulness_curves(report, tmp_path / "f.png", "test")
+    assert (tmp_path / "f.png").stat().st_size > 0

@@ -193,8 +193,7 @@ def evaluate_faithfulness(
         "metric_full": full,
         "n_test_prompts": runner.n,
         "n_cells": int(valid.sum()),
-        "grid": list(grid_scores.shape),
-        "sizes": list(sizes),
+        "grid": dict(zip(("layers", "positions", "neurons"), grid_scores.shape, strict=True)),
         "ablations": {},
     }
     steps = len(ablations) * len(sizes) * (1 + random_seeds)
@@ -242,7 +241,7 @@ def evaluate_faithfulness(
         reaching = [r["size"] for r in rows if r["faithfulness"] >= target]
         report["ablations"][ablation] = {
             "metric_none": none,
-            "curve": rows,
+            "curve": {f"{r['size']:g}": r for r in rows},
             "area": curve_area(sizes, faith_curve),
             "random_area": curve_area(sizes, [r["random_faithfulness"] for r in rows]),
             "smallest_size_reaching_target": min(reaching) if reaching else None,

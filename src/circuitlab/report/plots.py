@@ -27,7 +27,7 @@ def faithfulness_curves(report: Mapping[str, Any], path: str | Path, title: str)
     ablations = report["ablations"]
     fig, axes = plt.subplots(1, len(ablations), figsize=(5 * len(ablations), 3.8), squeeze=False)
     for ax, (name, res) in zip(axes[0], ablations.items(), strict=True):
-        rows = res["curve"]
+        rows = sorted(res["curve"].values(), key=lambda r: r["size"])
         x = [100 * r["size"] for r in rows]
         y = [r["faithfulness"] for r in rows]
         ry = [r["random_faithfulness"] for r in rows]
