@@ -202,3 +202,15 @@ def test_hub_id_offline_not_cached(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 def test_bad_device(llama_dir: Path) -> None:
     with pytest.raises(ModelError, match="device"):
         load_model(ModelSpec(id=str(llama_dir), device="tpu-please"))
+
+
+@pytest.mark.parametrize("arch", ["Qwen2ForCausalLM", "MistralForCausalLM", "GPT2LMHeadModel"])
+def test_generic_tokenizer_loads_as_saved_whatever_the_model_type(
+    tmp_path: Path, arch: str
+) -> None:
+    """AutoTokenizer would swap a bare `tokenizers` tokenizer for the model type's class (Qwen2's
+    encodes a word-level vocabulary to nothing); we load exactly the saved one."""
+    from tiny_models import build_tiny
+
+    lm = build_tiny(arch, tmp_path)
+    assert lm.tokenizer("w1 w2 w3")["input_ids"] == [3, 4, 5]

@@ -8,6 +8,7 @@ remote code runs only when the spec says `trust_remote_code: true`; with `HF_HUB
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -23,6 +24,7 @@ from transformers import (
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
 )
 
 from circuitlab.errors import ModelError
@@ -153,15 +155,31 @@ def _load_weights(spec: ModelSpec, source: str) -> PreTrainedModel:
         raise _not_loadable(spec, "weights", exc) from exc
 
 
+#: `tokenizer_class` values of a tokenizer saved from a bare `tokenizers` object. AutoTokenizer
+#: would replace them by the model type's own class (e.g. Qwen2's, which rebuilds a BPE model and
+#: encodes a word-level vocabulary to nothing), so they load as exactly what was saved.
+GENERIC_TOKENIZERS = frozenset({"TokenizersBackend", "PreTrainedTokenizerFast"})
+
+
 def _load_tokenizer(spec: ModelSpec, source: str) -> PreTrainedTokenizerBase:
+    cls: Any = AutoTokenizer
+    if spec.is_local() and _saved_tokenizer_class(Path(source)) in GENERIC_TOKENIZERS:
+        cls = PreTrainedTokenizerFast
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **_hub_kwargs(spec))
+        tokenizer = cls.from_pretrained(source, **_hub_kwargs(spec))
     except (OSError, ValueError, KeyError) as exc:
         raise _not_loadable(spec, "tokenizer", exc) from exc
     # Our own instance: padding with EOS is safe because we always pass attention masks.
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def _saved_tokenizer_class(directory: Path) -> str | None:
+    try:
+        return json.loads((directory / "tokenizer_config.json").read_text()).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _not_loadable(spec: ModelSpec, what: str, exc: Exception) -> ModelError:
