@@ -180,3 +180,22 @@ def test_bad_inputs_fail_clearly(make_ctx: Callable[..., tuple]) -> None:
     )
     with pytest.raises(DatasetError, match="right-padded"):
         prepare(pm, left_padded, "zero")
+
+
+@pytest.mark.parametrize("ablation", ["resample", "mean", "zero"])
+@pytest.mark.parametrize("arch", ["LlamaForCausalLM", "GPT2LMHeadModel", "MistralForCausalLM"])
+def test_answer_only_equals_the_full_last_block(
+    arch: str, ablation: str, make_ctx: Callable[..., tuple]
+) -> None:
+    """Queries and MLP of the last block at the answer position only: same logits."""
+    pm, ctx = make_ctx(arch, ablation)
+    graph = pm.graph
+    g = torch.Generator().manual_seed(3)
+    masks = (torch.rand(3, graph.n_edges, generator=g) < 0.3).float()
+    masks[0] = 0.0
+    for start in (0, graph.n_layers - 1):
+        m = masks * (graph.edge_block_layer >= start)
+        full = forward(ctx, m, start_layer=start)
+        fast = forward(ctx, m, start_layer=start, answer_only=True)
+        torch.testing.assert_close(fast, full, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(forward(ctx, answer_only=True), ctx.clean_logits, atol=2e-5, rtol=0)

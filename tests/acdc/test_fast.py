@@ -1,0 +1,108 @@
+"""Exact fast ACDC ≡ sequential ACDC: same prune scores and circuits, fewer passes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from acdc_support import batch_of, pair_rows
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from circuitlab.acdc import ACDCConfig, patchable, prepare, sequential_acdc
+from circuitlab.acdc.fast import FastConfig, fast_acdc
+from circuitlab.errors import ConfigError
+from circuitlab.models import load_model
+from tiny_models import save_tokenizer
+
+
+def assert_same(fast, slow) -> None:  # type: ignore[no-untyped-def]
+    assert fast.stats.near_tau_decisions == 0  # otherwise a difference would be allowed
+    assert fast.scores == slow.scores
+    assert [set(r.kept) for r in fast.per_tau] == [set(r.kept) for r in slow.per_tau]
+    assert [r.n_removed for r in fast.per_tau] == [r.n_removed for r in slow.per_tau]
+    for a, b in zip(fast.per_tau, slow.per_tau, strict=True):
+        assert a.faithfulness == pytest.approx(b.faithfulness, rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("arch", "ablation", "faithfulness", "window"),
+    [
+        ("LlamaForCausalLM", "resample", "kl", None),
+        ("LlamaForCausalLM", "mean", "mse", 3),
+        ("GPT2LMHeadModel", "resample", "kl", 1),
+        ("GPT2LMHeadModel", "zero", "kl", None),
+        ("MistralForCausalLM", "resample", "mse", 8),
+    ],
+)
+def test_fast_equals_sequential(
+    arch: str, ablation: str, faithfulness: str, window: int | None, make_ctx: Callable
+) -> None:
+    pm, ctx = make_ctx(arch, ablation)
+    # τ from "removes almost everything" to "keeps almost everything"
+    cfg = ACDCConfig(tao_bases=(1, 5), tao_exps=(-5, -3, -1, 1), faithfulness=faithfulness)
+    slow = sequential_acdc(ctx, cfg)
+    fast = fast_acdc(ctx, cfg, FastConfig(window=window))
+    assert_same(fast, slow)
+    n_kept = [len(r.kept) for r in slow.per_tau]
+    assert min(n_kept) < pm.graph.n_edges // 4 and max(n_kept) >= 10  # both regimes
+    assert fast.stats.n_candidates >= len(cfg.taus) * pm.graph.n_edges
+    if window != 1:
+        assert fast.stats.n_batched < len(cfg.taus) * pm.graph.n_edges
+
+
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    seed=st.integers(0, 10_000),
+    layers=st.integers(1, 3),
+    kv=st.sampled_from([1, 2, 4]),
+    tau_exp=st.integers(-4, 0),
+    window=st.one_of(st.none(), st.integers(1, 12)),
+)
+def test_fast_equals_sequential_on_random_models(
+    tmp_path_factory: pytest.TempPathFactory,
+    seed: int,
+    layers: int,
+    kv: int,
+    tau_exp: int,
+    window: int | None,
+) -> None:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=kv,
+    )  # fmt: skip
+    path = Path(tmp_path_factory.mktemp("rand"))
+    LlamaForCausalLM(config).save_pretrained(path)
+    save_tokenizer(path)
+    lm = load_model(path)
+    ctx = prepare(patchable(lm), batch_of(lm, pair_rows(3, seed)), "resample")
+    cfg = ACDCConfig(tao_bases=(1, 3), tao_exps=(tau_exp,))
+    fast = fast_acdc(ctx, cfg, FastConfig(window=window))
+    slow = sequential_acdc(ctx, cfg)
+    if fast.stats.near_tau_decisions == 0:
+        assert_same(fast, slow)
+
+
+def test_result_json_reports_speculation(make_ctx: Callable) -> None:
+    pm, ctx = make_ctx("LlamaForCausalLM", "resample")
+    result = fast_acdc(ctx, ACDCConfig(tao_bases=(1,), tao_exps=(-3,)))
+    data = result.to_json()
+    assert data["method"] == "acdc_fast"
+    assert data["n_candidate_evaluations"] == pm.graph.n_edges + data["n_wasted_evaluations"]
+    assert data["n_forward"] == ctx.n_forward + data["n_batched_forward"]
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"window": 0}, {"window": -2}, {"max_window": 0}, {"start_window": 0}]
+)
+def test_bad_window_is_a_config_error(kwargs: dict) -> None:
+    with pytest.raises(ConfigError, match="≥ 1"):
+        FastConfig(**kwargs)
