@@ -18,6 +18,8 @@ Building blocks for faster variants:
   ``start_layer`` resumes at block ``l`` from the clean cache (`PatchContext.clean_src`,
   `PatchContext.clean_resid`).
 * `evaluate_masks(ctx, masks, metric)`: one forward, the metric of each of E edge sets.
+* `fast_acdc` (exact: the same decisions as `sequential_acdc`, cheaper) and `approx_acdc`
+  (window / group-testing approximations, with `decision_agreement`).
 * `METRICS`: ``kl``, ``mse``, ``logit_diff``, ``target_logit`` — ``(logits [E, B, V], ctx)
   -> [E]``.
 
@@ -25,7 +27,9 @@ Supported architectures: Llama, Mistral, Qwen2, Gemma (1), GPT-2. Gemma 2/3 are 
 (norms on attention/MLP outputs make head outputs non-additive).
 """
 
+from circuitlab.acdc.approx import ApproxACDCResult, ApproxConfig, approx_acdc, decision_agreement
 from circuitlab.acdc.eap import EAPConfig, EAPResult, eap_scores, edge_attribution
+from circuitlab.acdc.fast import FastACDCResult, FastConfig, fast_acdc
 from circuitlab.acdc.graph import RESID_END, RESID_START, Graph, acdc_order, build_graph
 from circuitlab.acdc.heads import HeadPruningConfig, HeadPruningResult, prune_heads
 from circuitlab.acdc.metrics import METRICS, get_metric
@@ -51,8 +55,12 @@ __all__ = [
     "ACDCConfig",
     "ACDCResult",
     "Ablation",
+    "ApproxACDCResult",
+    "ApproxConfig",
     "EAPConfig",
     "EAPResult",
+    "FastACDCResult",
+    "FastConfig",
     "Graph",
     "HeadPruningConfig",
     "HeadPruningResult",
@@ -60,11 +68,14 @@ __all__ = [
     "PatchModel",
     "TauResult",
     "acdc_order",
+    "approx_acdc",
     "build_graph",
+    "decision_agreement",
     "eap_scores",
     "edge_attribution",
     "encode_pairs",
     "evaluate_masks",
+    "fast_acdc",
     "forward",
     "get_metric",
     "patchable",
