@@ -1,5 +1,5 @@
 # circuitlab pipeline: datasets ─▶ model ─▶ checked datasets ─▶ model evaluation ─▶ blacklist
-# ─▶ LRP circuits ─▶ faithfulness …
+# ─▶ LRP circuits ─▶ faithfulness; ACDC edge circuits ─▶ edge-circuit evaluation …
 # Run `make reproduce` (or `snakemake --cores all --workflow-profile workflow/profiles/default`).
 # Rules are thin: paths, params from the config, a log, and one call of the `circuitlab` CLI.
 
@@ -17,6 +17,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/lrp.smk"
+include: "workflow/rules/acdc.smk"
 
 
 rule all:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -137,3 +138,120 @@ def test_malformed_dataset_lists_rows(tmp_path: Path) -> None:
     assert "2 invalid row(s)" in proc.stderr
     assert "id='a'" in proc.stderr and "both ' x'" in proc.stderr
     assert "id='b'" in proc.stderr and "split" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- edge circuits
+@pytest.fixture(scope="module")
+def edge_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny Llama (and a refused Gemma 2) saved to disk, and rows that tokenize for them."""
+    from circuitlab.io import write_jsonl
+    from circuitlab.tasks.base import TaskRow
+    from tiny_models import build_tiny
+
+    root = tmp_path_factory.mktemp("edge")
+    build_tiny("LlamaForCausalLM", root / "llama")
+    build_tiny("Gemma2ForCausalLM", root / "gemma2")
+    rows = []
+    for i in range(8):
+        words = [f"w{(7 * i + k) % 60 + 2}" for k in range(3 + i % 3)]
+        other = [f"w{(11 * i + 3 * k) % 60 + 2}" for k in range(len(words))]
+        rows.append(
+            TaskRow(
+                id=f"r{i}",
+                split="train" if i < 5 else "test",
+                prompt=" ".join(words),
+                corrupt_prompt=" ".join(other),
+                target=f" w{(i + 5) % 60 + 2}",
+                counterfactual=f" w{(i + 9) % 60 + 2}",
+            )
+        )
+    write_jsonl(root / "rows.jsonl", (r.model_dump() for r in rows))
+    write_jsonl(root / "test_only.jsonl", (r.model_dump() for r in rows if r.split == "test"))
+    bad = [r.model_dump() for r in rows]
+    bad[2]["corrupt_prompt"] += " w3"
+    write_jsonl(root / "unequal.jsonl", bad)
+    return {
+        "llama": root / "llama",
+        "gemma2": root / "gemma2",
+        "rows": root / "rows.jsonl",
+        "test_only": root / "test_only.jsonl",
+        "unequal": root / "unequal.jsonl",
+    }
+
+
+CHEAP_ACDC = '{"tao_bases": [1], "tao_exps": [-2, -1], "n_prompts": 4, "eap_sizes": [0.1, 0.5]}'
+
+
+def acdc_circuit(tmp: Path, model: Path, data: Path, method: str, params: str):  # type: ignore[no-untyped-def]
+    return run(
+        "acdc-circuit", "--method", method, "--model", str(model), "--data", str(data),
+        "--params", params, "--out", str(tmp / "c" / f"{method}.json"),
+        "--dot", str(tmp / "c" / f"{method}.dot"), "--metrics", str(tmp / "m" / f"{method}.json"),
+        cwd=tmp,
+    )  # fmt: skip
+
+
+def test_acdc_circuit_and_evaluate(tmp_path: Path, edge_inputs: dict[str, Path]) -> None:
+    for method in ("eap", "head_pruning"):
+        proc = acdc_circuit(tmp_path, edge_inputs["llama"], edge_inputs["rows"], method, CHEAP_ACDC)
+        assert proc.returncode == 0, proc.stderr
+        circuit = json.loads((tmp_path / "c" / f"{method}.json").read_text())
+        assert circuit["method"] == method and circuit["n_prompts"] == 4
+        assert (tmp_path / "c" / f"{method}.dot").read_text().startswith("digraph")
+        metrics = json.loads((tmp_path / "m" / f"{method}.json").read_text())
+        assert metrics["rendered"] is (shutil.which("dot") is not None)
+    proc = run(
+        "acdc-evaluate", "--model", str(edge_inputs["llama"]), "--data", str(edge_inputs["rows"]),
+        "--circuits", str(tmp_path / "c" / "eap.json"),
+        "--circuits", str(tmp_path / "c" / "head_pruning.json"),
+        "--params", CHEAP_ACDC, "--metrics", str(tmp_path / "eval.json"),
+        "--plot", str(tmp_path / "eval.png"), cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert set(report["methods"]) == {"eap", "head_pruning"} and report["n_prompts"] == 3
+    assert "eap_vs_head_pruning" in report["agreement"]["jaccard"]
+    assert (tmp_path / "eval.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "method", "params", "message"),
+    [
+        ("llama", "rows", "acdc", '{"tao_bases": [0]}', "tao_bases must be positive"),
+        ("llama", "rows", "acdc", '{"tao_bases": [NaN]}', "tao_bases must be positive"),
+        ("llama", "rows", "acdc", '{"tao_exps": [400]}', "positive and finite"),
+        ("llama", "rows", "acdc", '{"window": 0}', "window"),
+        ("llama", "rows", "acdc", '{"tao_bases": [1], "taos": 1}', "taos"),
+        ("llama", "rows", "acdcc", "{}", "--method 'acdcc' is unknown"),
+        ("llama", "test_only", "eap", "{}", "no rows in the train split"),
+        ("llama", "unequal", "eap", "{}", "r2: length_mismatch"),
+        ("gemma2", "rows", "eap", "{}", "Gemma"),
+    ],
+)
+def test_acdc_circuit_bad_input(
+    tmp_path: Path,
+    edge_inputs: dict[str, Path],
+    model: str,
+    data: str,
+    method: str,
+    params: str,
+    message: str,
+) -> None:
+    proc = acdc_circuit(tmp_path, edge_inputs[model], edge_inputs[data], method, params)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "c").exists() and not (tmp_path / "m").exists()
+
+
+def test_acdc_evaluate_without_its_circuit_names_the_rule(
+    tmp_path: Path, edge_inputs: dict[str, Path]
+) -> None:
+    proc = run(
+        "acdc-evaluate", "--model", str(edge_inputs["llama"]), "--data", str(edge_inputs["rows"]),
+        "--circuits", str(tmp_path / "missing" / "acdc.json"),
+        "--metrics", str(tmp_path / "eval.json"), "--plot", str(tmp_path / "eval.png"), cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "made by the Snakemake rule 'acdc_circuit'" in proc.stderr
+    assert not (tmp_path / "eval.json").exists() and not (tmp_path / "eval.png").exists()

@@ -407,6 +407,84 @@ def contrastive_circuit(
     )
 
 
+@app.command("acdc-circuit")
+def acdc_circuit(
+    method: str = typer.Option(..., help="acdc | acdc_approx | acdc_window | head_pruning | eap"),
+    model: Path = typer.Option(..., help="data/models/{model} directory or {model}.json reference"),
+    data: Path = typer.Option(..., help="data/datasets/{model}/{task}.jsonl (checked rows)"),
+    params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `acdc` section)"),
+    out: Path = typer.Option(..., help="data/circuits/{model}/{task}/{method}.json"),
+    dot: Path = typer.Option(
+        ...,
+        help="data/circuits/{model}/{task}/{method}.dot (PNG beside it "
+        "when Graphviz's `dot` is installed)",
+    ),
+    metrics: Path = typer.Option(
+        ..., help="data/metrics/acdc_circuit/{model}/{task}/{method}.json"
+    ),
+) -> None:
+    """Edge circuit of a task's train split with one method (ACDC variants, head pruning, EAP)."""
+    from circuitlab import tracking
+    from circuitlab.acdc.artifact import CircuitArtifact, render_png, save_circuit, to_dot
+    from circuitlab.acdc.discover import discover
+    from circuitlab.config import ACDC_METHODS, AcdcConfig
+    from circuitlab.io import write_text_atomic
+    from circuitlab.models.loading import load_model
+    from circuitlab.tasks.io import load_rows
+
+    cfg = parse_params(AcdcConfig, params)
+    if method not in ACDC_METHODS:
+        raise ConfigError(f"--method {method!r} is unknown; choose one of {list(ACDC_METHODS)}")
+    rows = load_rows(data, rule="check_dataset", split="train")
+    lm = load_model(model_input(model))
+    task, name = data.stem, data.parent.name
+    result, numbers = discover(lm, rows, cfg, method, model=name, task=task)
+    art = CircuitArtifact.from_json(result, f"{method} circuit")
+    text = to_dot(art)
+    save_circuit(out, art)
+    write_text_atomic(dot, text)
+    numbers["rendered"] = render_png(text, dot.with_suffix(".png"))
+    tracking.log_metrics(
+        "acdc_circuit",
+        numbers,
+        metrics,
+        config=cfg,
+        run_name=f"acdc_circuit/{name}/{task}/{method}",
+    )
+
+
+@app.command("acdc-evaluate")
+def acdc_evaluate(
+    model: Path = typer.Option(..., help="data/models/{model} directory or {model}.json reference"),
+    data: Path = typer.Option(..., help="data/datasets/{model}/{task}.jsonl (checked rows)"),
+    circuits: list[Path] = typer.Option(
+        ..., help="data/circuits/{model}/{task}/{method}.json (repeat the option per method)"
+    ),
+    params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `acdc` section)"),
+    metrics: Path = typer.Option(..., help="data/metrics/acdc_evaluate/{model}/{task}.json"),
+    plot: Path = typer.Option(..., help="PNG: faithfulness vs circuit size per method"),
+) -> None:
+    """Faithfulness of every method's edge circuits on the test split, random controls, agreement."""
+    from circuitlab import tracking
+    from circuitlab.acdc.artifact import load_circuit
+    from circuitlab.acdc.evaluate import evaluate_circuits
+    from circuitlab.config import AcdcConfig
+    from circuitlab.models.loading import load_model
+    from circuitlab.report.plots import acdc_faithfulness
+    from circuitlab.tasks.io import load_rows
+
+    cfg = parse_params(AcdcConfig, params)
+    arts = [load_circuit(p) for p in circuits]
+    rows = load_rows(data, rule="check_dataset")
+    lm = load_model(model_input(model))
+    task, name = data.stem, data.parent.name
+    report = evaluate_circuits(lm, rows, arts, cfg)
+    acdc_faithfulness(report, plot, f"{name} / {task}: edge circuits (test split)")
+    tracking.log_metrics(
+        "acdc_evaluate", report, metrics, config=cfg, run_name=f"acdc_evaluate/{name}/{task}"
+    )
+
+
 def main() -> None:
     """Entry point: user-fixable errors print a message and exit 2, bugs keep their traceback."""
     try:

@@ -7,6 +7,7 @@ sections are built from the task registry, so adding a family needs no edit here
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -214,6 +215,104 @@ class FaithfulnessConfig(StrictModel):
     target_faithfulness: float = Field(default=0.8, gt=0, le=1)
 
 
+AcdcMethod = Literal["acdc", "acdc_approx", "acdc_window", "head_pruning", "eap"]
+ACDC_METHODS: tuple[str, ...] = ("acdc", "acdc_approx", "acdc_window", "head_pruning", "eap")
+
+
+class AcdcConfig(StrictModel):
+    """Edge-level circuits (ACDC family, head pruning, EAP) and their evaluation."""
+
+    methods: list[AcdcMethod] = Field(
+        default_factory=lambda: list(ACDC_METHODS),
+        min_length=1,
+        description="acdc: exact fast ACDC; acdc_approx: group-testing approximation; "
+        "acdc_window: windowed approximation; head_pruning: greedy head-level pruning; "
+        "eap: edge attribution patching",
+    )
+    ablation: Literal["resample", "mean", "zero"] = Field(
+        default="resample", description="what a patched edge carries (corrupt run, mean, zeros)"
+    )
+    faithfulness: Literal["kl", "mse"] = Field(
+        default="kl", description="ACDC's distance of the patched logits from the clean ones"
+    )
+    tao_bases: list[float] = Field(
+        default_factory=lambda: [1.0],
+        min_length=1,
+        description="τ sweep: base · 10^exp (auto-circuit's default: [1, 3, 5, 7, 9] × "
+        "[-5 … -2]; the default here keeps the embedded run to a few minutes)",
+    )
+    tao_exps: list[int] = Field(default_factory=lambda: [-3, -2, -1], min_length=1)
+    reference_tau: float = Field(
+        default=0.01,
+        gt=0,
+        description="the τ of the sweep closest to this gives the circuit drawn (DOT) and "
+        "compared between methods",
+    )
+    window: int | None = Field(
+        default=None, ge=1, description="exact fast ACDC: fixed speculation window (null: adaptive)"
+    )
+    max_window: int = Field(default=64, ge=1, description="exact fast ACDC: largest window")
+    approx_window: int = Field(
+        default=16, ge=1, description="acdc_approx / acdc_window: edges tested per forward"
+    )
+    n_prompts: int = Field(default=16, ge=1, description="train prompts used for discovery (cap)")
+    n_eval_prompts: int = Field(default=32, ge=1, description="test prompts for evaluation (cap)")
+    head_threshold: float = Field(
+        default=0.1, gt=0, allow_inf_nan=False, description="head pruning: |Δmetric| threshold"
+    )
+    head_metric: Literal["target_logit", "logit_diff", "kl"] = Field(
+        default="target_logit", description="head pruning metric (seed: target_logit)"
+    )
+    eap_metric: Literal["logit_diff", "target_logit"] = Field(
+        default="logit_diff", description="the metric EAP differentiates"
+    )
+    eap_ig_steps: int = Field(default=1, ge=1, description="EAP integrated-gradient steps (1: EAP)")
+    eap_sizes: list[float] = Field(
+        default_factory=lambda: [0.01, 0.02, 0.05, 0.1, 0.2, 0.5],
+        min_length=1,
+        description="EAP circuits: the top fraction of edges by |score|",
+    )
+    random_seeds: int = Field(default=5, ge=5, description="random equal-size edge sets per size")
+    batch_size: int = Field(default=16, ge=1, description="edge sets per evaluation forward")
+    seed: int = Field(default=0, description="prompt sampling and random controls")
+
+    @field_validator("tao_bases")
+    @classmethod
+    def _tao_bases(cls, v: list[float]) -> list[float]:
+        bad = [b for b in v if not (math.isfinite(b) and b > 0)]
+        if bad:
+            raise ValueError(f"tao_bases must be positive and finite, got {bad}")
+        return v
+
+    @field_validator("eap_sizes")
+    @classmethod
+    def _sizes(cls, v: list[float]) -> list[float]:
+        bad = [s for s in v if not (math.isfinite(s) and 0 < s <= 1)]
+        if bad:
+            raise ValueError(f"eap_sizes are fractions of all edges in (0, 1], got {bad}")
+        return v
+
+    @model_validator(mode="after")
+    def _taus(self) -> AcdcConfig:
+        bad = [t for t in self.taus() if not (math.isfinite(t) and t > 0)]
+        if bad:
+            raise ValueError(f"τ = base · 10^exp must be positive and finite, got {bad[:5]}")
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods has duplicates: {self.methods}")
+        return self
+
+    def taus(self) -> list[float]:
+        """The sweep in `ACDCConfig.taus` order (product of bases and exponents)."""
+        out = []
+        for a in self.tao_bases:
+            for b in self.tao_exps:
+                try:
+                    out.append(float(a) * 10.0 ** float(b))
+                except OverflowError:
+                    out.append(math.inf)
+        return out
+
+
 class Config(StrictModel):
     seed: int = Field(default=0, description="the seed every stage derives its own from")
     models: dict[str, ModelConfig | None] = Field(
@@ -229,6 +328,7 @@ class Config(StrictModel):
     lrp: LrpConfig = LrpConfig()
     contrastive: ContrastiveConfig = ContrastiveConfig()
     faithfulness: FaithfulnessConfig = FaithfulnessConfig()
+    acdc: AcdcConfig = AcdcConfig()
 
     @model_validator(mode="after")
     def _names(self) -> Config:

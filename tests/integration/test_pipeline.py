@@ -18,11 +18,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from circuitlab.acdc.artifact import load_circuit
+from circuitlab.config import ACDC_METHODS
 from circuitlab.lrp.circuit import NeuronCircuit
 from circuitlab.tasks.io import load_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+EDGE_METHODS = list(ACDC_METHODS)
 
 TINY = {
     "seed": 0,
@@ -49,6 +52,15 @@ TINY = {
     "lrp": {"selection": {"method": "topk", "top_k": 10}},
     "contrastive": {"top_k": 10},
     "faithfulness": {"sizes": [0.05, 0.5], "random_seeds": 2, "calibration_neurons": 20},
+    "acdc": {
+        "methods": EDGE_METHODS,
+        "tao_bases": [1.0],
+        "tao_exps": [-2, -1],
+        "reference_tau": 0.1,
+        "n_prompts": 4,
+        "n_eval_prompts": 4,
+        "eap_sizes": [0.2, 0.5],
+    },
 }
 
 
@@ -129,6 +141,18 @@ def test_artifacts_exist_and_validate(pipeline: Path) -> None:
         curve = report["ablations"]["mean"]["curve"]
         assert [r["size"] for r in curve.values()] == [0.05, 0.5]
         assert (pipeline / "data/plots/lrp_faithfulness/tiny" / f"{task}.png").stat().st_size > 0
+    for task in ("capitals", "induction"):  # edge circuits: tasks only, not behaviours
+        for method in EDGE_METHODS:
+            circuit = load_circuit(pipeline / "data/circuits/tiny" / task / f"{method}.json")
+            assert circuit.method == method and circuit.n_prompts == 4
+            assert len(circuit.edges) == 19  # 1 layer, 4 heads, 2 KV heads
+            assert (pipeline / "data/circuits/tiny" / task / f"{method}.dot").exists()
+        report = json.loads(
+            (pipeline / "data/metrics/acdc_evaluate/tiny" / f"{task}.json").read_text()
+        )
+        assert set(report["methods"]) == set(EDGE_METHODS) and report["n_prompts"] == 4
+        assert (pipeline / "data/plots/acdc_evaluate/tiny" / f"{task}.png").stat().st_size > 0
+    assert not (pipeline / "data/circuits/tiny/refusal/eap.json").exists()
     contrastive = NeuronCircuit.load(pipeline / "data/circuits/tiny/refusal/contrastive.json")
     assert len(contrastive) == 10
     blacklist = json.loads((pipeline / "data/blacklists/tiny.json").read_text())
@@ -145,8 +169,9 @@ def test_artifacts_exist_and_validate(pipeline: Path) -> None:
 def test_wandb_offline_runs_share_one_group(pipeline: Path) -> None:
     runs = sorted((pipeline / "logs" / "wandb").glob("offline-run-*"))
     # 3 datasets + 1 training + 3 checks + 3 evaluations + 1 blacklist + 3 LRP circuits
-    # + 3 faithfulness reports + 1 contrastive circuit
-    assert len(runs) == 18, [r.name for r in runs]
+    # + 3 faithfulness reports + 1 contrastive circuit + one edge circuit per task and method
+    # + 2 edge-circuit evaluations
+    assert len(runs) == 18 + 2 * len(EDGE_METHODS) + 2, [r.name for r in runs]
     blobs = [next(r.glob("run-*.wandb")).read_bytes() for r in runs]
     groups = {m.group(0) for b in blobs for m in re.finditer(rb"run-\d{8}-\d{6}", b)}
     assert len(groups) == 1, groups
@@ -171,6 +196,8 @@ def test_changing_one_task_reruns_only_that_task(pipeline: Path) -> None:
         "evaluate_model": 1,
         "lrp_circuit": 1,
         "lrp_faithfulness": 1,
+        "acdc_circuit": len(EDGE_METHODS),
+        "acdc_evaluate": 1,
         "all": 1,
     }
     assert "capitals" in proc.stdout + proc.stderr

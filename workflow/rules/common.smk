@@ -11,6 +11,9 @@ DATASETS = CFG.dataset_names()
 MODELS = CFG.active_models()
 TOY_MODELS = [m for m, spec in MODELS.items() if spec.source == "toy"]
 HUB_MODELS = [m for m, spec in MODELS.items() if spec.source == "hf"]
+# edge circuits need a counterfactual answer: tasks only, not behaviours
+EDGE_TASKS = CFG.task_names()
+ACDC_METHODS = list(CFG.acdc.methods)
 
 # One W&B group per `snakemake` invocation; every job of this run logs into it.
 os.environ.setdefault("CIRCUITLAB_RUN_GROUP", time.strftime("run-%Y%m%d-%H%M%S"))
@@ -48,6 +51,13 @@ def final_outputs():
         *expand("data/metrics/evaluate_model/{model}/{task}.json", model=models, task=DATASETS),
         *expand("data/circuits/{model}/{task}/lrp.json", model=models, task=DATASETS),
         *expand("data/metrics/lrp_faithfulness/{model}/{task}.json", model=models, task=DATASETS),
+        *expand(
+            "data/circuits/{model}/{task}/{method}.json",
+            model=models,
+            task=EDGE_TASKS,
+            method=ACDC_METHODS,
+        ),
+        *expand("data/metrics/acdc_evaluate/{model}/{task}.json", model=models, task=EDGE_TASKS),
         *expand(
             "data/circuits/{model}/{behaviour}/contrastive.json",
             model=models,

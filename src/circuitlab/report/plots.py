@@ -60,3 +60,37 @@ def neurons_per_layer(counts: Mapping[int | str, int], path: str | Path, title: 
     ax.set_xticks(layers)
     ax.set_title(title)
     _save(fig, path)
+
+
+def acdc_faithfulness(report: Mapping[str, Any], path: str | Path, title: str) -> None:
+    """Edge circuits: logit-difference recovery and KL to clean against circuit size, one line
+    per method, with the random equal-size control (mean ± 95 % interval) as a grey band."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), squeeze=False)
+    randoms: dict[int, Mapping[str, Any]] = {}
+    for method, res in report["methods"].items():
+        rows = sorted(res["circuits"].values(), key=lambda r: r["n_edges"])
+        x = [max(r["n_edges"], 1) for r in rows]
+        for ax, key in zip(axes[0], ("recovery", "kl"), strict=True):
+            y = [r[key] if r[key] is not None else float("nan") for r in rows]
+            ax.plot(x, y, "o-" if len(rows) > 1 else "o", label=method)
+        randoms.update({max(r["n_edges"], 1): r["random"] for r in rows})
+    xs = sorted(randoms)
+    for ax, key in zip(axes[0], ("recovery", "kl"), strict=True):
+        mean = [randoms[n][f"{key}_mean"] for n in xs]
+        ci = [randoms[n][f"{key}_ci"] for n in xs]
+        if xs and all(v is not None for v in mean):
+            half = [c if c is not None and c == c else 0.0 for c in ci]
+            ax.plot(xs, mean, "--", color="grey", label="random, equal size")
+            ax.fill_between(
+                xs, [m - h for m, h in zip(mean, half, strict=True)],
+                [m + h for m, h in zip(mean, half, strict=True)],
+                color="grey", alpha=0.25, linewidth=0,
+            )  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xlabel(f"circuit size (edges of {report['n_edges']})")
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("logit-difference recovery")
+    axes[0][0].axhline(1.0, color="tab:red", lw=0.8, ls=":")
+    axes[0][1].set_ylabel("KL(clean ‖ circuit)")
+    fig.suptitle(title)
+    _save(fig, path)

@@ -1,0 +1,264 @@
+"""Edge-circuit artifacts: ``data/circuits/{model}/{task}/{method}.json`` and its DOT picture.
+
+One format for every method (ACDC variants, head pruning, EAP), so evaluation and comparison
+read them alike:
+
+* ``edges`` — every edge of the graph in storage order (`circuitlab.acdc.graph`);
+* ``scores`` — ``{edge: score}``, *higher = more important*: ACDC's prune score (the smallest
+  τ at which the edge was removed; ``"inf"`` = never removed, i.e. in every circuit), EAP's
+  ``|score|``, head pruning's ``|Δmetric|`` of the edge's source head (``"inf"`` for edges out
+  of ``Resid Start`` and the MLPs, which head pruning never removes). JSON has no infinity,
+  so ``inf`` is written as the string ``"inf"`` and read back as ``math.inf``;
+* ``circuits`` — the kept edge sets: one per τ (ACDC), per size (EAP: top-n by score) or one
+  (head pruning: every edge not leaving a pruned head); ``reference`` indexes the one drawn;
+* ``metric_values``, ``n_forward``, ``n_backward``, ``seconds``, ``params``, ``details``
+  (the method's own extras, e.g. fast ACDC's speculation statistics).
+
+`save_circuit` / `load_circuit` round-trip it (a malformed file is an `ArtifactError`);
+`to_dot` draws the reference circuit (nodes grouped by graph layer); `render_png` renders the
+DOT text with the `graphviz` package only when the ``dot`` executable exists.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from circuitlab.errors import ArtifactError
+from circuitlab.io import atomic_path, read_json, write_json, write_text_atomic
+
+FORMAT = "circuitlab.edge_circuit/1"
+ScoreKind = Literal["prune_tau", "abs_attribution", "head_delta"]
+
+
+@dataclass(frozen=True)
+class EdgeCircuit:
+    """One kept edge set: its label (``tau=0.01``, ``top=40``, ``heads``), τ if any, the
+    kept edges (storage order) and the discovery metric it reached on the train split."""
+
+    label: str
+    kept: tuple[str, ...]
+    tau: float | None = None
+    faithfulness: float | None = None
+
+
+@dataclass(frozen=True)
+class CircuitArtifact:
+    method: str
+    model: str
+    task: str
+    edges: tuple[str, ...]
+    scores: tuple[float, ...]
+    score_kind: ScoreKind
+    circuits: tuple[EdgeCircuit, ...]
+    reference: int
+    n_forward: int
+    n_backward: int
+    seconds: float
+    n_prompts: int
+    params: dict[str, Any] = field(default_factory=dict)
+    metric_values: dict[str, float | None] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reference_circuit(self) -> EdgeCircuit:
+        return self.circuits[self.reference]
+
+    def scores_by_name(self) -> dict[str, float]:
+        return dict(zip(self.edges, self.scores, strict=True))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "method": self.method,
+            "model": self.model,
+            "task": self.task,
+            "n_edges": len(self.edges),
+            "edges": list(self.edges),
+            "scores": {e: _dump_score(s) for e, s in zip(self.edges, self.scores, strict=True)},
+            "score_kind": self.score_kind,
+            "circuits": [
+                {
+                    "label": c.label,
+                    "tau": c.tau,
+                    "n_kept": len(c.kept),
+                    "faithfulness": c.faithfulness,
+                    "kept": list(c.kept),
+                }
+                for c in self.circuits
+            ],
+            "reference": self.reference,
+            "metric_values": dict(self.metric_values),
+            "n_forward": self.n_forward,
+            "n_backward": self.n_backward,
+            "seconds": self.seconds,
+            "n_prompts": self.n_prompts,
+            "params": dict(self.params),
+            "details": dict(self.details),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "circuit") -> CircuitArtifact:
+        """Validate a JSON object; ArtifactError naming the bad field otherwise."""
+        try:
+            f = _File.model_validate(data)
+        except ValidationError as exc:
+            errs = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+                for e in exc.errors()[:5]
+            )
+            raise ArtifactError(f"{where} is not an edge-circuit artifact: {errs}") from None
+        if f.format != FORMAT:
+            raise ArtifactError(f"{where}: format {f.format!r} is not {FORMAT!r}")
+        if set(f.scores) != set(f.edges) or len(f.edges) != f.n_edges:
+            raise ArtifactError(f"{where}: scores and edges do not name the same {f.n_edges} edges")
+        known = set(f.edges)
+        for c in f.circuits:
+            unknown = [e for e in c.kept if e not in known]
+            if unknown or len(c.kept) != c.n_kept:
+                raise ArtifactError(
+                    f"{where}: circuit {c.label!r} keeps unknown edges {unknown[:3]} "
+                    f"or n_kept={c.n_kept} != {len(c.kept)}"
+                )
+        if not 0 <= f.reference < len(f.circuits):
+            raise ArtifactError(f"{where}: reference {f.reference} is not a circuit index")
+        return cls(
+            method=f.method,
+            model=f.model,
+            task=f.task,
+            edges=tuple(f.edges),
+            scores=tuple(_load_score(f.scores[e]) for e in f.edges),
+            score_kind=f.score_kind,
+            circuits=tuple(
+                EdgeCircuit(c.label, tuple(c.kept), c.tau, c.faithfulness) for c in f.circuits
+            ),
+            reference=f.reference,
+            n_forward=f.n_forward,
+            n_backward=f.n_backward,
+            seconds=f.seconds,
+            n_prompts=f.n_prompts,
+            params=f.params,
+            metric_values=f.metric_values,
+            details=f.details,
+        )
+
+
+class _Circuit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: str
+    tau: float | None
+    n_kept: int
+    faithfulness: float | None
+    kept: list[str]
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: str
+    method: str
+    model: str
+    task: str
+    n_edges: int
+    edges: list[str]
+    scores: dict[str, float | Literal["inf"] | None]
+    score_kind: ScoreKind
+    circuits: list[_Circuit]
+    reference: int
+    metric_values: dict[str, float | None]
+    n_forward: int
+    n_backward: int
+    seconds: float
+    n_prompts: int
+    params: dict[str, Any]
+    details: dict[str, Any]
+
+
+def _dump_score(value: float) -> float | str | None:
+    if math.isinf(value) and value > 0:
+        return "inf"
+    return None if not math.isfinite(value) else value
+
+
+def _load_score(value: float | str | None) -> float:
+    if value == "inf" or value is None:  # null: written by hand; treat as never pruned
+        return math.inf
+    return float(value)
+
+
+def save_circuit(path: str | Path, artifact: CircuitArtifact) -> Path:
+    return write_json(path, artifact.to_json())
+
+
+def load_circuit(path: str | Path, rule: str | None = "acdc_circuit") -> CircuitArtifact:
+    return CircuitArtifact.from_json(read_json(path, rule=rule), str(path))
+
+
+# ------------------------------------------------------------------------------ picture
+_HEAD = re.compile(r"^A(\d+)\.\d+(\.[QKV])?$")
+_MLP = re.compile(r"^MLP (\d+)$")
+
+
+def node_layer(name: str, n_layers: int) -> int:
+    """auto-circuit's graph layer of a node name (Resid Start 0 … Resid End 2L+1)."""
+    if name == "Resid Start":
+        return 0
+    if name == "Resid End":
+        return 2 * n_layers + 1
+    if m := _HEAD.match(name):
+        return 2 * int(m[1]) + 1
+    if m := _MLP.match(name):
+        return 2 * int(m[1]) + 2
+    raise ArtifactError(f"cannot place node {name!r} in a layer")
+
+
+def to_dot(artifact: CircuitArtifact, circuit: EdgeCircuit | None = None) -> str:
+    """DOT text of one circuit (default: the reference one): the nodes its edges touch,
+    one rank per graph layer (embeddings at the top, unembedding at the bottom)."""
+    circuit = circuit or artifact.reference_circuit
+    pairs = [e.split("->", 1) for e in circuit.kept]
+    names = sorted({n for p in pairs for n in p})
+    n_layers = max((int(m[1]) for n in artifact.edges for m in [_MLP.match(n.split("->")[-1])] if m),
+                   default=0) + 1  # fmt: skip
+    by_layer: dict[int, list[str]] = {}
+    for n in names:
+        by_layer.setdefault(node_layer(n, n_layers), []).append(n)
+    title = (
+        f"{artifact.model} / {artifact.task}: {artifact.method} "
+        f"({circuit.label}, {len(pairs)} edges)"
+    )
+    lines = [
+        "digraph circuit {",
+        f'  label="{title}"; labelloc=t; rankdir=TB;',
+        '  node [shape=box, style="rounded,filled", fillcolor=white, fontsize=10];',
+    ]
+    for layer in sorted(by_layer):
+        members = " ".join(f'"{n}";' for n in by_layer[layer])
+        lines.append(f"  subgraph layer_{layer} {{ rank=same; {members} }}")
+    lines += [f'  "{s}" -> "{d}";' for s, d in pairs]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def render_png(dot_text: str, path: str | Path) -> bool:
+    """Render DOT to PNG with the graphviz package when the ``dot`` executable exists;
+    returns whether it rendered (False, silently, when Graphviz is not installed)."""
+    if shutil.which("dot") is None:
+        return False
+    import graphviz
+
+    png = graphviz.Source(dot_text).pipe(format="png")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(png)
+    return True
+
+
+def write_dot(path: str | Path, artifact: CircuitArtifact) -> str:
+    text = to_dot(artifact)
+    write_text_atomic(path, text)
+    return text

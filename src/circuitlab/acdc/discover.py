@@ -1,0 +1,227 @@
+"""The edge-circuit stage as a pure function: (model, rows, `acdc` config, method) → artifact.
+
+Discovery runs on (at most ``n_prompts`` of) the train split, prepared once with the
+configured ablation. Methods are plain callables in `METHODS` (``PatchContext, AcdcConfig →
+CircuitArtifact`` fields); each returns edge scores where *higher = more important*:
+
+* ``acdc`` — exact fast ACDC (`circuitlab.acdc.fast`): the same decisions as sequential ACDC;
+  one circuit per τ, prune score = smallest τ that removed the edge (``inf`` = never);
+* ``acdc_approx`` / ``acdc_window`` — the approximations of `circuitlab.acdc.approx`
+  (group testing; windowed), same outputs;
+* ``head_pruning`` — greedy head pruning; the circuit is every edge *not leaving a pruned
+  head* (edges out of kept heads, and out of ``Resid Start`` and the MLPs, which head pruning
+  never removes); score = ``|Δmetric|`` of the edge's source head (``inf`` for non-heads);
+* ``eap`` — edge attribution patching; score = ``|score|``; circuits = the top
+  ``eap_sizes`` fractions of edges by score.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit, ScoreKind
+from circuitlab.acdc.patch import PatchContext, patchable, prepare_rows
+from circuitlab.acdc.sequential import ACDCConfig, ACDCResult
+from circuitlab.config import ACDC_METHODS, AcdcConfig
+from circuitlab.errors import ConfigError, DatasetError
+from circuitlab.models.loading import LoadedModel
+from circuitlab.tasks.base import TaskRow
+
+Found = dict[str, Any]  # the method-specific fields of a CircuitArtifact
+Method = Callable[[PatchContext, AcdcConfig], Found]
+
+
+def sample_rows(rows: Sequence[TaskRow], n: int, seed: int) -> list[TaskRow]:
+    """At most ``n`` rows, a seeded sample in file order (all of them when there are fewer)."""
+    if len(rows) <= n:
+        return list(rows)
+    keep = sorted(random.Random(seed).sample(range(len(rows)), n))
+    return [rows[i] for i in keep]
+
+
+def acdc_config(cfg: AcdcConfig) -> ACDCConfig:
+    return ACDCConfig(
+        tao_bases=tuple(cfg.tao_bases), tao_exps=tuple(cfg.tao_exps), faithfulness=cfg.faithfulness
+    )
+
+
+def nearest(taus: Sequence[float], target: float) -> int:
+    """Index of the τ closest to ``target`` on a log scale (first on ties)."""
+    return min(range(len(taus)), key=lambda i: abs(math.log(taus[i]) - math.log(target)))
+
+
+def _from_acdc(result: ACDCResult, cfg: AcdcConfig) -> Found:
+    raw = result.to_json()
+    details = {
+        k: v
+        for k, v in raw.items()
+        if k not in ("scores", "taus", "method", "n_edges", "n_forward", "seconds")
+    }
+    circuits = tuple(
+        EdgeCircuit(f"tau={r.tau:g}", r.kept, r.tau, r.faithfulness) for r in result.per_tau
+    )
+    return {
+        "scores": result.scores,
+        "score_kind": "prune_tau",
+        "circuits": circuits,
+        "reference": nearest([r.tau for r in result.per_tau], cfg.reference_tau),
+        "n_forward": result.n_forward,
+        "n_backward": 0,
+        "metric_values": {f"faithfulness_tau={r.tau:g}": r.faithfulness for r in result.per_tau},
+        "details": details,
+    }
+
+
+def run_acdc(ctx: PatchContext, cfg: AcdcConfig) -> Found:
+    from circuitlab.acdc.fast import FastConfig, fast_acdc
+
+    fast = FastConfig(window=cfg.window, max_window=cfg.max_window)
+    return _from_acdc(fast_acdc(ctx, acdc_config(cfg), fast), cfg)
+
+
+def _approx(variant: str) -> Method:
+    def run(ctx: PatchContext, cfg: AcdcConfig) -> Found:
+        from circuitlab.acdc.approx import ApproxConfig, approx_acdc
+
+        approx = ApproxConfig(variant=variant, window=cfg.approx_window)  # type: ignore[arg-type]
+        return _from_acdc(approx_acdc(ctx, acdc_config(cfg), approx), cfg)
+
+    run.__doc__ = f"ACDC approximated by {variant} testing."
+    return run
+
+
+def run_head_pruning(ctx: PatchContext, cfg: AcdcConfig) -> Found:
+    from circuitlab.acdc.heads import HeadPruningConfig, prune_heads
+
+    res = prune_heads(ctx, HeadPruningConfig(threshold=cfg.head_threshold, metric=cfg.head_metric))
+    graph = ctx.graph
+    src_names = [graph.sources[int(s)] for s in graph.edge_src.tolist()]
+    scores = tuple(abs(res.deltas[s]) if s in res.deltas else math.inf for s in src_names)
+    pruned = set(res.pruned)
+    kept = tuple(e for e, s in zip(graph.edges, src_names, strict=True) if s not in pruned)
+    circuit = EdgeCircuit("heads", kept, None, res.final_metric)
+    return {
+        "scores": scores,
+        "score_kind": "head_delta",
+        "circuits": (circuit,),
+        "reference": 0,
+        "n_forward": res.n_forward,
+        "n_backward": 0,
+        "metric_values": {"initial": res.initial_metric, "final": res.final_metric},
+        "details": {"kept_heads": ",".join(res.kept), "n_pruned_heads": len(res.pruned)},
+    }
+
+
+def top_edges(edges: Sequence[str], scores: Sequence[float], n: int) -> tuple[str, ...]:
+    """The ``n`` highest-scoring edges (ties in storage order), returned in storage order."""
+    order = sorted(range(len(edges)), key=lambda i: -scores[i])[:n]
+    return tuple(edges[i] for i in sorted(order))
+
+
+def run_eap(ctx: PatchContext, cfg: AcdcConfig) -> Found:
+    from circuitlab.acdc.eap import EAPConfig, edge_attribution
+
+    res = edge_attribution(ctx, EAPConfig(metric=cfg.eap_metric, ig_steps=cfg.eap_ig_steps))
+    scores = tuple(abs(s) for s in res.scores)
+    sizes = sorted({max(1, round(f * len(res.edges))) for f in cfg.eap_sizes})
+    circuits = tuple(
+        EdgeCircuit(f"top={n}", top_edges(res.edges, scores, n), None, None) for n in sizes
+    )
+    return {
+        "scores": scores,
+        "score_kind": "abs_attribution",
+        "circuits": circuits,
+        "reference": 0,
+        "n_forward": res.n_forward,
+        "n_backward": res.n_backward,
+        "metric_values": {"clean": res.clean_metric},
+        "details": {"metric": res.metric, "ig_steps": res.ig_steps},
+    }
+
+
+METHODS: dict[str, Method] = {
+    "acdc": run_acdc,
+    "acdc_approx": _approx("group"),
+    "acdc_window": _approx("window"),
+    "head_pruning": run_head_pruning,
+    "eap": run_eap,
+}
+assert tuple(METHODS) == ACDC_METHODS
+
+
+def discover_artifact(
+    lm: LoadedModel,
+    rows: Sequence[TaskRow],
+    cfg: AcdcConfig,
+    method: str,
+    *,
+    model: str = "",
+    task: str = "",
+) -> CircuitArtifact:
+    """Run ``method`` on the train split. ConfigError for an unknown method, DatasetError
+    for no train rows (or rows the patch layer refuses), ModelError for an architecture the
+    graph does not support."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown ACDC method {method!r}; choose one of {list(METHODS)}")
+    train = sample_rows([r for r in rows if r.split == "train"], cfg.n_prompts, cfg.seed)
+    if not train:
+        raise DatasetError(f"{task or 'dataset'}: no train rows to discover an edge circuit on")
+    start = time.perf_counter()
+    pm = patchable(lm)
+    ctx = prepare_rows(pm, train, cfg.ablation)
+    found = METHODS[method](ctx, cfg)
+    kind: ScoreKind = found.pop("score_kind")
+    return CircuitArtifact(
+        method=method,
+        model=model,
+        task=task,
+        edges=ctx.graph.edges,
+        score_kind=kind,
+        seconds=time.perf_counter() - start,
+        n_prompts=len(train),
+        params=cfg.model_dump(mode="json"),
+        **found,
+    )
+
+
+def circuit_metrics(art: CircuitArtifact) -> dict[str, Any]:
+    """The numbers of one discovery run (nested dicts of scalars, for `tracking`)."""
+    ref = art.reference_circuit
+    details = {k: v for k, v in art.details.items() if isinstance(v, int | float | str | bool)}
+    return {
+        "method": art.method,
+        "n_edges": len(art.edges),
+        "n_prompts": art.n_prompts,
+        "seconds": round(art.seconds, 4),
+        "n_forward": art.n_forward,
+        "n_backward": art.n_backward,
+        "reference": {"label": ref.label, "tau": ref.tau, "n_kept": len(ref.kept)},
+        "circuits": {
+            f"{i:02d}": {
+                "label": c.label,
+                "tau": c.tau,
+                "n_kept": len(c.kept),
+                "metric": c.faithfulness,
+            }
+            for i, c in enumerate(art.circuits)
+        },
+        "details": details,
+    }
+
+
+def discover(
+    lm: LoadedModel,
+    rows: Sequence[TaskRow],
+    cfg: AcdcConfig,
+    method: str,
+    *,
+    model: str = "",
+    task: str = "",
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(artifact JSON, metrics) of one method on the train split (see `discover_artifact`)."""
+    art = discover_artifact(lm, rows, cfg, method, model=model, task=task)
+    return art.to_json(), circuit_metrics(art)

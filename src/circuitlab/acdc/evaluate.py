@@ -1,0 +1,206 @@
+"""Evaluate edge circuits on the test split and compare the methods that found them.
+
+For every circuit of every method (each τ of an ACDC sweep, each EAP size, the head-pruning
+circuit) the model runs with only the circuit's edges clean (every other edge patched with the
+configured ablation), on at most ``n_eval_prompts`` test prompts, and reports:
+
+* ``kl`` — KL(clean ‖ circuit) at the answer position (0 = the full model's answers);
+* ``recovery`` — logit-difference recovery ``(ld_circuit − ld_ablated) / (ld_clean −
+  ld_ablated)`` (1 = the full model, 0 = everything ablated; None when the model's clean and
+  ablated logit differences coincide);
+* ``random`` — the same for ``random_seeds`` random edge sets of equal size (uniform over all
+  edges): mean and 95 % Student-t half-width.
+
+Agreement between methods: Jaccard of the reference circuits (ACDC at the τ closest to
+``reference_tau``; EAP's top-n at the size of ACDC's reference circuit; head pruning's
+circuit); the mean Jaccard over the shared τ of two ACDC variants; and the ROC AUC of each
+method's edge scores against the reference ACDC circuit's kept edges (``acdc`` if run, else
+the first ACDC variant). All circuits are evaluated through `evaluate_masks`, ``batch_size``
+edge sets per forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import Tensor
+
+from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit
+from circuitlab.acdc.discover import sample_rows, top_edges
+from circuitlab.acdc.metrics import kl, logit_diff
+from circuitlab.acdc.patch import PatchContext, evaluate_masks, patchable, prepare_rows
+from circuitlab.config import AcdcConfig
+from circuitlab.errors import ArtifactError, DatasetError
+from circuitlab.lrp.faithfulness import t_interval
+from circuitlab.models.loading import LoadedModel
+from circuitlab.tasks.base import TaskRow
+
+ACDC_FAMILY = ("acdc", "acdc_approx", "acdc_window")
+
+
+def _kl_and_ld(logits: Tensor, ctx: PatchContext) -> Tensor:
+    return torch.stack([kl(logits, ctx), logit_diff(logits, ctx)], dim=-1)
+
+
+def circuit_mask(graph_edges: Sequence[str], kept: Sequence[str]) -> Tensor:
+    """Patch mask of a circuit: 1 on every edge *not* kept."""
+    keep = set(kept)
+    return torch.tensor([0.0 if e in keep else 1.0 for e in graph_edges])
+
+
+def run_masks(ctx: PatchContext, masks: Tensor, batch_size: int) -> Tensor:
+    """``[E, 2]`` (KL, logit difference) of E patch masks, ``batch_size`` masks per forward."""
+    pm = ctx.model
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(masks), batch_size):
+            chunk = masks[i : i + batch_size].to(device=pm.device, dtype=pm.dtype)
+            out.append(evaluate_masks(ctx, chunk, _kl_and_ld).float().cpu())
+    return torch.cat(out)
+
+
+def jaccard(a: Sequence[str], b: Sequence[str]) -> float | None:
+    sa, sb = set(a), set(b)
+    return len(sa & sb) / len(sa | sb) if sa | sb else None
+
+
+def auc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
+    """ROC AUC of scores (inf = above every finite score) for the labels; None for one class."""
+    y = np.asarray(labels, dtype=bool)
+    if y.all() or not y.any():
+        return None
+    s = np.asarray(scores, dtype=float)
+    finite = s[np.isfinite(s)]
+    top = (np.abs(finite).max() if finite.size else 0.0) * 2 + 1
+    return float(roc_auc_score(y, np.nan_to_num(s, posinf=top, neginf=-top)))
+
+
+def _reference_acdc(arts: dict[str, CircuitArtifact]) -> CircuitArtifact | None:
+    return next((arts[m] for m in ACDC_FAMILY if m in arts), None)
+
+
+def _reference_circuit(art: CircuitArtifact, acdc: CircuitArtifact | None) -> EdgeCircuit:
+    if art.method == "eap" and acdc is not None:
+        n = len(acdc.reference_circuit.kept)
+        return EdgeCircuit(f"top={n}", top_edges(art.edges, art.scores, n))
+    return art.reference_circuit
+
+
+def evaluate_circuits(
+    lm: LoadedModel,
+    rows: Sequence[TaskRow],
+    artifacts: Sequence[CircuitArtifact],
+    cfg: AcdcConfig,
+) -> dict[str, Any]:
+    """The faithfulness and agreement report (module doc) as nested dicts of scalars."""
+    if not artifacts:
+        raise ArtifactError("no edge circuits to evaluate")
+    arts = {a.method: a for a in artifacts}
+    if len(arts) != len(artifacts):
+        raise ArtifactError(f"two circuits of the same method: {[a.method for a in artifacts]}")
+    test = sample_rows([r for r in rows if r.split == "test"], cfg.n_eval_prompts, cfg.seed)
+    if not test:
+        raise DatasetError("no test rows to evaluate edge circuits on")
+    train = [r for r in rows if r.split == "train"]
+    pm = patchable(lm)
+    edges = pm.graph.edges
+    for a in artifacts:
+        if a.edges != edges:
+            raise ArtifactError(
+                f"the {a.method} circuit has {len(a.edges)} edges, this model's graph "
+                f"{len(edges)}: it was discovered on another model; rerun acdc_circuit"
+            )
+    ref_rows = train if cfg.ablation == "mean" and train else None
+    ctx = prepare_rows(pm, test, cfg.ablation, reference_rows=ref_rows)
+
+    acdc = _reference_acdc(arts)
+    circuits = [(a.method, i, c) for a in artifacts for i, c in enumerate(a.circuits)]
+    sizes = sorted({len(c.kept) for _, _, c in circuits})
+    n_edges = len(edges)
+    masks = [torch.zeros(n_edges), torch.ones(n_edges)]
+    masks += [circuit_mask(edges, c.kept) for _, _, c in circuits]
+    for n in sizes:
+        for s in range(cfg.random_seeds):
+            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + s * 10_007 + n)
+            m = torch.ones(n_edges)
+            m[torch.randperm(n_edges, generator=g)[:n]] = 0.0
+            masks.append(m)
+    values = run_masks(ctx, torch.stack(masks), cfg.batch_size).tolist()
+    (_, ld_clean), (kl_ablated, ld_ablated) = values[0], values[1]
+    denom = ld_clean - ld_ablated
+
+    def recovery(ld: float) -> float | None:
+        return (ld - ld_ablated) / denom if abs(denom) > 1e-9 else None
+
+    off = 2 + len(circuits)
+    random: dict[int, dict[str, Any]] = {}
+    for k, n in enumerate(sizes):
+        chunk = values[off + k * cfg.random_seeds : off + (k + 1) * cfg.random_seeds]
+        kls = [v[0] for v in chunk]
+        recs = [recovery(v[1]) for v in chunk]
+        kl_mean, kl_ci = t_interval(kls)
+        entry = {"kl_mean": kl_mean, "kl_ci": kl_ci, "recovery_mean": None, "recovery_ci": None}
+        if all(r is not None for r in recs):
+            entry["recovery_mean"], entry["recovery_ci"] = t_interval(recs)  # type: ignore[arg-type]
+        random[n] = entry
+
+    methods: dict[str, Any] = {}
+    for (method, i, c), (kl_v, ld_v) in zip(circuits, values[2:off], strict=True):
+        m = methods.setdefault(
+            method,
+            {
+                "seconds": round(arts[method].seconds, 4),
+                "n_forward": arts[method].n_forward,
+                "circuits": {},
+            },
+        )
+        m["circuits"][f"{i:02d}"] = {
+            "label": c.label,
+            "tau": c.tau,
+            "n_edges": len(c.kept),
+            "fraction": len(c.kept) / n_edges,
+            "kl": kl_v,
+            "recovery": recovery(ld_v),
+            "random": random[len(c.kept)],
+        }
+        if i == arts[method].reference:
+            m["reference"] = dict(m["circuits"][f"{i:02d}"])
+    return {
+        "n_edges": n_edges,
+        "n_prompts": len(test),
+        "ablation": cfg.ablation,
+        "ld_clean": ld_clean,
+        "ld_ablated": ld_ablated,
+        "kl_ablated": kl_ablated,
+        "methods": methods,
+        "agreement": agreement(arts, acdc),
+    }
+
+
+def agreement(arts: dict[str, CircuitArtifact], acdc: CircuitArtifact | None) -> dict[str, Any]:
+    """Jaccard of reference circuits (all pairs), mean Jaccard over shared τ (ACDC variants),
+    ROC AUC of each method's scores against the reference ACDC circuit."""
+    refs = {m: _reference_circuit(a, acdc) for m, a in arts.items()}
+    out: dict[str, Any] = {
+        "reference_method": acdc.method if acdc else None,
+        "jaccard": {f"{a}_vs_{b}": jaccard(refs[a].kept, refs[b].kept) for a, b in combinations(refs, 2)},
+        "jaccard_over_taus": {},
+        "roc_auc": {},
+    }  # fmt: skip
+    for a, b in combinations([m for m in ACDC_FAMILY if m in arts], 2):
+        by_tau = {c.tau: c.kept for c in arts[b].circuits}
+        js = [jaccard(c.kept, by_tau[c.tau]) for c in arts[a].circuits if c.tau in by_tau]
+        js = [j for j in js if j is not None]
+        out["jaccard_over_taus"][f"{a}_vs_{b}"] = float(np.mean(js)) if js else None
+    if acdc is not None:
+        kept = set(acdc.reference_circuit.kept)
+        labels = [e in kept for e in acdc.edges]
+        for m, a in arts.items():
+            if m != acdc.method:
+                out["roc_auc"][m] = auc(labels, a.scores)
+    return out

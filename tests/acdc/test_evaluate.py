@@ -1,0 +1,124 @@
+"""Evaluation of edge circuits on the test split: faithfulness, random controls, agreement."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytest
+import torch
+from acdc_support import pair_rows
+
+from circuitlab.acdc import patchable, prepare_rows
+from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit
+from circuitlab.acdc.discover import discover_artifact
+from circuitlab.acdc.evaluate import auc, circuit_mask, evaluate_circuits, jaccard, run_masks
+from circuitlab.config import AcdcConfig
+from circuitlab.errors import ArtifactError, DatasetError
+from circuitlab.models import LoadedModel
+from circuitlab.tasks.base import TaskRow
+from circuitlab.tracking import _clean_metrics
+
+LLAMA = "LlamaForCausalLM"
+CHEAP = AcdcConfig(tao_bases=[1.0], tao_exps=[-2, -1], n_prompts=4, reference_tau=0.1)
+
+
+def split_rows() -> list[TaskRow]:
+    """4 train rows and 3 test rows (equal clean/corrupt lengths)."""
+    test = [
+        r.model_copy(update={"split": "test", "id": f"t{i}"})
+        for i, r in enumerate(pair_rows(3, seed=1))
+    ]
+    return pair_rows(4, seed=0) + test
+
+
+def fixed(method: str, edges: tuple[str, ...], circuits: list[tuple[str, ...]]) -> CircuitArtifact:
+    return CircuitArtifact(
+        method=method,
+        model="m",
+        task="t",
+        edges=edges,
+        scores=tuple(float(i) for i in range(len(edges))),
+        score_kind="abs_attribution",
+        circuits=tuple(EdgeCircuit(f"c{i}", c) for i, c in enumerate(circuits)),
+        reference=0,
+        n_forward=1,
+        n_backward=0,
+        seconds=0.1,
+        n_prompts=4,
+    )
+
+
+def test_full_and_empty_circuits_bracket_faithfulness(tiny: Callable[[str], LoadedModel]) -> None:
+    lm = tiny(LLAMA)
+    edges = patchable(lm).graph.edges
+    art = fixed("head_pruning", edges, [edges, ()])
+    report = evaluate_circuits(lm, split_rows(), [art], CHEAP)
+    full, empty = (report["methods"]["head_pruning"]["circuits"][k] for k in ("00", "01"))
+    assert full["kl"] == pytest.approx(0.0, abs=1e-5)
+    assert full["recovery"] == pytest.approx(1.0, abs=1e-4)
+    assert empty["recovery"] == pytest.approx(0.0, abs=1e-4)
+    assert empty["kl"] == pytest.approx(report["kl_ablated"], rel=1e-4)
+    assert report["kl_ablated"] > 0  # the ablation changed something
+    assert full["random"]["kl_mean"] == pytest.approx(0.0, abs=1e-5)  # all edges: no choice
+    assert report["n_prompts"] == 3 and report["n_edges"] == len(edges)
+    _clean_metrics("acdc_evaluate", report)  # nested dicts of scalars: loggable as is
+
+
+def test_methods_agreement_and_random_controls(tiny: Callable[[str], LoadedModel]) -> None:
+    lm = tiny(LLAMA)
+    rows = split_rows()
+    arts = [discover_artifact(lm, rows, CHEAP, m) for m in ("acdc", "eap", "head_pruning")]
+    report = evaluate_circuits(lm, rows, arts, CHEAP)
+    assert set(report["methods"]) == {"acdc", "eap", "head_pruning"}
+    acdc = report["methods"]["acdc"]
+    assert [c["tau"] for c in acdc["circuits"].values()] == [0.01, 0.1]
+    assert acdc["reference"]["tau"] == 0.1
+    for res in report["methods"].values():
+        for c in res["circuits"].values():
+            r = c["random"]
+            assert c["kl"] >= 0 and r["kl_mean"] >= 0
+            if 0 < c["n_edges"] < report["n_edges"]:
+                assert math.isfinite(r["kl_ci"]) and r["kl_ci"] >= 0
+    agree = report["agreement"]
+    assert agree["reference_method"] == "acdc"
+    assert set(agree["jaccard"]) == {"acdc_vs_eap", "acdc_vs_head_pruning", "eap_vs_head_pruning"}
+    assert set(agree["roc_auc"]) == {"eap", "head_pruning"}
+    # EAP is compared at the size of ACDC's reference circuit
+    n = acdc["reference"]["n_edges"]
+    if 0 < n < report["n_edges"]:
+        assert agree["roc_auc"]["eap"] is None or 0.0 <= agree["roc_auc"]["eap"] <= 1.0
+
+
+def test_batched_masks_equal_one_at_a_time(tiny: Callable[[str], LoadedModel]) -> None:
+    lm = tiny(LLAMA)
+    pm = patchable(lm)
+    ctx = prepare_rows(pm, [r for r in split_rows() if r.split == "test"], "resample")
+    g = torch.Generator().manual_seed(0)
+    masks = (torch.rand(5, pm.graph.n_edges, generator=g) > 0.5).float()
+    together = run_masks(ctx, masks, batch_size=5)
+    alone = run_masks(ctx, masks, batch_size=1)
+    assert together.shape == (5, 2)
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
+    assert len(set(together[:, 0].tolist())) > 1  # the masks changed something
+
+
+def test_helpers() -> None:
+    assert jaccard(["a", "b"], ["b", "c"]) == pytest.approx(1 / 3)
+    assert jaccard([], []) is None
+    assert auc([True, False, True], [math.inf, 0.1, 2.0]) == 1.0
+    assert auc([True, True], [1.0, 2.0]) is None
+    assert circuit_mask(["a", "b", "c"], ["b"]).tolist() == [1.0, 0.0, 1.0]
+
+
+def test_errors(tiny: Callable[[str], LoadedModel]) -> None:
+    lm = tiny(LLAMA)
+    edges = patchable(lm).graph.edges
+    with pytest.raises(ArtifactError, match="another model"):
+        evaluate_circuits(lm, split_rows(), [fixed("eap", edges[:-1], [()])], CHEAP)
+    with pytest.raises(ArtifactError, match="same method"):
+        evaluate_circuits(lm, split_rows(), [fixed("eap", edges, [()])] * 2, CHEAP)
+    with pytest.raises(DatasetError, match="no test rows"):
+        evaluate_circuits(
+            lm, [r for r in split_rows() if r.split == "train"], [fixed("eap", edges, [()])], CHEAP
+        )

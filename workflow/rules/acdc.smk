@@ -1,0 +1,46 @@
+# Edge circuits: one circuit per {model} × {task} × {method} (ACDC variants, head pruning, EAP)
+# on the train split, then one evaluation per {model} × {task} that compares every method's
+# circuits on the test split. Tasks only (behaviours have no counterfactual answer). A circuit
+# is only discovered once the model has passed its accuracy gate on that task (evaluate_model).
+
+
+rule acdc_circuit:
+    input:
+        model=model_artifact,
+        rows="data/datasets/{model}/{task}.jsonl",
+        gate="data/metrics/evaluate_model/{model}/{task}.json",
+    output:
+        circuit="data/circuits/{model}/{task}/{method}.json",
+        dot="data/circuits/{model}/{task}/{method}.dot",
+        metrics="data/metrics/acdc_circuit/{model}/{task}/{method}.json",
+    wildcard_constraints:
+        task=alternatives(EDGE_TASKS),
+        method=alternatives(ACDC_METHODS),
+    params:
+        cfg=json_arg(CFG.acdc),
+    log:
+        "logs/acdc_circuit/{model}/{task}/{method}.log",
+    shell:
+        "circuitlab acdc-circuit --method {wildcards.method} --model {input.model}"
+        " --data {input.rows} --params {params.cfg} --out {output.circuit} --dot {output.dot}"
+        " --metrics {output.metrics} > {log} 2>&1"
+
+
+rule acdc_evaluate:
+    input:
+        model=model_artifact,
+        rows="data/datasets/{model}/{task}.jsonl",
+        circuits=expand("data/circuits/{{model}}/{{task}}/{method}.json", method=ACDC_METHODS),
+    output:
+        metrics="data/metrics/acdc_evaluate/{model}/{task}.json",
+        plot="data/plots/acdc_evaluate/{model}/{task}.png",
+    wildcard_constraints:
+        task=alternatives(EDGE_TASKS),
+    params:
+        cfg=json_arg(CFG.acdc),
+        circuits=lambda wildcards, input: " ".join(f"--circuits {p}" for p in input.circuits),
+    log:
+        "logs/acdc_evaluate/{model}/{task}.log",
+    shell:
+        "circuitlab acdc-evaluate --model {input.model} --data {input.rows} {params.circuits}"
+        " --params {params.cfg} --metrics {output.metrics} --plot {output.plot} > {log} 2>&1"
