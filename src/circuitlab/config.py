@@ -249,9 +249,12 @@ class AcdcConfig(StrictModel):
         "compared between methods",
     )
     window: int | None = Field(
-        default=None, ge=1, description="exact fast ACDC: fixed speculation window (null: adaptive)"
+        default=None,
+        ge=1,
+        description="exact fast ACDC: fixed speculation window (null: adaptive on a GPU, 1 on "
+        "a CPU, where batched candidates cost more than single checks)",
     )
-    max_window: int = Field(default=64, ge=1, description="exact fast ACDC: largest window")
+    max_window: int = Field(default=16, ge=1, description="exact fast ACDC: largest window")
     approx_window: int = Field(
         default=16, ge=1, description="acdc_approx / acdc_window: edges tested per forward"
     )

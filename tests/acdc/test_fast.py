@@ -45,7 +45,7 @@ def test_fast_equals_sequential(
     # τ from "removes almost everything" to "keeps almost everything"
     cfg = ACDCConfig(tao_bases=(1, 5), tao_exps=(-5, -3, -1, 1), faithfulness=faithfulness)
     slow = sequential_acdc(ctx, cfg)
-    fast = fast_acdc(ctx, cfg, FastConfig(window=window))
+    fast = fast_acdc(ctx, cfg, FastConfig(window=window, adaptive=True))
     assert_same(fast, slow)
     n_kept = [len(r.kept) for r in slow.per_tau]
     assert min(n_kept) < pm.graph.n_edges // 4 and max(n_kept) >= 10  # both regimes
@@ -85,15 +85,21 @@ def test_fast_equals_sequential_on_random_models(
     lm = load_model(path)
     ctx = prepare(patchable(lm), batch_of(lm, pair_rows(3, seed)), "resample")
     cfg = ACDCConfig(tao_bases=(1, 3), tao_exps=(tau_exp,))
-    fast = fast_acdc(ctx, cfg, FastConfig(window=window))
+    fast = fast_acdc(ctx, cfg, FastConfig(window=window, adaptive=True))
     slow = sequential_acdc(ctx, cfg)
     if fast.stats.near_tau_decisions == 0:
         assert_same(fast, slow)
 
 
-def test_result_json_reports_speculation(make_ctx: Callable) -> None:
+def test_automatic_window_is_one_on_cpu(make_ctx: Callable) -> None:
     pm, ctx = make_ctx("LlamaForCausalLM", "resample")
     result = fast_acdc(ctx, ACDCConfig(tao_bases=(1,), tao_exps=(-3,)))
+    assert result.stats.n_batched == pm.graph.n_edges and result.stats.n_wasted == 0
+
+
+def test_result_json_reports_speculation(make_ctx: Callable) -> None:
+    pm, ctx = make_ctx("LlamaForCausalLM", "resample")
+    result = fast_acdc(ctx, ACDCConfig(tao_bases=(1,), tao_exps=(-3,)), FastConfig(adaptive=True))
     data = result.to_json()
     assert data["method"] == "acdc_fast"
     assert data["n_candidate_evaluations"] == pm.graph.n_edges + data["n_wasted_evaluations"]

@@ -45,12 +45,16 @@ NEAR_TAU_ATOL = 1e-7
 
 @dataclass(frozen=True)
 class FastConfig:
-    """``window``: None = adaptive (start at ``start_window``, ×2 after a fully removed window,
-    ÷2 after an early keep, within 1..``max_window``); an int ≥ 1 = fixed."""
+    """``window``: an int ≥ 1 = fixed; None = automatic: adaptive on an accelerator (start at
+    ``start_window``, ×2 after a fully removed window, ÷2 after an early keep, within
+    1..``max_window``) and 1 on a CPU, where a batch of k candidates costs more than k single
+    checks (measured in BENCHMARKS.md: the per-destination inputs of k edge sets are
+    memory-bound), so only the first lever pays there."""
 
     window: int | None = None
     max_window: int = 16
     start_window: int = 4
+    adaptive: bool | None = None  # with window None: force adaptive (True) or 1 (False)
 
     def __post_init__(self) -> None:
         for name in ("max_window", "start_window"):
@@ -107,7 +111,10 @@ def fast_acdc(
     scores = [math.inf] * graph.n_edges
     per_tau = []
     stats = FastStats()
-    width = fast.window or fast.start_window
+    adaptive = fast.window is None and (
+        fast.adaptive if fast.adaptive is not None else pm.device.type != "cpu"
+    )
+    width = fast.window or (fast.start_window if adaptive else 1)
     with torch.no_grad():
         for tau in cfg.taus:
             mask = torch.zeros(graph.n_edges, dtype=pm.dtype, device=pm.device)
@@ -143,7 +150,7 @@ def fast_acdc(
                     near_tau_decisions=stats.near_tau_decisions + near,
                 )
                 pos += accepted
-                if fast.window is None:
+                if adaptive:
                     if accepted < k:  # an early keep: speculate less
                         width = max(1, width // 2)
                     elif k == width:  # a whole window removed: speculate more
