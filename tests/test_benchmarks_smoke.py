@@ -66,3 +66,18 @@ def test_runner_writes_json_and_fails_only_on_a_check(
     assert report["benchmarks"]["lrp"][1]["ratios"][0]["met"] is False
     monkeypatch.setitem(run.BENCHMARKS, "lrp", lambda quick, repeats, log: fake(False))
     assert run.main(["--only", "lrp", "--threads", "1", "--out", str(out)]) == 1
+
+
+def test_acdc_case_runs_and_fast_equals_sequential(tmp_path: Path) -> None:
+    bench_acdc = run.bench_acdc
+    settings = bench_acdc.Settings.make(quick=True, repeats=1)
+    lm = bench_acdc.random_llama(tmp_path, n_layers=1)
+    rows = bench_acdc.b1_rows(settings.n_prompts, settings.seq_len)
+    cfg = bench_acdc.ACDCConfig(tao_bases=(1,), tao_exps=(-3,))
+    res = bench_acdc.run_case("tiny", lm, rows, cfg, settings)
+    (check,) = res["checks"]
+    assert check["passed"], check
+    names = {r["name"] for r in res["ratios"]}
+    assert {"(c) exact fast ACDC", "(e) EAP", "(c) / (d2) cost"} <= names
+    assert all(r["value"] > 0 for r in res["ratios"])
+    assert res["setup"]["n_edges"] > 0

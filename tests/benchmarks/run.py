@@ -1,6 +1,6 @@
 """Run the benchmarks, print a table and write JSON (`make bench`).
 
-    python tests/benchmarks/run.py [--only lrp] [--quick] [--threads 2] [--out data/benchmarks/bench.json]
+    python tests/benchmarks/run.py [--only lrp|acdc] [--quick] [--threads 2] [--out data/benchmarks/bench.json]
 
 Speed goals are ratios measured within this one run and are reported as PASS/MISS, never
 asserted; the process exits non-zero only when a correctness check (e.g. fast ≡ reference)
@@ -25,6 +25,7 @@ for _path in (HERE, HERE.parent):  # bench_* modules, then tests/ (lrp_reference
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+import bench_acdc  # noqa: E402
 import bench_lrp  # noqa: E402
 import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -36,6 +37,9 @@ Result = dict[str, Any]
 #: name → runner(quick, repeats, log) returning one result per case
 BENCHMARKS: dict[str, Callable[[bool, int | None, Callable[[str], None]], list[Result]]] = {
     "lrp": lambda quick, repeats, log: bench_lrp.run(bench_lrp.Settings.make(quick, repeats), log),
+    "acdc": lambda quick, repeats, log: bench_acdc.run(
+        bench_acdc.Settings.make(quick, repeats), log
+    ),
 }
 
 
@@ -77,16 +81,25 @@ def render(bench: str, results: list[Result], console: Console) -> None:
             table.add_row(case, "skipped", "", "", "[yellow]SKIP[/]")
             continue
         setup = res["setup"]
-        lo, hi = setup["prompt_tokens_min_max"]
-        shape = f"{setup['n_layers']}×{setup['d_mlp']} neurons"
-        about = f"{setup['n_prompts']} prompts, {shape}, {lo}–{hi} tokens, {setup['attn_implementation']}"
+        about = setup.get("about")
+        if about is None:
+            lo, hi = setup["prompt_tokens_min_max"]
+            shape = f"{setup['n_layers']}×{setup['d_mlp']} neurons"
+            about = f"{setup['n_prompts']} prompts, {shape}, {lo}–{hi} tokens, {setup['attn_implementation']}"
         table.add_row(case, about, "", "", "")
         for t in res["timings"]:
             n = len(t["runs_s"])
             table.add_row("", t["name"], f"{t['median_s']:.3f} s", f"median of {n}", "")
         for r in res["ratios"]:
-            table.add_row("", r["name"], f"{r['value']:.2f}×", r["goal"] or "", _status(r["met"]))
+            unit = r.get("unit", "×")
+            value = f"{r['value']:.2f}×" if unit == "×" else f"{r['value']:.1f} {unit}"
+            table.add_row("", r["name"], value, r["goal"] or "", _status(r["met"]))
         for c in res["checks"]:
+            if "detail" in c:
+                table.add_row(
+                    "", c["name"], c["detail"], c["tolerance"], _status(c["passed"], check=True)
+                )
+                continue
             table.add_row(
                 "",
                 c["name"],

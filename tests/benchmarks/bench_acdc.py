@@ -1,0 +1,235 @@
+"""ACDC benchmark (issue 4 §4): cost of every edge-circuit method in forward-equivalents.
+
+Shape B1: a random Llama (4 layers, d_model 128, 8 heads, d_mlp 512, vocab 512), 32 prompts of
+16 tokens whose corrupt versions differ in 2 random positions, batch 32, τ = 1e-2, resample
+ablation, KL faithfulness. Each method runs once; its wall time is divided by the median wall
+time of one plain forward of the HF model on the same batch, measured in the same process
+("forward-equivalents"). Reported:
+
+* (b) sequential ACDC, (c) exact fast ACDC — and the check that (c) made the same decisions;
+* (d1) independent windows, (d2) group testing — decision agreement with (b);
+* (e) EAP (one clean + one corrupt forward, one backward);
+* scaling: the same at 2, 4 and 6 layers (edges grow roughly quadratically with depth);
+* the embedded toy model (when `data/models/toy` exists) on ioi with auto-circuit's 20-value
+  τ sweep, fast ACDC and group testing only.
+
+Goals (issue 4): (c) ≤ 100 forward-equivalents with decisions identical to (b); d2 ≥ 3× cheaper
+than (c) with ≥ 98 % agreement; (e) ≤ 10 forward-equivalents. Reported, never asserted; only a
+failed equivalence (c) ≢ (b) is an error.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from bench_lrp import save_word_tokenizer
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from circuitlab.acdc import (
+    ACDCConfig,
+    ApproxConfig,
+    EAPConfig,
+    FastConfig,
+    PatchContext,
+    approx_acdc,
+    decision_agreement,
+    edge_attribution,
+    fast_acdc,
+    patchable,
+    prepare_rows,
+    sequential_acdc,
+)
+from circuitlab.models import LoadedModel, load_model
+from circuitlab.tasks.base import TaskRow
+from circuitlab.tasks.io import load_rows
+
+ROOT = Path(__file__).resolve().parents[2]
+TOY_MODEL = ROOT / "data" / "models" / "toy"
+TOY_DATA = ROOT / "data" / "datasets" / "toy" / "ioi.jsonl"
+GOAL_FAST = 100.0
+GOAL_D2_SPEEDUP = 3.0
+GOAL_D2_AGREEMENT = 0.98
+GOAL_EAP = 10.0
+
+Result = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """`quick` shrinks everything for a smoke run."""
+
+    n_prompts: int = 32
+    seq_len: int = 16
+    layers: tuple[int, ...] = (4, 2, 6)
+    repeats: int = 5
+    toy: bool = True
+
+    @classmethod
+    def make(cls, quick: bool, repeats: int | None) -> Settings:
+        if quick:
+            return cls(n_prompts=4, seq_len=6, layers=(1,), repeats=repeats or 1, toy=False)
+        return cls(repeats=repeats or 5)
+
+
+def random_llama(path: Path, n_layers: int, seed: int = 0) -> LoadedModel:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=512, hidden_size=128, intermediate_size=512, num_hidden_layers=n_layers,
+        num_attention_heads=8, num_key_value_heads=8,
+    )  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(path)
+    save_word_tokenizer(path, 510)
+    return load_model(path)
+
+
+def b1_rows(n: int, length: int, seed: int = 0) -> list[TaskRow]:
+    """Random word prompts; the corrupt prompt differs in 2 random positions (not the last)."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for i in range(n):
+        words = torch.randint(0, 500, (length,), generator=g).tolist()
+        corrupt = list(words)
+        for p in torch.randperm(length - 1, generator=g)[:2].tolist():
+            corrupt[p] = (corrupt[p] + 1 + int(torch.randint(0, 498, (1,), generator=g))) % 500
+        rows.append(
+            TaskRow(
+                id=f"b{i}", split="train",
+                prompt=" ".join(f"w{w}" for w in words),
+                corrupt_prompt=" ".join(f"w{w}" for w in corrupt),
+                target=f" w{(words[-1] + 1) % 500}", counterfactual=f" w{(words[-1] + 2) % 500}",
+            )
+        )  # fmt: skip
+    return rows
+
+
+def plain_forward_s(lm: LoadedModel, ctx: PatchContext, repeats: int) -> float:
+    ids, mask = ctx.batch.input_ids, ctx.batch.attention_mask
+    with torch.no_grad():
+        lm.model(input_ids=ids, attention_mask=mask)
+        runs = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            lm.model(input_ids=ids, attention_mask=mask)
+            runs.append(time.perf_counter() - t)
+    return statistics.median(runs)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def _fe(name: str, seconds: float, fwd: float, goal: float | None = None) -> Result:
+    value = seconds / fwd
+    return {
+        "name": name, "value": value, "unit": "fwd-eq",
+        "goal": None if goal is None else f"<= {goal:g}", "met": None if goal is None else value <= goal,
+    }  # fmt: skip
+
+
+def run_case(
+    case: str, lm: LoadedModel, rows: list[TaskRow], cfg: ACDCConfig, settings: Settings,
+    *, with_sequential: bool = True, with_window: bool = True,
+) -> Result:  # fmt: skip
+    pm = patchable(lm)
+    ctx = prepare_rows(pm, rows, "resample")
+    fwd = plain_forward_s(lm, ctx, settings.repeats)
+    runs: dict[str, tuple[Any, float]] = {}
+    if with_sequential:
+        runs["(b) sequential ACDC"] = timed(lambda: sequential_acdc(ctx, cfg))
+    runs["(c) exact fast ACDC"] = timed(lambda: fast_acdc(ctx, cfg, FastConfig()))
+    if with_window:
+        runs["(d1) independent windows"] = timed(
+            lambda: approx_acdc(ctx, cfg, ApproxConfig("window", 16))
+        )
+    runs["(d2) group testing"] = timed(lambda: approx_acdc(ctx, cfg, ApproxConfig("group", 16)))
+    runs["(e) EAP"] = timed(lambda: edge_attribution(ctx, EAPConfig()))
+    seq = runs.get("(b) sequential ACDC", (None, 0.0))[0]
+    fast, fast_s = runs["(c) exact fast ACDC"]
+    timings, ratios, checks = [], [], []
+    timings.append({"name": "one plain HF forward", "median_s": fwd, "runs_s": [fwd]})
+    for name, (res, seconds) in runs.items():
+        n_fwd = getattr(res, "n_forward", None)
+        timings.append(
+            {"name": f"{name} ({n_fwd} passes)", "median_s": seconds, "runs_s": [seconds]}
+        )
+        goal = {"(c) exact fast ACDC": GOAL_FAST, "(e) EAP": GOAL_EAP}.get(name)
+        ratios.append(_fe(f"{name}", seconds, fwd, goal))
+    d2_s = runs["(d2) group testing"][1]
+    speedup = fast_s / d2_s
+    ratios.append({"name": "(c) / (d2) cost", "value": speedup, "unit": "×",
+                   "goal": f">= {GOAL_D2_SPEEDUP:g}", "met": speedup >= GOAL_D2_SPEEDUP})  # fmt: skip
+    reference = seq if seq is not None else fast
+    for name in ("(d1) independent windows", "(d2) group testing"):
+        if name in runs:
+            agree = decision_agreement(runs[name][0], reference)["overall"]
+            goal = GOAL_D2_AGREEMENT if name.startswith("(d2)") else None
+            ratios.append({
+                "name": f"{name}: agreement with {'(b)' if seq is not None else '(c)'}",
+                "value": 100 * agree, "unit": "%",
+                "goal": None if goal is None else f">= {100 * goal:g}",
+                "met": None if goal is None else agree >= goal,
+            })  # fmt: skip
+    if seq is not None:
+        same = fast.scores == seq.scores and [r.kept for r in fast.per_tau] == [
+            r.kept for r in seq.per_tau
+        ]
+        differing = sum(a != b for a, b in zip(fast.scores, seq.scores, strict=True))
+        checks.append({
+            "name": "(c) ≡ (b): prune scores and circuits",
+            "passed": bool(same) or differing <= fast.stats.near_tau_decisions,
+            "detail": f"{differing} differing scores, {fast.stats.near_tau_decisions} near-τ decisions",
+            "tolerance": "identical (near-τ decisions counted)",
+        })  # fmt: skip
+    ids = ctx.batch.input_ids
+    return {
+        "case": case,
+        "setup": {
+            "about": f"{len(rows)} prompts × {ids.shape[1]} tokens, {pm.graph.n_edges} edges, "
+            f"{len(cfg.taus)} τ, kept at τ={cfg.taus[0]:g}: {len(fast.per_tau[0].kept)}",
+            "n_edges": pm.graph.n_edges,
+            "n_taus": len(cfg.taus),
+        },
+        "timings": timings,
+        "ratios": ratios,
+        "checks": checks,
+    }
+
+
+def run(settings: Settings, log: Callable[[str], None] = print) -> list[Result]:
+    results = []
+    b1 = ACDCConfig(tao_bases=(1,), tao_exps=(-2,))
+    with tempfile.TemporaryDirectory() as tmp:
+        for n_layers in settings.layers:
+            log(f" case 'B1-{n_layers}L': random Llama, {n_layers} layers")
+            lm = random_llama(Path(tmp) / f"l{n_layers}", n_layers)
+            rows = b1_rows(settings.n_prompts, settings.seq_len)
+            results.append(run_case(f"B1-{n_layers}L", lm, rows, b1, settings))
+    if settings.toy:
+        if not (TOY_MODEL / "config.json").exists() or not TOY_DATA.exists():
+            results.append({"case": "toy ioi", "skipped": "run `make reproduce` first"})
+        else:
+            log(" case 'toy ioi': the embedded model, 20 τ")
+            lm = load_model(TOY_MODEL)
+            rows = load_rows(TOY_DATA, split="train")[: settings.n_prompts]
+            sweep = ACDCConfig()  # auto-circuit's 20 values
+            results.append(
+                run_case(
+                    "toy ioi, 20 τ",
+                    lm,
+                    rows,
+                    sweep,
+                    settings,
+                    with_sequential=False,
+                    with_window=False,
+                )
+            )
+    return results
