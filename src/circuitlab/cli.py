@@ -485,6 +485,67 @@ def acdc_evaluate(
     )
 
 
+@app.command()
+def compare(
+    model: Path = typer.Option(..., help="data/models/{model} directory or {model}.json reference"),
+    data: Path = typer.Option(..., help="data/datasets/{model}/{behaviour}.jsonl (checked rows)"),
+    circuits: list[Path] = typer.Option(
+        ..., help="data/circuits/{model}/{behaviour}/{method}.json (repeat per circuit)"
+    ),
+    vectors: Path = typer.Option(..., help="data/caa/{model}/{behaviour}.safetensors"),
+    params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `compare` section)"),
+    out: Path = typer.Option(..., help="data/compare/{model}/{behaviour}.json"),
+    metrics: Path = typer.Option(..., help="data/metrics/compare/{model}/{behaviour}.json"),
+    pareto_plot: Path = typer.Option(..., help="PNG: effect vs side effect per method"),
+    overlap_plot: Path = typer.Option(..., help="PNG: overlap heatmap per layer"),
+) -> None:
+    """CAA vectors vs neuron circuits of a behaviour: overlaps with permutation nulls, sparse
+    decomposition, and circuit steering vs CAA vs the circuit-rebuilt vector per unit KL."""
+    from circuitlab import tracking
+    from circuitlab.compare import compare_behaviour
+    from circuitlab.config import CompareConfig
+    from circuitlab.io import require, write_json
+    from circuitlab.lrp.circuit import NeuronCircuit
+    from circuitlab.models.loading import load_model
+    from circuitlab.report.plots import compare_overlap, compare_pareto
+    from circuitlab.steering.caa import load_vectors
+    from circuitlab.tasks.io import load_rows
+
+    cfg = parse_params(CompareConfig, params)
+    names = [c.stem for c in circuits]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--circuits names (file stems) must be distinct, got {names}")
+    loaded = {
+        name: NeuronCircuit.load(
+            require(path, "lrp_circuit" if name == "lrp" else f"{name}_circuit")
+        )
+        for name, path in zip(names, circuits, strict=True)
+    }
+    tensors, _meta = load_vectors(vectors)
+    rows = load_rows(data, rule="check_dataset")
+    lm = load_model(model_input(model))
+    behaviour, name = data.stem, data.parent.name
+    report = compare_behaviour(lm, rows, loaded, tensors, cfg)
+    title = f"{name} / {behaviour}: CAA vs circuit"
+    compare_pareto(report, pareto_plot, title)
+    compare_overlap(report, overlap_plot, title)
+    write_json(
+        out,
+        {
+            "format": "circuitlab.compare/1",
+            "model": name,
+            "behaviour": behaviour,
+            "circuits": {n: str(p) for n, p in zip(names, circuits, strict=True)},
+            "vectors": str(vectors),
+            "params": cfg.model_dump(mode="json"),
+            **report,
+        },
+    )
+    tracking.log_metrics(
+        "compare", report, metrics, config=cfg, run_name=f"compare/{name}/{behaviour}"
+    )
+
+
 def main() -> None:
     """Entry point: user-fixable errors print a message and exit 2, bugs keep their traceback."""
     try:

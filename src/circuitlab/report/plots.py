@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -94,3 +95,94 @@ def acdc_faithfulness(report: Mapping[str, Any], path: str | Path, title: str) -
     axes[0][1].set_ylabel("KL(clean ‖ circuit)")
     fig.suptitle(title)
     _save(fig, path)
+
+
+# ------------------------------------------------------------------ CAA vs circuit (compare)
+def compare_pareto(report: Mapping[str, Any], path: str | Path, title: str) -> None:
+    """Behaviour effect against side effect (KL on neutral prompts) for every steering method
+    over its multiplier sweep; the unsteered model is the origin. Bars: 95 % t intervals."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for method, points in report["sweep"].items():
+        pts = sorted(points.values(), key=lambda p: p["multiplier"])
+        neutral = report["neutral_multiplier"][method]
+        color = None
+        for sign, style in ((1, "-"), (-1, "--")):
+            side = [p for p in pts if (p["multiplier"] - neutral) * sign > 0]
+            side.sort(key=lambda p: abs(p["multiplier"] - neutral))
+            if not side:
+                continue
+            x = [0.0] + [p["kl"] for p in side]
+            y = [0.0] + [p["effect"] for p in side]
+            err = [0.0] + [p["effect_ci"] or 0.0 for p in side]
+            line = ax.errorbar(
+                x, y, yerr=err, fmt="o" + style, ms=3.5, capsize=2, lw=1.2, color=color,
+                label=method if color is None else None,
+            )  # fmt: skip
+            color = line[0].get_color()
+            for p in side:
+                ax.annotate(
+                    f"{p['multiplier']:g}", (p["kl"], p["effect"]), fontsize=6,
+                    xytext=(2, 2), textcoords="offset points", color=color,
+                )  # fmt: skip
+    ax.axhline(0.0, color="black", lw=0.6)
+    ax.set_xscale("symlog", linthresh=1e-3)
+    ax.set_xlabel("side effect: KL(unsteered ‖ steered) on neutral prompts")
+    ax.set_ylabel("effect: Δ logit diff (behaviour − contrast answer)")
+    matched = report.get("matched", {})
+    notes = []
+    for direction, entry in matched.items():
+        if entry.get("effect"):
+            parts = [
+                f"{m}: {v['kl']:.3g}" for m, v in entry["methods"].items() if v["kl"] is not None
+            ]
+            notes.append(f"{direction} |Δ|={entry['effect']:.2f} → KL " + ", ".join(parts))
+    if notes:
+        ax.set_title("\n".join(notes), fontsize=7)
+    ax.legend(fontsize=7, loc="best")
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def compare_overlap(report: Mapping[str, Any], path: str | Path, title: str) -> None:
+    """Per circuit: overlap of each vector's top-k neurons with the circuit, per layer (cell
+    text: overlap, expected under the null, permutation p); colour: −log10 p."""
+    circuits = list(report["overlap"])
+    fig, axes = plt.subplots(
+        len(circuits), 1, figsize=(1.2 + 1.1 * _n_layers(report), 1.0 + 1.0 * _n_vectors(report)
+                                   * len(circuits)), squeeze=False,
+    )  # fmt: skip
+    for ax, cname in zip(axes[:, 0], circuits, strict=True):
+        vectors = list(report["overlap"][cname])
+        layers = sorted(int(k) for k in report["overlap"][cname][vectors[0]]["layers"])
+        grid = [[0.0] * len(layers) for _ in vectors]
+        for i, v in enumerate(vectors):
+            res = report["overlap"][cname][v]
+            for j, ly in enumerate(layers):
+                cell = res["layers"][str(ly)]
+                p = cell["overlap_p"]
+                grid[i][j] = -math.log10(p) if p else 0.0
+                ax.text(
+                    j, i, f"{cell['overlap']} ({cell['expected_overlap']:.1f})\np={p:.2g}",
+                    ha="center", va="center", fontsize=6,
+                )  # fmt: skip
+        im = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=0.0)
+        ax.set_xticks(range(len(layers)), [f"L{ly}" for ly in layers])
+        labels = [
+            f"{v} (total {report['overlap'][cname][v]['total_overlap']}, "
+            f"p={report['overlap'][cname][v]['total_overlap_p']:.2g})"
+            for v in vectors
+        ]
+        ax.set_yticks(range(len(vectors)), labels, fontsize=7)
+        ax.set_title(f"{cname} circuit: top-k vector neurons in the circuit", fontsize=8)
+        fig.colorbar(im, ax=ax, label="−log10 p")
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def _n_layers(report: Mapping[str, Any]) -> int:
+    first = next(iter(report["overlap"].values()))
+    return len(next(iter(first.values()))["layers"])
+
+
+def _n_vectors(report: Mapping[str, Any]) -> int:
+    return len(next(iter(report["overlap"].values())))

@@ -1,0 +1,28 @@
+# CAA vs circuit, per behaviour: overlap of the CAA vectors' neurons with the circuits (with
+# permutation nulls), sparse decomposition of the MLP-output difference, and circuit steering
+# vs CAA vs the circuit-rebuilt vector per unit of side effect (Pareto plot).
+
+
+rule compare:
+    input:
+        model=model_artifact,
+        rows="data/datasets/{model}/{behaviour}.jsonl",
+        circuits=expand(
+            "data/circuits/{{model}}/{{behaviour}}/{circuit}.json", circuit=CFG.compare.circuits
+        ),
+        vectors="data/caa/{model}/{behaviour}.safetensors",
+    output:
+        report="data/compare/{model}/{behaviour}.json",
+        metrics="data/metrics/compare/{model}/{behaviour}.json",
+        pareto="data/plots/compare/{model}/{behaviour}_pareto.png",
+        overlap="data/plots/compare/{model}/{behaviour}_overlap.png",
+    params:
+        cfg=json_arg(CFG.compare),
+        circuits=lambda wildcards, input: " ".join(f"--circuits {c}" for c in input.circuits),
+    log:
+        "logs/compare/{model}/{behaviour}.log",
+    shell:
+        "circuitlab compare --model {input.model} --data {input.rows} {params.circuits}"
+        " --vectors {input.vectors} --params {params.cfg} --out {output.report}"
+        " --metrics {output.metrics} --pareto-plot {output.pareto}"
+        " --overlap-plot {output.overlap} > {log} 2>&1"
