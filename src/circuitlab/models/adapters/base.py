@@ -6,7 +6,8 @@ one instance and registers it here under the Hugging Face class names it covers
 (`config.architectures[0]`). Adding an architecture touches its family file and its test only.
 
 This module is the only place in circuitlab that places plain torch hooks on a model
-(`capture_neurons`, `edit_neurons`); both always remove them on exit, exceptions included.
+(`capture_neurons`, `edit_neurons`, `edit_residual`, `replace_outputs`); they always remove
+them on exit, exceptions included.
 """
 
 from __future__ import annotations
@@ -317,6 +318,44 @@ class Adapter:
 
         with self._pre_hooks(model, self._layer_ids(model, layers), make):
             yield
+
+    @contextmanager
+    def edit_residual(
+        self,
+        model: nn.Module,
+        fn: Callable[[int, Tensor], Tensor],
+        layers: Iterable[int] | None = None,
+    ) -> Iterator[None]:
+        """Replace each layer's output residual stream (`blocks.{layer}.hook_resid_post`,
+        `[batch, pos, d_model]`) by `fn(layer, resid)` during forward passes inside the block;
+        the next layer (or the final norm) reads the edited stream. `fn` must keep the shape
+        (return its input unchanged to only read it). Hooks are removed on exit, even on error.
+        """
+
+        def make(layer: int) -> Callable[..., Any]:
+            def hook(_mod: nn.Module, _args: tuple[Any, ...], out: Any) -> Any:
+                hs = out[0] if isinstance(out, tuple) else out
+                new = fn(layer, hs)
+                if not isinstance(new, Tensor) or new.shape != hs.shape:
+                    got = tuple(new.shape) if isinstance(new, Tensor) else type(new).__name__
+                    raise ModelError(
+                        f"edit_residual: the edit function returned {got} for layer {layer}; "
+                        f"it must return a tensor of the residual's shape {tuple(hs.shape)}"
+                    )
+                if new is hs:
+                    return None
+                return (new, *out[1:]) if isinstance(out, tuple) else new
+
+            return hook
+
+        handles = []
+        try:
+            for layer in self._layer_ids(model, layers):
+                handles.append(self.layer(model, layer).register_forward_hook(make(layer)))
+            yield
+        finally:
+            for h in handles:
+                h.remove()
 
     def norm_modules(self, model: nn.Module) -> list[nn.Module]:
         """Every normalisation module of the model: per-layer norms (inputs, outputs, q/k)

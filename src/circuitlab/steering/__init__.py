@@ -1,0 +1,53 @@
+"""Steering: neuron steering through the adapter, CAA control vectors, and their evaluation."""
+
+from circuitlab.steering.caa import (
+    VECTOR_KEYS,
+    activation_weighted_vectors,
+    add_vector,
+    check_layer,
+    control_vectors,
+    last_token_activations,
+    load_vectors,
+    neuron_differences,
+    save_vectors,
+)
+from circuitlab.steering.neurons import (
+    NeuronSet,
+    SteeringError,
+    check_multiplier,
+    encode_prompts,
+    generate,
+    last_logits,
+    next_token_probs,
+    parse_multipliers,
+    prompt_logits,
+    steer_neurons,
+    token_ids,
+    top_predictions,
+    using_last,
+)
+
+__all__ = [
+    "VECTOR_KEYS",
+    "NeuronSet",
+    "SteeringError",
+    "activation_weighted_vectors",
+    "add_vector",
+    "check_layer",
+    "check_multiplier",
+    "control_vectors",
+    "encode_prompts",
+    "generate",
+    "last_logits",
+    "last_token_activations",
+    "load_vectors",
+    "neuron_differences",
+    "next_token_probs",
+    "parse_multipliers",
+    "prompt_logits",
+    "save_vectors",
+    "steer_neurons",
+    "token_ids",
+    "top_predictions",
+    "using_last",
+]
