@@ -6,6 +6,7 @@ input, and the CLI (artifacts on success, nothing on error)."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -17,7 +18,6 @@ from scipy import stats
 
 from circuitlab import cli
 from circuitlab.compare import (
-    Probe,
     TextBatch,
     behaviour_probe,
     check_inputs,
@@ -54,7 +54,9 @@ from circuitlab.steering.caa import (
 from circuitlab.steering.neurons import steer_neurons
 from tiny_models import build_tiny, make_rows
 
-DIMS = ModelDims(n_layers=3, d_model=16, d_mlp=40, n_heads=4, n_kv_heads=2, head_dim=4, vocab_size=64)
+DIMS = ModelDims(
+    n_layers=3, d_model=16, d_mlp=40, n_heads=4, n_kv_heads=2, head_dim=4, vocab_size=64
+)
 NEUTRAL = ["w3 w4 w5", "w10 w11", "w20 w21 w22 w23", "w40 w41 w42"]
 
 
@@ -218,7 +220,9 @@ def test_nnls_is_exact_on_a_vector_built_from_known_columns() -> None:
     fit = sparse_nonnegative(y, w, [1, 2, 4, 8])
     assert fit[4]["r2"] == pytest.approx(1.0, abs=1e-9)
     assert set(fit[4]["support"]) == set(support)
-    coef = {i: s * c for i, s, c in zip(fit[4]["support"], fit[4]["signs"], fit[4]["coef"], strict=True)}
+    coef = {
+        i: s * c for i, s, c in zip(fit[4]["support"], fit[4]["signs"], fit[4]["coef"], strict=True)
+    }
     assert coef == pytest.approx(support, rel=1e-6)
     assert fit[1]["r2"] < fit[2]["r2"] < fit[4]["r2"]
     # the non-negative (unsigned) version cannot write the negative coefficient
@@ -231,7 +235,7 @@ def test_nnls_r2_is_monotone_in_sparsity() -> None:
     ks = list(range(1, 31))
     fit = sparse_nonnegative(y, w, ks)
     r2 = [fit[k]["r2"] for k in ks]
-    assert all(b >= a - 1e-12 for a, b in zip(r2, r2[1:], strict=False))
+    assert all(b >= a - 1e-12 for a, b in itertools.pairwise(r2))
     assert 0 < r2[0] < r2[-1] <= 1 + 1e-12
     assert r2[-1] > 0.99  # 30 > 24 dimensions: (nearly) everything is written
 
@@ -290,8 +294,9 @@ def test_rebuilt_vector_equals_shifting_the_circuit_neurons(tiny) -> None:
     rebuilt = rebuilt_vector(vectors["neuron_diff"], w, mask)
     batch = TextBatch.of(lm.tokenizer, [r.prompt for r in rows[:6]])
     base = last_log_probs(lm, batch)
-    with add_vector(lm, 0, rebuilt[0], 1.0, positions="all"), add_vector(
-        lm, 1, rebuilt[1], 1.0, positions="all"
+    with (
+        add_vector(lm, 0, rebuilt[0], 1.0, positions="all"),
+        add_vector(lm, 1, rebuilt[1], 1.0, positions="all"),
     ):
         via_vector = last_log_probs(lm, batch)
     shift = vectors["neuron_diff"] * mask
@@ -391,7 +396,9 @@ def test_check_inputs_names_the_problem(tiny) -> None:
     _, lm, _, vectors, circuit = tiny
     cfg = CompareConfig()
     with pytest.raises(ArtifactError, match=r"lack \['neuron_diff'\]"):
-        check_inputs(lm, {"c": circuit}, {k: v for k, v in vectors.items() if k != "neuron_diff"}, cfg)
+        check_inputs(
+            lm, {"c": circuit}, {k: v for k, v in vectors.items() if k != "neuron_diff"}, cfg
+        )
     bad = dict(vectors, resid=torch.zeros(5, lm.dims.d_model))
     with pytest.raises(ArtifactError, match="were the CAA vectors computed on another model"):
         check_inputs(lm, {"c": circuit}, bad, cfg)

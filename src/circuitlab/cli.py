@@ -546,6 +546,52 @@ def compare(
     )
 
 
+@app.command()
+def repl(
+    model: str = typer.Option(..., help="a model directory, {model}.json reference or hub id"),
+    top_k: int = typer.Option(200, min=1, help="neurons a `discover` keeps (top-k |attribution|)"),
+    max_new_tokens: int = typer.Option(20, min=0, help="tokens generated per command"),
+    blacklist_file: Path = typer.Option(
+        None, "--blacklist", help="data/blacklists/{model}.json: neurons `discover` ignores"
+    ),
+    params: str = typer.Option("{}", help=PARAMS_HELP + " (the `lrp` section for `discover`)"),
+) -> None:
+    """Interactive circuit exploration: prompt, discover, ablate, amplify, sweep, top, save/load."""
+    from circuitlab.blacklist import Blacklist
+    from circuitlab.config import LrpConfig
+    from circuitlab.io import require
+    from circuitlab.models.loading import load_model
+    from circuitlab.models.spec import looks_like_path
+    from circuitlab.repl import Repl
+
+    raw = parse_json_option(params, "--params")
+    lrp = parse_params(LrpConfig, json.dumps({"metric": "top_other", **raw}))
+    lm = load_model(model_input(Path(model)) if looks_like_path(model) else model)
+    pairs: frozenset[tuple[int, int]] = frozenset()
+    if blacklist_file is not None:
+        bl = Blacklist.load(require(blacklist_file, "blacklist"))
+        bl.check_shape(lm.dims)
+        pairs = frozenset(bl.pairs())
+    Repl(
+        lm, name=Path(model).name or model, top_k=top_k, max_new_tokens=max_new_tokens,
+        lrp=lrp, blacklist=pairs,
+    ).run()  # fmt: skip
+
+
+@app.command()
+def report(
+    manifest: str = typer.Option(
+        ..., help="JSON object: the artifacts to show per model and section (report_manifest())"
+    ),
+    out: Path = typer.Option(..., help="data/report/index.html"),
+) -> None:
+    """The self-contained HTML report of a run (figures inlined, nothing fetched)."""
+    from circuitlab.report.html import parse_manifest, write_report
+
+    write_report(parse_manifest(parse_json_option(manifest, "--manifest")), out)
+    typer.echo(f"wrote {out}")
+
+
 def main() -> None:
     """Entry point: user-fixable errors print a message and exit 2, bugs keep their traceback."""
     try:
@@ -563,8 +609,13 @@ def main() -> None:
     except Exception as exc:  # click usage errors carry their own exit code
         import click
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
+        # typer ≥ 0.29 raises its own vendored click's errors (e.g. `--batch-size 0`), which
+        # are TyperExceptions, not click.ClickExceptions
+        usage = isinstance(exc, click.ClickException) or (
+            isinstance(exc, typer.TyperException) and hasattr(exc, "show")
+        )
+        if usage:
+            exc.show()  # type: ignore[attr-defined]
             sys.exit(exc.exit_code)
         raise
 

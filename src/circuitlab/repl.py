@@ -1,0 +1,369 @@
+"""`circuitlab repl`: explore a model's neuron circuits interactively (the seed's `interactive`).
+
+The REPL only parses; every command is a call into the library — generation, top-k and
+steering from `circuitlab.steering`, circuits from `circuitlab.lrp` (one prompt's LRP
+attribution, then the top-k selection), circuit files in the `NeuronCircuit` format
+(`data/circuits/...` files load directly). It reads lines from an input stream and writes to
+an output stream, so tests drive it with scripted input. An error is printed and the loop goes
+on; Ctrl-C cancels the running command (or the line being typed), not the REPL; EOF quits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from circuitlab.config import LrpConfig, SelectionConfig
+from circuitlab.errors import CircuitlabError
+from circuitlab.lrp.circuit import NeuronCircuit
+from circuitlab.models.loading import LoadedModel
+from circuitlab.steering.neurons import (
+    NeuronSet,
+    SteeringError,
+    check_multiplier,
+    generate,
+    parse_multipliers,
+    steer_neurons,
+    top_predictions,
+)
+
+SPEC = re.compile(r"^L(\d+)/N(\d+)$", re.IGNORECASE)
+TOP = re.compile(r"^top(\d+)$", re.IGNORECASE)
+DEFAULT_SWEEP = (0.0, 0.5, 1.0, 1.5, 2.0)
+
+
+class ReplError(CircuitlabError):
+    """A command the REPL cannot run as typed (missing prompt or circuit, bad argument)."""
+
+
+class Repl:
+    """The command loop. `run()` reads `stdin` until `quit` or EOF; `execute(line)` runs one
+    line and returns False when the REPL should stop."""
+
+    prompt_text = "circuit> "
+
+    def __init__(
+        self,
+        lm: LoadedModel,
+        stdin: TextIO | None = None,
+        stdout: TextIO | None = None,
+        *,
+        name: str = "",
+        top_k: int = 200,
+        max_new_tokens: int = 20,
+        lrp: LrpConfig | None = None,
+        blacklist: frozenset[tuple[int, int]] = frozenset(),
+    ) -> None:
+        self.lm = lm
+        self.stdin = stdin if stdin is not None else sys.stdin
+        self.stdout = stdout if stdout is not None else sys.stdout
+        self.name = name or lm.spec.id
+        self.top_k = top_k
+        self.max_new_tokens = max_new_tokens
+        self.lrp = lrp or LrpConfig(metric="top_other")
+        self.blacklist = blacklist
+        self.prompt: str | None = None
+        self.circuit: NeuronCircuit | None = None
+        self.multiplier = 1.0
+        self.commands: dict[str, Callable[[str], bool | None]] = {
+            "prompt": self.do_prompt,
+            "discover": self.do_discover,
+            "ablate": self.do_ablate,
+            "amplify": self.do_amplify,
+            "sweep": self.do_sweep,
+            "top": self.do_top,
+            "save": self.do_save,
+            "load": self.do_load,
+            "multiplier": self.do_multiplier,
+            "info": self.do_info,
+            "help": self.do_help,
+            "quit": self.do_quit,
+            "exit": self.do_quit,
+        }
+
+    # ------------------------------------------------------------------------- loop
+    def say(self, text: str = "") -> None:
+        self.stdout.write(text + "\n")
+        self.stdout.flush()
+
+    def read_line(self) -> str | None:
+        """One line of input (None at EOF); a terminal gets line editing through input()."""
+        if self.stdin is sys.stdin and sys.stdin.isatty():
+            try:
+                return input(self.prompt_text)
+            except EOFError:
+                return None
+        self.stdout.write(self.prompt_text)
+        self.stdout.flush()
+        line = self.stdin.readline()
+        return None if line == "" else line
+
+    def run(self) -> None:
+        d = self.lm.dims
+        self.say(f"circuitlab REPL — model {self.name} ({d.n_layers} layers × {d.d_mlp} neurons)")
+        self.say("Type 'help' for commands, 'quit' (or Ctrl-D) to exit.")
+        while True:
+            try:
+                line = self.read_line()
+            except KeyboardInterrupt:
+                self.say("\n(Ctrl-C: line cancelled; type 'quit' to exit)")
+                continue
+            if line is None:
+                self.say("")
+                self.do_quit("")
+                return
+            if not self.execute(line):
+                return
+
+    def execute(self, line: str) -> bool:
+        """Run one command line; False when the REPL should stop. Never raises for bad input."""
+        line = line.strip()
+        if not line or line.startswith("#"):
+            return True
+        word, _, arg = line.partition(" ")
+        cmd = self.commands.get(word.lower())
+        if cmd is None:
+            self.say(f"unknown command {word!r}; type 'help' for the list")
+            return True
+        try:
+            return cmd(arg.strip()) is not True
+        except KeyboardInterrupt:
+            self.say("(Ctrl-C: command cancelled)")
+        except CircuitlabError as exc:
+            self.say(f"error: {exc}")
+        except Exception as exc:  # a bug or a library failure: show it, keep the session
+            self.say(f"error: {type(exc).__name__}: {exc}")
+        return True
+
+    # ----------------------------------------------------------------------- helpers
+    def need_prompt(self) -> str:
+        if self.prompt is None:
+            raise ReplError("set a prompt first: prompt <text>")
+        return self.prompt
+
+    def need_circuit(self) -> NeuronCircuit:
+        if self.circuit is None:
+            raise ReplError("no circuit yet: run 'discover' or 'load <file>'")
+        return self.circuit
+
+    def select(self, spec: str) -> NeuronSet:
+        """`L<l>/N<n>` (any neuron of the model), `top<k>` or `all`/nothing (the circuit)."""
+        if spec in ("", "all"):
+            return NeuronSet.from_circuit(self.need_circuit()).validate(self.lm.dims)
+        if m := TOP.match(spec):
+            k = int(m.group(1))
+            if k < 1:
+                raise ReplError("top<k> needs k >= 1")
+            circuit = self.need_circuit()
+            picked = [(ly, n) for (ly, _, n), _ in circuit.top(len(circuit))]
+            pairs = list(dict.fromkeys(picked))[:k]  # distinct neurons, largest first
+            return NeuronSet.from_pairs(pairs).validate(self.lm.dims)
+        if m := SPEC.match(spec):
+            layer, neuron = int(m.group(1)), int(m.group(2))
+            return NeuronSet.from_pairs([(layer, neuron)]).validate(self.lm.dims)
+        raise ReplError(f"unknown neuron spec {spec!r}; use L<layer>/N<neuron>, top<k> or all")
+
+    def continue_text(self, neurons: NeuronSet | None = None, multiplier: float = 1.0) -> str:
+        prompt = self.need_prompt()
+        if neurons is None:
+            return generate(self.lm, [prompt], self.max_new_tokens)[0]
+        with steer_neurons(self.lm, neurons, multiplier):
+            return generate(self.lm, [prompt], self.max_new_tokens)[0]
+
+    # ---------------------------------------------------------------------- commands
+    def do_prompt(self, arg: str) -> None:
+        """prompt <text> — set the prompt and show the model's continuation."""
+        if not arg:
+            self.say(f"prompt: {self.prompt!r}" if self.prompt else "usage: prompt <text>")
+            return
+        self.prompt = arg
+        self.say(f"output: {self.continue_text()}")
+        if self.circuit is not None:
+            self.say(f"(circuit of {len(self.circuit)} neurons kept; 'discover' replaces it)")
+
+    def do_discover(self, arg: str) -> None:
+        """discover [target] — LRP circuit of the prompt (default target: top prediction).
+
+        Metric: target − best other logit; keeps the top-k |attribution| neurons.
+        """
+        from circuitlab.lrp.attribution import attribute_rows
+        from circuitlab.lrp.discover import circuit_from_attributions, options
+        from circuitlab.tasks.base import TaskRow
+
+        prompt = self.need_prompt()
+        preds = top_predictions(self.lm, prompt, 10)
+        target = self.as_continuation(prompt, arg or preds[0][0])
+        if not arg:
+            self.say(f"target: {target!r} (p={preds[0][1]:.4f}, the top prediction)")
+        # the metric is target − best other logit; a row still names a valid other answer
+        others = (self.as_continuation(prompt, tok, quiet=True) for tok, _ in preds)
+        other = next((c for c in others if c and c != target), None)
+        if other is None:
+            raise ReplError("no second single-token answer among the top predictions")
+        row = TaskRow(
+            id="repl", split="train", prompt=prompt, target=target, counterfactual=other,
+            corrupt_prompt=prompt,
+        )  # fmt: skip
+        cfg = self.lrp.model_copy(
+            update={"selection": SelectionConfig(method="topk", top_k=self.top_k)}
+        )
+        attr = attribute_rows(self.lm, [row], options(cfg, self.blacklist), progress=False)
+        d = self.lm.dims
+        circuit = circuit_from_attributions(
+            attr, cfg, model=self.name, task="repl", n_layers=d.n_layers, d_mlp=d.d_mlp
+        )
+        self.circuit = dataclasses.replace(
+            circuit, params={**circuit.params, "prompt": prompt, "target": target}
+        )
+        self.say(self.summary())
+        self.say("top neurons:")
+        for (ly, pos, n), a in self.circuit.top(10):
+            self.say(f"  L{ly}/N{n}  (pos {pos})  attr={a:+.5f}")
+
+    def as_continuation(self, prompt: str, text: str, quiet: bool = False) -> str | None:
+        """`text` (or it with a leading space) as a one-token continuation of `prompt`."""
+        from circuitlab.tasks.tokencheck import continuation
+
+        tok = self.lm.tokenizer
+        base = tok(prompt)["input_ids"]
+        tries = [text] if text.startswith(" ") else [" " + text.strip(), text]
+        for cand in tries:
+            if cand and continuation(list(base), list(tok(prompt + cand)["input_ids"]))[0]:
+                return cand
+        if quiet:
+            return None
+        raise ReplError(
+            f"target {text!r} is not one token after the prompt for this tokenizer; give a "
+            "single-token target"
+        )
+
+    def do_ablate(self, arg: str) -> None:
+        """ablate [L<l>/N<n> | top<k> | all] — multiply the neurons by 0 and regenerate."""
+        neurons = self.select(arg)
+        self.say(
+            f"ablated ({len(neurons.pairs())} neurons, ×0): {self.continue_text(neurons, 0.0)}"
+        )
+
+    def do_amplify(self, arg: str) -> None:
+        """amplify [L<l>/N<n> | top<k> | all] [multiplier] — default multiplier 2."""
+        specs, numbers = [], []
+        for part in arg.split():
+            (numbers if _is_number(part) else specs).append(part)
+        if len(specs) > 1 or len(numbers) > 1:
+            raise ReplError("usage: amplify [L<l>/N<n> | top<k> | all] [multiplier]")
+        m = check_multiplier(float(numbers[0])) if numbers else 2.0
+        neurons = self.select(specs[0] if specs else "")
+        self.say(f"amplified ({len(neurons.pairs())} neurons, ×{m:g}): "
+                 f"{self.continue_text(neurons, m)}")  # fmt: skip
+
+    def do_sweep(self, arg: str) -> None:
+        """sweep [m …] — regenerate with the whole circuit at each multiplier."""
+        multipliers = parse_multipliers(arg) if arg else list(DEFAULT_SWEEP)
+        neurons = self.select("")
+        for m in multipliers:
+            self.say(f"  ×{m:g}: {self.continue_text(neurons, m)}")
+
+    def do_top(self, arg: str) -> None:
+        """top [k] — the k most likely next tokens (circuit × the current multiplier)."""
+        try:
+            k = int(arg) if arg else 10
+        except ValueError:
+            raise ReplError(f"usage: top [k] (k a whole number), got {arg!r}") from None
+        prompt = self.need_prompt()
+        if self.circuit is not None and self.multiplier != 1.0:
+            with steer_neurons(self.lm, NeuronSet.from_circuit(self.circuit), self.multiplier):
+                preds = top_predictions(self.lm, prompt, k)
+            self.say(f"top {k} (circuit ×{self.multiplier:g}):")
+        else:
+            preds = top_predictions(self.lm, prompt, k)
+            self.say(f"top {k}:")
+        for tok, p in preds:
+            self.say(f"  {p:.4f} {'#' * int(p * 40):<40} {tok!r}")
+
+    def do_save(self, arg: str) -> None:
+        """save <file> — write the circuit (NeuronCircuit JSON)."""
+        if not arg:
+            raise ReplError("usage: save <file>")
+        circuit = self.need_circuit()
+        path = Path(_one_path(arg))
+        circuit.save(path)
+        self.say(f"saved {len(circuit)} neurons to {path}")
+
+    def do_load(self, arg: str) -> None:
+        """load <file> — read a circuit (NeuronCircuit JSON, e.g. data/circuits/…/lrp.json)."""
+        if not arg:
+            raise ReplError("usage: load <file>")
+        from circuitlab.io import require
+
+        circuit = NeuronCircuit.load(require(_one_path(arg)))
+        NeuronSet.from_circuit(circuit).validate(self.lm.dims)
+        self.circuit = circuit
+        prompt = circuit.params.get("prompt")
+        if isinstance(prompt, str) and prompt:
+            self.prompt = prompt
+            self.say(f"prompt: {prompt!r}")
+        self.say(self.summary())
+
+    def do_multiplier(self, arg: str) -> None:
+        """multiplier [m] — show or set the multiplier 'top' applies to the circuit."""
+        if arg:
+            try:
+                self.multiplier = check_multiplier(float(arg))
+            except ValueError:
+                raise SteeringError(f"multiplier {arg!r} is not a number") from None
+        self.say(f"multiplier: {self.multiplier:g}")
+
+    def do_info(self, _arg: str) -> None:
+        """info — the model, prompt, circuit and multiplier."""
+        d = self.lm.dims
+        self.say(f"model: {self.name} ({d.n_layers} layers × {d.d_mlp} neurons)")
+        self.say(f"prompt: {self.prompt!r}" if self.prompt else "prompt: (none)")
+        self.say(self.summary() if self.circuit else "circuit: (none)")
+        self.say(f"multiplier: {self.multiplier:g}")
+
+    def do_help(self, arg: str) -> None:
+        """help [command] — list the commands or describe one."""
+        if arg:
+            cmd = self.commands.get(arg.lower())
+            self.say((cmd.__doc__ or "").strip() if cmd else f"unknown command {arg!r}")
+            return
+        seen = set()
+        for cmd in self.commands.values():
+            if cmd in seen:
+                continue
+            seen.add(cmd)
+            self.say("  " + (cmd.__doc__ or "").strip().splitlines()[0])
+
+    def do_quit(self, _arg: str) -> bool:
+        """quit | exit — leave the REPL (Ctrl-D too)."""
+        self.say("bye")
+        return True
+
+    def summary(self) -> str:
+        c = self.need_circuit()
+        per_layer = {ly: n for ly, n in c.per_layer().items() if n}
+        layers = ", ".join(f"L{ly}: {n}" for ly, n in per_layer.items())
+        return (
+            f"circuit: {len(c)} neurons ({c.method}, {c.task}), metric {c.metric_value:.4f}; "
+            f"per layer {layers or '-'}"
+        )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _one_path(arg: str) -> str:
+    parts: Sequence[str] = shlex.split(arg)
+    if len(parts) != 1:
+        raise ReplError(f"give one file name, got {arg!r}")
+    return parts[0]

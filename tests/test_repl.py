@@ -1,0 +1,180 @@
+"""The REPL driven by scripted input on a tiny model: every command answers, results equal the
+library's, errors keep the loop alive, Ctrl-C cancels a command, EOF quits."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+
+from circuitlab import cli
+from circuitlab import repl as repl_mod
+from circuitlab.config import LrpConfig, SelectionConfig
+from circuitlab.lrp.attribution import attribute_rows
+from circuitlab.lrp.circuit import NeuronCircuit
+from circuitlab.lrp.discover import circuit_from_attributions, options
+from circuitlab.repl import Repl
+from circuitlab.steering.neurons import NeuronSet, generate, steer_neurons, top_predictions
+from circuitlab.tasks.base import TaskRow
+from tiny_models import build_tiny
+
+PROMPT = "w1 w2 w3 w4"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("repl")
+    return root / "tiny", build_tiny("LlamaForCausalLM", root / "tiny")
+
+
+def session(lm, script: str, **kw) -> tuple[Repl, str]:
+    out = io.StringIO()
+    r = Repl(lm, io.StringIO(script), out, name="tiny", top_k=12, max_new_tokens=4, **kw)
+    r.run()
+    return r, out.getvalue()
+
+
+def test_scripted_session_uses_the_library(tiny, tmp_path: Path) -> None:
+    _, lm = tiny
+    saved = tmp_path / "c.json"
+    r, text = session(
+        lm,
+        f"prompt {PROMPT}\ntop 3\ndiscover\nablate all\namplify top3 5\nsweep 0 2\n"
+        f"save {saved}\ninfo\nquit\nprompt never reached\n",
+    )
+    plain = generate(lm, [PROMPT], 4)[0]
+    assert f"output: {plain}" in text
+    # discover = one prompt's LRP attribution + top-k selection, target the top prediction
+    top = top_predictions(lm, PROMPT, 2)
+    target = " " + top[0][0]
+    assert f"target: {target!r}" in text
+    cfg = LrpConfig(metric="top_other", selection=SelectionConfig(method="topk", top_k=12))
+    row = TaskRow(id="x", split="train", prompt=PROMPT, target=target,
+                  counterfactual=" " + top[1][0], corrupt_prompt=PROMPT)  # fmt: skip
+    attr = attribute_rows(lm, [row], options(cfg), progress=False)
+    ref = circuit_from_attributions(attr, cfg, model="tiny", task="repl", n_layers=2, d_mlp=64)
+    assert r.circuit is not None and r.circuit.neurons == ref.neurons
+    # ablate / amplify / sweep print what steering + generation give
+    ns = NeuronSet.from_circuit(ref)
+    with steer_neurons(lm, ns, 0.0):
+        ablated = generate(lm, [PROMPT], 4)[0]
+    assert f"ablated (12 neurons, ×0): {ablated}" in text
+    top3 = [(ly, n) for (ly, _, n), _ in ref.top(3)]
+    with steer_neurons(lm, NeuronSet.from_pairs(top3), 5.0):
+        amplified = generate(lm, [PROMPT], 4)[0]
+    assert f"amplified (3 neurons, ×5): {amplified}" in text
+    assert "  ×0: " in text and "  ×2: " in text
+    # save writes our circuit format; info reports state; nothing runs after quit
+    assert NeuronCircuit.load(saved).neurons == ref.neurons
+    assert NeuronCircuit.load(saved).params["prompt"] == PROMPT
+    assert "circuit: 12 neurons (lrp, repl)" in text and "multiplier: 1" in text
+    assert text.rstrip().endswith("bye")
+    assert "never reached" not in text
+
+
+def test_top_under_the_multiplier_changes_the_distribution(tiny, tmp_path: Path) -> None:
+    _, lm = tiny
+    r, text = session(lm, f"prompt {PROMPT}\ndiscover\ntop 5\nmultiplier 25\ntop 5\n")
+    before, after = text.split("multiplier: 25")
+    assert "top 5:" in before and "top 5 (circuit ×25):" in after
+    with steer_neurons(lm, NeuronSet.from_circuit(r.circuit), 25.0):
+        steered = top_predictions(lm, PROMPT, 5)
+    for tok, p in steered:
+        assert f"{p:.4f}" in after and repr(tok) in after
+    assert steered != top_predictions(lm, PROMPT, 5)  # the intervention did something
+
+
+def test_errors_are_shown_and_the_loop_goes_on(tiny, tmp_path: Path) -> None:
+    _, lm = tiny
+    missing = tmp_path / "nope.json"
+    far = tmp_path / "far.json"
+    NeuronCircuit({(5, -1, 1): 1.0}, "m", "t", "lrp", n_layers=6, d_mlp=64).save(far)
+    r, text = session(
+        lm,
+        "ablate\ntop\nfrobnicate\n"
+        f"prompt {PROMPT}\nablate all\ndiscover w999 w998\n"
+        "ablate L0/N64\nablate L7/N0\nablate bogus\namplify L0/N1 x y\n"
+        "multiplier abc\nmultiplier inf\nsweep 1 two\ntop many\n"
+        f"load {missing}\nload {far}\nsave\nL0/N1\ninfo\n",
+    )
+    for message in (
+        "error: set a prompt first",
+        "unknown command 'frobnicate'",
+        "error: no circuit yet",
+        "is not one token after the prompt",
+        "(layer, neuron) are outside 0..63",
+        "neuron layers [7] are outside the model's 0..1",
+        "unknown neuron spec 'bogus'",
+        "usage: amplify",
+        "multiplier 'abc' is not a number",
+        "a multiplier must be finite",
+        "multiplier 'two' is not a number",
+        "usage: top [k]",
+        "does not exist",
+        "outside the model's 0..1",
+        "usage: save <file>",
+        "unknown command 'L0/N1'",
+    ):
+        assert message in text, message
+    assert r.circuit is None and r.multiplier == 1.0  # failed commands changed nothing
+    assert f"prompt: {PROMPT!r}" in text  # the last command still ran
+
+
+def test_ctrl_c_cancels_a_command_not_the_repl(tiny, monkeypatch) -> None:
+    _, lm = tiny
+    calls = {"n": 0}
+    real = repl_mod.generate
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(repl_mod, "generate", flaky)
+
+    class Interrupting(io.StringIO):
+        hit = False
+
+        def readline(self, *args):  # Ctrl-C while typing the third line
+            if (
+                self.tell() > 0
+                and not Interrupting.hit
+                and "top" in self.getvalue()[self.tell() :][:4]
+            ):
+                Interrupting.hit = True
+                raise KeyboardInterrupt
+            return super().readline(*args)
+
+    out = io.StringIO()
+    Repl(
+        lm, Interrupting(f"prompt {PROMPT}\nprompt {PROMPT}\ntop 2\n"), out, max_new_tokens=2
+    ).run()
+    text = out.getvalue()
+    assert "(Ctrl-C: command cancelled)" in text
+    assert "(Ctrl-C: line cancelled" in text
+    assert text.count("output: ") == 1 and "top 2:" in text  # the loop went on after both
+    assert text.rstrip().endswith("bye")  # EOF quits
+
+
+def test_cli_repl_reads_stdin(tiny, monkeypatch, capsys) -> None:
+    path, _ = tiny
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"prompt {PROMPT}\ninfo\n"))
+    monkeypatch.setattr(
+        sys, "argv", ["circuitlab", "repl", "--model", str(path), "--max-new-tokens", "2"]
+    )
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "model: tiny (2 layers × 64 neurons)" in out and out.rstrip().endswith("bye")
+    monkeypatch.setattr(sys, "argv", ["circuitlab", "repl", "--model", str(path / "missing")])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 2
