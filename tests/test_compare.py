@@ -358,7 +358,9 @@ def test_matched_effect_interpolates_kl_at_the_common_effect() -> None:
         "a": curve(1.0, 1.0, [-2, -1, 1, 2, 3], 0.0),  # reaches ±2 (−2 side), 3 (+ side)
         "b": curve(0.5, 0.1, [0.0, 2.0, 5.0], 1.0),  # +2 at m=5, −0.5 at m=0
     }
-    out = matched_effect(curves, {"a": 0.0, "b": 1.0})
+    out = matched_effect(
+        curves, {"a": 0.0, "b": 1.0}, {"increase": ("effect", 1), "decrease": ("effect", -1)}
+    )
     inc = out["increase"]
     assert inc["effect"] == pytest.approx(2.0)  # the largest effect both reach
     assert inc["methods"]["a"]["kl"] == pytest.approx(4.0)  # exactly at m=2
@@ -389,6 +391,10 @@ def test_compare_behaviour_report(tiny) -> None:
         assert dec["nnls"]["1"] <= dec["nnls"]["4"] <= dec["nnls"]["16"]
     for method, pts in rep["sweep"].items():
         assert any(p["kl"] > 0 for p in pts.values()), method
+    # the directions are read on their own prompts: the mean over both halves is the average
+    half = rep["sweep"]["contrastive_neurons"]["0"]
+    assert half["effect"] == pytest.approx((half["effect_positive"] + half["effect_negative"]) / 2)
+    assert rep["matched"]["increase"]["measured_on"] == "effect_negative"
     json.dumps(rep)  # plain numbers and strings only
 
 

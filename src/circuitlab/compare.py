@@ -493,12 +493,21 @@ class Probe:
     positive: Tensor  # [n] token id of the behaviour's answer (e.g. " Sorry")
     negative: Tensor  # [n] token id of the contrast answer (e.g. " Sure")
     neutral: TextBatch
+    is_positive: Tensor  # [n] bool: the prompt shows the behaviour (polarity "positive")
 
 
 def _t(values: Tensor) -> tuple[float, float]:
     from circuitlab.lrp.faithfulness import t_interval
 
     return t_interval(values.double().tolist())
+
+
+#: Which prompts each direction is measured on: inducing the behaviour where it is absent
+#: (contrast prompts), suppressing it where it is present (behaviour prompts).
+DIRECTIONS: dict[str, tuple[str, int]] = {
+    "increase": ("effect_negative", 1),
+    "decrease": ("effect_positive", -1),
+}
 
 
 def sweep_method(
@@ -509,8 +518,16 @@ def sweep_method(
     *,
     batch_size: int = 32,
 ) -> list[dict[str, Any]]:
-    """Effect and side effect of one method at each multiplier (the unsteered run once)."""
+    """Effect and side effect of one method at each multiplier (the unsteered run once).
+
+    Effect = change of the logit difference behaviour answer − contrast answer, on all
+    prompts (`effect`), on the behaviour prompts (`effect_positive`) and on the contrast
+    prompts (`effect_negative`), each with its 95 % t half-width; side effect = mean
+    KL(unsteered ‖ steered) of the next token on the neutral prompts.
+    """
     idx = torch.arange(len(probe.behaviour))
+    groups = {"effect": slice(None), "effect_positive": probe.is_positive,
+              "effect_negative": ~probe.is_positive}  # fmt: skip
 
     def measure(ctx: AbstractContextManager[Any]) -> tuple[Tensor, Tensor]:
         with ctx:
@@ -524,27 +541,23 @@ def sweep_method(
         ld, neutral = measure(steer(float(m)))
         delta = ld - base_ld
         kl = kl_rows(base_neutral, neutral)
-        effect, effect_ci = _t(delta)
         side, side_ci = _t(kl)
-        points.append(
-            {
-                "multiplier": float(m),
-                "effect": effect,
-                "effect_ci": effect_ci,
-                "kl": side,
-                "kl_ci": side_ci,
-                "logit_diff": float(ld.mean()),
-            }
-        )
+        point: dict[str, Any] = {"multiplier": float(m), "kl": side, "kl_ci": side_ci}
+        for key, sel in groups.items():
+            part = delta[sel]
+            mean, half = _t(part) if len(part) else (float("nan"), float("nan"))
+            point[key], point[f"{key}_ci"] = mean, half
+        point["logit_diff"] = float(ld.mean())
+        points.append(point)
     return points
 
 
-def _crossing(points: Sequence[Mapping[str, Any]], target: float) -> float | None:
+def _crossing(points: Sequence[Mapping[str, Any]], target: float, key: str) -> float | None:
     """KL where a method's effect first reaches `target` (|effect| increasing away from the
     unsteered point), linearly interpolated; None if it never does."""
     prev_e, prev_k = 0.0, 0.0
     for p in points:
-        e, k = abs(p["effect"]), p["kl"]
+        e, k = abs(p[key]), p["kl"]
         if e >= target:
             if e == prev_e:
                 return float(k)
@@ -562,27 +575,29 @@ def _direction(points: Sequence[Mapping[str, Any]], neutral: float, sign: int) -
 
 
 def matched_effect(
-    curves: Mapping[str, Sequence[Mapping[str, Any]]], neutral: Mapping[str, float]
+    curves: Mapping[str, Sequence[Mapping[str, Any]]],
+    neutral: Mapping[str, float],
+    directions: Mapping[str, tuple[str, int]] = DIRECTIONS,
 ) -> dict[str, Any]:
-    """Per direction (`increase`: more behaviour, `decrease`: less): the largest |effect| every
-    method reaches in that direction, and each method's KL there and effect per unit KL."""
+    """Per direction (`increase`: more behaviour on the contrast prompts, `decrease`: less on
+    the behaviour prompts): the largest |effect| every method reaches that way, each method's
+    KL there (linear interpolation along its sweep, walking away from the unsteered multiplier
+    on the side that goes furthest) and its effect per unit KL; `best` has the smallest KL."""
     out: dict[str, Any] = {}
-    for name, sign in (("increase", 1), ("decrease", -1)):
+    for name, (key, sign) in directions.items():
         sides = {}
         for method, points in curves.items():
-            # walk outwards on whichever multiplier side moves the effect this way furthest
             by_side = [
-                [p for p in _direction(points, neutral[method], s) if p["effect"] * sign > 0]
+                [p for p in _direction(points, neutral[method], s) if _num(p[key]) * sign > 0]
                 for s in (1, -1)
             ]
-            sides[method] = max(
-                by_side, key=lambda ps: max((abs(p["effect"]) for p in ps), default=0)
-            )
-        reach = {m: max((abs(p["effect"]) for p in ps), default=0.0) for m, ps in sides.items()}
+            sides[method] = max(by_side, key=lambda ps: max((abs(p[key]) for p in ps), default=0))
+        reach = {m: max((abs(p[key]) for p in ps), default=0.0) for m, ps in sides.items()}
         target = min(reach.values()) if reach else 0.0
-        entry: dict[str, Any] = {"effect": target if target > 0 else None, "methods": {}}
+        entry: dict[str, Any] = {"measured_on": key, "effect": target if target > 0 else None}
+        entry["methods"] = {}
         for method, ps in sides.items():
-            kl = _crossing(ps, target) if target > 0 else None
+            kl = _crossing(ps, target, key) if target > 0 else None
             entry["methods"][method] = {
                 "max_effect": reach[method],
                 "kl": kl,
@@ -592,6 +607,10 @@ def matched_effect(
         entry["best"] = min(ranked)[1] if ranked else None
         out[name] = entry
     return out
+
+
+def _num(x: Any) -> float:
+    return float(x) if x is not None and math.isfinite(float(x)) else 0.0
 
 
 def caa_steer(lm: LoadedModel, layer: int, vector: Tensor, positions: str) -> Steer:
@@ -685,6 +704,7 @@ def behaviour_probe(
         positive=torch.where(positive, batch.target, batch.counterfactual),
         negative=torch.where(positive, batch.counterfactual, batch.target),
         neutral=TextBatch.of(lm.tokenizer, neutral),
+        is_positive=positive,
     )
 
 

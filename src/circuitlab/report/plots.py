@@ -100,45 +100,45 @@ def acdc_faithfulness(report: Mapping[str, Any], path: str | Path, title: str) -
 # ------------------------------------------------------------------ CAA vs circuit (compare)
 def compare_pareto(report: Mapping[str, Any], path: str | Path, title: str) -> None:
     """Behaviour effect against side effect (KL on neutral prompts) for every steering method
-    over its multiplier sweep; the unsteered model is the origin. Bars: 95 % t intervals."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for method, points in report["sweep"].items():
-        pts = sorted(points.values(), key=lambda p: p["multiplier"])
-        neutral = report["neutral_multiplier"][method]
-        color = None
-        for sign, style in ((1, "-"), (-1, "--")):
-            side = [p for p in pts if (p["multiplier"] - neutral) * sign > 0]
-            side.sort(key=lambda p: abs(p["multiplier"] - neutral))
-            if not side:
-                continue
-            x = [0.0] + [p["kl"] for p in side]
-            y = [0.0] + [p["effect"] for p in side]
-            err = [0.0] + [p["effect_ci"] or 0.0 for p in side]
+    over its multiplier sweep, one panel per direction: inducing the behaviour (on the contrast
+    prompts) and suppressing it (on the behaviour prompts). The unsteered model is the origin;
+    bars are 95 % t intervals over prompts; the matched-effect level is dotted."""
+    panels = (
+        ("increase", "effect_negative", "induce: on contrast prompts"),
+        ("decrease", "effect_positive", "suppress: on behaviour prompts"),
+    )
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), squeeze=False)
+    for ax, (direction, key, label) in zip(axes[0], panels, strict=True):
+        for method, points in report["sweep"].items():
+            neutral = report["neutral_multiplier"][method]
+            pts = sorted(
+                [*points.values(), {"multiplier": neutral, "kl": 0.0, key: 0.0, f"{key}_ci": 0.0}],
+                key=lambda p: p["multiplier"],
+            )
             line = ax.errorbar(
-                x, y, yerr=err, fmt="o" + style, ms=3.5, capsize=2, lw=1.2, color=color,
-                label=method if color is None else None,
+                [p["kl"] for p in pts], [p[key] for p in pts],
+                yerr=[p[f"{key}_ci"] or 0.0 for p in pts],
+                fmt="o-", ms=3.5, capsize=2, lw=1.1, label=method,
             )  # fmt: skip
-            color = line[0].get_color()
-            for p in side:
+            for p in pts:
                 ax.annotate(
-                    f"{p['multiplier']:g}", (p["kl"], p["effect"]), fontsize=6,
-                    xytext=(2, 2), textcoords="offset points", color=color,
+                    f"{p['multiplier']:g}", (p["kl"], p[key]), fontsize=6,
+                    xytext=(2, 2), textcoords="offset points", color=line[0].get_color(),
                 )  # fmt: skip
-    ax.axhline(0.0, color="black", lw=0.6)
-    ax.set_xscale("symlog", linthresh=1e-3)
-    ax.set_xlabel("side effect: KL(unsteered ‖ steered) on neutral prompts")
-    ax.set_ylabel("effect: Δ logit diff (behaviour − contrast answer)")
-    matched = report.get("matched", {})
-    notes = []
-    for direction, entry in matched.items():
+        entry = report.get("matched", {}).get(direction, {})
         if entry.get("effect"):
+            sign = 1 if direction == "increase" else -1
+            ax.axhline(sign * entry["effect"], color="grey", lw=0.8, ls=":")
             parts = [
-                f"{m}: {v['kl']:.3g}" for m, v in entry["methods"].items() if v["kl"] is not None
+                f"{m} {v['kl']:.3g}" for m, v in entry["methods"].items() if v["kl"] is not None
             ]
-            notes.append(f"{direction} |Δ|={entry['effect']:.2f} → KL " + ", ".join(parts))
-    if notes:
-        ax.set_title("\n".join(notes), fontsize=7)
-    ax.legend(fontsize=7, loc="best")
+            label += f"\nKL at matched |effect| {entry['effect']:.2f}: " + ", ".join(parts)
+        ax.axhline(0.0, color="black", lw=0.6)
+        ax.set_xscale("symlog", linthresh=1e-3)
+        ax.set_xlabel("side effect: KL(unsteered ‖ steered) on neutral prompts")
+        ax.set_ylabel("effect: Δ logit diff (behaviour − contrast answer)")
+        ax.set_title(label, fontsize=8)
+        ax.legend(fontsize=7, loc="best")
     fig.suptitle(title)
     _save(fig, path)
 
@@ -186,3 +186,39 @@ def _n_layers(report: Mapping[str, Any]) -> int:
 
 def _n_vectors(report: Mapping[str, Any]) -> int:
     return len(next(iter(report["overlap"].values())))
+
+
+def steering_dose_response(report: Mapping[str, Any], path: str | Path, title: str) -> None:
+    """Dose-response of a steering report: the steered condition and its random control (mean
+    and bootstrap interval over prompts) against the multiplier, one panel per metric, with the
+    unsteered value as a dotted line."""
+    primary = report["summary"]["primary"]
+    names = [primary, "kl_neutral"]
+    names += [m for m in ("accuracy", "text_rate") if m in report["metrics"] and m != primary]
+    mults = list(report["multipliers"])
+    label = "CAA vector" if report.get("steering") == "vector" else f"{report['method']} circuit"
+    control = (
+        "random vector (norm-matched)"
+        if report.get("steering") == "vector"
+        else ("random neurons (layer-matched)")
+    )
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        cells = report["metrics"][name]
+        for cond, style, colour, text in (
+            ("steered", "o-", "C0", label),
+            ("control", "s--", "grey", control),
+        ):
+            ys = [cells[f"m={m:g}"][cond] for m in mults]
+            ax.plot(mults, [c["mean"] for c in ys], style, color=colour, label=text)
+            ax.fill_between(
+                mults, [c["lo"] for c in ys], [c["hi"] for c in ys], color=colour, alpha=0.2
+            )
+        ax.axhline(cells["unsteered"]["mean"], color="black", lw=0.8, ls=":", label="unsteered")
+        ax.set_xlabel("multiplier")
+        ax.set_title(name.replace("_", " "))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    conf = round(100 * report["bootstrap"]["confidence"])
+    fig.suptitle(f"{title} ({conf} % bootstrap CI over {report['n_test']} test prompts)")
+    _save(fig, path)
