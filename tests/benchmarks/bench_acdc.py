@@ -11,10 +11,14 @@ time of one plain forward of the HF model on the same batch, measured in the sam
 * (e) EAP (one clean + one corrupt forward, one backward);
 * scaling: the same at 2, 4 and 6 layers (edges grow roughly quadratically with depth);
 * the embedded toy model (when `data/models/toy` exists) on ioi with auto-circuit's 20-value
-  τ sweep, fast ACDC and group testing only.
+  τ sweep, fast ACDC and group testing only;
+* the planted ground truth (`circuitlab.acdc.planted`): every method's ROC AUC of its edge
+  scores against the known circuit, with zero and resample ablation and auto-circuit's 20 τ
+  (also exact ACDC with the pipeline's default 3-τ sweep, and the same model at HF's default
+  weight scale, where the planted edges' effects fall below every τ).
 
 Goals (issue 4): (c) ≤ 100 forward-equivalents with decisions identical to (b); d2 ≥ 3× cheaper
-than (c) with ≥ 98 % agreement; (e) ≤ 10 forward-equivalents. Reported, never asserted; only a
+than (c) with ≥ 98 % agreement; (e) ≤ 10 forward-equivalents; planted AUC ≥ 0.95. Reported, never asserted; only a
 failed equivalence (c) ≢ (b) is an error.
 """
 
@@ -46,6 +50,14 @@ from circuitlab.acdc import (
     prepare_rows,
     sequential_acdc,
 )
+from circuitlab.acdc.planted import (
+    PlantedSpec,
+    build_planted,
+    planted_aucs,
+    planted_edges,
+    planted_rows,
+)
+from circuitlab.config import AcdcConfig
 from circuitlab.models import LoadedModel, load_model
 from circuitlab.tasks.base import TaskRow
 from circuitlab.tasks.io import load_rows
@@ -57,6 +69,10 @@ GOAL_FAST = 100.0
 GOAL_D2_SPEEDUP = 3.0
 GOAL_D2_AGREEMENT = 0.98
 GOAL_EAP = 10.0
+GOAL_AUC = 0.95
+#: auto-circuit's sweep (τ from 1e-5) and the pipeline's default (τ from 1e-3)
+SWEEP_20 = {"tao_bases": [1.0, 3.0, 5.0, 7.0, 9.0], "tao_exps": [-5, -4, -3, -2]}
+SWEEP_PIPELINE = {"tao_bases": [1.0], "tao_exps": [-3, -2, -1]}
 
 Result = dict[str, Any]
 
@@ -70,11 +86,15 @@ class Settings:
     layers: tuple[int, ...] = (4, 2, 6)
     repeats: int = 5
     toy: bool = True
+    planted_prompts: int = 16
 
     @classmethod
     def make(cls, quick: bool, repeats: int | None) -> Settings:
         if quick:
-            return cls(n_prompts=4, seq_len=6, layers=(1,), repeats=repeats or 1, toy=False)
+            return cls(
+                n_prompts=4, seq_len=6, layers=(1,), repeats=repeats or 1, toy=False,
+                planted_prompts=4,
+            )  # fmt: skip
         return cls(repeats=repeats or 5)
 
 
@@ -213,6 +233,13 @@ def run(settings: Settings, log: Callable[[str], None] = print) -> list[Result]:
             lm = random_llama(Path(tmp) / f"l{n_layers}", n_layers)
             rows = b1_rows(settings.n_prompts, settings.seq_len)
             results.append(run_case(f"B1-{n_layers}L", lm, rows, b1, settings))
+        for ablation in ("zero", "resample"):
+            log(f" case 'planted, {ablation}': every method against the known circuit")
+            results.append(planted_case(Path(tmp) / f"planted-{ablation}", ablation, settings))
+        log(" case 'planted, HF weight scale': exact ACDC and EAP at initializer range 0.02")
+        results.append(
+            planted_case(Path(tmp) / "planted-small", "zero", settings, PlantedSpec(init_std=0.02))
+        )
     if settings.toy:
         if not (TOY_MODEL / "config.json").exists() or not TOY_DATA.exists():
             results.append({"case": "toy ioi", "skipped": "run `make reproduce` first"})
@@ -233,3 +260,58 @@ def run(settings: Settings, log: Callable[[str], None] = print) -> list[Result]:
                 )
             )
     return results
+
+
+def _auc_row(name: str, auc: float) -> Result:
+    return {"name": name, "value": auc, "unit": "AUC", "goal": f">= {GOAL_AUC:g}",
+            "met": auc >= GOAL_AUC}  # fmt: skip
+
+
+def planted_case(
+    path: Path, ablation: str, settings: Settings, spec: PlantedSpec | None = None
+) -> Result:
+    """ROC AUC of every method's edge scores against the planted circuit (20 τ), and of exact
+    ACDC with the pipeline's default sweep. At a non-default weight scale only ACDC and EAP."""
+    spec = spec or PlantedSpec()
+    lm = build_planted(path, spec)
+    rows = planted_rows(lm, settings.planted_prompts, length=8)
+    base = {"ablation": ablation, "n_prompts": settings.planted_prompts}
+    methods = (
+        ("acdc", "eap")
+        if spec != PlantedSpec()
+        else ("acdc", "acdc_approx", "acdc_window", "head_pruning", "eap")
+    )
+    report = planted_aucs(lm, spec, rows, AcdcConfig(**base, **SWEEP_20), methods)
+    pipeline = planted_aucs(lm, spec, rows, AcdcConfig(**base, **SWEEP_PIPELINE), ("acdc",))
+    n_edges, n_true = report["acdc"]["n_edges"], report["acdc"]["n_true"]
+    timings, ratios = [], []
+    for method, entry in report.items():
+        timings.append({"name": f"{method} ({entry['n_forward']} passes)",
+                        "median_s": entry["seconds"], "runs_s": [entry["seconds"]]})  # fmt: skip
+        ratios.append(_auc_row(f"{method}: edge AUC (20 τ)", entry["auc"]))
+        if "head_auc" in entry:
+            ratios.append(_auc_row("head_pruning: head AUC", entry["head_auc"]))
+        ratios.append({"name": f"{method}: planted edges in its circuit of {entry['n_kept']}",
+                       "value": entry["kept_true"], "unit": "edges", "goal": None,
+                       "met": None})  # fmt: skip
+    ratios.append(_auc_row("acdc: edge AUC (3 τ from 1e-3)", pipeline["acdc"]["auc"]))
+    planted = sorted(planted_edges(patchable(lm).graph, spec))
+    return {
+        "case": f"planted, {ablation}"
+        + ("" if spec == PlantedSpec() else f", std {spec.init_std:g}"),
+        "setup": {
+            "about": f"{len(rows)} prompts × 8 tokens, {n_edges} edges, {n_true} planted, "
+            f"std {spec.init_std:g}",
+            "heads": [list(h) for h in spec.heads],
+            "mlps": list(spec.mlps),
+            "head_pruning_kept": report.get("head_pruning", {}).get("kept_heads"),
+            "n_edges": n_edges,
+            "n_true": n_true,
+            "planted_edges": planted,
+        },
+        "timings": timings,
+        "ratios": ratios,
+        "checks": [],
+        "aucs": {m: e["auc"] for m, e in report.items()},
+        "aucs_pipeline_sweep": {"acdc": pipeline["acdc"]["auc"]},
+    }

@@ -92,7 +92,12 @@ def render(bench: str, results: list[Result], console: Console) -> None:
             table.add_row("", t["name"], f"{t['median_s']:.3f} s", f"median of {n}", "")
         for r in res["ratios"]:
             unit = r.get("unit", "×")
-            value = f"{r['value']:.2f}×" if unit == "×" else f"{r['value']:.1f} {unit}"
+            if unit == "×":
+                value = f"{r['value']:.2f}×"
+            elif unit == "AUC":
+                value = f"{r['value']:.3f}"
+            else:
+                value = f"{r['value']:.1f} {unit}"
             table.add_row("", r["name"], value, r["goal"] or "", _status(r["met"]))
         for c in res["checks"]:
             if "detail" in c:

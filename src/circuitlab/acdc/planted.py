@@ -296,7 +296,7 @@ def score_artifact(
     """One method's figures against the planted truth: its edge-score ROC AUC (``auc``), the
     size of its reference circuit and how many of those edges are planted (``n_kept``,
     ``kept_true``), the graph's and the truth's sizes, its cost (``n_forward``, ``seconds``);
-    head pruning adds ``head_auc``."""
+    head pruning adds ``head_auc`` and ``kept_heads``."""
     ref = art.reference_circuit
     entry: dict[str, Any] = {
         "auc": edge_auc(art.edges, art.scores, truth),
@@ -309,6 +309,7 @@ def score_artifact(
     }
     if art.method == "head_pruning":
         entry["head_auc"] = head_auc(_head_deltas(art), spec)
+        entry["kept_heads"] = art.details.get("kept_heads", "")
     return entry
 
 
