@@ -485,6 +485,147 @@ def acdc_evaluate(
     )
 
 
+def _test_sets(paths: list[Path] | None, exclude: str) -> dict[str, Any]:
+    """Other tasks' test rows (the leakage matrix), keyed by file stem."""
+    from circuitlab.tasks.io import load_rows
+
+    return {
+        p.stem: load_rows(p, rule="check_dataset", split="test")
+        for p in (paths or [])
+        if p.stem != exclude
+    }
+
+
+def _write_steering(
+    report: dict[str, Any], out: Path, metrics: Path, plot: Path, stage: str, run: str, cfg: Any
+) -> None:
+    from circuitlab import tracking
+    from circuitlab.io import write_json
+    from circuitlab.report.plots import steering_dose_response
+    from circuitlab.steering.stages import metrics_view
+
+    try:
+        steering_dose_response(report, plot, run)
+        write_json(out, {"format": "circuitlab.steering/1", **report})
+        tracking.log_metrics(stage, metrics_view(report), metrics, config=cfg, run_name=run)
+    except BaseException:  # no artifact is left after a failure
+        for path in (plot, out, metrics):
+            path.unlink(missing_ok=True)
+        raise
+
+
+@app.command()
+def steering(
+    model: Path = typer.Option(..., help="data/models/{model} directory or {model}.json reference"),
+    data: Path = typer.Option(..., help="data/datasets/{model}/{name}.jsonl (checked rows)"),
+    circuit: Path = typer.Option(..., help="data/circuits/{model}/{name}/{method}.json"),
+    others: list[Path] = typer.Option(
+        None, help="data/datasets/{model}/{task}.jsonl of the other tasks (repeat; leakage)"
+    ),
+    params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `steering` section)"),
+    out: Path = typer.Option(..., help="data/steering/{model}/{name}/{method}.json"),
+    metrics: Path = typer.Option(..., help="data/metrics/steering/{model}/{name}/{method}.json"),
+    plot: Path = typer.Option(..., help="data/plots/steering/{model}/{name}/{method}.png"),
+) -> None:
+    """Steer a circuit's neurons on the test split: dose-response, side effects, random controls."""
+    from circuitlab.config import SteeringConfig
+    from circuitlab.io import require
+    from circuitlab.lrp.circuit import NeuronCircuit
+    from circuitlab.models.loading import load_model
+    from circuitlab.steering.stages import neuron_steering
+    from circuitlab.tasks import get_family
+    from circuitlab.tasks.io import load_rows
+
+    cfg = parse_params(SteeringConfig, params)
+    name, model_name = data.stem, data.parent.name
+    circ = NeuronCircuit.load(require(circuit, f"{circuit.stem}_circuit"))
+    test = load_rows(data, rule="check_dataset", split="test")
+    other = _test_sets(others, name)
+    lm = load_model(model_input(model))
+    is_behaviour = get_family(name).kind == "behaviour"
+    report = neuron_steering(lm, circ, test, other, cfg, name=name, is_behaviour=is_behaviour)
+    report["model"] = model_name
+    run = f"{model_name}/{name}/{circ.method}"
+    _write_steering(report, out, metrics, plot, "steering", run, cfg)
+
+
+@app.command()
+def caa(
+    model: Path = typer.Option(..., help="data/models/{model} directory or {model}.json reference"),
+    data: Path = typer.Option(..., help="data/datasets/{model}/{behaviour}.jsonl (checked rows)"),
+    params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `caa` section)"),
+    steering_params: str = typer.Option(
+        "{}", "--steering", help=PARAMS_HELP + " (the `steering` section: neutral prompts)"
+    ),
+    seed: int = typer.Option(0, help="validation split seed"),
+    out: Path = typer.Option(..., help="data/caa/{model}/{behaviour}.safetensors"),
+    metrics: Path = typer.Option(..., help="data/metrics/caa/{model}/{behaviour}.json"),
+) -> None:
+    """CAA vectors of a behaviour's train split; layer and multiplier chosen on a validation part."""
+    from circuitlab import tracking
+    from circuitlab.config import CaaConfig, SteeringConfig
+    from circuitlab.models.loading import load_model
+    from circuitlab.steering.caa import save_vectors
+    from circuitlab.steering.stages import build_caa
+    from circuitlab.tasks.io import load_rows
+
+    cfg = parse_params(CaaConfig, params)
+    scfg = parse_params(SteeringConfig, steering_params, "--steering")
+    name, model_name = data.stem, data.parent.name
+    train = load_rows(data, rule="check_dataset", split="train")
+    lm = load_model(model_input(model))
+    vectors, meta, selection = build_caa(lm, train, cfg, scfg, name=name, seed=seed)
+    save_vectors(out, vectors, {**meta, "model": model_name})
+    try:
+        tracking.log_metrics(
+            "caa",
+            selection,
+            metrics,
+            config={"caa": cfg.model_dump(mode="json"), "seed": seed},
+            run_name=f"caa/{model_name}/{name}",
+        )
+    except BaseException:  # no artifact is left after a failure
+        out.unlink(missing_ok=True)
+        raise
+
+
+@app.command("caa-steering")
+def caa_steering(
+    model: Path = typer.Option(..., help="data/models/{model} directory or {model}.json reference"),
+    data: Path = typer.Option(..., help="data/datasets/{model}/{behaviour}.jsonl (checked rows)"),
+    vectors: Path = typer.Option(..., help="data/caa/{model}/{behaviour}.safetensors"),
+    others: list[Path] = typer.Option(
+        None, help="data/datasets/{model}/{task}.jsonl of the tasks (repeat; leakage)"
+    ),
+    params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `caa` section)"),
+    steering_params: str = typer.Option(
+        "{}", "--steering", help=PARAMS_HELP + " (the `steering` section)"
+    ),
+    out: Path = typer.Option(..., help="data/steering/{model}/{behaviour}/caa.json"),
+    metrics: Path = typer.Option(..., help="data/metrics/steering/{model}/{behaviour}/caa.json"),
+    plot: Path = typer.Option(..., help="data/plots/steering/{model}/{behaviour}/caa.png"),
+) -> None:
+    """The chosen CAA vector on the test split: dose-response, side effects, random vectors."""
+    from circuitlab.config import CaaConfig, SteeringConfig
+    from circuitlab.models.loading import load_model
+    from circuitlab.steering.caa import load_vectors
+    from circuitlab.steering.stages import caa_steering as run_caa
+    from circuitlab.tasks.io import load_rows
+
+    cfg = parse_params(CaaConfig, params)
+    scfg = parse_params(SteeringConfig, steering_params, "--steering")
+    name, model_name = data.stem, data.parent.name
+    tensors, meta = load_vectors(vectors)
+    test = load_rows(data, rule="check_dataset", split="test")
+    other = _test_sets(others, name)
+    lm = load_model(model_input(model))
+    report = run_caa(lm, tensors, meta, test, other, cfg, scfg, name=name)
+    report["model"] = model_name
+    run = f"{model_name}/{name}/caa"
+    config = {"caa": cfg.model_dump(mode="json"), "steering": scfg.model_dump(mode="json")}
+    _write_steering(report, out, metrics, plot, "caa_steering", run, config)
+
+
 @app.command()
 def compare(
     model: Path = typer.Option(..., help="data/models/{model} directory or {model}.json reference"),

@@ -1,0 +1,350 @@
+"""The steering stages as pure functions (config slice, inputs → report), called by the CLI.
+
+- `neuron_steering`: a circuit of the train split, steered on the test split against random
+  neuron sets matched by layer and count (and position, with ``positions="circuit"``).
+- `build_caa`: CAA vectors from the train split minus a validation part (grouped by the
+  behaviour's matched pair, so a pair never straddles the two), then the layer and multiplier
+  chosen on the validation part: the largest mean rise of the behaviour rate whose mean
+  neutral KL stays within `max_kl`.
+- `caa_steering`: the chosen layer's vector on the test split, against norm-matched random
+  vectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from circuitlab.steering.caa import (
+    activation_weighted_vectors,
+    add_vector,
+    check_layer,
+    control_vectors,
+    neuron_differences,
+)
+from circuitlab.steering.evaluate import (
+    BEHAVIOUR_METRICS,
+    TASK_METRICS,
+    Behaviour,
+    DoseResponse,
+    EvalSet,
+    Factory,
+    Neutral,
+    dose_response,
+    leakage_row,
+    mkey,
+    run_once,
+    summarize,
+    verdict,
+)
+from circuitlab.steering.neurons import NeuronSet, SteeringError, steer_neurons
+
+if TYPE_CHECKING:
+    from circuitlab.config import CaaConfig, SteeringConfig
+    from circuitlab.lrp.circuit import NeuronCircuit
+    from circuitlab.models.loading import LoadedModel
+    from circuitlab.tasks.base import TaskRow
+
+
+def _cap(rows: Sequence[TaskRow], cap: int | None) -> list[TaskRow]:
+    return list(rows) if cap is None else list(rows)[:cap]
+
+
+def _sets(
+    lm: LoadedModel,
+    name: str,
+    test: Sequence[TaskRow],
+    others: Mapping[str, Sequence[TaskRow]],
+    cfg: SteeringConfig,
+    *,
+    is_behaviour: bool,
+) -> tuple[EvalSet, list[EvalSet], Neutral, Behaviour | None]:
+    main = EvalSet.build(lm, name, _cap(test, cfg.max_prompts), cfg.batch_size)
+    other = [
+        EvalSet.build(lm, o, _cap(rows, cfg.max_prompts), cfg.batch_size)
+        for o, rows in sorted(others.items())
+        if o != name
+    ]
+    neutral = Neutral.build(lm, cfg.neutral_prompts, cfg.batch_size)
+    beh = None
+    if is_behaviour:
+        beh = Behaviour.build(lm, name, main.rows, cfg.text_patterns.get(name), cfg.max_new_tokens)
+    return main, other, neutral, beh
+
+
+def _report(
+    dr: DoseResponse,
+    cfg: SteeringConfig,
+    *,
+    primary: str,
+    neutral_m: float,
+    extra: Mapping[str, Any],
+) -> dict[str, Any]:
+    metrics = summarize(dr, resamples=cfg.bootstrap_resamples, seed=cfg.seed, level=cfg.confidence)
+    return {
+        **extra,
+        "multipliers": list(dr.multipliers),
+        "unsteered_multiplier": neutral_m,
+        "random_seeds": cfg.random_seeds,
+        "bootstrap": {"resamples": cfg.bootstrap_resamples, "confidence": cfg.confidence},
+        "metrics": metrics,
+        "leakage": leakage_row(metrics, dr.multipliers),
+        "summary": verdict(metrics, primary, dr.multipliers, neutral_m),
+        "samples": dr.samples,
+    }
+
+
+def metrics_view(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The report without its lists and text samples: what goes through `tracking`."""
+    keep: dict[str, Any] = {}
+    for key, value in report.items():
+        if key == "samples":
+            continue
+        if isinstance(value, (list, tuple)):
+            value = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+        keep[key] = value
+    return keep
+
+
+# ------------------------------------------------------------------------ neuron steering
+
+
+def neuron_steering(
+    lm: LoadedModel,
+    circuit: NeuronCircuit,
+    test: Sequence[TaskRow],
+    others: Mapping[str, Sequence[TaskRow]],
+    cfg: SteeringConfig,
+    *,
+    name: str,
+    is_behaviour: bool,
+) -> dict[str, Any]:
+    """Dose-response of steering `circuit`'s neurons on `test`, side effects, controls."""
+    ns = NeuronSet.from_circuit(circuit)
+    if cfg.positions == "all":
+        ns = NeuronSet.from_pairs(ns.pairs())
+    ns.validate(lm.dims)
+    main, other, neutral, beh = _sets(lm, name, test, others, cfg, is_behaviour=is_behaviour)
+    controls = [
+        ns.random_matched(lm.dims, seed=cfg.seed * 1000 + s) for s in range(cfg.random_seeds)
+    ]
+
+    def factory(neurons: NeuronSet) -> Factory:
+        return lambda m: steer_neurons(lm, neurons, m, positions=cfg.positions)
+
+    dr = dose_response(
+        lm, factory(ns), [factory(c) for c in controls], cfg.multipliers, main, other, neutral, beh
+    )
+    per_layer = {str(ly): len(v) for ly, v in ns.per_layer().items()}
+    return _report(
+        dr,
+        cfg,
+        primary="behaviour_rate" if is_behaviour else "logit_diff",
+        neutral_m=1.0,
+        extra={
+            "name": name,
+            "kind": "behaviour" if is_behaviour else "task",
+            "method": circuit.method,
+            "steering": "neurons",
+            "positions": cfg.positions,
+            "n_test": len(main),
+            "n_neurons": len(ns),
+            "neurons_per_layer": per_layer,
+            "metric_names": list(TASK_METRICS + (BEHAVIOUR_METRICS if is_behaviour else ())),
+        },
+    )
+
+
+# ------------------------------------------------------------------------------------ CAA
+
+
+def split_validation(
+    rows: Sequence[TaskRow], fraction: float, seed: int
+) -> tuple[list[TaskRow], list[TaskRow]]:
+    """Train rows → (fit, validation), by group (`meta.pair`, else the row id)."""
+    groups = sorted({str(r.meta.get("pair", r.id)) for r in rows})
+    rng = np.random.default_rng(seed)
+    n_val = max(1, round(fraction * len(groups)))
+    if len(groups) < 2:
+        raise SteeringError("CAA needs at least two train pairs to keep a validation part")
+    n_val = min(n_val, len(groups) - 1)
+    val = {groups[i] for i in rng.permutation(len(groups))[:n_val]}
+    fit = [r for r in rows if str(r.meta.get("pair", r.id)) not in val]
+    held = [r for r in rows if str(r.meta.get("pair", r.id)) in val]
+    return fit, held
+
+
+def _polar(rows: Sequence[TaskRow], name: str) -> tuple[list[str], list[str]]:
+    pos = [r.prompt for r in rows if r.meta.get("polarity") == "positive"]
+    neg = [r.prompt for r in rows if r.meta.get("polarity") == "negative"]
+    if not pos or not neg:
+        raise SteeringError(
+            f"{name}: CAA needs rows with meta.polarity 'positive' and 'negative' "
+            f"(found {len(pos)} and {len(neg)})"
+        )
+    return pos, neg
+
+
+def build_caa(
+    lm: LoadedModel,
+    train: Sequence[TaskRow],
+    caa: CaaConfig,
+    steering: SteeringConfig,
+    *,
+    name: str,
+    seed: int = 0,
+) -> tuple[dict[str, Tensor], dict[str, str], dict[str, Any]]:
+    """Vectors (`resid`, `mlp_out`, `neuron_diff`, `activation_weighted`) of the fit part, the
+    safetensors metadata (with the chosen `layer` and `multiplier`) and the selection report."""
+    if not train:
+        raise SteeringError(f"{name}: no train rows to build CAA vectors from")
+    fit, val = split_validation(train, caa.validation_fraction, seed)
+    pos, neg = _polar(fit, name)
+    _polar(val, f"{name} (validation part)")
+    bs = caa.batch_size
+    diffs = neuron_differences(lm, pos, neg, batch_size=bs)
+    vectors = {
+        "resid": control_vectors(lm, pos, neg, site="resid", batch_size=bs),
+        "mlp_out": control_vectors(lm, pos, neg, site="mlp_out", batch_size=bs),
+        "neuron_diff": diffs,
+        "activation_weighted": activation_weighted_vectors(lm, diffs),
+    }
+    layers = caa.layers if caa.layers is not None else list(range(lm.dims.n_layers))
+    for layer in layers:
+        check_layer(lm, layer)
+    cfg = steering.model_copy(update={"batch_size": bs})
+    main, _, neutral, beh = _sets(lm, name, val, {}, cfg, is_behaviour=True)
+    with torch.no_grad():
+        base, ref = run_once(lm, main, [], neutral, None, beh, generate_text=False)
+        grid: dict[str, Any] = {}
+        best: tuple[float, float, int] | None = None  # (rise, -|m|, layer) for max()
+        chosen: tuple[int, float] | None = None
+        for layer in layers:
+            vec = vectors[caa.site][layer]
+            grid[f"layer={layer}"] = {}
+            for m in (m for m in caa.multipliers if m != 0):
+                with add_vector(lm, layer, vec, m, positions=caa.positions):
+                    run, _ = run_once(lm, main, [], neutral, ref, beh, generate_text=False)
+                rise = float((run["behaviour_rate"] - base["behaviour_rate"]).mean())
+                kl = float(run["kl_neutral"].mean())
+                ok = kl <= caa.max_kl
+                grid[f"layer={layer}"][mkey(m)] = {"rate_rise": rise, "kl_neutral": kl, "ok": ok}
+                key = (rise, -abs(m), -layer)
+                if ok and (best is None or key > best):
+                    best, chosen = key, (layer, m)
+    if chosen is None:
+        raise SteeringError(
+            f"{name}: no (layer, multiplier) of the CAA grid keeps the neutral KL within "
+            f"caa.max_kl = {caa.max_kl}; raise max_kl or add smaller multipliers"
+        )
+    layer, m = chosen
+    meta = {
+        "format": "circuitlab.caa/1",
+        "behaviour": name,
+        "site": caa.site,
+        "layer": str(layer),
+        "multiplier": f"{m:g}",
+        "positions": caa.positions,
+        "n_positive": str(len(pos)),
+        "n_negative": str(len(neg)),
+        "n_validation": str(len(val)),
+        "resid": "mean difference of the residual stream after each layer, last prompt token",
+        "mlp_out": "mean difference of each MLP's output, last prompt token",
+        "neuron_diff": "mean difference of the neuron activations (down-projection input)",
+        "activation_weighted": "W_down @ neuron_diff per layer",
+    }
+    selection = {
+        "layer": layer,
+        "multiplier": m,
+        "site": caa.site,
+        "n_fit": len(fit),
+        "n_validation": len(val),
+        "validation_rate_unsteered": float(base["behaviour_rate"].mean()),
+        "validation_rate_rise": grid[f"layer={layer}"][mkey(m)]["rate_rise"],
+        "validation_kl_neutral": grid[f"layer={layer}"][mkey(m)]["kl_neutral"],
+        "vector_norms": {
+            site: {str(ly): float(v[ly].norm()) for ly in range(v.shape[0])}
+            for site, v in vectors.items()
+        },
+        "grid": grid,
+    }
+    return vectors, meta, selection
+
+
+def random_vectors(vector: Tensor, seeds: Sequence[int]) -> list[Tensor]:
+    """Random Gaussian directions with `vector`'s norm, one per seed."""
+    out = []
+    for s in seeds:
+        g = torch.randn(vector.shape, generator=torch.Generator().manual_seed(int(s)))
+        out.append(g / g.norm() * vector.float().norm())
+    return out
+
+
+def caa_steering(
+    lm: LoadedModel,
+    vectors: Mapping[str, Tensor],
+    meta: Mapping[str, str],
+    test: Sequence[TaskRow],
+    others: Mapping[str, Sequence[TaskRow]],
+    caa: CaaConfig,
+    steering: SteeringConfig,
+    *,
+    name: str,
+) -> dict[str, Any]:
+    """Dose-response of the chosen CAA vector on the test split vs norm-matched random vectors."""
+    try:
+        layer, chosen_m = int(meta["layer"]), float(meta["multiplier"])
+        site = meta.get("site", caa.site)
+        vec = vectors[site][layer]
+    except (KeyError, ValueError, IndexError) as exc:
+        raise SteeringError(
+            f"{name}: the CAA vectors lack their selection (layer/multiplier/site metadata or "
+            f"the '{caa.site}' tensor): {exc}; rebuild them with `circuitlab caa`"
+        ) from exc
+    check_layer(lm, layer)
+    main, other, neutral, beh = _sets(lm, name, test, others, steering, is_behaviour=True)
+    seeds = [steering.seed * 1000 + s for s in range(caa.random_seeds)]
+
+    def factory(v: Tensor) -> Factory:
+        return lambda m: add_vector(lm, layer, v, m, positions=caa.positions)  # type: ignore[arg-type]
+
+    mults = sorted(set(caa.multipliers) | {chosen_m})
+    dr = dose_response(
+        lm, factory(vec), [factory(r) for r in random_vectors(vec, seeds)], mults, main, other,
+        neutral, beh,
+    )  # fmt: skip
+    report = _report(
+        dr,
+        steering,
+        primary="behaviour_rate",
+        neutral_m=0.0,
+        extra={
+            "name": name,
+            "kind": "behaviour",
+            "method": "caa",
+            "steering": "vector",
+            "positions": caa.positions,
+            "layer": layer,
+            "site": site,
+            "chosen_multiplier": chosen_m,
+            "vector_norm": float(vec.norm()),
+            "n_test": len(main),
+            "metric_names": list(TASK_METRICS + BEHAVIOUR_METRICS),
+        },
+    )
+    cell = report["metrics"]["behaviour_rate"][mkey(chosen_m)]
+    report["summary"]["chosen"] = {
+        "multiplier": chosen_m,
+        "steered_effect": cell["steered_effect"],
+        "control_effect": cell["control_effect"],
+        "delta": cell["delta"],
+        "beats_control": bool(cell["delta"]["lo"] > 0)
+        if chosen_m > 0
+        else bool(cell["delta"]["hi"] < 0),
+        "kl_neutral": report["metrics"]["kl_neutral"][mkey(chosen_m)]["steered"]["mean"],
+    }
+    return report

@@ -1,0 +1,50 @@
+"""The percentile bootstrap: deterministic, brackets the mean, agrees with scipy, covers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from circuitlab.steering import SteeringError
+from circuitlab.steering.stats import bootstrap_ci
+
+
+def test_deterministic_and_brackets_mean() -> None:
+    x = np.random.default_rng(0).normal(2.0, 1.0, 40)
+    a = bootstrap_ci(x, resamples=2000, seed=3)
+    assert a == bootstrap_ci(x, resamples=2000, seed=3)
+    assert a["lo"] < a["mean"] < a["hi"] and a["mean"] == pytest.approx(x.mean())
+    assert a != bootstrap_ci(x, resamples=2000, seed=4)
+    const = bootstrap_ci(np.full(10, 0.5), resamples=200)
+    assert const == {"mean": 0.5, "lo": 0.5, "hi": 0.5, "n": 10}
+
+
+def test_agrees_with_scipy_percentile_bootstrap() -> None:
+    x = np.random.default_rng(1).exponential(1.0, 60)
+    ours = bootstrap_ci(x, resamples=5000, seed=0)
+    ref = stats.bootstrap(
+        (x,), np.mean, n_resamples=5000, method="percentile", random_state=0
+    ).confidence_interval
+    width = ref.high - ref.low
+    assert abs(ours["lo"] - ref.low) < 0.1 * width
+    assert abs(ours["hi"] - ref.high) < 0.1 * width
+
+
+def test_coverage_near_nominal() -> None:
+    rng = np.random.default_rng(2)
+    hits = 0
+    for s in range(200):
+        x = rng.normal(1.0, 2.0, 50)
+        ci = bootstrap_ci(x, resamples=500, seed=s)
+        hits += ci["lo"] <= 1.0 <= ci["hi"]
+    assert 0.88 <= hits / 200 <= 0.99
+
+
+def test_bad_input() -> None:
+    with pytest.raises(SteeringError, match="at least one"):
+        bootstrap_ci([])
+    with pytest.raises(SteeringError, match="NaN"):
+        bootstrap_ci([1.0, float("nan")])
+    with pytest.raises(SteeringError, match="level"):
+        bootstrap_ci([1.0], level=1.0)
