@@ -68,6 +68,7 @@ TINY = {
 
 def make_workdir(work: Path, config: dict | None = None) -> Path:
     """A copy of the workflow (Snakefile, workflow/) with `config` as config/config.yaml."""
+    work.mkdir(parents=True, exist_ok=True)
     for name in ("Snakefile", "workflow"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)

@@ -8,116 +8,19 @@ that task's jobs.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from circuitlab.acdc.artifact import load_circuit
-from circuitlab.config import ACDC_METHODS
 from circuitlab.lrp.circuit import NeuronCircuit
 from circuitlab.tasks.io import load_rows
+from pipeline_support import EDGE_METHODS, jobs_run, snakemake
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-EDGE_METHODS = list(ACDC_METHODS)
-
-TINY = {
-    "seed": 0,
-    "models": {
-        "tiny": {
-            "source": "toy",
-            "architecture": {
-                "n_layers": 1,
-                "d_model": 32,
-                "n_heads": 4,
-                "n_kv_heads": 2,
-                "d_mlp": 64,
-                "max_seq_len": 64,
-            },
-            "training": {"steps": 20, "batch_size": 16, "warmup_steps": 2, "log_every": 5},
-            # enough filler that every word of the default blacklist prompts is in the vocabulary
-            "corpus": {"sentences_per_family": 400, "filler_sentences": 400},
-        }
-    },
-    "tasks": {"capitals": {"n_train": 8, "n_test": 6}, "induction": {"n_train": 8, "n_test": 6}},
-    "behaviours": {"refusal": {"n_train": 6, "n_test": 4}},
-    "evaluation": {"batch_size": 8, "min_accuracy": 0.0},
-    "blacklist": {"top_k": 8},
-    "lrp": {"selection": {"method": "topk", "top_k": 10}},
-    "contrastive": {"top_k": 10},
-    "faithfulness": {"sizes": [0.05, 0.5], "random_seeds": 2, "calibration_neurons": 20},
-    "acdc": {
-        "methods": EDGE_METHODS,
-        "tao_bases": [1.0],
-        "tao_exps": [-2, -1],
-        "reference_tau": 0.1,
-        "n_prompts": 4,
-        "n_eval_prompts": 4,
-        "eap_sizes": [0.2, 0.5],
-    },
-}
-
-
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        "CIRCUITLAB_ROOT": str(workdir),
-    }
-    env.pop("CIRCUITLAB_RUN_GROUP", None)
-    proc = subprocess.run(
-        [
-            str(BIN / "snakemake"),
-            "--cores",
-            "2",
-            "--workflow-profile",
-            "workflow/profiles/default",
-            *args,
-        ],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if proc.returncode != 0:
-        logs = "\n".join(
-            f"--- {p}\n{p.read_text()[-2000:]}" for p in (workdir / "logs").rglob("*.log")
-        )
-        pytest.fail(
-            f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}\n{logs}"
-        )
-    return proc
-
-
-def jobs_run(proc: subprocess.CompletedProcess[str]) -> dict[str, int]:
-    """Rule → count from Snakemake's "Job stats" table (empty when nothing was done)."""
-    text = proc.stdout + proc.stderr
-    if "Nothing to be done" in text:
-        return {}
-    table = text.split("Job stats:", 1)[1]
-    return {
-        m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M) if m[1] != "total"
-    }
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    work = tmp_path_factory.mktemp("pipeline")
-    for name in ("Snakefile", "workflow"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
-    (work / "config").mkdir()
-    (work / "config" / "config.yaml").write_text(yaml.safe_dump(TINY))
-    os.environ.setdefault("WANDB_MODE", "offline")
-    snakemake(work)
-    return work
+# The `pipeline` fixture (one completed run of pipeline_support.TINY, shared by the session)
+# is in tests/integration/conftest.py.
 
 
 @pytest.mark.slow
