@@ -18,6 +18,7 @@ include: "workflow/rules/datasets.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/lrp.smk"
 include: "workflow/rules/acdc.smk"
+include: "workflow/rules/steering.smk"
 include: "workflow/rules/compare.smk"
 
 

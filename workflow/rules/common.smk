@@ -63,4 +63,11 @@ def final_outputs():
             model=models,
             behaviour=CFG.behaviour_names(),
         ),
+        *expand("data/steering/{model}/{task}/lrp.json", model=models, task=EDGE_TASKS),
+        *expand(
+            "data/steering/{model}/{behaviour}/{circuit}.json",
+            model=models,
+            behaviour=CFG.behaviour_names(),
+            circuit=[*CFG.steering.behaviour_methods, "caa"],
+        ),
     ]

@@ -1,0 +1,91 @@
+# Steering evaluation on the test split: the circuits (train split) steered neuron by neuron,
+# per {model} × {task} (tasks: the LRP circuit; behaviours: steering.behaviour_methods), and
+# CAA per {model} × {behaviour}: vectors from the train split with layer and multiplier chosen
+# on a validation part of it, then their dose-response on the test split. Every result sits
+# beside random controls; the other tasks' test sets give the leakage row.
+
+STEERING_CIRCUITS = ["lrp", "contrastive"]
+
+
+rule steering:
+    input:
+        model=model_artifact,
+        rows="data/datasets/{model}/{task}.jsonl",
+        circuit="data/circuits/{model}/{task}/{circuit}.json",
+        others=expand("data/datasets/{{model}}/{other}.jsonl", other=EDGE_TASKS),
+    output:
+        report="data/steering/{model}/{task}/{circuit}.json",
+        metrics="data/metrics/steering/{model}/{task}/{circuit}.json",
+        plot=report(
+            "data/plots/steering/{model}/{task}/{circuit}.png",
+            caption="../report/steering.rst",
+            category="5. Steering",
+            subcategory="{model}",
+            labels={"name": "{task}", "method": "{circuit}"},
+        ),
+    wildcard_constraints:
+        circuit=alternatives(STEERING_CIRCUITS),
+    params:
+        cfg=json_arg(CFG.steering),
+        others=lambda wildcards, input: " ".join(f"--others {p}" for p in input.others),
+    log:
+        "logs/steering/{model}/{task}/{circuit}.log",
+    benchmark:
+        "data/benchmarks/steering/{model}/{task}/{circuit}.tsv",
+    shell:
+        "circuitlab steering --model {input.model} --data {input.rows} --circuit {input.circuit}"
+        " {params.others} --params {params.cfg} --out {output.report}"
+        " --metrics {output.metrics} --plot {output.plot} > {log} 2>&1"
+
+
+rule caa:
+    input:
+        model=model_artifact,
+        rows="data/datasets/{model}/{behaviour}.jsonl",
+        gate="data/metrics/evaluate_model/{model}/{behaviour}.json",
+    output:
+        vectors="data/caa/{model}/{behaviour}.safetensors",
+        metrics="data/metrics/caa/{model}/{behaviour}.json",
+    params:
+        cfg=json_arg(CFG.caa),
+        steering=json_arg(CFG.steering),
+        seed=CFG.seed,
+    log:
+        "logs/caa/{model}/{behaviour}.log",
+    benchmark:
+        "data/benchmarks/caa/{model}/{behaviour}.tsv",
+    shell:
+        "circuitlab caa --model {input.model} --data {input.rows} --params {params.cfg}"
+        " --steering {params.steering} --seed {params.seed} --out {output.vectors}"
+        " --metrics {output.metrics} > {log} 2>&1"
+
+
+rule caa_steering:
+    input:
+        model=model_artifact,
+        rows="data/datasets/{model}/{behaviour}.jsonl",
+        vectors="data/caa/{model}/{behaviour}.safetensors",
+        others=expand("data/datasets/{{model}}/{other}.jsonl", other=EDGE_TASKS),
+    output:
+        report="data/steering/{model}/{behaviour}/caa.json",
+        metrics="data/metrics/steering/{model}/{behaviour}/caa.json",
+        plot=report(
+            "data/plots/steering/{model}/{behaviour}/caa.png",
+            caption="../report/caa_steering.rst",
+            category="5. Steering",
+            subcategory="{model}",
+            labels={"name": "{behaviour}", "method": "caa"},
+        ),
+    params:
+        cfg=json_arg(CFG.caa),
+        steering=json_arg(CFG.steering),
+        others=lambda wildcards, input: " ".join(f"--others {p}" for p in input.others),
+    log:
+        "logs/caa_steering/{model}/{behaviour}.log",
+    benchmark:
+        "data/benchmarks/caa_steering/{model}/{behaviour}.tsv",
+    shell:
+        "circuitlab caa-steering --model {input.model} --data {input.rows}"
+        " --vectors {input.vectors} {params.others} --params {params.cfg}"
+        " --steering {params.steering} --out {output.report} --metrics {output.metrics}"
+        " --plot {output.plot} > {log} 2>&1"
