@@ -70,4 +70,9 @@ def final_outputs():
             behaviour=CFG.behaviour_names(),
             circuit=[*CFG.steering.behaviour_methods, "caa"],
         ),
+        *expand(
+            "data/compare/{model}/{behaviour}.json",
+            model=models,
+            behaviour=CFG.behaviour_names(),
+        ),
     ]
