@@ -64,7 +64,12 @@ def test_neuron_steering_behaviour_and_circuit_positions(llama: LoadedModel) -> 
     cfg = CFG.model_copy(update={"positions": "circuit"})
     rep = neuron_steering(llama, _circuit(llama), rows, {}, cfg, name="refusal", is_behaviour=True)
     m = rep["metrics"]
-    for key in ("behaviour_rate", "behaviour_rate_positive", "behaviour_rate_negative", "text_rate"):
+    for key in (
+        "behaviour_rate",
+        "behaviour_rate_positive",
+        "behaviour_rate_negative",
+        "text_rate",
+    ):
         assert key in m
     assert m["behaviour_rate_positive"]["unsteered"]["n"] == len(rows) // 2
     assert rep["summary"]["primary"] == "behaviour_rate"
@@ -129,8 +134,14 @@ def test_caa_errors(llama: LoadedModel) -> None:
     train = [r for r in rows if r.split == "train"]
     with pytest.raises(SteeringError, match="outside the model"):
         build_caa(llama, train, CaaConfig(layers=[5]), CFG, name="refusal")
-    with pytest.raises(SteeringError, match="max_kl"):
-        build_caa(llama, train, CaaConfig(multipliers=[0, 50.0], max_kl=1e-9), CFG, name="refusal")
+    _, _meta, sel = build_caa(
+        llama, train, CaaConfig(multipliers=[0, 1.0, 50.0], max_kl=1e-9), CFG, name="refusal"
+    )
+    kls = {
+        (lk, mk): c["kl_neutral"] for lk, cells in sel["grid"].items() for mk, c in cells.items()
+    }
+    assert not sel["within_budget"]
+    assert kls[(f"layer={sel['layer']}", f"m={sel['multiplier']:g}")] == min(kls.values())
     only_pos = [r for r in train if r.meta["polarity"] == "positive"]
     with pytest.raises(SteeringError, match="polarity"):
         build_caa(llama, only_pos, CaaConfig(), CFG, name="refusal")

@@ -5,7 +5,8 @@
 - `build_caa`: CAA vectors from the train split minus a validation part (grouped by the
   behaviour's matched pair, so a pair never straddles the two), then the layer and multiplier
   chosen on the validation part: the largest mean rise of the behaviour rate whose mean
-  neutral KL stays within `max_kl`.
+  neutral KL stays within `max_kl` (if none does, the cell of least KL, flagged
+  `within_budget: false`).
 - `caa_steering`: the chosen layer's vector on the test split, against norm-matched random
   vectors.
 """
@@ -236,11 +237,12 @@ def build_caa(
                 key = (rise, -abs(m), -layer)
                 if ok and (best is None or key > best):
                     best, chosen = key, (layer, m)
-    if chosen is None:
-        raise SteeringError(
-            f"{name}: no (layer, multiplier) of the CAA grid keeps the neutral KL within "
-            f"caa.max_kl = {caa.max_kl}; raise max_kl or add smaller multipliers"
+    within_budget = chosen is not None
+    if chosen is None:  # nothing within budget: the least costly cell, flagged in the report
+        _, lk, mk = min(
+            (c["kl_neutral"], lk, mk) for lk, cells in grid.items() for mk, c in cells.items()
         )
+        chosen = (int(lk.split("=")[1]), float(mk.split("=")[1]))
     layer, m = chosen
     meta = {
         "format": "circuitlab.caa/1",
@@ -263,6 +265,8 @@ def build_caa(
         "site": caa.site,
         "n_fit": len(fit),
         "n_validation": len(val),
+        "within_budget": within_budget,
+        "max_kl": caa.max_kl,
         "validation_rate_unsteered": float(base["behaviour_rate"].mean()),
         "validation_rate_rise": grid[f"layer={layer}"][mkey(m)]["rate_rise"],
         "validation_kl_neutral": grid[f"layer={layer}"][mkey(m)]["kl_neutral"],
