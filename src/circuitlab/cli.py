@@ -626,6 +626,33 @@ def caa_steering(
     _write_steering(report, out, metrics, plot, "caa_steering", run, config)
 
 
+@app.command("steering-summary")
+def steering_summary(
+    reports: list[Path] = typer.Option(
+        ..., help="data/steering/{model}/{name}/{method}.json (repeat per report)"
+    ),
+    metrics: Path = typer.Option(..., help="data/metrics/steering/{model}/summary.json"),
+    plot: Path = typer.Option(..., help="data/plots/steering/{model}/leakage.png"),
+) -> None:
+    """One model's task × task leakage matrix and steering-vs-control verdicts."""
+    from circuitlab import tracking
+    from circuitlab.io import read_json, require
+    from circuitlab.report.plots import steering_leakage
+    from circuitlab.steering.stages import leakage_matrix
+
+    loaded = [read_json(require(p, "steering")) for p in reports]
+    summary = leakage_matrix(loaded)
+    model_name = reports[0].parent.parent.name
+    steering_leakage(summary, plot, f"{model_name}: steering leakage (test split)")
+    try:
+        tracking.log_metrics(
+            "steering_summary", summary, metrics, run_name=f"steering_summary/{model_name}"
+        )
+    except BaseException:
+        plot.unlink(missing_ok=True)
+        raise
+
+
 @app.command()
 def compare(
     model: Path = typer.Option(..., help="data/models/{model} directory or {model}.json reference"),

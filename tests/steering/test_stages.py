@@ -3,6 +3,8 @@ present, no-op multipliers are exact, CAA selection respects its grid and budget
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from steering_data import NEUTRAL, behaviour_rows, task_rows
@@ -12,8 +14,15 @@ from circuitlab.config import CaaConfig, SteeringConfig
 from circuitlab.lrp.circuit import NeuronCircuit
 from circuitlab.models import LoadedModel
 from circuitlab.prompts import encode_rows
+from circuitlab.report.plots import steering_dose_response, steering_leakage
 from circuitlab.steering import NeuronSet, SteeringError, add_vector, last_logits
-from circuitlab.steering.stages import build_caa, caa_steering, neuron_steering, split_validation
+from circuitlab.steering.stages import (
+    build_caa,
+    caa_steering,
+    leakage_matrix,
+    neuron_steering,
+    split_validation,
+)
 
 CFG = SteeringConfig(
     multipliers=[0.0, 1.0, 3.0], neutral_prompts=NEUTRAL, bootstrap_resamples=200,
@@ -30,7 +39,7 @@ def _test(rows):  # type: ignore[no-untyped-def]
     return [r for r in rows if r.split == "test"]
 
 
-def test_neuron_steering_task_report(llama: LoadedModel) -> None:
+def test_neuron_steering_task_report(llama: LoadedModel, tmp_path: Path) -> None:
     rows = _test(task_rows(18))
     others = {"ioi": _test(task_rows(12, seed=1)), "capitals": rows}
     circ = _circuit(llama)
@@ -57,6 +66,13 @@ def test_neuron_steering_task_report(llama: LoadedModel) -> None:
     s = rep["summary"]
     assert s["primary"] == "logit_diff" and s["suppress"]["multiplier"] == 0.0
     assert s["amplify"]["multiplier"] == 3.0 and isinstance(s["amplify"]["beats_control"], bool)
+    summary = leakage_matrix([rep])
+    row = summary["leakage"]["suppress"]["capitals/lrp"]
+    assert row == {"ioi": m["leakage/ioi"]["m=0"]["steered_effect"]["mean"]}
+    assert summary["verdicts"]["capitals/lrp"]["primary"] == "logit_diff"
+    steering_leakage(summary, tmp_path / "leak.png", "tiny")
+    steering_dose_response(rep, tmp_path / "dose.png", "tiny")
+    assert (tmp_path / "leak.png").stat().st_size > 1000
 
 
 def test_neuron_steering_behaviour_and_circuit_positions(llama: LoadedModel) -> None:

@@ -70,6 +70,7 @@ def final_outputs():
             behaviour=CFG.behaviour_names(),
             circuit=[*CFG.steering.behaviour_methods, "caa"],
         ),
+        *expand("data/metrics/steering/{model}/summary.json", model=models),
         *expand(
             "data/compare/{model}/{behaviour}.json",
             model=models,

@@ -89,3 +89,37 @@ rule caa_steering:
         " --vectors {input.vectors} {params.others} --params {params.cfg}"
         " --steering {params.steering} --out {output.report} --metrics {output.metrics}"
         " --plot {output.plot} > {log} 2>&1"
+
+
+def steering_reports(wildcards):
+    m = wildcards.model
+    return [
+        *expand("data/steering/{model}/{task}/lrp.json", model=m, task=EDGE_TASKS),
+        *expand(
+            "data/steering/{model}/{behaviour}/{method}.json",
+            model=m,
+            behaviour=CFG.behaviour_names(),
+            method=[*CFG.steering.behaviour_methods, "caa"],
+        ),
+    ]
+
+
+rule steering_summary:
+    input:
+        reports=steering_reports,
+    output:
+        metrics="data/metrics/steering/{model}/summary.json",
+        plot=report(
+            "data/plots/steering/{model}/leakage.png",
+            caption="../report/steering_leakage.rst",
+            category="5. Steering",
+            subcategory="{model}",
+            labels={"name": "all", "method": "leakage matrix"},
+        ),
+    params:
+        reports=lambda wildcards, input: " ".join(f"--reports {p}" for p in input.reports),
+    log:
+        "logs/steering_summary/{model}.log",
+    shell:
+        "circuitlab steering-summary {params.reports} --metrics {output.metrics}"
+        " --plot {output.plot} > {log} 2>&1"

@@ -222,3 +222,26 @@ def steering_dose_response(report: Mapping[str, Any], path: str | Path, title: s
     conf = round(100 * report["bootstrap"]["confidence"])
     fig.suptitle(f"{title} ({conf} % bootstrap CI over {report['n_test']} test prompts)")
     _save(fig, path)
+
+
+def steering_leakage(summary: Mapping[str, Any], path: str | Path, title: str) -> None:
+    """Heatmaps of the task × task leakage matrix: change of each other task's accuracy when a
+    task's circuit (or a behaviour's circuit / CAA vector) is suppressed or amplified."""
+    labels = [k for k in ("suppress", "amplify") if summary["leakage"].get(k)]
+    fig, axes = plt.subplots(1, max(1, len(labels)), figsize=(5.5 * max(1, len(labels)), 4.2),
+                             squeeze=False)  # fmt: skip
+    for ax, label in zip(axes[0], labels, strict=False):
+        rows = sorted(summary["leakage"][label])
+        cols = sorted({c for r in rows for c in summary["leakage"][label][r]})
+        grid = [[summary["leakage"][label][r].get(c, math.nan) for c in cols] for r in rows]
+        im = ax.imshow(grid, cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
+        ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
+        ax.set_yticks(range(len(rows)), rows)
+        for i, line in enumerate(grid):
+            for j, v in enumerate(line):
+                if not math.isnan(v):
+                    ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=7)
+        ax.set_title(f"{label}: Δ accuracy of other tasks")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.suptitle(title)
+    _save(fig, path)

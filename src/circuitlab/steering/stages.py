@@ -352,3 +352,42 @@ def caa_steering(
         "kl_neutral": report["metrics"]["kl_neutral"][mkey(chosen_m)]["steered"]["mean"],
     }
     return report
+
+
+# -------------------------------------------------------------------------------- summary
+
+
+def leakage_matrix(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The task × task leakage matrix and the steering verdicts of one model's reports.
+
+    Rows are the steered `name/method`; columns the other tasks; cells the change of their
+    accuracy against the unsteered model at the strongest suppression and amplification.
+    """
+    if not reports:
+        raise SteeringError("no steering reports to summarise")
+    matrix: dict[str, Any] = {"suppress": {}, "amplify": {}}
+    verdicts: dict[str, Any] = {}
+    for rep in reports:
+        row = f"{rep['name']}/{rep['method']}"
+        summary = rep["summary"]
+        verdicts[row] = {
+            "primary": summary["primary"],
+            **{
+                f"{label}_beats_control": summary[label]["beats_control"]
+                for label in ("suppress", "amplify")
+                if label in summary
+            },
+            **{
+                f"{label}_delta": summary[label]["delta"]["mean"]
+                for label in ("suppress", "amplify")
+                if label in summary
+            },
+        }
+        for label in ("suppress", "amplify"):
+            if label not in summary:
+                continue
+            key = mkey(summary[label]["multiplier"])
+            matrix[label][row] = {
+                other: cells[key] for other, cells in rep.get("leakage", {}).items()
+            }
+    return {"leakage": matrix, "verdicts": verdicts, "n_reports": len(reports)}
