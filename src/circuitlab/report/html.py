@@ -1,0 +1,909 @@
+"""The self-contained HTML report `data/report/index.html`.
+
+Three steps, each testable on its own:
+
+* `ReportManifest` — the explicit list of artifacts the report reads, per model and section
+  (the Snakemake rule builds it in `workflow/rules/common.smk`, and its inputs are exactly
+  `manifest_paths(manifest)`: nothing is globbed from whatever happens to lie in ``data/``);
+* `load_report_inputs(manifest)` — reads and validates every listed artifact; a missing one is
+  an `ArtifactError` naming the rule that makes it (`circuitlab.io.require`);
+* `render_report(loaded)` — pure: loaded artifacts → HTML text (jinja2 template shipped in
+  `circuitlab/report/templates/`, figures drawn with matplotlib's Agg backend and inlined as
+  base64 PNG, CSS inline: the file opens offline and fetches nothing).
+
+Sections render from whatever the manifest lists; a section the pipeline did not run (no
+steering rules, a hub model without training metrics) is simply absent from the manifest.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import math
+import re
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from circuitlab.errors import ArtifactError
+from circuitlab.io import read_json, require
+from circuitlab.tasks.base import StrictModel
+
+# ------------------------------------------------------------------------------ manifest
+
+
+class TrainingInputs(StrictModel):
+    metrics: str  # data/metrics/train_toy_model/{model}.json
+    curve: str  # data/plots/train_toy_model/{model}.json
+
+
+class LrpInputs(StrictModel):
+    circuit: str  # data/circuits/{model}/{task}/lrp.json
+    metrics: str  # data/metrics/lrp_circuit/{model}/{task}.json
+    neurons_plot: str  # data/plots/lrp_circuit/{model}/{task}.png
+    faithfulness: str  # data/metrics/lrp_faithfulness/{model}/{task}.json
+    faithfulness_plot: str  # data/plots/lrp_faithfulness/{model}/{task}.png
+
+
+class AcdcInputs(StrictModel):
+    circuits: dict[str, str]  # method -> data/circuits/{model}/{task}/{method}.json
+    # method -> data/circuits/{model}/{task}/{method}.dot
+    dots: dict[str, str] = Field(default_factory=dict)
+    evaluation: str  # data/metrics/acdc_evaluate/{model}/{task}.json
+    plot: str  # data/plots/acdc_evaluate/{model}/{task}.png
+
+
+class SteeringInputs(StrictModel):
+    results: dict[str, str]  # method -> data/steering/{model}/{name}/{method}.json
+    plots: list[str] = Field(default_factory=list)  # PNGs made by the steering rules
+
+
+class CompareInputs(StrictModel):
+    result: str  # data/compare/{model}/{behaviour}.json
+    plots: list[str] = Field(default_factory=list)
+
+
+class ModelInputs(StrictModel):
+    """One model's artifacts by section; keys are task or behaviour names."""
+
+    training: TrainingInputs | None = None  # toy models only
+    evaluation: dict[str, str] = Field(default_factory=dict)  # metrics/evaluate_model/…
+    blacklist: str | None = None  # data/blacklists/{model}.json
+    lrp: dict[str, LrpInputs] = Field(default_factory=dict)
+    acdc: dict[str, AcdcInputs] = Field(default_factory=dict)
+    contrastive: dict[str, str] = Field(default_factory=dict)  # circuits/…/contrastive.json
+    steering: dict[str, SteeringInputs] = Field(default_factory=dict)
+    compare: dict[str, CompareInputs] = Field(default_factory=dict)  # CAA vs circuit
+
+
+class BenchmarkInput(StrictModel):
+    rule: str
+    job: str  # the job's wildcards, e.g. "toy/capitals"
+    path: str  # Snakemake `benchmark:` TSV
+
+
+class ReportManifest(StrictModel):
+    title: str = "circuitlab report"
+    models: dict[str, ModelInputs]
+    benchmarks: list[BenchmarkInput] = Field(default_factory=list)
+    # the rule that makes each kind of file, for errors about missing inputs
+    steering_rule: str = "steering"
+    compare_rule: str = "compare"
+
+
+def manifest_paths(manifest: ReportManifest) -> list[str]:
+    """Every file the report reads, in a stable order (the report rule's inputs)."""
+    out: list[str] = []
+    for m in manifest.models.values():
+        if m.training is not None:
+            out += [m.training.metrics, m.training.curve]
+        out += list(m.evaluation.values())
+        if m.blacklist is not None:
+            out.append(m.blacklist)
+        for lrp in m.lrp.values():
+            out += [lrp.circuit, lrp.metrics, lrp.neurons_plot, lrp.faithfulness]
+            out.append(lrp.faithfulness_plot)
+        for acdc in m.acdc.values():
+            out += [*acdc.circuits.values(), *acdc.dots.values(), acdc.evaluation, acdc.plot]
+        out += list(m.contrastive.values())
+        for st in m.steering.values():
+            out += [*st.results.values(), *st.plots]
+        for cmp in m.compare.values():
+            out += [cmp.result, *cmp.plots]
+    out += [b.path for b in manifest.benchmarks]
+    return list(dict.fromkeys(out))
+
+
+def parse_manifest(data: Any, source: str = "--manifest") -> ReportManifest:
+    from circuitlab.validation import parse_model
+
+    return parse_model(ReportManifest, data, source)
+
+
+# ------------------------------------------------------------------------------ loading
+
+
+@dataclass
+class LoadedModel:
+    training: dict[str, Any] | None = None  # {"metrics": {...}, "curve": [{step, loss}, ...]}
+    evaluation: dict[str, dict[str, Any]] = field(default_factory=dict)
+    blacklist: Any = None  # circuitlab.blacklist.Blacklist
+    lrp: dict[str, dict[str, Any]] = field(default_factory=dict)
+    acdc: dict[str, dict[str, Any]] = field(default_factory=dict)
+    contrastive: dict[str, Any] = field(default_factory=dict)  # behaviour -> NeuronCircuit
+    steering: dict[str, dict[str, Any]] = field(default_factory=dict)
+    compare: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class LoadedReport:
+    title: str
+    models: dict[str, LoadedModel]
+    benchmarks: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _png(path: str, rule: str) -> bytes:
+    data = require(path, rule).read_bytes()
+    if not data.startswith(b"\x89PNG"):
+        raise ArtifactError(f"{path} is not a PNG image (made by the rule '{rule}'); rerun it")
+    return data
+
+
+def _obj(path: str, rule: str) -> dict[str, Any]:
+    data = read_json(path, rule=rule)
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path}: expected a JSON object (made by the rule '{rule}')")
+    return data
+
+
+def read_benchmark(path: str, rule: str) -> dict[str, Any]:
+    """One Snakemake benchmark TSV: wall seconds, max RSS (MB), CPU seconds of the job."""
+    text = require(path, rule).read_text(encoding="utf-8")
+    rows = list(csv.DictReader(io.StringIO(text), delimiter="\t"))
+    if not rows or "s" not in rows[0]:
+        raise ArtifactError(f"{path} is not a Snakemake benchmark file (no 's' column)")
+
+    def num(key: str) -> float | None:
+        try:
+            value = float(rows[-1].get(key, "NA"))
+        except (TypeError, ValueError):
+            return None
+        return value if math.isfinite(value) else None
+
+    return {"s": num("s"), "max_rss": num("max_rss"), "cpu_time": num("cpu_time")}
+
+
+def load_report_inputs(manifest: ReportManifest) -> LoadedReport:
+    """Read every artifact the manifest lists (and nothing else); errors name the rule."""
+    from circuitlab.acdc.artifact import CircuitArtifact
+    from circuitlab.blacklist import Blacklist
+    from circuitlab.lrp.circuit import NeuronCircuit
+
+    models: dict[str, LoadedModel] = {}
+    for name, m in manifest.models.items():
+        lm = LoadedModel()
+        if m.training is not None:
+            curve = read_json(m.training.curve, rule="train_toy_model")
+            if not isinstance(curve, list):
+                raise ArtifactError(f"{m.training.curve}: expected a list of {{step, loss}}")
+            lm.training = {"metrics": _obj(m.training.metrics, "train_toy_model"), "curve": curve}
+        lm.evaluation = {t: _obj(p, "evaluate_model") for t, p in m.evaluation.items()}
+        if m.blacklist is not None:
+            lm.blacklist = Blacklist.from_json(_obj(m.blacklist, "blacklist"), m.blacklist)
+        for task, lrp in m.lrp.items():
+            lm.lrp[task] = {
+                "circuit": NeuronCircuit.from_json(_obj(lrp.circuit, "lrp_circuit"), lrp.circuit),
+                "metrics": _obj(lrp.metrics, "lrp_circuit"),
+                "neurons_plot": _png(lrp.neurons_plot, "lrp_circuit"),
+                "faithfulness": _obj(lrp.faithfulness, "lrp_faithfulness"),
+                "faithfulness_plot": _png(lrp.faithfulness_plot, "lrp_faithfulness"),
+            }
+        for task, acdc in m.acdc.items():
+            lm.acdc[task] = {
+                "circuits": {
+                    method: CircuitArtifact.from_json(_obj(p, "acdc_circuit"), p)
+                    for method, p in acdc.circuits.items()
+                },
+                "dots": {
+                    method: require(p, "acdc_circuit").read_text(encoding="utf-8")
+                    for method, p in acdc.dots.items()
+                },
+                "evaluation": _obj(acdc.evaluation, "acdc_evaluate"),
+                "plot": _png(acdc.plot, "acdc_evaluate"),
+            }
+        lm.contrastive = {
+            b: NeuronCircuit.from_json(_obj(p, "contrastive_circuit"), p)
+            for b, p in m.contrastive.items()
+        }
+        for key, st in m.steering.items():
+            lm.steering[key] = {
+                "results": {
+                    method: _obj(p, manifest.steering_rule) for method, p in st.results.items()
+                },
+                "plots": [_png(p, manifest.steering_rule) for p in st.plots],
+            }
+        for key, cmp in m.compare.items():
+            lm.compare[key] = {
+                "result": _obj(cmp.result, manifest.compare_rule),
+                "plots": [_png(p, manifest.compare_rule) for p in cmp.plots],
+            }
+        models[name] = lm
+    benchmarks = [
+        {"rule": b.rule, "job": b.job, **read_benchmark(b.path, b.rule)}
+        for b in manifest.benchmarks
+    ]
+    return LoadedReport(title=manifest.title, models=models, benchmarks=benchmarks)
+
+
+# ------------------------------------------------------------------------------ figures
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _fig_png(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    # no timestamp or software version in the PNG: same artifacts give the same bytes
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def loss_curve_png(curve: Sequence[Mapping[str, Any]], title: str) -> bytes | None:
+    points = [(p["step"], p["loss"]) for p in curve if p.get("loss") is not None]
+    if not points:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot([s for s, _ in points], [v for _, v in points], lw=1.2)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("training loss")
+    lo, hi = min(v for _, v in points), max(v for _, v in points)
+    if lo > 0 and hi / lo > 10:  # log scale only when the loss falls by more than a decade
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    return _fig_png(fig)
+
+
+def circuit_graph_png(kept: Sequence[str], n_layers: int, title: str) -> bytes | None:
+    """Layered drawing of an edge circuit (embeddings at the top, unembedding at the bottom);
+    used when Graphviz's `dot` is not installed."""
+    from circuitlab.acdc.artifact import node_layer
+
+    pairs = [tuple(e.split("->", 1)) for e in kept]
+    if not pairs:
+        return None
+    nodes = sorted({n for p in pairs for n in p})
+    by_layer: dict[int, list[str]] = {}
+    for n in nodes:
+        by_layer.setdefault(node_layer(n, n_layers), []).append(n)
+    pos: dict[str, tuple[float, float]] = {}
+    width = max(len(v) for v in by_layer.values())
+    for layer, members in by_layer.items():
+        for i, n in enumerate(sorted(members)):
+            pos[n] = (i - (len(members) - 1) / 2, -layer)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * width + 1), 0.8 * len(by_layer) + 1.2))
+    for s, d in pairs:
+        ax.annotate(
+            "",
+            xy=pos[d],
+            xytext=pos[s],
+            arrowprops={"arrowstyle": "->", "color": "#5b7fa8", "lw": 0.9, "shrinkA": 9,
+                        "shrinkB": 9, "connectionstyle": "arc3,rad=0.08"},
+        )  # fmt: skip
+    for n, (x, y) in pos.items():
+        colour = "#fde9c8" if n.startswith("MLP") else "#dbe8f6" if n.startswith("A") else "#eee"
+        ax.text(x, y, n, ha="center", va="center", fontsize=8,
+                bbox={"boxstyle": "round,pad=0.3", "fc": colour, "ec": "#667"})  # fmt: skip
+    xs = [x for x, _ in pos.values()]
+    ys = [y for _, y in pos.values()]
+    ax.set_xlim(min(xs) - 0.8, max(xs) + 0.8)
+    ax.set_ylim(min(ys) - 0.6, max(ys) + 0.6)
+    ax.axis("off")
+    ax.set_title(title, fontsize=9)
+    return _fig_png(fig)
+
+
+def dot_png(dot_text: str) -> bytes | None:
+    """The DOT text rendered by Graphviz, when the `dot` executable exists."""
+    if shutil.which("dot") is None:
+        return None
+    import graphviz
+
+    try:
+        return graphviz.Source(dot_text).pipe(format="png")
+    except (graphviz.ExecutableNotFound, graphviz.CalledProcessError):
+        return None
+
+
+def dose_response_png(
+    curves: Mapping[str, Sequence[tuple[float, float, float | None]]],
+    ylabel: str,
+    title: str,
+    controls: bool = True,
+) -> bytes | None:
+    """Effect against multiplier, one line per arm, ± interval band. With `controls`, the
+    first arm is the intervention and the others are drawn as (dashed, muted) controls."""
+    if not any(curves.values()):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for i, (label, pts) in enumerate(curves.items()):
+        pts = sorted(p for p in pts if p[1] is not None)
+        if not pts:
+            continue
+        x = [p[0] for p in pts]
+        y = [p[1] for p in pts]
+        ci = [p[2] or 0.0 for p in pts]
+        control = controls and i > 0
+        ax.plot(x, y, "s--" if control else "o-", label=label, color=None if not control else
+                ["grey", "tab:olive", "tab:brown", "tab:pink"][(i - 1) % 4])  # fmt: skip
+        if any(ci):
+            ax.fill_between(x, [a - b for a, b in zip(y, ci, strict=True)],
+                            [a + b for a, b in zip(y, ci, strict=True)], alpha=0.2, linewidth=0,
+                            color=ax.lines[-1].get_color())  # fmt: skip
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_xlabel("multiplier")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return _fig_png(fig)
+
+
+# ------------------------------------------------------------------------------ view model
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A number for a table: None → '—', ints as is, floats with `digits` significant digits."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "—"
+        if math.isinf(value):
+            return "∞" if value > 0 else "−∞"
+        if value == 0:
+            return "0"
+        if abs(value) >= 10 ** (digits + 2) or abs(value) < 1e-3:
+            return f"{value:.{digits - 1}e}"
+        return f"{value:.{digits}g}" if abs(value) < 10**digits else f"{value:,.0f}"
+    return str(value)
+
+
+def pct(value: Any) -> str:
+    return "—" if value is None else f"{100 * float(value):.1f} %"
+
+
+def _get(d: Any, *keys: str, default: Any = None) -> Any:
+    for k in keys:
+        if not isinstance(d, Mapping) or k not in d:
+            return default
+        d = d[k]
+    return d
+
+
+def _ci(mean: Any, half: Any) -> str:
+    if mean is None:
+        return "—"
+    return fmt(mean) if half is None else f"{fmt(mean)} ± {fmt(half, 2)}"
+
+
+def _training_view(name: str, t: Mapping[str, Any]) -> dict[str, Any]:
+    metrics = t["metrics"]
+    png = loss_curve_png(t["curve"], f"{name}: training loss")
+    first = next((p.get("loss") for p in t["curve"] if p.get("loss") is not None), None)
+    return {
+        "metrics": [
+            ("final loss", fmt(metrics.get("final_loss"))),
+            ("first recorded loss", fmt(first)),
+            ("parameters", fmt(metrics.get("n_parameters"))),
+            ("vocabulary", fmt(metrics.get("vocab_size"))),
+            ("corpus sentences", fmt(metrics.get("corpus_sentences"))),
+            ("training time (s)", fmt(metrics.get("train_seconds"))),
+        ],
+        "plot": data_uri(png) if png else None,
+    }
+
+
+def _evaluation_rows(evaluation: Mapping[str, Mapping[str, Any]]) -> list[dict[str, str]]:
+    rows = []
+    for task, ev in evaluation.items():
+        rows.append(
+            {
+                "task": task,
+                "test_acc": pct(_get(ev, "test", "accuracy")),
+                "train_acc": pct(_get(ev, "train", "accuracy")),
+                "pairwise": pct(_get(ev, "test", "pairwise_accuracy")),
+                "logit_diff": fmt(_get(ev, "test", "logit_diff")),
+                "n": fmt(_get(ev, "test", "n")),
+            }
+        )
+    return rows
+
+
+def _blacklist_view(bl: Any) -> dict[str, Any]:
+    per_layer: dict[int, int] = {}
+    for layer, _ in bl.pairs():
+        per_layer[layer] = per_layer.get(layer, 0) + 1
+    neurons = sorted(bl.neurons.items(), key=lambda kv: (-kv[1], kv[0]))
+    return {
+        "numbers": [
+            ("blacklisted neurons", fmt(len(bl.pairs()))),
+            ("detected", fmt(len(bl.neurons))),
+            ("known (from prior work)", fmt(len(bl.known))),
+            ("prompts", fmt(bl.n_prompts)),
+            ("top-k per layer and prompt", fmt(bl.top_k)),
+            ("universal when in ≥ prompts", f"{fmt(bl.min_count)} ({pct(bl.threshold_fraction)})"),
+            ("stability (split halves)", fmt(bl.stability)),
+        ],
+        "per_layer": [(layer, per_layer.get(layer, 0)) for layer in range(bl.n_layers)],
+        "neurons": [
+            {"layer": ly, "neuron": n, "count": c, "share": pct(c / max(bl.n_prompts, 1))}
+            for (ly, n), c in neurons[:30]
+        ],
+        "more": max(0, len(neurons) - 30),
+        "known": [f"L{ly}.N{n}" for ly, n in bl.known],
+    }
+
+
+def _neuron_rows(circuit: Any, k: int = 12) -> list[dict[str, Any]]:
+    return [
+        {"layer": ly, "position": p, "neuron": n, "score": fmt(v)}
+        for (ly, p, n), v in circuit.top(k)
+    ]
+
+
+def _lrp_view(task: str, lrp: Mapping[str, Any]) -> dict[str, Any]:
+    circuit, metrics, faith = lrp["circuit"], lrp["metrics"], lrp["faithfulness"]
+    target = faith.get("target_faithfulness")
+    ablations = []
+    for name, res in (faith.get("ablations") or {}).items():
+        curve = sorted((res.get("curve") or {}).values(), key=lambda r: r.get("size", 0))
+        ablations.append(
+            {
+                "name": name,
+                "area": fmt(res.get("area")),
+                "random_area": fmt(res.get("random_area")),
+                "beats": bool(res.get("sizes_beating_random"))
+                and (res.get("area") or 0) > (res.get("random_area") or 0),
+                "smallest": pct(res.get("smallest_size_reaching_target")),
+                "sizes_beating_random": f"{res.get('sizes_beating_random', 0)} of {len(curve)}",
+                "curve": [
+                    {
+                        "size": pct(r.get("size")),
+                        "n": fmt(r.get("n_neurons")),
+                        "faith": fmt(r.get("faithfulness")),
+                        "random": _ci(
+                            r.get("random_faithfulness"), r.get("random_faithfulness_ci")
+                        ),
+                        "drop": fmt(r.get("removal_drop")),
+                        "random_drop": _ci(
+                            r.get("random_removal_drop"), r.get("random_removal_drop_ci")
+                        ),
+                        "beats": bool(r.get("beats_random")),
+                    }
+                    for r in curve
+                ],
+            }
+        )
+    cal = faith.get("calibration") or {}
+    calibration = [
+        (k, fmt(v))
+        for k, v in cal.items()
+        if k not in ("n_neurons", "sampling") and (v is None or isinstance(v, (int, float)))
+    ]
+    return {
+        "task": task,
+        "numbers": [
+            ("circuit neurons", fmt(len(circuit))),
+            ("share of analysed neurons", pct(metrics.get("share_of_all_neurons"))),
+            ("share of total attribution", pct(metrics.get("share_of_total_attribution"))),
+            ("blacklisted (skipped)", fmt(metrics.get("blacklisted"))),
+            ("discovery prompts (train)", fmt(circuit.n_prompts)),
+            ("metric on discovery prompts", fmt(circuit.metric_value)),
+            ("test prompts (faithfulness)", fmt(faith.get("n_test_prompts"))),
+            ("full-model metric (test)", fmt(faith.get("metric_full"))),
+            ("attribution time (s)", fmt(metrics.get("attribution_seconds"))),
+        ],
+        "per_layer": sorted(circuit.per_layer().items()),
+        "top": _neuron_rows(circuit),
+        "neurons_plot": data_uri(lrp["neurons_plot"]),
+        "faithfulness_plot": data_uri(lrp["faithfulness_plot"]),
+        "target": pct(target),
+        "ablations": ablations,
+        "calibration": calibration,
+        "calibration_n": cal.get("n_neurons"),
+    }
+
+
+def _n_layers(edges: Iterable[str]) -> int:
+    """Transformer layers of an edge graph, from its node names (``A3.1``, ``MLP 3``)."""
+    found = [
+        int(m[1]) for e in edges for n in e.split("->") if (m := re.match(r"(?:MLP |A)(\d+)", n))
+    ]
+    return max(found, default=0) + 1
+
+
+def _acdc_graph(art: Any, dot_text: str | None) -> str | None:
+    ref = art.reference_circuit
+    png = dot_png(dot_text) if dot_text else None
+    if png is None:
+        n_layers = _n_layers(art.edges)
+        png = circuit_graph_png(
+            ref.kept, n_layers, f"{art.task}: {art.method} ({ref.label}, {len(ref.kept)} edges)"
+        )
+    return data_uri(png) if png else None
+
+
+def _acdc_view(task: str, acdc: Mapping[str, Any]) -> dict[str, Any]:
+    ev = acdc["evaluation"]
+    arts = acdc["circuits"]
+    agreement = ev.get("agreement") or {}
+    ref_method = agreement.get("reference_method")
+    if ref_method not in arts:
+        ref_method = "acdc" if "acdc" in arts else next(iter(arts), None)
+    methods = []
+    for method, art in arts.items():
+        res = _get(ev, "methods", method, default={}) or {}
+        ref = res.get("reference") or {}
+        rnd = ref.get("random") or {}
+        circuit = art.reference_circuit
+        scores = art.scores_by_name()
+        top_edges = sorted(circuit.kept, key=lambda e: -scores.get(e, 0.0))
+        methods.append(
+            {
+                "method": method,
+                "label": circuit.label,
+                "n_kept": len(circuit.kept),
+                "fraction": pct(len(circuit.kept) / max(len(art.edges), 1)),
+                "recovery": fmt(ref.get("recovery")),
+                "random_recovery": _ci(rnd.get("recovery_mean"), rnd.get("recovery_ci")),
+                "kl": fmt(ref.get("kl")),
+                "random_kl": _ci(rnd.get("kl_mean"), rnd.get("kl_ci")),
+                "n_circuits": len(art.circuits),
+                "n_forward": fmt(art.n_forward),
+                "n_backward": fmt(art.n_backward),
+                "seconds": fmt(art.seconds),
+                "graph": _acdc_graph(art, acdc["dots"].get(method)),
+                "edges": [{"edge": e, "score": fmt(scores.get(e))} for e in top_edges[:20]],
+                "more_edges": max(0, len(top_edges) - 20),
+                "is_reference": method == ref_method,
+            }
+        )
+    methods.sort(key=lambda m: (not m["is_reference"],))
+    jaccard = agreement.get("jaccard") or {}
+    names = list(arts)
+    matrix = []
+    for a in names:
+        row = []
+        for b in names:
+            if a == b:
+                row.append({"text": "1", "shade": 1.0})
+                continue
+            v = jaccard.get(f"{a}_vs_{b}", jaccard.get(f"{b}_vs_{a}"))
+            row.append({"text": fmt(v), "shade": float(v) if isinstance(v, (int, float)) else None})
+        matrix.append({"method": a, "cells": row})
+    roc = [(m, fmt(v)) for m, v in (agreement.get("roc_auc") or {}).items()]
+    n_edges = ev.get("n_edges") or (len(next(iter(arts.values())).edges) if arts else None)
+    return {
+        "task": task,
+        "numbers": [
+            ("graph edges", fmt(n_edges)),
+            ("evaluation prompts (test)", fmt(ev.get("n_prompts"))),
+            ("ablation", fmt(ev.get("ablation"))),
+            ("logit diff, clean", fmt(ev.get("ld_clean"))),
+            ("logit diff, all ablated", fmt(ev.get("ld_ablated"))),
+            ("KL, all ablated", fmt(ev.get("kl_ablated"))),
+        ],
+        "methods": methods,
+        "plot": data_uri(acdc["plot"]),
+        "reference_method": ref_method,
+        "jaccard": {"names": names, "rows": matrix} if len(names) > 1 else None,
+        "roc_auc": roc,
+    }
+
+
+def _contrastive_view(behaviour: str, circuit: Any) -> dict[str, Any]:
+    return {
+        "behaviour": behaviour,
+        "n": len(circuit),
+        "n_prompts": circuit.n_prompts,
+        "per_layer": sorted(circuit.per_layer().items()),
+        "top": _neuron_rows(circuit, 10),
+    }
+
+
+# Steering and CAA-vs-circuit artifacts: read defensively, by the keys their stages write.
+_EFFECT_KEYS = ("effect", "mean_effect", "delta", "mean_delta", "metric_delta", "shift")
+_CI_KEYS = ("ci", "effect_ci", "ci95", "half_width", "delta_ci")
+
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _point(entry: Any) -> tuple[float | None, float | None]:
+    if isinstance(entry, (int, float)):
+        return _number(entry), None
+    if not isinstance(entry, Mapping):
+        return None, None
+    mean = next((_number(entry[k]) for k in _EFFECT_KEYS if k in entry), None)
+    if mean is None:
+        mean = _number(entry.get("mean"))
+    ci = next((_number(entry[k]) for k in _CI_KEYS if k in entry), None)
+    if isinstance(entry.get("ci"), (list, tuple)) and len(entry["ci"]) == 2 and mean is not None:
+        lo, hi = (_number(x) for x in entry["ci"])
+        ci = (hi - lo) / 2 if lo is not None and hi is not None else None
+    return mean, ci
+
+
+def dose_curves(result: Mapping[str, Any]) -> dict[str, list[tuple[float, float, float | None]]]:
+    """Arms (circuit, controls) → [(multiplier, effect, ci)], from the common layouts a
+    steering result takes: ``curve``/``dose_response`` lists of records with ``multiplier``, or
+    ``{arm: {multiplier: effect-or-record}}`` under ``arms``/``conditions``."""
+    arms: dict[str, list[tuple[float, float, float | None]]] = {}
+    records = result.get("curve") or result.get("dose_response") or result.get("points")
+    if isinstance(records, Mapping):
+        records = list(records.values())
+    if isinstance(records, list):
+        for r in records:
+            if not isinstance(r, Mapping) or _number(r.get("multiplier")) is None:
+                continue
+            x = float(r["multiplier"])
+            for key, value in r.items():
+                if key in ("multiplier", "n", "n_prompts"):
+                    continue
+                if isinstance(value, Mapping):
+                    m, c = _point(value)
+                    if m is not None:
+                        arms.setdefault(key, []).append((x, m, c))
+            m, c = _point(r)
+            if m is not None:
+                arms.setdefault("circuit", []).append((x, m, c))
+    grouped = result.get("arms") or result.get("conditions")
+    if isinstance(grouped, Mapping):
+        for arm, per in grouped.items():
+            items = per.items() if isinstance(per, Mapping) else []
+            for mult, value in items:
+                x = _number(mult) if not isinstance(mult, str) else _safe_float(mult)
+                m, c = _point(value)
+                if x is not None and m is not None:
+                    arms.setdefault(str(arm), []).append((x, m, c))
+    ordered = dict(sorted(arms.items(), key=lambda kv: (kv[0] != "circuit", kv[0])))
+    return {k: sorted(v) for k, v in ordered.items()}
+
+
+def _safe_float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _scalars(d: Mapping[str, Any], prefix: str = "", depth: int = 0) -> list[tuple[str, str]]:
+    """Flat (key, formatted value) list of a result's scalar fields, two levels deep."""
+    out: list[tuple[str, str]] = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and depth < 1 and len(v) <= 12:
+            out += _scalars(v, f"{key} / ", depth + 1)
+        elif isinstance(v, (int, float, str, bool)) or v is None:
+            if isinstance(v, str) and len(v) > 80:
+                continue
+            out.append((key, fmt(v)))
+    return out
+
+
+def _steering_view(key: str, st: Mapping[str, Any]) -> dict[str, Any]:
+    methods = []
+    for method, result in st["results"].items():
+        curves = dose_curves(result)
+        png = dose_response_png(curves, str(result.get("metric", "effect")), f"{key}: {method}")
+        methods.append(
+            {
+                "method": method,
+                "numbers": [(k, v) for k, v in _scalars(result) if not k.startswith("curve")],
+                "plot": data_uri(png) if png else None,
+                "arms": list(curves),
+            }
+        )
+    return {"key": key, "methods": methods, "plots": [data_uri(p) for p in st["plots"]]}
+
+
+def _compare_view(key: str, cmp: Mapping[str, Any]) -> dict[str, Any]:
+    """CAA vs circuit (`circuitlab.compare`): overlap with nulls, matched-effect side effects,
+    the multiplier sweep of every method, and the stage's own figures."""
+    r = cmp["result"]
+    caa = r.get("caa") or {}
+    facts = [
+        ("test prompts", fmt(r.get("n_test_prompts"))),
+        ("neutral prompts", fmt(r.get("n_neutral_prompts"))),
+        ("CAA layer", fmt(caa.get("layer")) + (" (chosen by effect)" if caa.get("layer_chosen") else "")),
+        ("CAA vector norm", fmt(caa.get("vector_norm"))),
+        *((f"{c} circuit neurons", fmt(n)) for c, n in (r.get("circuit_sizes") or {}).items()),
+    ]  # fmt: skip
+    overlap = []
+    for circuit, per_vector in (r.get("overlap") or {}).items():
+        for vector, o in (per_vector or {}).items():
+            overlap.append(
+                {
+                    "circuit": circuit,
+                    "vector": vector,
+                    "total": f"{fmt(o.get('total_overlap'))} / {fmt(o.get('total_checked'))}",
+                    "total_null": fmt(o.get("total_overlap_null_mean")),
+                    "total_p": fmt(o.get("total_overlap_p")),
+                    "ve": pct(o.get("mean_variance_explained")),
+                    "ve_null": pct(o.get("mean_variance_explained_null_mean")),
+                    "ve_p": fmt(o.get("mean_variance_explained_p")),
+                    "top": f"{fmt(o.get('top_overlap'))} / {fmt(o.get('top_overlap_of'))}",
+                    "top_null": fmt(o.get("top_overlap_null_mean")),
+                    "top_p": fmt(o.get("top_overlap_p")),
+                }
+            )
+    matched = []
+    for direction, entry in (r.get("matched") or {}).items():
+        for method, v in (entry.get("methods") or {}).items():
+            matched.append(
+                {
+                    "direction": direction,
+                    "target": fmt(entry.get("effect")),
+                    "method": method,
+                    "max_effect": fmt(v.get("max_effect")),
+                    "kl": fmt(v.get("kl")),
+                    "per_kl": fmt(v.get("effect_per_kl")),
+                    "best": method == entry.get("best"),
+                }
+            )
+    curves: dict[str, list[tuple[float, float, float | None]]] = {}
+    for method, points in (r.get("sweep") or {}).items():
+        for p in (points or {}).values():
+            x, y = _number(p.get("multiplier")), _number(p.get("effect"))
+            if x is not None and y is not None:
+                curves.setdefault(method, []).append((x, y, _number(p.get("effect_ci"))))
+    png = dose_response_png(
+        {k: sorted(v) for k, v in curves.items()}, "behaviour effect (Δ logit diff)",
+        f"{key}: effect against multiplier", controls=False,
+    )  # fmt: skip
+    return {
+        "key": key,
+        "facts": facts,
+        "overlap": overlap,
+        "matched": matched,
+        "sweep_plot": data_uri(png) if png else None,
+        "neutral": [(k, fmt(v)) for k, v in (r.get("neutral_multiplier") or {}).items()],
+        "plots": [data_uri(p) for p in cmp["plots"]],
+    }
+
+
+def _timing_view(benchmarks: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    rows: dict[str, dict[str, Any]] = {}
+    for b in benchmarks:
+        r = rows.setdefault(b["rule"], {"rule": b["rule"], "jobs": 0, "total": 0.0, "max": 0.0,
+                                        "slowest": "", "rss": None, "cpu": 0.0})  # fmt: skip
+        s = b.get("s") or 0.0
+        r["jobs"] += 1
+        r["total"] += s
+        r["cpu"] += b.get("cpu_time") or 0.0
+        if s >= r["max"]:
+            r["max"], r["slowest"] = s, b["job"]
+        if b.get("max_rss") is not None:
+            r["rss"] = max(r["rss"] or 0.0, b["max_rss"])
+    if not rows:
+        return None
+    total = sum(r["total"] for r in rows.values())
+    out = []
+    for r in sorted(rows.values(), key=lambda r: -r["total"]):
+        out.append(
+            {
+                "rule": r["rule"],
+                "jobs": r["jobs"],
+                "total": fmt(r["total"]),
+                "mean": fmt(r["total"] / r["jobs"]),
+                "max": fmt(r["max"]),
+                "slowest": r["slowest"],
+                "rss": fmt(r["rss"]),
+                "cpu": fmt(r["cpu"]),
+                "share": 100 * r["total"] / total if total else 0.0,
+            }
+        )
+    return {"rows": out, "total": fmt(total), "n_jobs": sum(r["jobs"] for r in rows.values())}
+
+
+def _summary_rows(name: str, m: LoadedModel) -> list[dict[str, str]]:
+    tasks = list(dict.fromkeys([*m.evaluation, *m.lrp, *m.acdc, *m.steering]))
+    rows = []
+    for task in tasks:
+        lrp = m.lrp.get(task)
+        faith = _get(lrp, "faithfulness", "ablations", default={}) if lrp else {}
+        first = next(iter(faith.values()), {}) if faith else {}
+        acdc = m.acdc.get(task)
+        ref = {}
+        ref_method = None
+        if acdc:
+            ref_method = _get(acdc, "evaluation", "agreement", "reference_method")
+            if ref_method not in acdc["circuits"]:
+                ref_method = next(iter(acdc["circuits"]), None)
+            ref = _get(acdc, "evaluation", "methods", ref_method or "", "reference", default={})
+        rows.append(
+            {
+                "task": task,
+                "test_acc": pct(_get(m.evaluation.get(task), "test", "accuracy")),
+                "lrp_n": fmt(len(lrp["circuit"])) if lrp else "—",
+                "lrp_area": (
+                    f"{fmt(first.get('area'))} vs {fmt(first.get('random_area'))}" if first else "—"
+                ),
+                "acdc": (f"{fmt(ref.get('n_edges'))} edges ({ref_method})" if ref else "—"),
+                "recovery": (
+                    f"{fmt(ref.get('recovery'))} vs {fmt(_get(ref, 'random', 'recovery_mean'))}"
+                    if ref
+                    else "—"
+                ),
+            }
+        )
+    return rows
+
+
+def build_view(loaded: LoadedReport) -> dict[str, Any]:
+    models = []
+    for name, m in loaded.models.items():
+        models.append(
+            {
+                "name": name,
+                "summary": _summary_rows(name, m),
+                "training": _training_view(name, m.training) if m.training else None,
+                "evaluation": _evaluation_rows(m.evaluation),
+                "blacklist": _blacklist_view(m.blacklist) if m.blacklist is not None else None,
+                "lrp": [_lrp_view(t, v) for t, v in m.lrp.items()],
+                "acdc": [_acdc_view(t, v) for t, v in m.acdc.items()],
+                "contrastive": [_contrastive_view(b, c) for b, c in m.contrastive.items()],
+                "steering": [_steering_view(k, v) for k, v in m.steering.items()],
+                "compare": [_compare_view(k, v) for k, v in m.compare.items()],
+            }
+        )
+    return {"title": loaded.title, "models": models, "timing": _timing_view(loaded.benchmarks)}
+
+
+def render_report(loaded: LoadedReport) -> str:
+    """Loaded artifacts → one self-contained HTML page (pure: no disk, no network)."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    env = Environment(
+        loader=PackageLoader("circuitlab.report", "templates"),
+        autoescape=select_autoescape(["html", "j2"], default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env.get_template("report.html.j2").render(**build_view(loaded))
+
+
+def write_report(manifest: ReportManifest, out: str | Path) -> Path:
+    """Load, render, then write atomically: a missing input leaves no file behind."""
+    from circuitlab.io import write_text_atomic
+
+    html = render_report(load_report_inputs(manifest))
+    return write_text_atomic(out, html)

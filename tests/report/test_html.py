@@ -1,0 +1,441 @@
+"""The HTML report: renders every section from synthetic artifacts, is self-contained, shows
+each section's key numbers, and a missing or malformed input is a clear error with no file."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import struct
+import sys
+import zlib
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit, save_circuit, to_dot
+from circuitlab.blacklist import Blacklist
+from circuitlab.errors import ArtifactError, ConfigError
+from circuitlab.io import write_json, write_text_atomic
+from circuitlab.lrp.circuit import NeuronCircuit
+from circuitlab.report.html import (
+    circuit_graph_png,
+    dose_curves,
+    fmt,
+    load_report_inputs,
+    manifest_paths,
+    parse_manifest,
+    render_report,
+    write_report,
+)
+
+METHODS = ("acdc", "eap")
+EDGES = (
+    "Resid Start->A0.0.Q", "Resid Start->A0.1.V", "Resid Start->MLP 0", "A0.0->MLP 0",
+    "A0.1->MLP 0", "A0.0->Resid End", "A0.1->Resid End", "MLP 0->Resid End",
+)  # fmt: skip
+
+
+def tiny_png(seed: int = 0) -> bytes:
+    """A valid 2×2 RGB PNG, written by hand (no plotting needed for inputs)."""
+    raw = b"".join(b"\x00" + bytes([seed % 256, 40, 90] * 2) for _ in range(2))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+def faithfulness_report() -> dict[str, Any]:
+    def row(size: float, f: float, rf: float, beats: bool) -> dict[str, Any]:
+        return {
+            "size": size, "n_neurons": int(size * 1000), "faithfulness": f,
+            "random_faithfulness": rf, "random_faithfulness_ci": 0.05, "removal_drop": 0.7,
+            "random_removal_drop": 0.2, "random_removal_drop_ci": 0.04, "beats_random": beats,
+            "margin": f - rf, "metric_keep": 1.0, "metric_removed": 0.1,
+        }  # fmt: skip
+
+    return {
+        "ablations": {
+            "mean": {
+                "area": 0.8123,
+                "random_area": 0.3141,
+                "curve": {"0.01": row(0.01, 0.55, 0.1, True), "0.1": row(0.1, 0.91, 0.4, True)},
+                "sizes_beating_random": 2,
+                "smallest_size_reaching_target": 0.1,
+                "metric_none": 0.0,
+            }
+        },
+        "calibration": {"grad_x_act": 0.61, "lrp_half": 0.7342, "n_neurons": 20, "sampling": "x"},
+        "metric": "logit_diff",
+        "metric_full": 2.5,
+        "n_test_prompts": 16,
+        "target_faithfulness": 0.8,
+        "n_cells": 1000,
+    }
+
+
+def edge_circuit(method: str, task: str) -> CircuitArtifact:
+    kept = EDGES[:5] if method == "acdc" else EDGES[2:6]
+    return CircuitArtifact(
+        method=method, model="toy", task=task, edges=EDGES,
+        scores=tuple(math.inf if e in kept else 0.01 * i for i, e in enumerate(EDGES)),
+        score_kind="prune_tau" if method == "acdc" else "abs_attribution",
+        circuits=(EdgeCircuit("tau=0.1" if method == "acdc" else "top=4", kept,
+                              0.1 if method == "acdc" else None, 0.9),),
+        reference=0, n_forward=37, n_backward=0 if method == "acdc" else 1, seconds=1.25,
+        n_prompts=8,
+    )  # fmt: skip
+
+
+def acdc_evaluation() -> dict[str, Any]:
+    def res(n: int, rec: float) -> dict[str, Any]:
+        ref = {
+            "label": "x", "n_edges": n, "fraction": n / len(EDGES), "kl": 0.0123,
+            "recovery": rec, "tau": None,
+            "random": {"recovery_mean": 0.2222, "recovery_ci": 0.05, "kl_mean": 0.3, "kl_ci": 0.1},
+        }  # fmt: skip
+        return {"circuits": {"00": ref}, "reference": ref, "n_forward": 3, "seconds": 0.1}
+
+    return {
+        "methods": {"acdc": res(5, 0.8771), "eap": res(4, 0.6543)},
+        "agreement": {
+            "jaccard": {"acdc_vs_eap": 0.4286},
+            "roc_auc": {"eap": 0.9375},
+            "reference_method": "acdc",
+        },
+        "n_edges": len(EDGES),
+        "n_prompts": 8,
+        "ablation": "resample",
+        "ld_clean": 3.0,
+        "ld_ablated": 0.5,
+        "kl_ablated": 1.2,
+    }
+
+
+def compare_report() -> dict[str, Any]:
+    pts = {
+        "caa": [(-1.0, -0.4), (0.0, 0.0), (1.0, 0.6)],
+        "lrp_neurons": [(0.0, -0.5), (1.0, 0.0), (2.0, 0.7777)],
+    }
+    return {
+        "n_test_prompts": 12,
+        "n_neutral_prompts": 8,
+        "circuit_sizes": {"lrp": 30},
+        "caa": {"layer": 2, "layer_chosen": True, "vector_norm": 4.5, "layer_effects": {}},
+        "overlap": {
+            "lrp": {
+                "resid": {
+                    "total_overlap": 7,
+                    "total_checked": 40,
+                    "total_overlap_null_mean": 1.5,
+                    "total_overlap_p": 0.0099,
+                    "mean_variance_explained": 0.31,
+                    "mean_variance_explained_null_mean": 0.05,
+                    "mean_variance_explained_p": 0.02,
+                    "top_overlap": 6,
+                    "top_overlap_of": 30,
+                    "top_overlap_null_mean": 1.0,
+                    "top_overlap_p": 0.0099,
+                    "layers": {},
+                }
+            }
+        },
+        "decomposition": {},
+        "sweep": {
+            m: {
+                f"{x:g}": {
+                    "multiplier": x,
+                    "effect": y,
+                    "effect_ci": 0.1,
+                    "kl": abs(y) / 10,
+                    "kl_ci": 0.01,
+                    "logit_diff": y,
+                }
+                for x, y in p
+            }
+            for m, p in pts.items()
+        },
+        "neutral_multiplier": {"caa": 0.0, "lrp_neurons": 1.0},
+        "matched": {
+            "increase": {
+                "effect": 0.6,
+                "best": "lrp_neurons",
+                "methods": {
+                    "caa": {"max_effect": 0.6, "kl": 0.06, "effect_per_kl": 10.0},
+                    "lrp_neurons": {"max_effect": 0.7777, "kl": 0.0432, "effect_per_kl": 13.89},
+                },
+            },
+            "decrease": {"effect": None, "best": None, "methods": {}},
+        },
+    }
+
+
+def write_artifacts(root: Path) -> dict[str, Any]:
+    """Synthetic artifacts of one toy model (2 tasks, 1 behaviour) and its manifest."""
+    d = root / "data"
+    m: dict[str, Any] = {}
+    write_json(d / "metrics/train.json", {"final_loss": 0.4321, "n_parameters": 123456,
+               "train_seconds": 61.5, "vocab_size": 321, "corpus_sentences": 9000})  # fmt: skip
+    write_json(d / "plots/train.json", [{"step": s, "loss": 5.0 / s} for s in range(1, 40)])
+    m["training"] = {"metrics": str(d / "metrics/train.json"), "curve": str(d / "plots/train.json")}
+    m["evaluation"] = {}
+    for task, acc in (("capitals", 0.9375), ("ioi", 0.96875), ("refusal", 1.0)):
+        p = d / f"metrics/evaluate/{task}.json"
+        write_json(p, {"test": {"accuracy": acc, "logit_diff": 4.2, "n": 32,
+                                "pairwise_accuracy": 1.0},
+                       "train": {"accuracy": 1.0, "logit_diff": 4.4, "n": 32,
+                                 "pairwise_accuracy": 1.0}})  # fmt: skip
+        m["evaluation"][task] = str(p)
+    Blacklist(neurons={(1, 17): 29, (3, 5): 25}, n_prompts=30, top_k=10, threshold_fraction=0.8,
+              stability=0.5, known=[], n_layers=4, d_mlp=64).save(d / "blacklist.json")  # fmt: skip
+    m["blacklist"] = str(d / "blacklist.json")
+    m["lrp"] = {}
+    for task in ("capitals", "ioi", "refusal"):
+        base = d / "lrp" / task
+        NeuronCircuit(neurons={(0, -1, 3): 0.5, (2, -2, 9): -0.25, (3, -1, 11): 0.125},
+                      model="toy", task=task, method="lrp", n_prompts=32, n_layers=4,
+                      d_mlp=64, metric_value=3.1).save(base / "circuit.json")  # fmt: skip
+        write_json(base / "metrics.json", {"share_of_all_neurons": 0.0117, "blacklisted": 2,
+                   "share_of_total_attribution": 0.42, "attribution_seconds": 0.5})  # fmt: skip
+        write_json(base / "faithfulness.json", faithfulness_report())
+        for name in ("neurons.png", "faithfulness.png"):
+            (base / name).write_bytes(tiny_png(1))
+        m["lrp"][task] = {k: str(base / f) for k, f in (("circuit", "circuit.json"),
+            ("metrics", "metrics.json"), ("faithfulness", "faithfulness.json"),
+            ("neurons_plot", "neurons.png"), ("faithfulness_plot", "faithfulness.png"))}  # fmt: skip
+    m["acdc"] = {}
+    for task in ("capitals", "ioi"):
+        base = d / "acdc" / task
+        entry: dict[str, Any] = {"circuits": {}, "dots": {}}
+        for method in METHODS:
+            art = edge_circuit(method, task)
+            save_circuit(base / f"{method}.json", art)
+            write_text_atomic(base / f"{method}.dot", to_dot(art))
+            entry["circuits"][method] = str(base / f"{method}.json")
+            entry["dots"][method] = str(base / f"{method}.dot")
+        write_json(base / "evaluate.json", acdc_evaluation())
+        (base / "evaluate.png").write_bytes(tiny_png(2))
+        entry |= {"evaluation": str(base / "evaluate.json"), "plot": str(base / "evaluate.png")}
+        m["acdc"][task] = entry
+    NeuronCircuit(neurons={(1, -1, 4): 0.0456}, model="toy", task="refusal", method="contrastive",
+                  n_prompts=24, n_layers=4, d_mlp=64).save(d / "contrastive.json")  # fmt: skip
+    m["contrastive"] = {"refusal": str(d / "contrastive.json")}
+    write_json(d / "compare/refusal.json", compare_report())
+    (d / "compare/pareto.png").write_bytes(tiny_png(3))
+    m["compare"] = {"refusal": {"result": str(d / "compare/refusal.json"),
+                                "plots": [str(d / "compare/pareto.png")]}}  # fmt: skip
+    steering = {"metric": "logit_diff", "n_prompts": 16, "curve": [
+        {"multiplier": x, "circuit": {"effect": 0.5 * x, "ci": 0.1},
+         "random_neurons": {"effect": 0.02 * x, "ci": 0.05}} for x in (0.0, 1.0, 2.0, 4.0)]}  # fmt: skip
+    write_json(d / "steering/capitals/lrp.json", steering)
+    m["steering"] = {"capitals": {"results": {"lrp": str(d / "steering/capitals/lrp.json")}}}
+    benchmarks = []
+    for rule, job, s in (("train_toy_model", "toy", 97.25), ("acdc_circuit", "toy/ioi/acdc", 12.5),
+                         ("acdc_circuit", "toy/capitals/acdc", 7.5)):  # fmt: skip
+        p = d / "benchmarks" / rule / f"{job}.tsv"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load"
+                     f"\tcpu_time\n{s}\t0:01:37\t812.5\t900\t800\t805\t0\t1\t99\t{s * 1.5}\n")  # fmt: skip
+        benchmarks.append({"rule": rule, "job": job, "path": str(p)})
+    return {"title": "test report", "models": {"toy": m}, "benchmarks": benchmarks}
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return write_artifacts(tmp_path_factory.mktemp("report"))
+
+
+@pytest.fixture(scope="module")
+def html(artifacts: dict[str, Any]) -> str:
+    return render_report(load_report_inputs(parse_manifest(artifacts)))
+
+
+class _Refs(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def test_report_is_self_contained(html: str) -> None:
+    parser = _Refs()
+    parser.feed(html)
+    imgs = [a["src"] or "" for t, a in parser.tags if t == "img"]
+    # 3 LRP tasks × 2 figures, 2 ACDC tasks × (evaluation + 2 graphs), loss curve,
+    # compare figure + its dose-response, steering dose-response
+    assert len(imgs) >= 6 + 6 + 1 + 2 + 1
+    for src in imgs:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG")
+    for tag, attrs in parser.tags:
+        assert tag not in ("script", "link", "iframe", "object", "embed")
+        for key in ("src", "href", "data", "action", "poster"):
+            value = attrs.get(key) or ""
+            assert not value.startswith(("http:", "https:", "//", "file:")), (tag, attrs)
+            if key == "href" and key in attrs:
+                assert value.startswith("#") and len(value) > 1, attrs
+    assert "http://" not in html and "https://" not in html
+    assert "@import" not in html and "url(" not in html
+
+
+def test_report_shows_each_sections_key_numbers(html: str) -> None:
+    for text in (
+        "test report",
+        # training and accuracy
+        "0.432",
+        "123,456",
+        "61.5",
+        "93.8 %",
+        "96.9 %",
+        # blacklist: two neurons, layer 1 neuron 17 in 29 of 30 prompts
+        "blacklisted neurons",
+        "96.7 %",
+        "0.5",
+        # LRP: circuit size, areas circuit vs random, smallest size reaching target, calibration
+        "0.812",
+        "0.314",
+        "10.0 %",
+        "0.734",
+        "2 of 2",
+        # ACDC: reference recovery vs random, Jaccard, ROC AUC, edges kept
+        "0.877",
+        "0.222 ± 0.05",
+        "0.429",
+        "0.938",
+        "62.5 %",
+        # contrastive
+        "0.0456",
+        # CAA vs circuit: overlap 7 of 40 with its null, matched effect per KL
+        "7 / 40",
+        "13.9",
+        "lrp_neurons",
+        # timing: train_toy_model first, 97.2 s; acdc_circuit 2 jobs, 20 s in all
+        "97.2",
+        "toy/ioi/acdc",
+        "812",
+    ):
+        assert text in html, text
+    timing = html.split('id="timing"', 1)[1]
+    assert timing.index("train_toy_model") < timing.index("acdc_circuit")
+    for task in ("capitals", "ioi", "refusal"):
+        assert f"<h4>{task}</h4>" in html
+
+
+def test_acdc_graph_is_drawn_without_graphviz(monkeypatch: pytest.MonkeyPatch) -> None:
+    import circuitlab.report.html as mod
+
+    monkeypatch.setattr(mod.shutil, "which", lambda name: None)
+    png = mod._acdc_graph(edge_circuit("acdc", "ioi"), "digraph {}")
+    assert png is not None and png.startswith("data:image/png;base64,")
+    assert circuit_graph_png([], 1, "empty") is None
+
+
+def test_every_listed_input_is_read_and_a_missing_one_names_its_rule(
+    artifacts: dict[str, Any], tmp_path: Path
+) -> None:
+    manifest = parse_manifest(artifacts)
+    paths = manifest_paths(manifest)
+    assert len(paths) == len(set(paths)) > 30
+    rules = {  # relative path pattern -> the rule that makes it
+        r"(metrics|plots)/train\.json": "train_toy_model", r"metrics/evaluate/": "evaluate_model",
+        r"blacklist\.json": "blacklist", r"lrp/\w+/(circuit|metrics)\.json": "lrp_circuit",
+        r"lrp/\w+/neurons\.png": "lrp_circuit", r"lrp/\w+/faithfulness": "lrp_faithfulness",
+        r"acdc/\w+/(acdc|eap)\.(json|dot)": "acdc_circuit", r"acdc/\w+/evaluate": "acdc_evaluate",
+        r"contrastive": "contrastive_circuit", r"compare/": "compare", r"steering/": "steering",
+        r"benchmarks/train_toy_model": "train_toy_model", r"benchmarks/acdc": "acdc_circuit",
+    }  # fmt: skip
+    out = tmp_path / "index.html"
+    for path in paths:
+        p = Path(path)
+        saved = p.read_bytes()
+        p.unlink()
+        try:
+            with pytest.raises(ArtifactError) as err:
+                write_report(manifest, out)
+        finally:
+            p.write_bytes(saved)
+        rel = path.split("/data/", 1)[1]
+        (rule,) = [r for k, r in rules.items() if re.fullmatch(f"{k}.*", rel)]
+        assert path in str(err.value) and f"rule '{rule}'" in str(err.value), (path, err.value)
+        assert not out.exists()
+
+
+def test_malformed_inputs_are_clear_errors(artifacts: dict[str, Any], tmp_path: Path) -> None:
+    png = Path(artifacts["models"]["toy"]["acdc"]["ioi"]["plot"])
+    saved = png.read_bytes()
+    png.write_text("not an image")
+    try:
+        with pytest.raises(ArtifactError, match="not a PNG"):
+            write_report(parse_manifest(artifacts), tmp_path / "index.html")
+    finally:
+        png.write_bytes(saved)
+    with pytest.raises(ConfigError, match="unknown key"):
+        parse_manifest({**artifacts, "modles": {}})
+    assert not (tmp_path / "index.html").exists()
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    """`circuitlab ARGS` in this process (the entry point's error handling included)."""
+    from circuitlab.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["circuitlab", *args])
+    with pytest.raises(SystemExit) as done:
+        main()
+        sys.exit(0)
+    return int(done.value.code or 0)
+
+
+def test_cli_writes_the_report_and_fails_cleanly(
+    artifacts: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    out = tmp_path / "report" / "index.html"
+    assert (
+        run_cli(monkeypatch, "report", "--out", str(out), "--manifest", json.dumps(artifacts)) == 0
+    )
+    assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    out.unlink()
+    missing = json.loads(json.dumps(artifacts))
+    missing["models"]["toy"]["blacklist"] = str(tmp_path / "nope.json")
+    capsys.readouterr()
+    code = run_cli(monkeypatch, "report", "--out", str(out), "--manifest", json.dumps(missing))
+    err = capsys.readouterr().err
+    assert code == 2 and "rule 'blacklist'" in err and "Traceback" not in err, err
+    assert not out.exists()
+    assert run_cli(monkeypatch, "report", "--out", str(out), "--manifest", "[1]") == 2
+    assert "must be a JSON object" in capsys.readouterr().err and not out.exists()
+
+
+def test_dose_curves_read_records_and_arms() -> None:
+    records = {"curve": [{"multiplier": 2, "circuit": {"effect": 1.0, "ci": [0.5, 1.5]},
+                          "random": {"mean": 0.1}}, {"multiplier": 0, "effect": 0.0}]}  # fmt: skip
+    assert dose_curves(records) == {
+        "circuit": [(0.0, 0.0, None), (2.0, 1.0, 0.5)],
+        "random": [(2.0, 0.1, None)],
+    }
+    arms = {"arms": {"random": {"1": 0.2, "0": 0.0}, "circuit": {"1": {"effect": 0.9}}}}
+    assert list(dose_curves(arms)) == ["circuit", "random"]
+    assert dose_curves(arms)["random"] == [(0.0, 0.0, None), (1.0, 0.2, None)]
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(None, "—"), (3, "3"), (123456, "123,456"), (0.81234, "0.812"), (1e-5, "1.00e-05"),
+     (math.inf, "∞"), (math.nan, "—"), (True, "yes"), (0.0, "0"), (97.25, "97.2")],
+)  # fmt: skip
+def test_fmt(value: Any, text: str) -> None:
+    assert fmt(value) == text
