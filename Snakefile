@@ -9,6 +9,11 @@ from snakemake.utils import validate
 configfile: "config/config.yaml"
 
 
+# `snakemake --report report.html`: this text, the captions in workflow/report/ and the
+# figures marked report(...) in the rules (the pipeline's own page is data/report/index.html).
+report: "workflow/report/workflow.rst"
+
+
 # Defaults come from the pydantic model (circuitlab.config), not from the schema.
 validate(config, "workflow/schemas/config.schema.yaml", set_default=False)
 
@@ -20,6 +25,7 @@ include: "workflow/rules/lrp.smk"
 include: "workflow/rules/acdc.smk"
 include: "workflow/rules/steering.smk"
 include: "workflow/rules/compare.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -23,7 +23,6 @@ from circuitlab.io import write_json, write_text_atomic
 from circuitlab.lrp.circuit import NeuronCircuit
 from circuitlab.report.html import (
     circuit_graph_png,
-    dose_curves,
     fmt,
     load_report_inputs,
     manifest_paths,
@@ -236,11 +235,34 @@ def write_artifacts(root: Path) -> dict[str, Any]:
     (d / "compare/pareto.png").write_bytes(tiny_png(3))
     m["compare"] = {"refusal": {"result": str(d / "compare/refusal.json"),
                                 "plots": [str(d / "compare/pareto.png")]}}  # fmt: skip
-    steering = {"metric": "logit_diff", "n_prompts": 16, "curve": [
-        {"multiplier": x, "circuit": {"effect": 0.5 * x, "ci": 0.1},
-         "random_neurons": {"effect": 0.02 * x, "ci": 0.05}} for x in (0.0, 1.0, 2.0, 4.0)]}  # fmt: skip
+    cell = {"mean": -0.4321, "lo": -0.61, "hi": -0.25}
+    steering = {
+        "format": "circuitlab.steering/1", "name": "capitals", "kind": "task", "method": "lrp",
+        "steering": "neurons", "positions": "all", "n_test": 24, "n_neurons": 3,
+        "multipliers": [0.0, 1.0, 2.0], "random_seeds": 5, "metrics": {}, "samples": [],
+        "summary": {
+            "primary": "logit_diff", "unsteered": 2.5,
+            "suppress": {"multiplier": 0.0, "steered_effect": cell, "delta": cell,
+                         "control_effect": {"mean": -0.0123, "lo": -0.05, "hi": 0.02},
+                         "beats_control": True, "kl_neutral": 0.0876, "kl_neutral_control": 0.01},
+        },
+    }  # fmt: skip
     write_json(d / "steering/capitals/lrp.json", steering)
-    m["steering"] = {"capitals": {"results": {"lrp": str(d / "steering/capitals/lrp.json")}}}
+    (d / "steering/capitals/lrp.png").write_bytes(tiny_png(4))
+    m["steering"] = {
+        "capitals": {
+            "results": {"lrp": str(d / "steering/capitals/lrp.json")},
+            "plots": [str(d / "steering/capitals/lrp.png")],
+        }
+    }
+    write_json(d / "steering/summary.json", {"n_reports": 1, "leakage": {}, "verdicts": {
+        "capitals/lrp": {"primary": "logit_diff", "suppress_beats_control": True,
+                         "suppress_delta": -0.4321}}})  # fmt: skip
+    (d / "steering/leakage.png").write_bytes(tiny_png(5))
+    m["steering_summary"] = {
+        "metrics": str(d / "steering/summary.json"),
+        "plot": str(d / "steering/leakage.png"),
+    }
     benchmarks = []
     for rule, job, s in (("train_toy_model", "toy", 97.25), ("acdc_circuit", "toy/ioi/acdc", 12.5),
                          ("acdc_circuit", "toy/capitals/acdc", 7.5)):  # fmt: skip
@@ -321,6 +343,11 @@ def test_report_shows_each_sections_key_numbers(html: str) -> None:
         "0.0456",
         # CAA vs circuit: overlap 7 of 40 with its null, matched effect per KL
         "7 / 40",
+        # steering: the suppression verdict against its control, with intervals
+        "-0.432 [-0.61, -0.25]",
+        "-0.0123 [-0.05, 0.02]",
+        "0.0876",
+        "capitals/lrp",
         "13.9",
         "lrp_neurons",
         # timing: train_toy_model first, 97.2 s; acdc_circuit 2 jobs, 20 s in all
@@ -355,7 +382,8 @@ def test_every_listed_input_is_read_and_a_missing_one_names_its_rule(
         r"blacklist\.json": "blacklist", r"lrp/\w+/(circuit|metrics)\.json": "lrp_circuit",
         r"lrp/\w+/neurons\.png": "lrp_circuit", r"lrp/\w+/faithfulness": "lrp_faithfulness",
         r"acdc/\w+/(acdc|eap)\.(json|dot)": "acdc_circuit", r"acdc/\w+/evaluate": "acdc_evaluate",
-        r"contrastive": "contrastive_circuit", r"compare/": "compare", r"steering/": "steering",
+        r"contrastive": "contrastive_circuit", r"compare/": "compare",
+        r"steering/capitals": "steering", r"steering/(summary|leakage)": "steering_summary",
         r"benchmarks/train_toy_model": "train_toy_model", r"benchmarks/acdc": "acdc_circuit",
     }  # fmt: skip
     out = tmp_path / "index.html"
@@ -418,18 +446,6 @@ def test_cli_writes_the_report_and_fails_cleanly(
     assert not out.exists()
     assert run_cli(monkeypatch, "report", "--out", str(out), "--manifest", "[1]") == 2
     assert "must be a JSON object" in capsys.readouterr().err and not out.exists()
-
-
-def test_dose_curves_read_records_and_arms() -> None:
-    records = {"curve": [{"multiplier": 2, "circuit": {"effect": 1.0, "ci": [0.5, 1.5]},
-                          "random": {"mean": 0.1}}, {"multiplier": 0, "effect": 0.0}]}  # fmt: skip
-    assert dose_curves(records) == {
-        "circuit": [(0.0, 0.0, None), (2.0, 1.0, 0.5)],
-        "random": [(2.0, 0.1, None)],
-    }
-    arms = {"arms": {"random": {"1": 0.2, "0": 0.0}, "circuit": {"1": {"effect": 0.9}}}}
-    assert list(dose_curves(arms)) == ["circuit", "random"]
-    assert dose_curves(arms)["random"] == [(0.0, 0.0, None), (1.0, 0.2, None)]
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,8 @@ rule acdc_circuit:
         cfg=json_arg(CFG.acdc),
     log:
         "logs/acdc_circuit/{model}/{task}/{method}.log",
+    benchmark:
+        "data/benchmarks/acdc_circuit/{model}/{task}/{method}.tsv",
     shell:
         "circuitlab acdc-circuit --method {wildcards.method} --model {input.model}"
         " --data {input.rows} --params {params.cfg} --out {output.circuit} --dot {output.dot}"
@@ -33,7 +35,13 @@ rule acdc_evaluate:
         circuits=expand("data/circuits/{{model}}/{{task}}/{method}.json", method=ACDC_METHODS),
     output:
         metrics="data/metrics/acdc_evaluate/{model}/{task}.json",
-        plot="data/plots/acdc_evaluate/{model}/{task}.png",
+        plot=report(
+            "data/plots/acdc_evaluate/{model}/{task}.png",
+            caption="../report/acdc_evaluate.rst",
+            category="3. ACDC edge circuits",
+            subcategory="{model}",
+            labels={"task": "{task}", "figure": "faithfulness vs size"},
+        ),
     wildcard_constraints:
         task=alternatives(EDGE_TASKS),
     params:
@@ -41,6 +49,8 @@ rule acdc_evaluate:
         circuits=lambda wildcards, input: " ".join(f"--circuits {p}" for p in input.circuits),
     log:
         "logs/acdc_evaluate/{model}/{task}.log",
+    benchmark:
+        "data/benchmarks/acdc_evaluate/{model}/{task}.tsv",
     shell:
         "circuitlab acdc-evaluate --model {input.model} --data {input.rows} {params.circuits}"
         " --params {params.cfg} --metrics {output.metrics} --plot {output.plot} > {log} 2>&1"

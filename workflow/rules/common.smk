@@ -76,4 +76,128 @@ def final_outputs():
             model=models,
             behaviour=CFG.behaviour_names(),
         ),
+        "data/report/index.html",
     ]
+
+
+# ---------------------------------------------------------------- the report (report.smk)
+# The report reads exactly the files `report_manifest()` lists (its rule's inputs are
+# `manifest_paths` of it): nothing is globbed from data/. Sections of stages whose rules are
+# not in the workflow (steering, CAA vs circuit) are left out rather than failing the DAG.
+
+
+def produces(prefix):
+    """Whether some rule of the workflow writes outputs under `prefix`."""
+    return any(str(f).startswith(prefix) for r in workflow.rules for f in r.output)
+
+
+def _benchmark(rule, wildcards):
+    """The rule's `benchmark:` file for a job (its wildcards, or one of its output paths),
+    or None when the rule declares none."""
+    from snakemake.io import apply_wildcards
+
+    proxy = getattr(rules, rule, None)
+    pattern = proxy.rule.benchmark if proxy is not None else None
+    if pattern is None:
+        return None
+    if isinstance(wildcards, str):
+        wildcards = dict(proxy.rule.get_wildcards(wildcards))
+    return {
+        "rule": rule,
+        "job": "/".join(str(v) for v in wildcards.values()) or rule,
+        "path": apply_wildcards(str(pattern), wildcards),
+    }
+
+
+def report_manifest():
+    """`circuitlab.report.html.ReportManifest` as a dict: every artifact the report shows."""
+    jobs = [("datasets", {"task": t}) for t in DATASETS]
+    models = {}
+    for m in MODELS:
+        entry = {}
+        if m in TOY_MODELS:
+            entry["training"] = {
+                "metrics": f"data/metrics/train_toy_model/{m}.json",
+                "curve": f"data/plots/train_toy_model/{m}.json",
+            }
+            jobs.append(("train_toy_model", {"toy": m}))
+        else:
+            jobs.append(("model_ref", {"hub": m}))
+        entry["evaluation"] = {t: f"data/metrics/evaluate_model/{m}/{t}.json" for t in DATASETS}
+        entry["blacklist"] = f"data/blacklists/{m}.json"
+        entry["lrp"] = {
+            t: {
+                "circuit": f"data/circuits/{m}/{t}/lrp.json",
+                "metrics": f"data/metrics/lrp_circuit/{m}/{t}.json",
+                "neurons_plot": f"data/plots/lrp_circuit/{m}/{t}.png",
+                "faithfulness": f"data/metrics/lrp_faithfulness/{m}/{t}.json",
+                "faithfulness_plot": f"data/plots/lrp_faithfulness/{m}/{t}.png",
+            }
+            for t in DATASETS
+        }
+        entry["acdc"] = {
+            t: {
+                "circuits": {k: f"data/circuits/{m}/{t}/{k}.json" for k in ACDC_METHODS},
+                "dots": {k: f"data/circuits/{m}/{t}/{k}.dot" for k in ACDC_METHODS},
+                "evaluation": f"data/metrics/acdc_evaluate/{m}/{t}.json",
+                "plot": f"data/plots/acdc_evaluate/{m}/{t}.png",
+            }
+            for t in EDGE_TASKS
+        }
+        entry["contrastive"] = {
+            b: f"data/circuits/{m}/{b}/contrastive.json" for b in CFG.behaviour_names()
+        }
+        for t in DATASETS:
+            jobs += [
+                ("check_dataset", {"model": m, "task": t}),
+                ("evaluate_model", {"model": m, "task": t}),
+                ("lrp_circuit", {"model": m, "task": t}),
+                ("lrp_faithfulness", {"model": m, "task": t}),
+            ]
+        jobs.append(("blacklist", {"model": m}))
+        for t in EDGE_TASKS:
+            jobs += [("acdc_circuit", {"model": m, "task": t, "method": k}) for k in ACDC_METHODS]
+            jobs.append(("acdc_evaluate", {"model": m, "task": t}))
+        jobs += [("contrastive_circuit", {"model": m, "behaviour": b}) for b in CFG.behaviour_names()]
+        if produces("data/steering/") and produces("data/caa/"):
+            names = {t: ["lrp"] for t in EDGE_TASKS}
+            names |= {
+                b: [*CFG.steering.behaviour_methods, "caa"] for b in CFG.behaviour_names()
+            }
+            entry["steering"] = {
+                name: {
+                    "results": {k: f"data/steering/{m}/{name}/{k}.json" for k in methods},
+                    "plots": [f"data/plots/steering/{m}/{name}/{k}.png" for k in methods],
+                }
+                for name, methods in names.items()
+            }
+            entry["steering_summary"] = {
+                "metrics": f"data/metrics/steering/{m}/summary.json",
+                "plot": f"data/plots/steering/{m}/leakage.png",
+            }
+            for name, methods in names.items():
+                for k in methods:
+                    out = f"data/steering/{m}/{name}/{k}.json"
+                    jobs.append(("caa_steering" if k == "caa" else "steering", out))
+            jobs += [("caa", f"data/caa/{m}/{b}.safetensors") for b in CFG.behaviour_names()]
+        if produces("data/compare/") and produces("data/caa/"):
+            entry["compare"] = {
+                b: {
+                    "result": f"data/compare/{m}/{b}.json",
+                    "plots": [
+                        f"data/plots/compare/{m}/{b}_pareto.png",
+                        f"data/plots/compare/{m}/{b}_overlap.png",
+                    ],
+                }
+                for b in CFG.behaviour_names()
+            }
+            jobs += [("compare", {"model": m, "behaviour": b}) for b in CFG.behaviour_names()]
+        models[m] = entry
+    benchmarks = [b for b in (_benchmark(r, wc) for r, wc in jobs) if b is not None]
+    return {"models": models, "benchmarks": benchmarks}
+
+
+def report_inputs(wildcards):
+    from circuitlab.report.html import manifest_paths, parse_manifest
+
+    return manifest_paths(parse_manifest(report_manifest(), "report_manifest()"))

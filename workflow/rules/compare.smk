@@ -14,13 +14,27 @@ rule compare:
     output:
         report="data/compare/{model}/{behaviour}.json",
         metrics="data/metrics/compare/{model}/{behaviour}.json",
-        pareto="data/plots/compare/{model}/{behaviour}_pareto.png",
-        overlap="data/plots/compare/{model}/{behaviour}_overlap.png",
+        pareto=report(
+            "data/plots/compare/{model}/{behaviour}_pareto.png",
+            caption="../report/compare_pareto.rst",
+            category="4. CAA vs circuit",
+            subcategory="{model}",
+            labels={"behaviour": "{behaviour}", "figure": "effect vs side effect"},
+        ),
+        overlap=report(
+            "data/plots/compare/{model}/{behaviour}_overlap.png",
+            caption="../report/compare_overlap.rst",
+            category="4. CAA vs circuit",
+            subcategory="{model}",
+            labels={"behaviour": "{behaviour}", "figure": "neuron overlap"},
+        ),
     params:
         cfg=json_arg(CFG.compare),
         circuits=lambda wildcards, input: " ".join(f"--circuits {c}" for c in input.circuits),
     log:
         "logs/compare/{model}/{behaviour}.log",
+    benchmark:
+        "data/benchmarks/compare/{model}/{behaviour}.tsv",
     shell:
         "circuitlab compare --model {input.model} --data {input.rows} {params.circuits}"
         " --vectors {input.vectors} --params {params.cfg} --out {output.report}"

@@ -7,6 +7,8 @@ rule datasets:
         seed=CFG.seed,
     log:
         "logs/datasets/{task}.log",
+    benchmark:
+        "data/benchmarks/datasets/{task}.tsv",
     shell:
         "circuitlab datasets --task {wildcards.task} --params {params.cfg} --seed {params.seed}"
         " --out {output.rows} --metrics {output.metrics} > {log} 2>&1"
@@ -23,6 +25,8 @@ rule check_dataset:
         on_invalid=CFG.datasets.on_invalid,
     log:
         "logs/check_dataset/{model}/{task}.log",
+    benchmark:
+        "data/benchmarks/check_dataset/{model}/{task}.tsv",
     shell:
         "circuitlab check-dataset --model {input.model} --data {input.rows}"
         " --on-invalid {params.on_invalid} --out {output.rows} --metrics {output.metrics} > {log} 2>&1"

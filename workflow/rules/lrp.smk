@@ -13,6 +13,8 @@ rule blacklist:
         cfg=json_arg(CFG.blacklist),
     log:
         "logs/blacklist/{model}.log",
+    benchmark:
+        "data/benchmarks/blacklist/{model}.tsv",
     shell:
         "circuitlab blacklist --model {input.model} --params {params.cfg}"
         " --out {output.blacklist} --metrics {output.metrics} > {log} 2>&1"
@@ -28,11 +30,19 @@ rule lrp_circuit:
         circuit="data/circuits/{model}/{task}/lrp.json",
         raw="data/circuits/{model}/{task}/lrp.raw.safetensors",
         metrics="data/metrics/lrp_circuit/{model}/{task}.json",
-        plot="data/plots/lrp_circuit/{model}/{task}.png",
+        plot=report(
+            "data/plots/lrp_circuit/{model}/{task}.png",
+            caption="../report/lrp_circuit.rst",
+            category="2. LRP circuits",
+            subcategory="{model}",
+            labels={"task": "{task}", "figure": "neurons per layer"},
+        ),
     params:
         cfg=json_arg(CFG.lrp),
     log:
         "logs/lrp_circuit/{model}/{task}.log",
+    benchmark:
+        "data/benchmarks/lrp_circuit/{model}/{task}.tsv",
     shell:
         "circuitlab lrp-circuit --model {input.model} --data {input.rows}"
         " --blacklist {input.blacklist} --params {params.cfg} --out {output.circuit}"
@@ -46,13 +56,21 @@ rule lrp_faithfulness:
         raw="data/circuits/{model}/{task}/lrp.raw.safetensors",
     output:
         metrics="data/metrics/lrp_faithfulness/{model}/{task}.json",
-        plot="data/plots/lrp_faithfulness/{model}/{task}.png",
+        plot=report(
+            "data/plots/lrp_faithfulness/{model}/{task}.png",
+            caption="../report/lrp_faithfulness.rst",
+            category="2. LRP circuits",
+            subcategory="{model}",
+            labels={"task": "{task}", "figure": "faithfulness"},
+        ),
     params:
         cfg=json_arg(CFG.lrp),
         faithfulness=json_arg(CFG.faithfulness),
         seed=CFG.seed,
     log:
         "logs/lrp_faithfulness/{model}/{task}.log",
+    benchmark:
+        "data/benchmarks/lrp_faithfulness/{model}/{task}.tsv",
     shell:
         "circuitlab lrp-faithfulness --model {input.model} --data {input.rows} --raw {input.raw}"
         " --params {params.cfg} --faithfulness {params.faithfulness} --seed {params.seed}"
@@ -72,6 +90,8 @@ rule contrastive_circuit:
         skip=",".join(str(layer) for layer in CFG.contrastive.skip_layers),
     log:
         "logs/contrastive_circuit/{model}/{behaviour}.log",
+    benchmark:
+        "data/benchmarks/contrastive_circuit/{model}/{behaviour}.tsv",
     shell:
         "circuitlab contrastive-circuit --model {input.model} --data {input.rows}"
         " --top-k {params.top_k} --skip-layers '{params.skip}' --out {output.circuit}"

@@ -10,6 +10,8 @@ rule train_toy_model:
     threads: 2
     log:
         "logs/train_toy_model/{toy}.log",
+    benchmark:
+        "data/benchmarks/train_toy_model/{toy}.tsv",
     shell:
         "circuitlab train-toy-model --name {wildcards.toy} --params {params.cfg} --tasks {params.tasks}"
         " --seed {params.seed} --out {output.model} --metrics {output.metrics}"
@@ -23,6 +25,8 @@ rule model_ref:
         cfg=lambda w: json_arg(MODELS[w.hub]),
     log:
         "logs/model_ref/{hub}.log",
+    benchmark:
+        "data/benchmarks/model_ref/{hub}.tsv",
     shell:
         "circuitlab model-ref --params {params.cfg} --out {output} > {log} 2>&1"
 
@@ -38,6 +42,8 @@ rule evaluate_model:
         min_accuracy=CFG.evaluation.min_accuracy,
     log:
         "logs/evaluate_model/{model}/{task}.log",
+    benchmark:
+        "data/benchmarks/evaluate_model/{model}/{task}.tsv",
     shell:
         "circuitlab evaluate-model --model {input.model} --data {input.rows}"
         " --batch-size {params.batch_size} --min-accuracy {params.min_accuracy} --out {output} > {log} 2>&1"

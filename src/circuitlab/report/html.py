@@ -63,6 +63,11 @@ class SteeringInputs(StrictModel):
     plots: list[str] = Field(default_factory=list)  # PNGs made by the steering rules
 
 
+class SteeringSummaryInputs(StrictModel):
+    metrics: str  # data/metrics/steering/{model}/summary.json
+    plot: str  # data/plots/steering/{model}/leakage.png
+
+
 class CompareInputs(StrictModel):
     result: str  # data/compare/{model}/{behaviour}.json
     plots: list[str] = Field(default_factory=list)
@@ -78,6 +83,7 @@ class ModelInputs(StrictModel):
     acdc: dict[str, AcdcInputs] = Field(default_factory=dict)
     contrastive: dict[str, str] = Field(default_factory=dict)  # circuits/…/contrastive.json
     steering: dict[str, SteeringInputs] = Field(default_factory=dict)
+    steering_summary: SteeringSummaryInputs | None = None
     compare: dict[str, CompareInputs] = Field(default_factory=dict)  # CAA vs circuit
 
 
@@ -113,6 +119,8 @@ def manifest_paths(manifest: ReportManifest) -> list[str]:
         out += list(m.contrastive.values())
         for st in m.steering.values():
             out += [*st.results.values(), *st.plots]
+        if m.steering_summary is not None:
+            out += [m.steering_summary.metrics, m.steering_summary.plot]
         for cmp in m.compare.values():
             out += [cmp.result, *cmp.plots]
     out += [b.path for b in manifest.benchmarks]
@@ -137,6 +145,7 @@ class LoadedModel:
     acdc: dict[str, dict[str, Any]] = field(default_factory=dict)
     contrastive: dict[str, Any] = field(default_factory=dict)  # behaviour -> NeuronCircuit
     steering: dict[str, dict[str, Any]] = field(default_factory=dict)
+    steering_summary: dict[str, Any] | None = None
     compare: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -221,11 +230,19 @@ def load_report_inputs(manifest: ReportManifest) -> LoadedReport:
             for b, p in m.contrastive.items()
         }
         for key, st in m.steering.items():
+            rules = {
+                k: "caa_steering" if k == "caa" else manifest.steering_rule for k in st.results
+            }
             lm.steering[key] = {
-                "results": {
-                    method: _obj(p, manifest.steering_rule) for method, p in st.results.items()
-                },
-                "plots": [_png(p, manifest.steering_rule) for p in st.plots],
+                "results": {k: _obj(p, rules[k]) for k, p in st.results.items()},
+                "plots": [
+                    _png(p, rules.get(Path(p).stem, manifest.steering_rule)) for p in st.plots
+                ],
+            }
+        if m.steering_summary is not None:
+            lm.steering_summary = {
+                "metrics": _obj(m.steering_summary.metrics, "steering_summary"),
+                "plot": _png(m.steering_summary.plot, "steering_summary"),
             }
         for key, cmp in m.compare.items():
             lm.compare[key] = {
@@ -637,101 +654,80 @@ def _contrastive_view(behaviour: str, circuit: Any) -> dict[str, Any]:
     }
 
 
-# Steering and CAA-vs-circuit artifacts: read defensively, by the keys their stages write.
-_EFFECT_KEYS = ("effect", "mean_effect", "delta", "mean_delta", "metric_delta", "shift")
-_CI_KEYS = ("ci", "effect_ci", "ci95", "half_width", "delta_ci")
-
-
 def _number(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def _point(entry: Any) -> tuple[float | None, float | None]:
-    if isinstance(entry, (int, float)):
-        return _number(entry), None
-    if not isinstance(entry, Mapping):
-        return None, None
-    mean = next((_number(entry[k]) for k in _EFFECT_KEYS if k in entry), None)
-    if mean is None:
-        mean = _number(entry.get("mean"))
-    ci = next((_number(entry[k]) for k in _CI_KEYS if k in entry), None)
-    if isinstance(entry.get("ci"), (list, tuple)) and len(entry["ci"]) == 2 and mean is not None:
-        lo, hi = (_number(x) for x in entry["ci"])
-        ci = (hi - lo) / 2 if lo is not None and hi is not None else None
-    return mean, ci
+def _interval(cell: Any) -> str:
+    """A ``{mean, lo, hi}`` cell of a steering report as ``mean [lo, hi]``."""
+    if not isinstance(cell, Mapping) or cell.get("mean") is None:
+        return "—"
+    if cell.get("lo") is None or cell.get("hi") is None:
+        return fmt(cell["mean"])
+    return f"{fmt(cell['mean'])} [{fmt(cell['lo'], 2)}, {fmt(cell['hi'], 2)}]"
 
 
-def dose_curves(result: Mapping[str, Any]) -> dict[str, list[tuple[float, float, float | None]]]:
-    """Arms (circuit, controls) → [(multiplier, effect, ci)], from the common layouts a
-    steering result takes: ``curve``/``dose_response`` lists of records with ``multiplier``, or
-    ``{arm: {multiplier: effect-or-record}}`` under ``arms``/``conditions``."""
-    arms: dict[str, list[tuple[float, float, float | None]]] = {}
-    records = result.get("curve") or result.get("dose_response") or result.get("points")
-    if isinstance(records, Mapping):
-        records = list(records.values())
-    if isinstance(records, list):
-        for r in records:
-            if not isinstance(r, Mapping) or _number(r.get("multiplier")) is None:
-                continue
-            x = float(r["multiplier"])
-            for key, value in r.items():
-                if key in ("multiplier", "n", "n_prompts"):
-                    continue
-                if isinstance(value, Mapping):
-                    m, c = _point(value)
-                    if m is not None:
-                        arms.setdefault(key, []).append((x, m, c))
-            m, c = _point(r)
-            if m is not None:
-                arms.setdefault("circuit", []).append((x, m, c))
-    grouped = result.get("arms") or result.get("conditions")
-    if isinstance(grouped, Mapping):
-        for arm, per in grouped.items():
-            items = per.items() if isinstance(per, Mapping) else []
-            for mult, value in items:
-                x = _number(mult) if not isinstance(mult, str) else _safe_float(mult)
-                m, c = _point(value)
-                if x is not None and m is not None:
-                    arms.setdefault(str(arm), []).append((x, m, c))
-    ordered = dict(sorted(arms.items(), key=lambda kv: (kv[0] != "circuit", kv[0])))
-    return {k: sorted(v) for k, v in ordered.items()}
-
-
-def _safe_float(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
-def _scalars(d: Mapping[str, Any], prefix: str = "", depth: int = 0) -> list[tuple[str, str]]:
-    """Flat (key, formatted value) list of a result's scalar fields, two levels deep."""
-    out: list[tuple[str, str]] = []
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and depth < 1 and len(v) <= 12:
-            out += _scalars(v, f"{key} / ", depth + 1)
-        elif isinstance(v, (int, float, str, bool)) or v is None:
-            if isinstance(v, str) and len(v) > 80:
-                continue
-            out.append((key, fmt(v)))
-    return out
+def _steering_row(method: str, r: Mapping[str, Any]) -> dict[str, Any]:
+    """One steering report (`circuitlab.steering`): the verdicts at the strongest suppression
+    and amplification (and CAA's chosen multiplier) against the random control."""
+    summary = r.get("summary") or {}
+    if r.get("steering") == "vector":
+        what = f"CAA vector, layer {fmt(r.get('layer'))}, norm {fmt(r.get('vector_norm'))}"
+    else:
+        what = f"{fmt(r.get('n_neurons'))} neurons ({r.get('positions', 'all')} positions)"
+    arms = []
+    for label in ("suppress", "amplify", "chosen"):
+        v = summary.get(label)
+        if not isinstance(v, Mapping):
+            continue
+        arms.append(
+            {
+                "label": "chosen (validation)" if label == "chosen" else label,
+                "multiplier": fmt(v.get("multiplier")),
+                "steered": _interval(v.get("steered_effect")),
+                "control": _interval(v.get("control_effect")),
+                "delta": _interval(v.get("delta")),
+                "beats": bool(v.get("beats_control")),
+                "kl": fmt(v.get("kl_neutral")),
+                "kl_control": fmt(v.get("kl_neutral_control")),
+            }
+        )
+    return {
+        "method": method,
+        "what": what,
+        "primary": str(summary.get("primary", "—")).replace("_", " "),
+        "unsteered": fmt(summary.get("unsteered")),
+        "n_test": fmt(r.get("n_test")),
+        "multipliers": ", ".join(fmt(_number(m)) for m in r.get("multipliers") or []),
+        "seeds": fmt(r.get("random_seeds")),
+        "arms": arms,
+    }
 
 
 def _steering_view(key: str, st: Mapping[str, Any]) -> dict[str, Any]:
-    methods = []
-    for method, result in st["results"].items():
-        curves = dose_curves(result)
-        png = dose_response_png(curves, str(result.get("metric", "effect")), f"{key}: {method}")
-        methods.append(
+    return {
+        "key": key,
+        "methods": [_steering_row(k, r) for k, r in st["results"].items()],
+        "plots": [data_uri(p) for p in st["plots"]],
+    }
+
+
+def _steering_summary_view(summary: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if summary is None:
+        return None
+    verdicts = []
+    for row, v in (summary["metrics"].get("verdicts") or {}).items():
+        verdicts.append(
             {
-                "method": method,
-                "numbers": [(k, v) for k, v in _scalars(result) if not k.startswith("curve")],
-                "plot": data_uri(png) if png else None,
-                "arms": list(curves),
+                "row": row,
+                "primary": str(v.get("primary", "—")).replace("_", " "),
+                "suppress": v.get("suppress_beats_control"),
+                "suppress_delta": fmt(v.get("suppress_delta")),
+                "amplify": v.get("amplify_beats_control"),
+                "amplify_delta": fmt(v.get("amplify_delta")),
             }
         )
-    return {"key": key, "methods": methods, "plots": [data_uri(p) for p in st["plots"]]}
+    return {"verdicts": verdicts, "plot": data_uri(summary["plot"])}
 
 
 def _compare_view(key: str, cmp: Mapping[str, Any]) -> dict[str, Any]:
@@ -881,6 +877,7 @@ def build_view(loaded: LoadedReport) -> dict[str, Any]:
                 "acdc": [_acdc_view(t, v) for t, v in m.acdc.items()],
                 "contrastive": [_contrastive_view(b, c) for b, c in m.contrastive.items()],
                 "steering": [_steering_view(k, v) for k, v in m.steering.items()],
+                "steering_summary": _steering_summary_view(m.steering_summary),
                 "compare": [_compare_view(k, v) for k, v in m.compare.items()],
             }
         )
