@@ -49,7 +49,7 @@ from circuitlab.acdc.graph import RESID_END, RESID_START, Graph
 from circuitlab.config import ACDC_METHODS, AcdcConfig
 from circuitlab.errors import ConfigError
 from circuitlab.models.loading import LoadedModel, load_model
-from circuitlab.tasks.base import TaskRow
+from circuitlab.tasks.base import Split, TaskRow
 
 #: word tokens ``w0 … w{n-1}`` have ids ``2 …``; 0 and 1 are ``<unk>`` and ``<eos>``
 FIRST_WORD_ID = 2
@@ -194,7 +194,7 @@ def planted_edges(graph: Graph, spec: PlantedSpec) -> frozenset[str]:
 
 
 def planted_rows(
-    lm: LoadedModel, n: int = 16, length: int = 8, seed: int = 0, split: str = "train"
+    lm: LoadedModel, n: int = 16, length: int = 8, seed: int = 0, split: Split = "train"
 ) -> list[TaskRow]:
     """``n`` random word prompts of ``length`` tokens, each with a corrupt prompt that differs
     at *every* position (module doc). The target is the planted model's own top word after the
@@ -219,7 +219,7 @@ def planted_rows(
         rows.append(
             TaskRow(
                 id=f"planted{i}",
-                split=split,  # type: ignore[arg-type]
+                split=split,
                 prompt=" ".join(f"w{w}" for w in clean[i].tolist()),
                 corrupt_prompt=" ".join(f"w{w}" for w in corrupt[i].tolist()),
                 target=f" w{target}",
