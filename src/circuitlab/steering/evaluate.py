@@ -243,8 +243,14 @@ def dose_response(
     others: Sequence[EvalSet],
     neutral: Neutral,
     behaviour: Behaviour | None = None,
+    *,
+    identity: float | None = None,
 ) -> DoseResponse:
-    """Run the steered condition and every control at every multiplier (see module doc)."""
+    """Run the steered condition and every control at every multiplier (see module doc).
+
+    `identity` is the multiplier that leaves the model exactly as it is (1 for neuron
+    steering, 0 for CAA; tested bit-identical): there every condition reuses the unsteered run.
+    """
     if not controls:
         raise SteeringError("steering is only reported beside random controls; give some")
     with torch.no_grad():
@@ -253,6 +259,13 @@ def dose_response(
         if "_texts" in base:
             result.samples["unsteered"] = [str(t) for t in base["_texts"]]
         for m in multipliers:
+            if identity is not None and m == identity:
+                same = {k: v for k, v in base.items() if not k.startswith("_")}
+                same["kl_neutral"] = np.zeros_like(base["kl_neutral"])
+                result.steered[m], result.control[m] = same, dict(same)
+                if "unsteered" in result.samples:
+                    result.samples[mkey(m)] = list(result.samples["unsteered"])
+                continue
             with steered(m):
                 run, _ = run_once(lm, main, others, neutral, ref, behaviour)
             result.steered[m] = _mean_over([run])

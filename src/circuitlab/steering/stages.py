@@ -138,8 +138,9 @@ def neuron_steering(
         return lambda m: steer_neurons(lm, neurons, m, positions=cfg.positions)
 
     dr = dose_response(
-        lm, factory(ns), [factory(c) for c in controls], cfg.multipliers, main, other, neutral, beh
-    )
+        lm, factory(ns), [factory(c) for c in controls], cfg.multipliers, main, other, neutral, beh,
+        identity=1.0,
+    )  # fmt: skip
     per_layer = {str(ly): len(v) for ly, v in ns.per_layer().items()}
     return _report(
         dr,
@@ -319,7 +320,7 @@ def caa_steering(
     mults = sorted(set(caa.multipliers) | {chosen_m})
     dr = dose_response(
         lm, factory(vec), [factory(r) for r in random_vectors(vec, seeds)], mults, main, other,
-        neutral, beh,
+        neutral, beh, identity=0.0,
     )  # fmt: skip
     report = _report(
         dr,
