@@ -1,0 +1,42 @@
+"""The report of the tiny integration pipeline (the shared session run, conftest.py):
+self-contained, every stage's section present, and `snakemake --report` builds with captions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from circuitlab.report.html import pct
+from pipeline_support import TINY, snakemake
+from report.selfcontained import assert_self_contained
+
+
+@pytest.mark.slow
+def test_pipeline_report_shows_every_stage(pipeline: Path) -> None:
+    html = (pipeline / "data/report/index.html").read_text(encoding="utf-8")
+    assert assert_self_contained(html) > 10
+    tasks, behaviours = list(TINY["tasks"]), list(TINY["behaviours"])
+    for name in (*tasks, *behaviours):
+        assert f"<h4>{name}</h4>" in html, name
+        scores = json.loads(
+            (pipeline / "data/metrics/evaluate_model/tiny" / f"{name}.json").read_text()
+        )
+        assert f"<td>{pct(scores['test']['accuracy'])}</td>" in html
+    for section in ("-training", "-blacklist", "-lrp", "-acdc", "-contrastive", "-steering",
+                    "-compare"):  # fmt: skip
+        assert f'id="tiny{section}"' in html, section
+    timing = html.split('id="timing"', 1)[1]
+    for rule in ("datasets", "train_toy_model", "lrp_circuit", "acdc_circuit", "steering"):
+        assert f"<td>{rule}</td>" in timing, rule
+
+
+@pytest.mark.slow
+def test_snakemake_report_has_the_captions(pipeline: Path, tmp_path: Path) -> None:
+    out = tmp_path / "snakemake-report.html"
+    snakemake(pipeline, "--report", str(out))
+    text = out.read_text(encoding="utf-8")
+    assert "LRP circuit of <strong>capitals</strong> (tiny)" in text  # caption, wildcards filled
+    assert "Edge circuits of <strong>induction</strong>" in text
+    assert "index.html" in text
