@@ -48,7 +48,8 @@ rule caa:
         metrics="data/metrics/caa/{model}/{behaviour}.json",
     params:
         cfg=json_arg(CFG.caa),
-        steering=json_arg(CFG.steering),
+        # only what the selection reads, so a change of the steering sweep does not rebuild CAA
+        steering=json_arg({"neutral_prompts": CFG.steering.neutral_prompts}),
         seed=CFG.seed,
     log:
         "logs/caa/{model}/{behaviour}.log",
