@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -133,11 +134,13 @@ def compare_pareto(report: Mapping[str, Any], path: str | Path, title: str) -> N
                 f"{m} {v['kl']:.3g}" for m, v in entry["methods"].items() if v["kl"] is not None
             ]
             label += f"\nKL at matched |effect| {entry['effect']:.2f}: " + ", ".join(parts)
+            label = textwrap.fill(label, 80, replace_whitespace=False)
         ax.axhline(0.0, color="black", lw=0.6)
         ax.set_xscale("symlog", linthresh=1e-3)
+        ax.set_xlim(left=0.0)
         ax.set_xlabel("side effect: KL(unsteered ‖ steered) on neutral prompts")
         ax.set_ylabel("effect: Δ logit diff (behaviour − contrast answer)")
-        ax.set_title(label, fontsize=8)
+        ax.set_title(label, fontsize=7)
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(title)
     _save(fig, path)
