@@ -380,7 +380,18 @@ def test_compare_behaviour_report(tiny) -> None:
         neuron_multipliers=[0.0, 2.0], vector_multipliers=[-2.0, 2.0],
     )  # fmt: skip
     rep = compare_behaviour(lm, rows, {"contrastive": circuit}, vectors, cfg)
-    assert set(rep["sweep"]) == {"caa", "contrastive_neurons", "contrastive_vector"}
+    assert set(rep["sweep"]) == {
+        "caa",
+        "contrastive_neurons",
+        "contrastive_random_neurons",
+        "contrastive_vector",
+    }
+    assert "contrastive_random_neurons" not in rep["matched"]["increase"]["methods"]
+    ctrl, circ = (
+        rep["sweep"]["contrastive_random_neurons"]["0"],
+        rep["sweep"]["contrastive_neurons"]["0"],
+    )
+    assert ctrl["kl"] > 0 and ctrl["effect"] != circ["effect"]  # other neurons, same sizes
     assert 0 <= rep["caa"]["layer"] < 2 and set(rep["caa"]["layer_effects"]) == {"0", "1"}
     # the contrastive circuit is the top |neuron_diff|: all its neurons are in the top-k lists
     nd = rep["overlap"]["contrastive"]["neuron_diff"]

@@ -21,11 +21,13 @@ Three questions, each answered beside a null or a reference:
    truncation of the exact per-neuron difference to its top-k; and the circuit's own neurons.
 3. **Which steers better per unit of side effect?** Circuit-neuron steering (multiply the
    circuit's activations), CAA (add the residual vector at one layer) and the vector rebuilt
-   from the circuit neurons alone (``Σ_i Δa_i W[:, i]`` at each circuit layer): for a range of
-   multipliers, the behaviour effect on the test prompts (change of the logit difference
-   positive answer − negative answer, with a 95 % t interval over prompts) and the side effect
-   (KL(unsteered ‖ steered) of the next-token distribution on neutral prompts); then each
-   method's KL at a matched effect (the largest effect every method reaches), per direction.
+   from the circuit neurons alone (``Σ_i Δa_i W[:, i]`` at each circuit layer), beside random
+   neurons matched to the circuit by layer and position: for a range of multipliers, the
+   behaviour effect (change of the logit difference behaviour answer − contrast answer, 95 %
+   t interval over prompts) on the contrast prompts (inducing) and on the behaviour prompts
+   (suppressing), and the side effect (KL(unsteered ‖ steered) of the next-token distribution
+   on neutral prompts); then each method's KL at a matched effect (the largest effect every
+   method — not the control — reaches), per direction.
 """
 
 from __future__ import annotations
@@ -640,10 +642,16 @@ def multi_layer_steer(
     return steer
 
 
-def neuron_steer(lm: LoadedModel, circuit: NeuronCircuit, positions: str) -> Steer:
+def neuron_steer(
+    lm: LoadedModel, circuit: NeuronCircuit, positions: str, *, random_seed: int | None = None
+) -> Steer:
+    """Multiply the circuit's neurons by m; with `random_seed`, a random control instead: as
+    many other neurons per layer (and position) as the circuit has there."""
     from circuitlab.steering.neurons import NeuronSet, steer_neurons
 
     neurons = NeuronSet.from_circuit(circuit)
+    if random_seed is not None:
+        neurons = neurons.random_matched(lm.dims, random_seed)
 
     def steer(m: float) -> AbstractContextManager[Any]:
         return steer_neurons(lm, neurons, m, positions=positions)  # type: ignore[arg-type]
@@ -801,6 +809,11 @@ def compare_behaviour(
             list(cfg.neuron_multipliers),
             1.0,
         )
+        methods[f"{cname}_random_neurons"] = (
+            neuron_steer(lm, circuit, cfg.neuron_positions, random_seed=cfg.seed),
+            list(cfg.neuron_multipliers),
+            1.0,
+        )
         layers = sorted({ly for ly, _, _ in circuit.neurons})
         methods[f"{cname}_vector"] = (
             multi_layer_steer(
@@ -817,6 +830,8 @@ def compare_behaviour(
         for name, (steer, mults, _) in methods.items()
     }
     neutral = {name: m[2] for name, m in methods.items()}
+    # controls are drawn and reported, but the matched level is set by the methods
+    compared = {k: v for k, v in curves.items() if not k.endswith("_random_neurons")}
     return {
         "n_test_prompts": len(probe.behaviour),
         "n_neutral_prompts": len(probe.neutral),
@@ -831,7 +846,7 @@ def compare_behaviour(
         },
         "sweep": {name: {f"{p['multiplier']:g}": p for p in pts} for name, pts in curves.items()},
         "neutral_multiplier": neutral,
-        "matched": matched_effect(curves, neutral),
+        "matched": matched_effect(compared, neutral),
     }
 
 
