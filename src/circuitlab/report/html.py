@@ -300,25 +300,46 @@ def loss_curve_png(curve: Sequence[Mapping[str, Any]], title: str) -> bytes | No
     return _fig_png(fig)
 
 
+_HEAD = re.compile(r"^A(\d+)\.(\d+)(?:\.([QKV]))?$")
+
+
 def circuit_graph_png(kept: Sequence[str], n_layers: int, title: str) -> bytes | None:
-    """Layered drawing of an edge circuit (embeddings at the top, unembedding at the bottom);
-    used when Graphviz's `dot` is not installed."""
+    """Layered drawing of an edge circuit, used when Graphviz's `dot` is not installed:
+    embeddings at the top, unembedding at the bottom, one column per head index (a head's
+    Q/K/V inputs in a row just above its output, joined to it by a dotted line), MLPs and the
+    residual ends in the middle column."""
     from circuitlab.acdc.artifact import node_layer
 
     pairs = [tuple(e.split("->", 1)) for e in kept]
     if not pairs:
         return None
     nodes = sorted({n for p in pairs for n in p})
-    by_layer: dict[int, list[str]] = {}
-    for n in nodes:
-        by_layer.setdefault(node_layer(n, n_layers), []).append(n)
+    heads = [int(m[2]) for n in nodes if (m := _HEAD.match(n))]
+    centre = (max(heads, default=0)) / 2
     pos: dict[str, tuple[float, float]] = {}
-    width = max(len(v) for v in by_layer.values())
-    for layer, members in by_layer.items():
-        for i, n in enumerate(sorted(members)):
-            pos[n] = (i - (len(members) - 1) / 2, -layer)
+    for n in nodes:
+        row = float(node_layer(n, n_layers))
+        m = _HEAD.match(n)
+        if m is None:
+            pos[n] = (0.0, -row)
+        else:
+            x = 3.6 * (int(m[2]) - centre)
+            if m[3]:
+                x += 1.15 * ("QKV".index(m[3]) - 1)
+                row -= 0.45
+            pos[n] = (x, -row)
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * width + 1), 0.8 * len(by_layer) + 1.2))
+    xs = [x for x, _ in pos.values()]
+    ys = [y for _, y in pos.values()]
+    fig, ax = plt.subplots(
+        figsize=(max(4.0, 0.4 * (max(xs) - min(xs)) + 2), 0.9 * (max(ys) - min(ys)) + 1.6)
+    )
+    for n in nodes:
+        m = _HEAD.match(n)
+        out = f"A{m[1]}.{m[2]}" if m and m[3] else None
+        if out in pos:
+            (x0, y0), (x1, y1) = pos[n], pos[out]
+            ax.plot([x0, x1], [y0, y1], ls=":", color="#99a", lw=0.8, zorder=1)
     for s, d in pairs:
         ax.annotate(
             "",
@@ -329,11 +350,9 @@ def circuit_graph_png(kept: Sequence[str], n_layers: int, title: str) -> bytes |
         )  # fmt: skip
     for n, (x, y) in pos.items():
         colour = "#fde9c8" if n.startswith("MLP") else "#dbe8f6" if n.startswith("A") else "#eee"
-        ax.text(x, y, n, ha="center", va="center", fontsize=8,
-                bbox={"boxstyle": "round,pad=0.3", "fc": colour, "ec": "#667"})  # fmt: skip
-    xs = [x for x, _ in pos.values()]
-    ys = [y for _, y in pos.values()]
-    ax.set_xlim(min(xs) - 0.8, max(xs) + 0.8)
+        ax.text(x, y, n, ha="center", va="center", fontsize=7, zorder=3,
+                bbox={"boxstyle": "round,pad=0.25", "fc": colour, "ec": "#667"})  # fmt: skip
+    ax.set_xlim(min(xs) - 1.2, max(xs) + 1.2)
     ax.set_ylim(min(ys) - 0.6, max(ys) + 0.6)
     ax.axis("off")
     ax.set_title(title, fontsize=9)
