@@ -485,6 +485,16 @@ def acdc_evaluate(
     )
 
 
+THREADS_HELP = "torch CPU threads (Snakemake passes the rule's `threads`; default: torch's)"
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _test_sets(paths: list[Path] | None, exclude: str) -> dict[str, Any]:
     """Other tasks' test rows (the leakage matrix), keyed by file stem."""
     from circuitlab.tasks.io import load_rows
@@ -526,6 +536,7 @@ def steering(
     out: Path = typer.Option(..., help="data/steering/{model}/{name}/{method}.json"),
     metrics: Path = typer.Option(..., help="data/metrics/steering/{model}/{name}/{method}.json"),
     plot: Path = typer.Option(..., help="data/plots/steering/{model}/{name}/{method}.png"),
+    threads: int = typer.Option(None, min=1, help=THREADS_HELP),
 ) -> None:
     """Steer a circuit's neurons on the test split: dose-response, side effects, random controls."""
     from circuitlab.config import SteeringConfig
@@ -536,6 +547,7 @@ def steering(
     from circuitlab.tasks import get_family
     from circuitlab.tasks.io import load_rows
 
+    _set_threads(threads)
     cfg = parse_params(SteeringConfig, params)
     name, model_name = data.stem, data.parent.name
     circ = NeuronCircuit.load(require(circuit, f"{circuit.stem}_circuit"))
@@ -560,6 +572,7 @@ def caa(
     seed: int = typer.Option(0, help="validation split seed"),
     out: Path = typer.Option(..., help="data/caa/{model}/{behaviour}.safetensors"),
     metrics: Path = typer.Option(..., help="data/metrics/caa/{model}/{behaviour}.json"),
+    threads: int = typer.Option(None, min=1, help=THREADS_HELP),
 ) -> None:
     """CAA vectors of a behaviour's train split; layer and multiplier chosen on a validation part."""
     from circuitlab import tracking
@@ -569,6 +582,7 @@ def caa(
     from circuitlab.steering.stages import build_caa
     from circuitlab.tasks.io import load_rows
 
+    _set_threads(threads)
     cfg = parse_params(CaaConfig, params)
     scfg = parse_params(SteeringConfig, steering_params, "--steering")
     name, model_name = data.stem, data.parent.name
@@ -604,6 +618,7 @@ def caa_steering(
     out: Path = typer.Option(..., help="data/steering/{model}/{behaviour}/caa.json"),
     metrics: Path = typer.Option(..., help="data/metrics/steering/{model}/{behaviour}/caa.json"),
     plot: Path = typer.Option(..., help="data/plots/steering/{model}/{behaviour}/caa.png"),
+    threads: int = typer.Option(None, min=1, help=THREADS_HELP),
 ) -> None:
     """The chosen CAA vector on the test split: dose-response, side effects, random vectors."""
     from circuitlab.config import CaaConfig, SteeringConfig
@@ -612,6 +627,7 @@ def caa_steering(
     from circuitlab.steering.stages import caa_steering as run_caa
     from circuitlab.tasks.io import load_rows
 
+    _set_threads(threads)
     cfg = parse_params(CaaConfig, params)
     scfg = parse_params(SteeringConfig, steering_params, "--steering")
     name, model_name = data.stem, data.parent.name

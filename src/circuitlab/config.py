@@ -353,7 +353,7 @@ class SteeringConfig(StrictModel):
         "their next token (the default uses the toy model's filler vocabulary)",
     )
     max_new_tokens: int = Field(
-        default=6, ge=1, description="greedy tokens generated for the behaviours' text check"
+        default=4, ge=1, description="greedy tokens generated for the behaviours' text check"
     )
     text_patterns: dict[str, str] = Field(
         default_factory=lambda: {

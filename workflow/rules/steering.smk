@@ -28,6 +28,7 @@ rule steering:
     params:
         cfg=json_arg(CFG.steering),
         others=lambda wildcards, input: " ".join(f"--others {p}" for p in input.others),
+    threads: 1
     log:
         "logs/steering/{model}/{task}/{circuit}.log",
     benchmark:
@@ -35,7 +36,7 @@ rule steering:
     shell:
         "circuitlab steering --model {input.model} --data {input.rows} --circuit {input.circuit}"
         " {params.others} --params {params.cfg} --out {output.report}"
-        " --metrics {output.metrics} --plot {output.plot} > {log} 2>&1"
+        " --metrics {output.metrics} --plot {output.plot} --threads {threads} > {log} 2>&1"
 
 
 rule caa:
@@ -51,6 +52,7 @@ rule caa:
         # only what the selection reads, so a change of the steering sweep does not rebuild CAA
         steering=json_arg({"neutral_prompts": CFG.steering.neutral_prompts}),
         seed=CFG.seed,
+    threads: 1
     log:
         "logs/caa/{model}/{behaviour}.log",
     benchmark:
@@ -58,7 +60,7 @@ rule caa:
     shell:
         "circuitlab caa --model {input.model} --data {input.rows} --params {params.cfg}"
         " --steering {params.steering} --seed {params.seed} --out {output.vectors}"
-        " --metrics {output.metrics} > {log} 2>&1"
+        " --metrics {output.metrics} --threads {threads} > {log} 2>&1"
 
 
 rule caa_steering:
@@ -81,6 +83,7 @@ rule caa_steering:
         cfg=json_arg(CFG.caa),
         steering=json_arg(CFG.steering),
         others=lambda wildcards, input: " ".join(f"--others {p}" for p in input.others),
+    threads: 1
     log:
         "logs/caa_steering/{model}/{behaviour}.log",
     benchmark:
@@ -89,7 +92,7 @@ rule caa_steering:
         "circuitlab caa-steering --model {input.model} --data {input.rows}"
         " --vectors {input.vectors} {params.others} --params {params.cfg}"
         " --steering {params.steering} --out {output.report} --metrics {output.metrics}"
-        " --plot {output.plot} > {log} 2>&1"
+        " --plot {output.plot} --threads {threads} > {log} 2>&1"
 
 
 def steering_reports(wildcards):
