@@ -366,6 +366,12 @@ class SteeringConfig(StrictModel):
     max_prompts: int | None = Field(
         default=None, ge=2, description="cap on the test prompts per task (null: all)"
     )
+    min_effect: float = Field(
+        default=0.01,
+        ge=0,
+        description="a steering result only 'beats its control' if delta's interval excludes 0 "
+        "and its mean is at least this (primary metric units: probability or logit difference)",
+    )
     batch_size: int = Field(default=64, ge=1)
     seed: int = Field(default=0, description="random controls and bootstrap")
 

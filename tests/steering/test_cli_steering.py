@@ -68,7 +68,9 @@ def test_steering_writes_artifacts(monkeypatch, capsys, work: Path, tmp_path: Pa
     assert rep["format"] == "circuitlab.steering/1" and rep["kind"] == "task"
     assert rep["model"] == "tiny" and set(rep["leakage"]) == {"ioi"}
     metrics = read_json(tmp_path / "metrics.json")
-    assert metrics["summary"]["suppress"]["delta"]["hi"] == rep["summary"]["suppress"]["delta"]["hi"]
+    assert (
+        metrics["summary"]["suppress"]["delta"]["hi"] == rep["summary"]["suppress"]["delta"]["hi"]
+    )
     assert metrics["multipliers"] == "0,1,2"
     assert (tmp_path / "lrp.png").stat().st_size > 1000
 

@@ -48,3 +48,13 @@ def test_bad_input() -> None:
         bootstrap_ci([1.0, float("nan")])
     with pytest.raises(SteeringError, match="level"):
         bootstrap_ci([1.0], level=1.0)
+
+
+def test_beats_needs_interval_and_size() -> None:
+    from circuitlab.steering.evaluate import beats
+
+    assert beats({"mean": -0.2, "lo": -0.3, "hi": -0.1}, -1, 0.01)
+    assert not beats({"mean": -0.2, "lo": -0.3, "hi": 0.1}, -1, 0.01)  # interval covers 0
+    assert not beats({"mean": 1e-5, "lo": 1e-6, "hi": 2e-5}, 1, 0.01)  # saturated: too small
+    assert beats({"mean": 1e-5, "lo": 1e-6, "hi": 2e-5}, 1, 0.0)
+    assert not beats({"mean": 0.2, "lo": 0.1, "hi": 0.3}, -1, 0.0)  # wrong direction

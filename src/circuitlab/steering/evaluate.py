@@ -309,11 +309,16 @@ def summarize(
 
 
 def verdict(
-    metrics: Mapping[str, Any], primary: str, multipliers: Sequence[float], neutral_m: float
+    metrics: Mapping[str, Any],
+    primary: str,
+    multipliers: Sequence[float],
+    neutral_m: float,
+    min_effect: float = 0.0,
 ) -> dict[str, Any]:
     """Does steering beat its control on the primary metric? At the strongest suppression
     (smallest multiplier) the steered effect should be more negative than the control's
-    (delta's interval below 0); at the strongest amplification, above 0."""
+    (delta's interval below 0); at the strongest amplification, above 0 — and in both cases
+    by at least `min_effect` on average (a saturated metric beats nothing by 1e-5)."""
     lo_m, hi_m = min(multipliers), max(multipliers)
     out: dict[str, Any] = {"primary": primary, "unsteered": metrics[primary]["unsteered"]["mean"]}
     for label, m, sign in (("suppress", lo_m, -1), ("amplify", hi_m, 1)):
@@ -326,11 +331,18 @@ def verdict(
             "steered_effect": cell["steered_effect"],
             "control_effect": cell["control_effect"],
             "delta": d,
-            "beats_control": bool(d["hi"] < 0) if sign < 0 else bool(d["lo"] > 0),
+            "beats_control": beats(d, sign, min_effect),
             "kl_neutral": metrics["kl_neutral"][mkey(m)]["steered"]["mean"],
             "kl_neutral_control": metrics["kl_neutral"][mkey(m)]["control"]["mean"],
         }
     return out
+
+
+def beats(delta: Mapping[str, float], sign: int, min_effect: float) -> bool:
+    """Delta's interval excludes 0 on the `sign` side and its mean is at least `min_effect`."""
+    if sign < 0:
+        return bool(delta["hi"] < 0 and delta["mean"] <= -min_effect)
+    return bool(delta["lo"] > 0 and delta["mean"] >= min_effect)
 
 
 def leakage_row(metrics: Mapping[str, Any], multipliers: Sequence[float]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from circuitlab.steering.evaluate import (
     EvalSet,
     Factory,
     Neutral,
+    beats,
     dose_response,
     leakage_row,
     mkey,
@@ -94,7 +95,7 @@ def _report(
         "bootstrap": {"resamples": cfg.bootstrap_resamples, "confidence": cfg.confidence},
         "metrics": metrics,
         "leakage": leakage_row(metrics, dr.multipliers),
-        "summary": verdict(metrics, primary, dr.multipliers, neutral_m),
+        "summary": verdict(metrics, primary, dr.multipliers, neutral_m, cfg.min_effect),
         "samples": dr.samples,
     }
 
@@ -347,9 +348,7 @@ def caa_steering(
         "steered_effect": cell["steered_effect"],
         "control_effect": cell["control_effect"],
         "delta": cell["delta"],
-        "beats_control": bool(cell["delta"]["lo"] > 0)
-        if chosen_m > 0
-        else bool(cell["delta"]["hi"] < 0),
+        "beats_control": beats(cell["delta"], 1 if chosen_m > 0 else -1, steering.min_effect),
         "kl_neutral": report["metrics"]["kl_neutral"][mkey(chosen_m)]["steered"]["mean"],
     }
     return report
