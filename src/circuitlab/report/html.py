@@ -235,9 +235,11 @@ def load_report_inputs(manifest: ReportManifest) -> LoadedReport:
             }
             lm.steering[key] = {
                 "results": {k: _obj(p, rules[k]) for k, p in st.results.items()},
-                "plots": [
-                    _png(p, rules.get(Path(p).stem, manifest.steering_rule)) for p in st.plots
-                ],
+                # by file stem: a method's figure is named after it ({method}.png)
+                "plots": {
+                    Path(p).stem: _png(p, rules.get(Path(p).stem, manifest.steering_rule))
+                    for p in st.plots
+                },
             }
         if m.steering_summary is not None:
             lm.steering_summary = {
@@ -390,7 +392,7 @@ def dose_response_png(
         x = [p[0] for p in pts]
         y = [p[1] for p in pts]
         ci = [p[2] or 0.0 for p in pts]
-        control = controls and i > 0
+        control = (controls and i > 0) or "random" in label
         ax.plot(x, y, "s--" if control else "o-", label=label, color=None if not control else
                 ["grey", "tab:olive", "tab:brown", "tab:pink"][(i - 1) % 4])  # fmt: skip
         if any(ci):
@@ -724,11 +726,14 @@ def _steering_row(method: str, r: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _steering_view(key: str, st: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "key": key,
-        "methods": [_steering_row(k, r) for k, r in st["results"].items()],
-        "plots": [data_uri(p) for p in st["plots"]],
-    }
+    plots = dict(st["plots"])
+    methods = []
+    for k, r in st["results"].items():
+        row = _steering_row(k, r)
+        png = plots.pop(k, None)
+        row["plot"] = data_uri(png) if png is not None else None
+        methods.append(row)
+    return {"key": key, "methods": methods, "plots": [data_uri(p) for p in plots.values()]}
 
 
 def _steering_summary_view(summary: Mapping[str, Any] | None) -> dict[str, Any] | None:
