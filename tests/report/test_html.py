@@ -323,6 +323,7 @@ def test_report_shows_each_sections_key_numbers(html: str) -> None:
         "-0.0123 [-0.05, 0.02]",
         "0.0876",
         "capitals/lrp",
+        "Δ -0.432 (lrp, beats control)",
         "13.9",
         "lrp_neurons",
         # timing: train_toy_model first, 97.2 s; acdc_circuit 2 jobs, 20 s in all

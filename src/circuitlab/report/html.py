@@ -868,9 +868,17 @@ def _summary_rows(name: str, m: LoadedModel) -> list[dict[str, str]]:
             if ref_method not in acdc["circuits"]:
                 ref_method = next(iter(acdc["circuits"]), None)
             ref = _get(acdc, "evaluation", "methods", ref_method or "", "reference", default={})
+        results = _get(m.steering.get(task), "results", default={}) or {}
+        st_method = "lrp" if "lrp" in results else next(iter(results), None)
+        suppress = _get(results.get(st_method), "summary", "suppress", default=None)
+        steer = "—"
+        if isinstance(suppress, Mapping):
+            verdict = "beats control" if suppress.get("beats_control") else "not beyond control"
+            steer = f"Δ {fmt(_get(suppress, 'delta', 'mean'))} ({st_method}, {verdict})"
         rows.append(
             {
                 "task": task,
+                "steering": steer,
                 "test_acc": pct(_get(m.evaluation.get(task), "test", "accuracy")),
                 "lrp_n": fmt(len(lrp["circuit"])) if lrp else "—",
                 "lrp_area": (
