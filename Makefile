@@ -38,10 +38,10 @@ test-fast: setup
 bench: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tests/benchmarks/run.py $(BENCH_ARGS)
 
-# Version the current artifacts with DVC and push them to the default remote
+# Version the current artifacts (every folder under data/) with DVC and push them to the default remote
 # (~/.cache/circuitlab/dvc-store unless changed with `dvc remote modify store url …`).
 snapshot: setup
-	DVC_NO_ANALYTICS=1 $(BIN)/dvc add --quiet data/datasets data/models data/metrics data/plots
+	DVC_NO_ANALYTICS=1 $(BIN)/dvc add --quiet $$(find data -mindepth 1 -maxdepth 1 -type d | sort)
 	DVC_NO_ANALYTICS=1 $(BIN)/dvc push --quiet
 
 lint: setup

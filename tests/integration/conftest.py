@@ -19,6 +19,7 @@ class PipelineRun:
     work: Path
     guard_log: Path
     proxy_hits: list[str]
+    n_wandb_runs: int  # W&B runs the initial run logged: one per job
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +33,8 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
             env.pop(key, None)
         snakemake(work, env=env)
         recorded = list(hits)
-    return PipelineRun(work=work, guard_log=log, proxy_hits=recorded)
+    runs = len(list((work / "logs" / "wandb").glob("offline-run-*")))
+    return PipelineRun(work=work, guard_log=log, proxy_hits=recorded, n_wandb_runs=runs)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,110 @@
+"""Two fresh runs of the same small config give bit-identical artifacts (DESIGN principle 8).
+
+The second run is fresh (a new directory, a new model trained from scratch) and makes one
+task's branch — datasets, the toy model, checks, evaluation, blacklist, LRP circuit and raw
+attributions, faithfulness, every edge-circuit method and its evaluation, with their plots.
+Every file it makes must be byte-identical to the shared session run's, except JSON fields
+that are wall-clock durations: keys named `seconds` or ending in `_seconds` (LRP's
+`attribution_seconds`, the toy model's `train_seconds`, an edge circuit's `seconds`), and
+Snakemake's `benchmark:` records under data/benchmarks/ (each job's wall time, memory and CPU
+use: measurements of the machine, not results). Those are left out of the comparison, and
+nothing else is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline_support import EDGE_METHODS, make_workdir, snakemake
+
+TASK = "induction"
+
+
+def is_timing(key: str) -> bool:
+    return key == "seconds" or key.endswith("_seconds")
+
+
+def without_timing(value: Any) -> tuple[Any, int]:
+    """(value minus timing keys, how many were removed)."""
+    if isinstance(value, dict):
+        out, removed = {}, 0
+        for k, v in value.items():
+            if is_timing(k):
+                removed += 1
+                continue
+            out[k], n = without_timing(v)
+            removed += n
+        return out, removed
+    if isinstance(value, list):
+        items = [without_timing(v) for v in value]
+        return [v for v, _ in items], sum(n for _, n in items)
+    return value, 0
+
+
+def digest(path: Path) -> tuple[str, int]:
+    """sha256 of the file's bytes, or of its canonical JSON minus timing fields."""
+    data = path.read_bytes()
+    removed = 0
+    if path.suffix == ".json":
+        obj, removed = without_timing(json.loads(data))
+        data = json.dumps(obj, sort_keys=True).encode()
+    return hashlib.sha256(data).hexdigest(), removed
+
+
+def targets(model: str) -> list[str]:
+    return [
+        f"data/circuits/{model}/{TASK}/lrp.json",
+        f"data/metrics/lrp_faithfulness/{model}/{TASK}.json",
+        *(f"data/circuits/{model}/{TASK}/{m}.json" for m in EDGE_METHODS),
+        f"data/metrics/acdc_evaluate/{model}/{TASK}.json",
+    ]
+
+
+@pytest.mark.slow
+def test_two_fresh_runs_give_identical_artifacts(
+    pipeline: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    second = make_workdir(tmp_path_factory.mktemp("second_run"))
+    shutil.copy(pipeline / "config" / "config.yaml", second / "config" / "config.yaml")
+    snakemake(second, *targets("tiny"))
+
+    made = sorted(p for p in (second / "data").rglob("*") if p.is_file())
+    names = {p.relative_to(second).as_posix() for p in made}
+    # the branch really ran: model weights, raw attributions, circuits, metrics, plots
+    for expected in (
+        "data/models/tiny/model.safetensors",
+        f"data/datasets/{TASK}.jsonl",
+        f"data/datasets/tiny/{TASK}.jsonl",
+        "data/blacklists/tiny.json",
+        f"data/circuits/tiny/{TASK}/lrp.raw.safetensors",
+        f"data/circuits/tiny/{TASK}/acdc.dot",
+        f"data/plots/lrp_faithfulness/tiny/{TASK}.png",
+        "data/metrics/train_toy_model/tiny.json",
+    ):
+        assert expected in names, expected
+    assert len(made) >= 30
+
+    different, timing_fields = [], 0
+    for path in made:
+        rel = path.relative_to(second)
+        if rel.parts[:2] == ("data", "benchmarks"):
+            continue  # Snakemake's per-job time and memory records
+        first = pipeline / rel
+        assert first.exists(), f"{rel} is not in the first run"
+        (a, removed), (b, _) = digest(first), digest(path)
+        timing_fields += removed
+        if a != b:
+            different.append(rel.as_posix())
+    assert different == [], f"artifacts differ between two fresh runs: {different}"
+    assert timing_fields >= 1 + 1 + len(EDGE_METHODS)  # train, LRP and each edge circuit
+
+
+def test_timing_filter_removes_only_durations() -> None:
+    obj = {"seconds": 1.5, "train_seconds": 2, "n_seconds_budget": 3, "nested": [{"seconds": 0}]}
+    assert without_timing(obj) == ({"n_seconds_budget": 3, "nested": [{}]}, 3)

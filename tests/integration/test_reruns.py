@@ -1,0 +1,155 @@
+"""Incremental reruns, proven by dry runs (`snakemake -n`) on the shared completed tiny run.
+
+The rerun triggers are the default profile's (`rerun-triggers: mtime params input code`, see
+README "Incremental reruns"). Each test changes one thing in the run's copy of the workflow,
+asks Snakemake what it would do, and restores the file. Expectations are written in rule
+*names* and wildcards, and a job that is not itself affected must be listed only because an
+upstream job will update its input, so rules added later (steering, CAA, report) are covered
+without editing these tests.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pipeline_support import EDGE_METHODS, edited, edited_config, planned_jobs, snakemake
+
+#: Rules upstream of, or beside, the circuits: none of them may rerun for an LRP, steering or
+#: code change elsewhere.
+UPSTREAM = {
+    "datasets",
+    "train_toy_model",
+    "model_ref",
+    "check_dataset",
+    "evaluate_model",
+    "blacklist",
+}
+#: Rules that discover circuits or vectors: for a change elsewhere they may rerun only because
+#: an upstream job reruns, never for their own reason.
+DISCOVERY = {
+    "lrp_circuit",
+    "lrp_faithfulness",
+    "contrastive_circuit",
+    "acdc_circuit",
+    "acdc_evaluate",
+}
+#: Reasons that make a job stale by itself (anything else in a reason is propagation:
+#: "Input files updated by another job").
+OWN_REASONS = (
+    "Params have changed",
+    "Code has changed",
+    "Set of input files has changed",
+    "Updated input files",
+    "Missing output files",
+    "Forced execution",
+)
+
+pytestmark = pytest.mark.slow  # they share the session's completed pipeline run
+
+
+def dry_run(work: Path) -> list[dict[str, str]]:
+    return planned_jobs(snakemake(work, "--dry-run"))
+
+
+def counts(jobs: list[dict[str, str]]) -> Counter[str]:
+    return Counter(j["rule"] for j in jobs)
+
+
+def direct(jobs: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Jobs that rerun for their own reason, not only because an upstream job reruns."""
+    return [j for j in jobs if j["rule"] != "all" and any(r in j["reason"] for r in OWN_REASONS)]
+
+
+def test_no_op_dry_run_plans_nothing(pipeline: Path) -> None:
+    proc = snakemake(pipeline, "--dry-run")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    assert planned_jobs(proc) == []
+
+
+def test_an_lrp_parameter_reruns_only_lrp_dependent_jobs(pipeline: Path) -> None:
+    def change(cfg: dict) -> None:
+        cfg["lrp"]["selection"]["top_k"] = 9
+
+    with edited_config(pipeline, change):
+        jobs = dry_run(pipeline)
+    n_datasets = 3  # capitals, induction (tasks) and refusal (behaviour)
+    own = direct(jobs)
+    assert counts(own) == {"lrp_circuit": n_datasets, "lrp_faithfulness": n_datasets}, own
+    assert all("Params have changed" in j["reason"] for j in own)
+    rerun = set(counts(jobs))
+    assert not rerun & (UPSTREAM | DISCOVERY - {"lrp_circuit", "lrp_faithfulness"})
+
+
+def test_one_tasks_dataset_parameter_reruns_only_that_tasks_branch(pipeline: Path) -> None:
+    def change(cfg: dict) -> None:
+        cfg["tasks"]["induction"]["n_train"] = 7
+
+    with edited_config(pipeline, change):
+        jobs = dry_run(pipeline)
+    assert [(j["rule"], j["wildcards"]) for j in direct(jobs)] == [("datasets", "task=induction")]
+    # everything else follows from that one dataset; other tasks' jobs only downstream of it
+    # (steering measures side effects on every task's test split), never a discovery job
+    others = [j for j in jobs if j["rule"] != "all" and "task=induction" not in j["wildcards"]]
+    assert not {j["rule"] for j in others} & (UPSTREAM | DISCOVERY | {"caa"}), others
+    expected = {
+        "datasets": 1,
+        "check_dataset": 1,
+        "evaluate_model": 1,
+        "lrp_circuit": 1,
+        "lrp_faithfulness": 1,
+        "acdc_circuit": len(EDGE_METHODS),
+        "acdc_evaluate": 1,
+    }
+    got = counts(jobs)
+    assert {r: got[r] for r in expected} == expected
+    # split sizes are not corpus parameters: the model and its blacklist stay
+    assert not got.keys() & {"train_toy_model", "blacklist", "contrastive_circuit"}
+
+
+def test_a_rules_command_change_reruns_that_rule(pipeline: Path) -> None:
+    """`code` is a trigger: editing a rule's shell command reruns its jobs (and no other's)."""
+    rule_file = pipeline / "workflow" / "rules" / "lrp.smk"
+
+    def edit(text: str) -> str:  # the same command, one space more: a different command text
+        return text.replace(
+            "--out {output.blacklist} --metrics", "--out {output.blacklist}  --metrics"
+        )
+
+    with edited(rule_file, edit):
+        jobs = dry_run(pipeline)
+    own = direct(jobs)
+    assert counts(own) == {"blacklist": 1}, own
+    assert "Code has changed" in own[0]["reason"]
+    # downstream of the blacklist: the LRP circuits, then their faithfulness reports
+    assert set(counts(jobs)) <= {"blacklist", "lrp_circuit", "lrp_faithfulness", "all"} | {
+        r for r in counts(jobs) if re.search("steer|compare|report", r)
+    }
+
+
+def test_steering_multipliers_rerun_only_steering_compare_and_report(pipeline: Path) -> None:
+    rules = snakemake(pipeline, "--list-rules").stdout.split()
+    if "steering" not in rules:
+        pytest.skip("no `steering` rule yet (issue 5): the integrator enables this test")
+    from circuitlab.config import Config
+
+    if "steering" not in Config.model_fields:
+        pytest.skip("the config has no `steering` section yet (issue 5)")
+
+    def change(cfg: dict) -> None:
+        section = cfg.setdefault("steering", {})
+        default = Config.model_fields["steering"].get_default(call_default_factory=True)
+        current = list(section.get("multipliers") or default.multipliers)
+        section["multipliers"] = [*current, max(current) + 1.0]
+
+    with edited_config(pipeline, change):
+        jobs = dry_run(pipeline)
+    rerun = set(counts(jobs)) - {"all"}
+    assert "steering" in rerun
+    # steering evaluations (of circuits and of CAA vectors: `caa` picks its multiplier from
+    # the same list), their summaries, the comparison and the report — nothing upstream
+    assert all(re.search("steer|caa|compare|report", r) for r in rerun), rerun
+    assert not rerun & (UPSTREAM | DISCOVERY)
