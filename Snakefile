@@ -1,5 +1,6 @@
 # circuitlab pipeline: datasets ─▶ model ─▶ checked datasets ─▶ model evaluation ─▶ blacklist
-# ─▶ LRP circuits ─▶ faithfulness; ACDC edge circuits ─▶ edge-circuit evaluation …
+# ─▶ LRP circuits ─▶ faithfulness; ACDC edge circuits ─▶ edge-circuit evaluation; steering and
+# CAA ─▶ CAA vs circuit ─▶ report.
 # Run `make reproduce` (or `snakemake --cores all --workflow-profile workflow/profiles/default`).
 # Rules are thin: paths, params from the config, a log, and one call of the `circuitlab` CLI.
 
