@@ -46,3 +46,15 @@ def test_json_is_deterministic_and_errors_are_clear(tmp_path: Path) -> None:
     (tmp_path / "r2.jsonl").write_text('{"a": 1}\n{oops\n')
     with pytest.raises(ArtifactError, match=r"r2\.jsonl:2"):
         read_jsonl(tmp_path / "r2.jsonl")
+
+
+def test_temporaries_of_a_killed_writer_are_removed_on_the_next_write(tmp_path: Path) -> None:
+    # what SIGKILL leaves behind: a temporary directory holding a half-written artifact
+    stale = tmp_path / ".a.json.k1ll3d.tmp"
+    stale.mkdir()
+    (stale / "a.json").write_text("{half")
+    other = tmp_path / ".b.json.k1ll3d.tmp"  # another artifact's temporary: not ours to touch
+    other.mkdir()
+    write_json(tmp_path / "a.json", {"x": 2})
+    assert read_json(tmp_path / "a.json") == {"x": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".b.json.k1ll3d.tmp", "a.json"]

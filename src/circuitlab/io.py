@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,15 @@ from circuitlab.errors import ArtifactError, missing_artifact
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling path; on success rename it onto `path` (file or directory).
 
-    On any exception the temporary is removed and `path` is left untouched.
+    On any exception the temporary is removed and `path` is left untouched. Temporaries of
+    this same artifact left by a writer that was killed (SIGKILL skips the cleanup) are removed
+    first: only one job at a time writes a given artifact.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{glob_escape(final.name)}.*.tmp"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     target = tmp / final.name
     try:

@@ -63,6 +63,7 @@ def test_killed_half_way_through_writing_rows_then_rerun(tmp_path: Path) -> None
     assert len(rows) == 30
     assert len(partial) < len(out.read_bytes())  # the killed write really was half of it
     assert json.loads(metrics.read_text())["n_rows"] == 30
+    assert leftovers(out.parent) == ["ioi.jsonl"]  # the rerun cleared the killed temporary
 
 
 def test_killed_before_the_model_folder_is_renamed_then_rerun(tmp_path: Path) -> None:
