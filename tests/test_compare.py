@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,6 @@ import pytest
 import torch
 from scipy import stats
 
-from circuitlab import cli
 from circuitlab.compare import (
     TextBatch,
     behaviour_probe,
@@ -52,6 +50,7 @@ from circuitlab.steering.caa import (
     save_vectors,
 )
 from circuitlab.steering.neurons import steer_neurons
+from cli_support import call
 from tiny_models import build_tiny, make_rows
 
 DIMS = ModelDims(
@@ -426,15 +425,6 @@ def test_check_inputs_names_the_problem(tiny) -> None:
 
 
 # --------------------------------------------------------------------------------- CLI
-def call(monkeypatch, capsys, *args) -> tuple[int, str]:
-    monkeypatch.setenv("WANDB_MODE", "disabled")
-    monkeypatch.setattr(sys, "argv", ["circuitlab", *map(str, args)])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
 
 
 def test_cli_writes_artifacts_and_nothing_on_error(tiny, tmp_path, monkeypatch, capsys) -> None:

@@ -4,15 +4,14 @@ and writes nothing (issue 3, "Bad input")."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from circuitlab import cli
 from circuitlab.blacklist import Blacklist
 from circuitlab.io import write_jsonl
 from circuitlab.lrp.circuit import NeuronCircuit
+from cli_support import call
 from tiny_models import build_tiny, make_rows
 
 
@@ -22,20 +21,6 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_tiny("LlamaForCausalLM", root / "models" / "tiny")
     write_jsonl(root / "tiny" / "toy.jsonl", [r.model_dump() for r in make_rows(12)])
     return root
-
-
-def call(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
-) -> tuple[int, str]:
-    """Run `circuitlab ARGS` in-process as its console script does; (exit code, stderr)."""
-    monkeypatch.setenv("WANDB_MODE", "disabled")
-    monkeypatch.setattr(sys, "argv", ["circuitlab", *map(str, args)])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
 
 
 #: 20 diverse prompts over the tiny tokenizer's words (the default prompts are English).

@@ -4,16 +4,15 @@ clear message and writes nothing."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 from steering_data import NEUTRAL, behaviour_rows, task_rows
 
-from circuitlab import cli
 from circuitlab.io import read_json, write_jsonl
 from circuitlab.lrp.circuit import NeuronCircuit
 from circuitlab.steering import load_vectors
+from cli_support import call
 from tiny_models import build_tiny
 
 STEER = json.dumps(
@@ -37,17 +36,6 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
         root / "circuits" / "lrp.json"
     )
     return root
-
-
-def call(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: object):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("WANDB_MODE", "disabled")
-    monkeypatch.setattr(sys, "argv", ["circuitlab", *map(str, args)])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
 
 
 def steer_args(work: Path, out: Path, *, data: str = "tiny/capitals.jsonl", circuit: Path | None = None,
