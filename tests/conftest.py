@@ -7,6 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from circuitlab.provenance import numerics
+
+# The pipeline's numerics pins, before anything imports torch (ATen and MKL read them once), so
+# in-process tests compute what the pipeline's jobs compute.
+numerics.apply()
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

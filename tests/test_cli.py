@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from circuitlab.tasks.io import load_rows
+from circuitlab.tracking import read_metrics, read_provenance
 
 CLI = [sys.executable, "-m", "circuitlab.cli"]
 
@@ -41,7 +42,8 @@ def test_datasets_writes_rows_and_metrics(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     rows = load_rows(out)
     assert sum(r.split == "train" for r in rows) == 5
-    assert json.loads(metrics.read_text()) == {"n_rows": 8, "n_test": 3, "n_train": 5}
+    assert read_metrics(metrics) == {"n_rows": 8, "n_test": 3, "n_train": 5}
+    assert read_provenance(metrics)["code"]["command"] == "datasets"
 
 
 @pytest.mark.parametrize(

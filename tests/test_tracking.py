@@ -172,8 +172,24 @@ def test_metrics_json_is_written_plain_and_deterministic(
     assert out.read_bytes() == first  # same numbers, same bytes (sorted keys, no timestamps)
     assert tracking.read_metrics(out) == EXPECTED
     assert b"NaN" not in first and b"Infinity" not in first
-    assert list(json.loads(first)) == sorted(EXPECTED)
+    assert list(json.loads(first)) == sorted([*EXPECTED, "provenance"])
     assert not list(out.parent.glob(".*.tmp"))  # atomic write left nothing behind
+
+
+def test_every_metrics_file_records_its_provenance(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("MKL_CBWR", "AUTO")  # a pin overridden by the user is recorded as such
+    out = env / "m.json"
+    tracking.log_metrics("acdc", {"effect": 0.5}, out)
+    record = tracking.read_provenance(out)
+    envr = record["environment"]
+    assert envr["pins"]["MKL_CBWR"] == "AUTO" and envr["pinned"] is False
+    assert envr["torch"] and envr["transformers"] and envr["python"]
+    assert len(envr["commit"]) == 40 and isinstance(envr["dirty"], bool)
+    with pytest.raises(CircuitlabError, match="reserved"):
+        tracking.log_metrics("acdc", {"provenance": 1}, out)
 
 
 def test_disabled_mode_writes_json_only(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -275,11 +291,10 @@ def test_offline_run_holds_metrics_config_and_series(
         "acdc:toy-ioi",
         ["model=toy"],
     )
-    assert {k: v for k, v in run["config"].items() if k != "_wandb"} == {
-        "taus": [0.01, 0.1],
-        "faithfulness": "kl",
-        "out_dir": "data/circuits",
-    }
+    config = {k: v for k, v in run["config"].items() if k != "_wandb"}
+    # the run's config holds the stage's parameters and the same provenance record as the file
+    assert config.pop("provenance") == tracking.read_provenance(env / "m.json")
+    assert config == {"taus": [0.01, 0.1], "faithfulness": "kl", "out_dir": "data/circuits"}
     summary = run["summary"]
     assert summary["faithfulness"] == 0.75 and summary["n_edges"] == 12
     assert summary["per_layer/l0"] == 3 and summary["per_layer/kept"] is True

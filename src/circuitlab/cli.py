@@ -73,6 +73,54 @@ def schema(
         write_text_atomic(out, text)
 
 
+@app.command()
+def plan(
+    configfile: Path = typer.Option(
+        None, help="an overlay config (as `snakemake --configfile`), e.g. config/gpt2.yaml"
+    ),
+    workdir: Path = typer.Option(Path("."), help="the project folder (holding the Snakefile)"),
+    jobs: bool = typer.Option(False, "--jobs", help="also list every job with its reasons"),
+) -> None:
+    """What the next `make reproduce` would run, per rule, and why — from Snakemake's own dry
+    run: config keys changed, package modules changed, inputs new, missing or rebuilt."""
+    import shutil
+
+    from rich.table import Table
+
+    from circuitlab.provenance.plan import dry_run, parse_dry_run
+    from circuitlab.provenance.plan import plan as summarise
+
+    exe = Path(sys.executable).parent / "snakemake"
+    snakemake = str(exe) if exe.exists() else shutil.which("snakemake")
+    if snakemake is None:
+        raise CircuitlabError("snakemake is not installed here: run `make setup` first")
+    if not (workdir / "Snakefile").exists():
+        raise CircuitlabError(f"{workdir.resolve()} has no Snakefile: run in the project folder")
+    args = ["--configfile", str(configfile)] if configfile is not None else []
+    try:
+        text = dry_run(workdir, snakemake, args)
+    except RuntimeError as exc:
+        raise CircuitlabError(str(exc)) from None
+    found = parse_dry_run(text)
+    console = Console()
+    if not found:
+        console.print(
+            "Nothing to be done: every output is up to date with its config, code and inputs."
+        )
+        return
+    table = Table(title=f"{len(found)} job(s) would run", title_justify="left")
+    table.add_column("rule")
+    table.add_column("jobs", justify="right")
+    table.add_column("why (jobs)")
+    for rule, (n, reasons) in summarise(found).items():
+        why = "\n".join(f"{r} ({c})" if c != n else r for r, c in reasons.most_common())
+        table.add_row(rule, str(n), why)
+    console.print(table)
+    if jobs:
+        for job in found:
+            console.print(f"{job.rule} [{job.wildcards}]: " + "; ".join(job.why), highlight=False)
+
+
 @app.command("validate-config")
 def validate_config(config: Path = typer.Argument(..., help="a config YAML file")) -> None:
     """Validate a config file and list its models, tasks and behaviours."""
@@ -267,25 +315,25 @@ def blacklist(
     )
 
 
-@app.command("lrp-circuit")
-def lrp_circuit(
+@app.command("lrp-attribution")
+def lrp_attribution(
     model: Path = typer.Option(..., help="data/models/{model} directory or {model}.json reference"),
     data: Path = typer.Option(..., help="data/datasets/{model}/{task}.jsonl (checked rows)"),
     blacklist_file: Path = typer.Option(None, "--blacklist", help="data/blacklists/{model}.json"),
-    params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `lrp` section)"),
-    out: Path = typer.Option(..., help="data/circuits/{model}/{task}/lrp.json"),
+    params: str = typer.Option(
+        "{}", help=PARAMS_HELP + " (the config's `lrp` section; `selection` is not read)"
+    ),
     raw: Path = typer.Option(..., help="data/circuits/{model}/{task}/lrp.raw.safetensors"),
-    metrics: Path = typer.Option(..., help="data/metrics/lrp_circuit/{model}/{task}.json"),
-    plot: Path = typer.Option(None, help="PNG: circuit neurons per layer"),
+    metrics: Path = typer.Option(..., help="data/metrics/lrp_attribution/{model}/{task}.json"),
 ) -> None:
-    """LRP neuron circuit of a task's train split (batched gradient × activation under the rules)."""
+    """LRP attributions of a task's train split (batched gradient × activation under the rules):
+    the expensive half of an LRP circuit, which `lrp-circuit` selects from."""
     from circuitlab import tracking
     from circuitlab.blacklist import Blacklist
     from circuitlab.config import LrpConfig
     from circuitlab.io import require
-    from circuitlab.lrp.discover import discover_lrp
+    from circuitlab.lrp.attribution import attribute_lrp
     from circuitlab.models.loading import load_model
-    from circuitlab.report.plots import neurons_per_layer
     from circuitlab.tasks.io import load_rows
 
     cfg = parse_params(LrpConfig, params)
@@ -297,8 +345,39 @@ def lrp_circuit(
         bl.check_shape(lm.dims)
         pairs = bl.pairs()
     task, name = data.stem, data.parent.name
-    circuit, attr, result = discover_lrp(lm, rows, cfg, model=name, task=task, blacklist=pairs)
+    attr, result = attribute_lrp(lm, rows, cfg, task=task, blacklist=pairs)
     attr.save(raw)
+    config = cfg.model_dump(mode="json", exclude={"selection"})
+    tracking.log_metrics(
+        "lrp_attribution", result, metrics, config=config, run_name=f"lrp_attribution/{name}/{task}"
+    )
+
+
+@app.command("lrp-circuit")
+def lrp_circuit(
+    raw: Path = typer.Option(..., help="data/circuits/{model}/{task}/lrp.raw.safetensors"),
+    attribution: Path = typer.Option(
+        ..., help="data/metrics/lrp_attribution/{model}/{task}.json (that step's metrics)"
+    ),
+    params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `lrp` section)"),
+    out: Path = typer.Option(..., help="data/circuits/{model}/{task}/lrp.json"),
+    metrics: Path = typer.Option(..., help="data/metrics/lrp_circuit/{model}/{task}.json"),
+    plot: Path = typer.Option(None, help="PNG: circuit neurons per layer"),
+) -> None:
+    """LRP neuron circuit: `lrp.selection` applied to saved attributions (no model is loaded, so a
+    new selection costs seconds)."""
+    from circuitlab import tracking
+    from circuitlab.config import LrpConfig
+    from circuitlab.io import require
+    from circuitlab.lrp.attribution import Attributions
+    from circuitlab.lrp.discover import select_lrp
+    from circuitlab.report.plots import neurons_per_layer
+
+    cfg = parse_params(LrpConfig, params)
+    attr = Attributions.load(require(raw, "lrp_attribution"))
+    step = tracking.read_metrics(require(attribution, "lrp_attribution"))
+    task, name = raw.parent.name, raw.parent.parent.name
+    circuit, result = select_lrp(attr, cfg, step, model=name, task=task)
     circuit.save(out)
     if plot is not None:
         neurons_per_layer(circuit.per_layer(), plot, f"{name} / {task}: LRP circuit neurons")
@@ -322,8 +401,7 @@ def lrp_faithfulness(
     from circuitlab import tracking
     from circuitlab.config import FaithfulnessConfig, LrpConfig
     from circuitlab.io import require
-    from circuitlab.lrp.attribution import Attributions
-    from circuitlab.lrp.discover import options
+    from circuitlab.lrp.attribution import Attributions, options
     from circuitlab.lrp.faithfulness import evaluate_faithfulness
     from circuitlab.lrp.selection import aggregate
     from circuitlab.models.loading import load_model
@@ -337,7 +415,7 @@ def lrp_faithfulness(
     test = [r for r in rows if r.split == "test"]
     if not train or not test:
         raise DatasetError(f"{data}: faithfulness needs both train and test rows")
-    attr = Attributions.load(require(raw, "lrp_circuit"))
+    attr = Attributions.load(require(raw, "lrp_attribution"))
     lm = load_model(model_input(model))
     task, name = data.stem, data.parent.name
     report = evaluate_faithfulness(
@@ -776,8 +854,40 @@ def report(
     typer.echo(f"wrote {out}")
 
 
+def _start(argv: list[str]) -> None:
+    """Before any command runs (and before torch is imported): the numerics pins, the command
+    this process runs (for its provenance record), and, when ``CIRCUITLAB_TRACE_MODULES``
+    names a folder, a record of the package modules it loaded (the code-fingerprint test)."""
+    import os
+
+    from circuitlab.provenance import ENV_COMMAND, ENV_PLUGINS, numerics
+    from circuitlab.provenance.code import plugins_for
+
+    numerics.apply()
+    words = [a for a in argv if not a.startswith("-")]
+    if words:
+        method = argv[argv.index("--method") + 1] if "--method" in argv[:-1] else None
+        os.environ[ENV_COMMAND] = words[0]
+        os.environ[ENV_PLUGINS] = ",".join(plugins_for(words[0], method))
+    trace = os.environ.get("CIRCUITLAB_TRACE_MODULES")
+    if trace:
+        import atexit
+
+        def write_trace() -> None:
+            mods = sorted(
+                m for m in sys.modules if m == "circuitlab" or m.startswith("circuitlab.")
+            )
+            record = {"argv": argv, "modules": mods}
+            path = Path(trace) / f"{os.getpid()}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(record))
+
+        atexit.register(write_trace)
+
+
 def main() -> None:
     """Entry point: user-fixable errors print a message and exit 2, bugs keep their traceback."""
+    _start(sys.argv[1:])
     try:
         app(standalone_mode=False)
     except CircuitlabError as exc:

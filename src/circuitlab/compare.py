@@ -499,7 +499,7 @@ class Probe:
 
 
 def _t(values: Tensor) -> tuple[float, float]:
-    from circuitlab.lrp.faithfulness import t_interval
+    from circuitlab.stats import t_interval
 
     return t_interval(values.double().tolist())
 

@@ -217,6 +217,36 @@ class FaithfulnessConfig(StrictModel):
 
 AcdcMethod = Literal["acdc", "acdc_approx", "acdc_window", "head_pruning", "eap"]
 ACDC_METHODS: tuple[str, ...] = ("acdc", "acdc_approx", "acdc_window", "head_pruning", "eap")
+# The module each method runs. `circuitlab.acdc.discover` imports it by this name when the
+# method runs, so an `acdc_circuit` job's code fingerprint holds its own method's module only
+# (a change to `acdc/fast.py` reruns the `acdc` jobs, not `eap`'s).
+ACDC_METHOD_MODULES: dict[str, str] = {
+    "acdc": "circuitlab.acdc.fast",
+    "acdc_approx": "circuitlab.acdc.approx",
+    "acdc_window": "circuitlab.acdc.approx",
+    "head_pruning": "circuitlab.acdc.heads",
+    "eap": "circuitlab.acdc.eap",
+}
+# The `acdc` keys each method's discovery job reads, and the keys the evaluation reads: a job's
+# params are exactly these, so changing `batch_size` or `n_eval_prompts` reruns no discovery,
+# and changing `eap_sizes` reruns only the `eap` jobs. (`methods` is read by the Snakefile.)
+# `tests/acdc/test_discover.py` checks each method reads nothing else.
+ACDC_DISCOVERY_KEYS: tuple[str, ...] = ("ablation", "n_prompts", "seed")
+_TAU_KEYS = ("faithfulness", "tao_bases", "tao_exps", "reference_tau")
+ACDC_METHOD_KEYS: dict[str, tuple[str, ...]] = {
+    "acdc": (*_TAU_KEYS, "window", "max_window"),
+    "acdc_approx": (*_TAU_KEYS, "approx_window"),
+    "acdc_window": (*_TAU_KEYS, "approx_window"),
+    "head_pruning": ("head_threshold", "head_metric"),
+    "eap": ("eap_metric", "eap_ig_steps", "eap_sizes"),
+}
+ACDC_EVALUATION_KEYS: tuple[str, ...] = (
+    "ablation",
+    "n_eval_prompts",
+    "random_seeds",
+    "batch_size",
+    "seed",
+)
 
 
 class AcdcConfig(StrictModel):
@@ -303,6 +333,15 @@ class AcdcConfig(StrictModel):
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods has duplicates: {self.methods}")
         return self
+
+    def discovery_params(self, method: str) -> dict[str, Any]:
+        """What a discovery job of ``method`` reads (`ACDC_METHOD_KEYS`), as JSON values."""
+        keys = {*ACDC_DISCOVERY_KEYS, *ACDC_METHOD_KEYS[method]}
+        return self.model_dump(mode="json", include=keys)
+
+    def evaluation_params(self) -> dict[str, Any]:
+        """What the evaluation of a task's circuits reads (`ACDC_EVALUATION_KEYS`)."""
+        return self.model_dump(mode="json", include=set(ACDC_EVALUATION_KEYS))
 
     def taus(self) -> list[float]:
         """The sweep in `ACDCConfig.taus` order (product of bases and exponents)."""

@@ -49,6 +49,7 @@ __all__ = [
     "log_metrics",
     "project_root",
     "read_metrics",
+    "read_provenance",
     "resolve_mode",
     "run_group",
 ]
@@ -61,6 +62,9 @@ ENV_RULE = "CIRCUITLAB_RULE"
 ENV_ROOT = "CIRCUITLAB_ROOT"
 DEFAULT_PROJECT = "circuitlab"
 STEP_KEY = "step"
+#: every metrics file's record of what made it (`circuitlab.provenance.job_record`); it is in
+#: the W&B run's config, not its summary
+PROVENANCE_KEY = "provenance"
 PLOT_SUFFIXES = (".json", ".csv", ".tsv")
 
 _MODES: dict[str, Mode] = {
@@ -123,6 +127,8 @@ def log_metrics(
     if not isinstance(stage, str) or not stage:
         raise CircuitlabError(f"stage must be a non-empty string, got {stage!r}")
     clean = _clean_metrics(stage, metrics)
+    if PROVENANCE_KEY in clean:
+        raise CircuitlabError(f"stage {stage!r}: {PROVENANCE_KEY!r} is reserved for the record")
     flat = _flatten(stage, clean)
     clean_series = _clean_series(stage, series) if series is not None else None
     if plots_out is not None and not clean_series:
@@ -143,7 +149,10 @@ def log_metrics(
     run_tags = _clean_tags(stage, tags)
     mode = resolve_mode()  # before any write: a bad WANDB_MODE fails without side effects
 
-    write_json(out, clean)
+    from circuitlab.provenance import job_record
+
+    provenance = job_record()
+    write_json(out, {**clean, PROVENANCE_KEY: provenance})
     if plots_out is not None and clean_series:
         _write_plot(Path(plots_out), clean_series, x)
 
@@ -152,7 +161,7 @@ def log_metrics(
             mode=mode,
             stage=stage,
             run_name=run_name,
-            config=run_config,
+            config={**run_config, PROVENANCE_KEY: provenance},
             tags=run_tags,
             summary=flat,
             series=clean_series or {},
@@ -162,7 +171,19 @@ def log_metrics(
 
 
 def read_metrics(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a metrics JSON written by `log_metrics` (for reports and tests)."""
+    """Read a metrics JSON written by `log_metrics`: the metrics, without the provenance
+    record (`read_provenance`)."""
+    data = _read_object(path)
+    data.pop(PROVENANCE_KEY, None)
+    return data
+
+
+def read_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The provenance record of a metrics JSON (environment, code digest); {} if it has none."""
+    return _read_object(path).get(PROVENANCE_KEY) or {}
+
+
+def _read_object(path: str | os.PathLike[str]) -> dict[str, Any]:
     data = read_json(path)
     if not isinstance(data, dict):
         raise ArtifactError(

@@ -62,7 +62,7 @@ def test_killed_half_way_through_writing_rows_then_rerun(tmp_path: Path) -> None
     rows = load_rows(out)
     assert len(rows) == 30
     assert len(partial) < len(out.read_bytes())  # the killed write really was half of it
-    assert json.loads(metrics.read_text())["n_rows"] == 30
+    assert json.loads(metrics.read_text())["n_rows"] == 30  # provenance sits beside it
     assert leftovers(out.parent) == ["ioi.jsonl"]  # the rerun cleared the killed temporary
 
 

@@ -44,13 +44,24 @@ def make_blacklist(monkeypatch, capsys, work: Path, out: Path) -> Path:
     return out
 
 
-def lrp_args(work: Path, out: Path, params: dict, blacklist: Path | None = None) -> list[str]:
+def run_lrp(
+    monkeypatch, capsys, work: Path, out: Path, params: dict, blacklist: Path | None = None
+) -> tuple[int, str]:
+    """`lrp-attribution` then `lrp-circuit` (the pipeline's two rules); the first failure."""
+    raw = out / "tiny" / "toy" / "lrp.raw.safetensors"  # data/circuits/{model}/{task}/
     args = [
-        "lrp-circuit", "--model", work / "models" / "tiny", "--data", work / "tiny" / "toy.jsonl",
-        "--params", json.dumps(params), "--out", out / "lrp.json",
-        "--raw", out / "lrp.raw.safetensors", "--metrics", out / "m.json",
+        "lrp-attribution", "--model", work / "models" / "tiny",
+        "--data", work / "tiny" / "toy.jsonl", "--params", json.dumps(params),
+        "--raw", raw, "--metrics", out / "attribution.json",
     ]  # fmt: skip
-    return [*args, "--blacklist", blacklist] if blacklist else args
+    code, err = call(monkeypatch, capsys, *args, *(["--blacklist", blacklist] if blacklist else []))
+    if code != 0:
+        return code, err
+    return call(
+        monkeypatch, capsys, "lrp-circuit", "--raw", raw, "--attribution",
+        out / "attribution.json", "--params", json.dumps(params), "--out", out / "lrp.json",
+        "--metrics", out / "m.json",
+    )  # fmt: skip
 
 
 def test_blacklist_then_circuit(
@@ -58,14 +69,15 @@ def test_blacklist_then_circuit(
 ) -> None:
     bl = make_blacklist(monkeypatch, capsys, work, tmp_path / "bl.json")
     params = {"selection": {"method": "topk", "top_k": 5}}
-    code, err = call(monkeypatch, capsys, *lrp_args(work, tmp_path, params, bl))
+    code, err = run_lrp(monkeypatch, capsys, work, tmp_path, params, bl)
     assert code == 0, err
     circuit = NeuronCircuit.load(tmp_path / "lrp.json")
     assert len(circuit) == 5 and circuit.task == "toy" and circuit.model == "tiny"
     banned = Blacklist.load(bl).pairs()
     assert banned, "the test needs a non-empty blacklist"
     assert not {(layer, n) for layer, _, n in circuit.neurons} & banned
-    assert json.loads((tmp_path / "m.json").read_text())["n_neurons"] == 5
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["n_neurons"] == 5 and metrics["blacklisted"] == len(banned)
 
 
 @pytest.mark.parametrize(
@@ -85,10 +97,14 @@ def test_lrp_circuit_bad_input_writes_nothing(
     params: dict,
     message: str,
 ) -> None:
-    code, err = call(monkeypatch, capsys, *lrp_args(work, tmp_path, params))
+    code, err = run_lrp(monkeypatch, capsys, work, tmp_path, params)
     assert code == 2, err
     assert message in err
-    assert not list(tmp_path.iterdir())
+    # a config error stops the attribution step; a selection that cannot be made (threshold
+    # 1.0) stops the circuit step after valid attributions: no circuit either way
+    assert not (tmp_path / "lrp.json").exists() and not (tmp_path / "m.json").exists()
+    if "largest" not in message:
+        assert not list(tmp_path.iterdir())
 
 
 def test_blacklist_of_another_model_shape_is_refused(
@@ -99,6 +115,6 @@ def test_blacklist_of_another_model_shape_is_refused(
     data["d_mlp"] = 14336
     bl.write_text(json.dumps(data))
     out = tmp_path / "out"
-    code, err = call(monkeypatch, capsys, *lrp_args(work, out, {}, bl))
+    code, err = run_lrp(monkeypatch, capsys, work, out, {}, bl)
     assert code == 2 and "14336" in err, err
     assert not out.exists()

@@ -1,14 +1,17 @@
 # Edge circuits: one circuit per {model} × {task} × {method} (ACDC variants, head pruning, EAP)
 # on the train split, then one evaluation per {model} × {task} that compares every method's
 # circuits on the test split. Tasks only (behaviours have no counterfactual answer). A circuit
-# is only discovered once the model has passed its accuracy gate on that task (evaluate_model).
+# is only discovered once the model has passed its accuracy gate on that task (evaluate_model;
+# `ancient`: a gate file rewritten with a new threshold or batch size reruns nothing here).
+# Each job's params are the `acdc` keys its method reads (Config.acdc.discovery_params), so
+# e.g. `acdc.eap_sizes` reruns only the `eap` jobs and `acdc.n_eval_prompts` no discovery.
 
 
 rule acdc_circuit:
     input:
         model=model_artifact,
         rows="data/datasets/{model}/{task}.jsonl",
-        gate="data/metrics/evaluate_model/{model}/{task}.json",
+        gate=ancient("data/metrics/evaluate_model/{model}/{task}.json"),
     output:
         circuit="data/circuits/{model}/{task}/{method}.json",
         dot="data/circuits/{model}/{task}/{method}.dot",
@@ -17,7 +20,8 @@ rule acdc_circuit:
         task=alternatives(EDGE_TASKS),
         method=alternatives(ACDC_METHODS),
     params:
-        cfg=json_arg(CFG.acdc),
+        code=lambda w: code("acdc-circuit", w.method),
+        cfg=lambda w: json_arg(CFG.acdc.discovery_params(w.method)),
     log:
         "logs/acdc_circuit/{model}/{task}/{method}.log",
     benchmark:
@@ -45,7 +49,8 @@ rule acdc_evaluate:
     wildcard_constraints:
         task=alternatives(EDGE_TASKS),
     params:
-        cfg=json_arg(CFG.acdc),
+        code=code("acdc-evaluate"),
+        cfg=json_arg(CFG.acdc.evaluation_params()),
         circuits=lambda wildcards, input: " ".join(f"--circuits {p}" for p in input.circuits),
     log:
         "logs/acdc_evaluate/{model}/{task}.log",

@@ -1,12 +1,42 @@
-# Shared helpers: the validated config, wildcard constraints and path helpers.
+# Shared helpers: the validated config, numerics pins, code fingerprints, wildcard
+# constraints and path helpers.
 import json
 import os
 import shlex
 import time
+from pathlib import Path
 
 from circuitlab.config import load_config
+from circuitlab.provenance import ENV_CODE_CACHE, numerics
+from circuitlab.provenance.code import CodeIndex, plugins_for
 
 CFG = load_config(config)
+
+# The numerics pins (ISA of ATen, MKL and oneDNN; OpenMP wait policy): every job inherits them,
+# so `snakemake` run by hand computes what `make reproduce` computes on any x86-64 CPU.
+numerics.apply()
+
+
+# Code fingerprints (circuitlab.provenance.code): each rule's `code` param is the AST hash of
+# every package module its CLI command runs, so editing that code reruns the rule's jobs and a
+# comment, docstring or formatting edit does not. Computed once per invocation; per-file
+# results are cached in .snakemake/ (jobs read the same cache for their provenance record).
+CODE_CACHE = Path(".snakemake/circuitlab/code-index.json").resolve()
+os.environ.setdefault(ENV_CODE_CACHE, str(CODE_CACHE))
+_CODE_INDEX = CodeIndex.for_installed(cache=CODE_CACHE)
+_CODE = {(c, None): _CODE_INDEX.fingerprint(c).param() for c in _CODE_INDEX.commands}
+for _method in CFG.acdc.methods:
+    _CODE["acdc-circuit", _method] = _CODE_INDEX.fingerprint(
+        "acdc-circuit", plugins_for("acdc-circuit", _method)
+    ).param()
+_CODE_INDEX.save_cache()
+
+
+def code(command, method=None):
+    """A rule's `code` param: the fingerprint of what `circuitlab COMMAND` runs (per method for
+    `acdc-circuit`, whose method module is imported by name)."""
+    return _CODE[command, method]
+
 DATASETS = CFG.dataset_names()
 MODELS = CFG.active_models()
 TOY_MODELS = [m for m, spec in MODELS.items() if spec.source == "toy"]
@@ -151,6 +181,7 @@ def report_manifest():
             jobs += [
                 ("check_dataset", {"model": m, "task": t}),
                 ("evaluate_model", {"model": m, "task": t}),
+                ("lrp_attribution", {"model": m, "task": t}),
                 ("lrp_circuit", {"model": m, "task": t}),
                 ("lrp_faithfulness", {"model": m, "task": t}),
             ]

@@ -29,6 +29,7 @@ rule compare:
             labels={"behaviour": "{behaviour}", "figure": "neuron overlap"},
         ),
     params:
+        code=code("compare"),
         cfg=json_arg(CFG.compare),
         circuits=lambda wildcards, input: " ".join(f"--circuits {c}" for c in input.circuits),
     log:

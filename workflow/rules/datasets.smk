@@ -3,6 +3,7 @@ rule datasets:
         rows="data/datasets/{task}.jsonl",
         metrics="data/metrics/datasets/{task}.json",
     params:
+        code=code("datasets"),
         cfg=lambda w: json_arg(CFG.dataset_params(w.task)),
         seed=CFG.seed,
     log:
@@ -22,6 +23,7 @@ rule check_dataset:
         rows="data/datasets/{model}/{task}.jsonl",
         metrics="data/metrics/check_dataset/{model}/{task}.json",
     params:
+        code=code("check-dataset"),
         on_invalid=CFG.datasets.on_invalid,
     log:
         "logs/check_dataset/{model}/{task}.log",

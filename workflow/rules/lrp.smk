@@ -1,6 +1,8 @@
-# LRP neuron circuits: universal-neuron blacklist ─▶ circuit per task ─▶ faithfulness report.
-# Contrastive neurons for the behaviours. A circuit is only discovered once the model has
-# passed its accuracy gate on that task (evaluate_model).
+# LRP neuron circuits: universal-neuron blacklist ─▶ attributions per task (expensive) ─▶
+# circuit selected from them (seconds: a new `lrp.selection` reruns only this) ─▶ faithfulness
+# report (from the attributions; the selection is not read). Contrastive neurons for the
+# behaviours. A circuit is only discovered once the model has passed its accuracy gate on that
+# task (evaluate_model; `ancient`: a rewritten gate file does not rerun the circuits).
 
 
 rule blacklist:
@@ -10,6 +12,7 @@ rule blacklist:
         blacklist="data/blacklists/{model}.json",
         metrics="data/metrics/blacklist/{model}.json",
     params:
+        code=code("blacklist"),
         cfg=json_arg(CFG.blacklist),
     log:
         "logs/blacklist/{model}.log",
@@ -20,15 +23,34 @@ rule blacklist:
         " --out {output.blacklist} --metrics {output.metrics} > {log} 2>&1"
 
 
-rule lrp_circuit:
+rule lrp_attribution:
     input:
         model=model_artifact,
         rows="data/datasets/{model}/{task}.jsonl",
         blacklist="data/blacklists/{model}.json",
-        gate="data/metrics/evaluate_model/{model}/{task}.json",
+        gate=ancient("data/metrics/evaluate_model/{model}/{task}.json"),
+    output:
+        raw="data/circuits/{model}/{task}/lrp.raw.safetensors",
+        metrics="data/metrics/lrp_attribution/{model}/{task}.json",
+    params:
+        code=code("lrp-attribution"),
+        cfg=json_arg(CFG.lrp.model_dump(mode="json", exclude={"selection"})),
+    log:
+        "logs/lrp_attribution/{model}/{task}.log",
+    benchmark:
+        "data/benchmarks/lrp_attribution/{model}/{task}.tsv",
+    shell:
+        "circuitlab lrp-attribution --model {input.model} --data {input.rows}"
+        " --blacklist {input.blacklist} --params {params.cfg} --raw {output.raw}"
+        " --metrics {output.metrics} > {log} 2>&1"
+
+
+rule lrp_circuit:
+    input:
+        raw="data/circuits/{model}/{task}/lrp.raw.safetensors",
+        attribution="data/metrics/lrp_attribution/{model}/{task}.json",
     output:
         circuit="data/circuits/{model}/{task}/lrp.json",
-        raw="data/circuits/{model}/{task}/lrp.raw.safetensors",
         metrics="data/metrics/lrp_circuit/{model}/{task}.json",
         plot=report(
             "data/plots/lrp_circuit/{model}/{task}.png",
@@ -38,15 +60,16 @@ rule lrp_circuit:
             labels={"task": "{task}", "figure": "neurons per layer"},
         ),
     params:
+        code=code("lrp-circuit"),
         cfg=json_arg(CFG.lrp),
     log:
         "logs/lrp_circuit/{model}/{task}.log",
     benchmark:
         "data/benchmarks/lrp_circuit/{model}/{task}.tsv",
     shell:
-        "circuitlab lrp-circuit --model {input.model} --data {input.rows}"
-        " --blacklist {input.blacklist} --params {params.cfg} --out {output.circuit}"
-        " --raw {output.raw} --metrics {output.metrics} --plot {output.plot} > {log} 2>&1"
+        "circuitlab lrp-circuit --raw {input.raw} --attribution {input.attribution}"
+        " --params {params.cfg} --out {output.circuit} --metrics {output.metrics}"
+        " --plot {output.plot} > {log} 2>&1"
 
 
 rule lrp_faithfulness:
@@ -64,7 +87,9 @@ rule lrp_faithfulness:
             labels={"task": "{task}", "figure": "faithfulness"},
         ),
     params:
-        cfg=json_arg(CFG.lrp),
+        code=code("lrp-faithfulness"),
+        # the attribution options only: faithfulness ranks neurons by mean attribution itself
+        cfg=json_arg(CFG.lrp.model_dump(mode="json", exclude={"selection"})),
         faithfulness=json_arg(CFG.faithfulness),
         seed=CFG.seed,
     log:
@@ -81,11 +106,12 @@ rule contrastive_circuit:
     input:
         model=model_artifact,
         rows="data/datasets/{model}/{behaviour}.jsonl",
-        gate="data/metrics/evaluate_model/{model}/{behaviour}.json",
+        gate=ancient("data/metrics/evaluate_model/{model}/{behaviour}.json"),
     output:
         circuit="data/circuits/{model}/{behaviour}/contrastive.json",
         metrics="data/metrics/contrastive_circuit/{model}/{behaviour}.json",
     params:
+        code=code("contrastive-circuit"),
         top_k=CFG.contrastive.top_k,
         skip=",".join(str(layer) for layer in CFG.contrastive.skip_layers),
     log:

@@ -4,6 +4,7 @@ rule train_toy_model:
         metrics="data/metrics/train_toy_model/{toy}.json",
         plot="data/plots/train_toy_model/{toy}.json",
     params:
+        code=code("train-toy-model"),
         cfg=lambda w: json_arg(MODELS[w.toy]),
         tasks=json_arg(CFG.corpus_params()),
         seed=CFG.seed,
@@ -22,6 +23,7 @@ rule model_ref:
     output:
         "data/models/{hub}.json",
     params:
+        code=code("model-ref"),
         cfg=lambda w: json_arg(MODELS[w.hub]),
     log:
         "logs/model_ref/{hub}.log",
@@ -38,6 +40,7 @@ rule evaluate_model:
     output:
         "data/metrics/evaluate_model/{model}/{task}.json",
     params:
+        code=code("evaluate-model"),
         batch_size=CFG.evaluation.batch_size,
         min_accuracy=CFG.evaluation.min_accuracy,
     log:

@@ -14,6 +14,7 @@ rule report:
             labels={"page": "circuitlab report"},
         ),
     params:
+        code=code("report"),
         manifest=lambda wildcards: json_arg(report_manifest()),
     log:
         "logs/report/index.log",

@@ -26,6 +26,7 @@ rule steering:
     wildcard_constraints:
         circuit=alternatives(STEERING_CIRCUITS),
     params:
+        code=code("steering"),
         cfg=json_arg(CFG.steering),
         others=lambda wildcards, input: " ".join(f"--others {p}" for p in input.others),
     threads: 1
@@ -43,11 +44,12 @@ rule caa:
     input:
         model=model_artifact,
         rows="data/datasets/{model}/{behaviour}.jsonl",
-        gate="data/metrics/evaluate_model/{model}/{behaviour}.json",
+        gate=ancient("data/metrics/evaluate_model/{model}/{behaviour}.json"),
     output:
         vectors="data/caa/{model}/{behaviour}.safetensors",
         metrics="data/metrics/caa/{model}/{behaviour}.json",
     params:
+        code=code("caa"),
         cfg=json_arg(CFG.caa),
         # only what the selection reads, so a change of the steering sweep does not rebuild CAA
         steering=json_arg({"neutral_prompts": CFG.steering.neutral_prompts}),
@@ -80,6 +82,7 @@ rule caa_steering:
             labels={"name": "{behaviour}", "method": "caa"},
         ),
     params:
+        code=code("caa-steering"),
         cfg=json_arg(CFG.caa),
         steering=json_arg(CFG.steering),
         others=lambda wildcards, input: " ".join(f"--others {p}" for p in input.others),
@@ -121,6 +124,7 @@ rule steering_summary:
             labels={"name": "all", "method": "leakage matrix"},
         ),
     params:
+        code=code("steering-summary"),
         reports=lambda wildcards, input: " ".join(f"--reports {p}" for p in input.reports),
     log:
         "logs/steering_summary/{model}.log",

@@ -27,26 +27,76 @@ Supported architectures: Llama, Mistral, Qwen2, Gemma (1), GPT-2. Gemma 2/3 are 
 (norms on attention/MLP outputs make head outputs non-additive).
 """
 
-from circuitlab.acdc.approx import ApproxACDCResult, ApproxConfig, approx_acdc, decision_agreement
-from circuitlab.acdc.eap import EAPConfig, EAPResult, eap_scores, edge_attribution
-from circuitlab.acdc.fast import FastACDCResult, FastConfig, fast_acdc
-from circuitlab.acdc.graph import RESID_END, RESID_START, Graph, acdc_order, build_graph
-from circuitlab.acdc.heads import HeadPruningConfig, HeadPruningResult, prune_heads
-from circuitlab.acdc.metrics import METRICS, get_metric
-from circuitlab.acdc.patch import (
-    ABLATIONS,
-    Ablation,
-    PatchContext,
-    PatchModel,
-    encode_pairs,
-    evaluate_masks,
-    forward,
-    patchable,
-    prepare,
-    prepare_rows,
-)
-from circuitlab.acdc.sequential import ACDCConfig, ACDCResult, TauResult, sequential_acdc
+from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from circuitlab.lazy import exports
+
+if TYPE_CHECKING:
+    from circuitlab.acdc.approx import (
+        ApproxACDCResult,
+        ApproxConfig,
+        approx_acdc,
+        decision_agreement,
+    )
+    from circuitlab.acdc.eap import EAPConfig, EAPResult, eap_scores, edge_attribution
+    from circuitlab.acdc.fast import FastACDCResult, FastConfig, fast_acdc
+    from circuitlab.acdc.graph import RESID_END, RESID_START, Graph, acdc_order, build_graph
+    from circuitlab.acdc.heads import HeadPruningConfig, HeadPruningResult, prune_heads
+    from circuitlab.acdc.metrics import METRICS, get_metric
+    from circuitlab.acdc.patch import (
+        ABLATIONS,
+        Ablation,
+        PatchContext,
+        PatchModel,
+        encode_pairs,
+        evaluate_masks,
+        forward,
+        patchable,
+        prepare,
+        prepare_rows,
+    )
+    from circuitlab.acdc.sequential import ACDCConfig, ACDCResult, TauResult, sequential_acdc
+
+# attribute -> defining module, imported on first use (circuitlab.lazy)
+_WHERE = {
+    "ApproxACDCResult": "circuitlab.acdc.approx",
+    "ApproxConfig": "circuitlab.acdc.approx",
+    "approx_acdc": "circuitlab.acdc.approx",
+    "decision_agreement": "circuitlab.acdc.approx",
+    "EAPConfig": "circuitlab.acdc.eap",
+    "EAPResult": "circuitlab.acdc.eap",
+    "eap_scores": "circuitlab.acdc.eap",
+    "edge_attribution": "circuitlab.acdc.eap",
+    "FastACDCResult": "circuitlab.acdc.fast",
+    "FastConfig": "circuitlab.acdc.fast",
+    "fast_acdc": "circuitlab.acdc.fast",
+    "RESID_END": "circuitlab.acdc.graph",
+    "RESID_START": "circuitlab.acdc.graph",
+    "Graph": "circuitlab.acdc.graph",
+    "acdc_order": "circuitlab.acdc.graph",
+    "build_graph": "circuitlab.acdc.graph",
+    "HeadPruningConfig": "circuitlab.acdc.heads",
+    "HeadPruningResult": "circuitlab.acdc.heads",
+    "prune_heads": "circuitlab.acdc.heads",
+    "METRICS": "circuitlab.acdc.metrics",
+    "get_metric": "circuitlab.acdc.metrics",
+    "ABLATIONS": "circuitlab.acdc.patch",
+    "Ablation": "circuitlab.acdc.patch",
+    "PatchContext": "circuitlab.acdc.patch",
+    "PatchModel": "circuitlab.acdc.patch",
+    "encode_pairs": "circuitlab.acdc.patch",
+    "evaluate_masks": "circuitlab.acdc.patch",
+    "forward": "circuitlab.acdc.patch",
+    "patchable": "circuitlab.acdc.patch",
+    "prepare": "circuitlab.acdc.patch",
+    "prepare_rows": "circuitlab.acdc.patch",
+    "ACDCConfig": "circuitlab.acdc.sequential",
+    "ACDCResult": "circuitlab.acdc.sequential",
+    "TauResult": "circuitlab.acdc.sequential",
+    "sequential_acdc": "circuitlab.acdc.sequential",
+}
 __all__ = [
     "ABLATIONS",
     "METRICS",
@@ -84,3 +134,4 @@ __all__ = [
     "prune_heads",
     "sequential_acdc",
 ]
+__getattr__, __dir__ = exports(__name__, _WHERE)

@@ -17,6 +17,7 @@ CircuitArtifact`` fields); each returns edge scores where *higher = more importa
 
 from __future__ import annotations
 
+import importlib
 import math
 import random
 import time
@@ -26,7 +27,7 @@ from typing import Any
 from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit, ScoreKind
 from circuitlab.acdc.patch import PatchContext, patchable, prepare_rows
 from circuitlab.acdc.sequential import ACDCConfig, ACDCResult
-from circuitlab.config import ACDC_METHODS, AcdcConfig
+from circuitlab.config import ACDC_METHOD_MODULES, ACDC_METHODS, AcdcConfig
 from circuitlab.errors import ConfigError, DatasetError
 from circuitlab.models.loading import LoadedModel
 from circuitlab.tasks.base import TaskRow
@@ -76,28 +77,31 @@ def _from_acdc(result: ACDCResult, cfg: AcdcConfig) -> Found:
     }
 
 
-def run_acdc(ctx: PatchContext, cfg: AcdcConfig) -> Found:
-    from circuitlab.acdc.fast import FastConfig, fast_acdc
+def method_module(method: str) -> Any:
+    """The module that runs ``method``, imported by name (`ACDC_METHOD_MODULES`)."""
+    return importlib.import_module(ACDC_METHOD_MODULES[method])
 
-    fast = FastConfig(window=cfg.window, max_window=cfg.max_window)
-    return _from_acdc(fast_acdc(ctx, acdc_config(cfg), fast), cfg)
+
+def run_acdc(ctx: PatchContext, cfg: AcdcConfig) -> Found:
+    fast = method_module("acdc")
+    opts = fast.FastConfig(window=cfg.window, max_window=cfg.max_window)
+    return _from_acdc(fast.fast_acdc(ctx, acdc_config(cfg), opts), cfg)
 
 
 def _approx(variant: str) -> Method:
     def run(ctx: PatchContext, cfg: AcdcConfig) -> Found:
-        from circuitlab.acdc.approx import ApproxConfig, approx_acdc
-
-        approx = ApproxConfig(variant=variant, window=cfg.approx_window)  # type: ignore[arg-type]
-        return _from_acdc(approx_acdc(ctx, acdc_config(cfg), approx), cfg)
+        approx = method_module(f"acdc_{'approx' if variant == 'group' else variant}")
+        opts = approx.ApproxConfig(variant=variant, window=cfg.approx_window)
+        return _from_acdc(approx.approx_acdc(ctx, acdc_config(cfg), opts), cfg)
 
     run.__doc__ = f"ACDC approximated by {variant} testing."
     return run
 
 
 def run_head_pruning(ctx: PatchContext, cfg: AcdcConfig) -> Found:
-    from circuitlab.acdc.heads import HeadPruningConfig, prune_heads
-
-    res = prune_heads(ctx, HeadPruningConfig(threshold=cfg.head_threshold, metric=cfg.head_metric))
+    heads = method_module("head_pruning")
+    opts = heads.HeadPruningConfig(threshold=cfg.head_threshold, metric=cfg.head_metric)
+    res = heads.prune_heads(ctx, opts)
     graph = ctx.graph
     src_names = [graph.sources[int(s)] for s in graph.edge_src.tolist()]
     scores = tuple(abs(res.deltas[s]) if s in res.deltas else math.inf for s in src_names)
@@ -123,9 +127,8 @@ def top_edges(edges: Sequence[str], scores: Sequence[float], n: int) -> tuple[st
 
 
 def run_eap(ctx: PatchContext, cfg: AcdcConfig) -> Found:
-    from circuitlab.acdc.eap import EAPConfig, edge_attribution
-
-    res = edge_attribution(ctx, EAPConfig(metric=cfg.eap_metric, ig_steps=cfg.eap_ig_steps))
+    eap = method_module("eap")
+    res = eap.edge_attribution(ctx, eap.EAPConfig(metric=cfg.eap_metric, ig_steps=cfg.eap_ig_steps))
     scores = tuple(abs(s) for s in res.scores)
     sizes = sorted({max(1, round(f * len(res.edges))) for f in cfg.eap_sizes})
     circuits = tuple(
@@ -150,7 +153,7 @@ METHODS: dict[str, Method] = {
     "head_pruning": run_head_pruning,
     "eap": run_eap,
 }
-assert tuple(METHODS) == ACDC_METHODS
+assert tuple(METHODS) == ACDC_METHODS == tuple(ACDC_METHOD_MODULES)
 
 
 def discover_artifact(
@@ -183,7 +186,7 @@ def discover_artifact(
         score_kind=kind,
         seconds=time.perf_counter() - start,
         n_prompts=len(train),
-        params=cfg.model_dump(mode="json"),
+        params=cfg.discovery_params(method),
         **found,
     )
 

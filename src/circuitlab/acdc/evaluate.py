@@ -36,8 +36,8 @@ from circuitlab.acdc.metrics import kl, logit_diff
 from circuitlab.acdc.patch import PatchContext, evaluate_masks, patchable, prepare_rows
 from circuitlab.config import AcdcConfig
 from circuitlab.errors import ArtifactError, DatasetError
-from circuitlab.lrp.faithfulness import t_interval
 from circuitlab.models.loading import LoadedModel
+from circuitlab.stats import t_interval
 from circuitlab.tasks.base import TaskRow
 
 ACDC_FAMILY = ("acdc", "acdc_approx", "acdc_window")

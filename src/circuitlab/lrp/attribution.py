@@ -17,10 +17,11 @@ Everything is vectorised: no Python loop over positions or neurons and no per-el
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -28,6 +29,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from circuitlab.config import LrpConfig
 from circuitlab.errors import ArtifactError, DatasetError, ModelError
 from circuitlab.io import atomic_path
 from circuitlab.lrp.rules import linearized
@@ -238,3 +240,47 @@ def last_activations(lm: LoadedModel, rows: Sequence[TaskRow], batch_size: int =
         idx = torch.arange(len(batch), device=lm.device)
         out.append(torch.stack([acts[layer][idx, batch.last] for layer in sorted(acts)], 1))
     return torch.cat(out).float().cpu()
+
+
+# --------------------------------------------------------------------------- stage
+def options(
+    cfg: LrpConfig, skip_neurons: Collection[tuple[int, int]] = (), **over: Any
+) -> AttributionOptions:
+    """Attribution options from the `lrp` config section (plus a blacklist)."""
+    base: dict[str, Any] = dict(
+        metric=cfg.metric,
+        attention_rule=cfg.attention_rule,
+        filter_bos=cfg.filter_bos,
+        last_n_positions=cfg.last_n_positions,
+        top_k_per_layer=cfg.top_k_per_layer,
+        skip_layers=frozenset(cfg.skip_layers),
+        skip_neurons=frozenset(skip_neurons),
+        batch_size=cfg.batch_size,
+    )
+    return AttributionOptions(**{**base, **over})
+
+
+def attribute_lrp(
+    lm: LoadedModel,
+    rows: Sequence[TaskRow],
+    cfg: LrpConfig,
+    *,
+    task: str,
+    blacklist: Collection[tuple[int, int]] = (),
+    progress: bool = True,
+) -> tuple[Attributions, dict[str, Any]]:
+    """The expensive half of an LRP circuit: per-prompt attributions of the train split (the
+    `selection` settings are not read), and the metrics of that step. The cheap half,
+    selection, is `circuitlab.lrp.discover.select_lrp`."""
+    train = [r for r in rows if r.split == "train"]
+    if not train:
+        raise DatasetError(f"{task}: no train rows to discover a circuit on")
+    t0 = time.perf_counter()
+    attr = attribute_rows(lm, train, options(cfg, blacklist), progress=progress)
+    metrics = {
+        "n_prompts": int(attr.scores.shape[0]),
+        "n_positions": attr.n_positions,
+        "blacklisted": len(blacklist),
+        "attribution_seconds": time.perf_counter() - t0,
+    }
+    return attr, metrics

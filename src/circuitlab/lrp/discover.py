@@ -2,35 +2,21 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
 from circuitlab.config import LrpConfig
 from circuitlab.errors import DatasetError
-from circuitlab.lrp.attribution import AttributionOptions, Attributions, attribute_rows
+from circuitlab.lrp.attribution import (  # noqa: F401 (options, attribute_lrp: the stage API)
+    Attributions,
+    attribute_lrp,
+    options,
+)
 from circuitlab.lrp.attribution import last_activations as _last_activations
 from circuitlab.lrp.circuit import NeuronCircuit
 from circuitlab.lrp.selection import aggregate, contrastive_difference, select, select_contrastive
 from circuitlab.models.loading import LoadedModel
 from circuitlab.tasks.base import TaskRow
-
-
-def options(
-    cfg: LrpConfig, skip_neurons: Collection[tuple[int, int]] = (), **over: Any
-) -> AttributionOptions:
-    """Attribution options from the `lrp` config section (plus a blacklist)."""
-    base: dict[str, Any] = dict(
-        metric=cfg.metric,
-        attention_rule=cfg.attention_rule,
-        filter_bos=cfg.filter_bos,
-        last_n_positions=cfg.last_n_positions,
-        top_k_per_layer=cfg.top_k_per_layer,
-        skip_layers=frozenset(cfg.skip_layers),
-        skip_neurons=frozenset(skip_neurons),
-        batch_size=cfg.batch_size,
-    )
-    return AttributionOptions(**{**base, **over})
 
 
 def circuit_from_attributions(
@@ -62,6 +48,32 @@ def circuit_from_attributions(
     )
 
 
+def select_lrp(
+    attr: Attributions, cfg: LrpConfig, attribution: dict[str, Any], *, model: str, task: str
+) -> tuple[NeuronCircuit, dict[str, Any]]:
+    """The cheap half: the circuit `cfg.selection` picks from saved attributions (no model),
+    and its metrics (with the attribution step's ``attribution``)."""
+    _, n_layers, _, d_mlp = attr.scores.shape
+    circuit = circuit_from_attributions(
+        attr, cfg, model=model, task=task, n_layers=int(n_layers), d_mlp=int(d_mlp)
+    )
+    grid_total = float(aggregate(attr, "mean").abs().sum())
+    kept = sum(abs(v) for v in circuit.neurons.values())
+    metrics = {
+        "n_neurons": len(circuit),
+        "n_prompts": circuit.n_prompts,
+        "n_positions": attr.n_positions,
+        "share_of_all_neurons": len(circuit) / (n_layers * d_mlp * attr.n_positions),
+        "share_of_total_attribution": kept / grid_total if grid_total else 0.0,
+        "metric_mean": circuit.metric_value,
+        "attribution_sum": float(aggregate(attr, "mean").sum()),
+        "blacklisted": attribution["blacklisted"],
+        "attribution_seconds": attribution["attribution_seconds"],
+        "neurons_per_layer": {str(k): v for k, v in circuit.per_layer().items()},
+    }
+    return circuit, metrics
+
+
 def discover_lrp(
     lm: LoadedModel,
     rows: Sequence[TaskRow],
@@ -72,31 +84,12 @@ def discover_lrp(
     blacklist: Collection[tuple[int, int]] = (),
     progress: bool = True,
 ) -> tuple[NeuronCircuit, Attributions, dict[str, Any]]:
-    """LRP circuit of `rows` (the train split): the circuit, the raw attributions and metrics."""
-    train = [r for r in rows if r.split == "train"]
-    if not train:
-        raise DatasetError(f"{task}: no train rows to discover a circuit on")
-    t0 = time.perf_counter()
-    attr = attribute_rows(lm, train, options(cfg, blacklist), progress=progress)
-    seconds = time.perf_counter() - t0
-    dims = lm.dims
-    circuit = circuit_from_attributions(
-        attr, cfg, model=model, task=task, n_layers=dims.n_layers, d_mlp=dims.d_mlp
+    """LRP circuit of `rows` (the train split): the circuit, the raw attributions and metrics
+    (`attribute_lrp` then `select_lrp`; the pipeline runs them as two rules)."""
+    attr, attribution = attribute_lrp(
+        lm, rows, cfg, task=task, blacklist=blacklist, progress=progress
     )
-    grid_total = float(aggregate(attr, "mean").abs().sum())
-    kept = sum(abs(v) for v in circuit.neurons.values())
-    metrics = {
-        "n_neurons": len(circuit),
-        "n_prompts": circuit.n_prompts,
-        "n_positions": attr.n_positions,
-        "share_of_all_neurons": len(circuit) / (dims.n_neurons * attr.n_positions),
-        "share_of_total_attribution": kept / grid_total if grid_total else 0.0,
-        "metric_mean": circuit.metric_value,
-        "attribution_sum": float(aggregate(attr, "mean").sum()),
-        "blacklisted": len(blacklist),
-        "attribution_seconds": seconds,
-        "neurons_per_layer": {str(k): v for k, v in circuit.per_layer().items()},
-    }
+    circuit, metrics = select_lrp(attr, cfg, attribution, model=model, task=task)
     return circuit, attr, metrics
 
 

@@ -24,7 +24,6 @@ each of `calibration_neurons` neurons drawn uniformly from the grid, one at a ti
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +39,7 @@ from circuitlab.lrp.rules import ATTENTION_RULES
 from circuitlab.lrp.selection import aggregate, top_fraction_mask
 from circuitlab.models.loading import LoadedModel
 from circuitlab.prompts import PromptBatch, batches, encode_rows
+from circuitlab.stats import t_interval
 from circuitlab.tasks.base import TaskRow
 
 
@@ -134,15 +134,6 @@ def matched_random_mask(circuit: Tensor, valid: Tensor, generator: torch.Generat
     keys = torch.where(valid, keys, torch.full_like(keys, 2.0))  # invalid cells sort last
     ranks = keys.argsort(-1).argsort(-1)
     return ranks < counts
-
-
-def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
-    """(mean, half-width) of a Student-t confidence interval."""
-    arr = np.asarray(values, dtype=float)
-    if len(arr) < 2:
-        return float(arr.mean()), float("nan")
-    half = stats.t.ppf(0.5 + level / 2, len(arr) - 1) * arr.std(ddof=1) / math.sqrt(len(arr))
-    return float(arr.mean()), float(half)
 
 
 def curve_area(sizes: Sequence[float], values: Sequence[float]) -> float:

@@ -6,8 +6,9 @@ invocation) does not pay for importing torch and transformers.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from circuitlab.lazy import exports
 
 if TYPE_CHECKING:
     from circuitlab.models.adapters import ADAPTERS, Adapter, ModelDims, get_adapter
@@ -33,8 +34,4 @@ __all__ = [
     "load_model",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'circuitlab.models' has no attribute {name!r}")
+__getattr__, __dir__ = exports(__name__, _WHERE)

@@ -1,0 +1,131 @@
+"""The numerics pins every job runs under, and the record of the environment a result came from.
+
+On a CPU, the same torch wheel computes different floats on different x86-64 machines: ATen
+picks its vectorised kernels by the CPU's instruction set (AVX2 or AVX-512), MKL picks its
+GEMM code path by CPU model and vendor, and oneDNN does the same. Measured on this project's
+toy training (`tests/benchmarks/bench_numerics.py`, BENCHMARKS.md "Numerics"), ATen's choice and
+MKL's choice each change the trained weights. `PINS` fixes all three to code paths that every
+x86-64 CPU with AVX2 runs identically:
+
+* ``ATEN_CPU_CAPABILITY=avx2``: ATen's AVX2 kernels even where AVX-512 exists;
+* ``MKL_CBWR=COMPATIBLE``: MKL's conditional-numerical-reproducibility branch that Intel
+  documents as giving the same results on Intel and non-Intel CPUs (the ``AVX2`` branch is
+  only reproducible across Intel CPUs: elsewhere MKL silently falls back to ``AUTO``);
+* ``ONEDNN_MAX_CPU_ISA=AVX2``: oneDNN's kernels capped at AVX2;
+* ``OMP_WAIT_POLICY=PASSIVE``: OpenMP threads sleep instead of spinning at a barrier, so a job
+  with two threads degrades gracefully when another process holds a core (numerics unchanged).
+
+The thread count of each job is fixed by its config (training) or by its rule, never by the
+machine. `apply` sets the pins as defaults before torch is imported: the CLI entry point, the
+Snakefile and the test suite call it, so every job inherits them. A variable already set in the
+environment wins (e.g. ``MKL_CBWR=AUTO`` for speed on a machine where cross-machine identity does
+not matter); `environment` records what was in effect, and every metrics file and W&B run
+carries that record (`circuitlab.tracking`).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+PINS: dict[str, str] = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_CBWR": "COMPATIBLE",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "OMP_WAIT_POLICY": "PASSIVE",
+}
+
+
+def apply(environ: Any = None) -> dict[str, str]:
+    """Set every pin that the environment does not already set; returns what is in effect.
+
+    Must run before torch is imported to take effect in this process (ATen and MKL read these
+    once); child processes inherit them either way."""
+    env = os.environ if environ is None else environ
+    for key, value in PINS.items():
+        env.setdefault(key, value)
+    return {key: env[key] for key in PINS}
+
+
+def pinned() -> bool:
+    """Whether this process runs with exactly the default pins."""
+    return all(os.environ.get(k) == v for k, v in PINS.items())
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+@lru_cache(maxsize=1)
+def git_state(root: str | None = None) -> dict[str, Any]:
+    """``{"commit": sha or None, "dirty": bool or None}`` of the repository at ``root``
+    (default: the checkout holding this package's ``src/``); None where git or a repository is
+    missing (e.g. an installed wheel)."""
+    where = Path(root) if root else Path(__file__).resolve().parents[3]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode != 0:
+            return {"commit": None, "dirty": None}
+        status = subprocess.run(
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                "src",
+                "workflow",
+                "Snakefile",
+                "config",
+                "pyproject.toml",
+            ],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def environment() -> dict[str, Any]:
+    """What a result depends on besides its inputs, config and code: library versions, the CPU
+    and the code paths in use, the thread count, the pins, the git state. The code path and
+    thread count are those of torch in this process (None for a job that never imported it)."""
+    torch = sys.modules.get("torch")
+    return {
+        "python": platform.python_version(),
+        "torch": _version("torch"),
+        "transformers": _version("transformers"),
+        "platform": f"{sys.platform}-{platform.machine()}",
+        "cpu": _cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability() if torch else None,
+        "threads": torch.get_num_threads() if torch else None,
+        "cuda": torch.version.cuda if torch and torch.cuda.is_available() else None,
+        "pins": {key: os.environ.get(key) for key in PINS},
+        "pinned": pinned(),
+        **git_state(),
+    }

@@ -1,0 +1,206 @@
+"""``circuitlab plan`` (``make plan``): what the next run would redo, and why, in words.
+
+It asks Snakemake itself — a dry run (``snakemake -n``) with the default profile — and turns
+each job's reason into a sentence: which config keys changed (the JSON slices a rule passes
+are compared key by key), which package modules changed (the rule's ``code`` param, see
+`circuitlab.provenance.code`), which inputs are new, missing or rebuilt upstream. Nothing is
+run and nothing is written.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import shlex
+import subprocess
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from circuitlab.provenance.code import parse_param
+
+_LITERAL = re.compile(
+    r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|inf|nan)|None|True|False"""
+)
+
+
+@dataclass
+class Job:
+    rule: str
+    reason: str
+    wildcards: str = ""
+    why: list[str] = field(default_factory=list)
+
+
+def parse_dry_run(text: str) -> list[Job]:
+    """The jobs a ``snakemake -n`` output lists (rule, reason, wildcards); ``all`` excluded."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", text):
+        head = re.match(r"(?:local)?rule (\w+):\n", block)
+        if not head or head[1] == "all":
+            continue
+        fields = {
+            key: (m[1] if (m := re.search(rf"^\s+{key}: (.*)$", block, re.M)) else "")
+            for key in ("reason", "wildcards")
+        }
+        jobs.append(Job(head[1], fields["reason"], fields["wildcards"]))
+    return jobs
+
+
+def _literals(text: str) -> list[Any]:
+    """Python literals written one after another with commas (Snakemake's params reprs)."""
+    out = []
+    for m in _LITERAL.finditer(text):
+        try:
+            out.append(ast.literal_eval(m[0]))
+        except (ValueError, SyntaxError):
+            out.append(m[0])
+    return out
+
+
+def _as_json(value: Any) -> Any:
+    """A param value as data: a shell-quoted JSON slice is parsed, anything else kept."""
+    if isinstance(value, str):
+        try:
+            words = shlex.split(value)
+            if len(words) == 1:
+                return json.loads(words[0])
+        except ValueError:
+            pass
+    return value
+
+
+def _is_code(value: Any) -> bool:
+    return isinstance(value, str) and bool(
+        re.match(r"^\S+=[0-9a-f]{12}( \S+=[0-9a-f]{12})*$", value)
+    )
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value}
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _code_change(before: str, now: str) -> list[str]:
+    old, new = parse_param(before), parse_param(now)
+    out = []
+    changed = sorted(m for m in old.keys() & new.keys() if old[m] != new[m])
+    if changed:
+        out.append("code changed: " + ", ".join(changed))
+    if new.keys() - old.keys():
+        out.append("code now imports: " + ", ".join(sorted(new.keys() - old.keys())))
+    if old.keys() - new.keys():
+        out.append("code no longer imports: " + ", ".join(sorted(old.keys() - new.keys())))
+    return out
+
+
+def _config_change(before: Any, now: Any) -> list[str]:
+    if isinstance(before, dict) and isinstance(now, dict):
+        old, new = _flatten(before), _flatten(now)
+        keys = sorted(k for k in old.keys() | new.keys() if old.get(k, "∅") != new.get(k, "∅"))
+        return [
+            f"config {k}: {_short(old[k]) if k in old else '(unset)'} → "
+            f"{_short(new[k]) if k in new else '(unset)'}"
+            for k in keys
+        ]
+    return [f"param {_short(before)} → {_short(now)}"]
+
+
+def explain_params(reason: str) -> list[str]:
+    """Sentences for Snakemake's 'Params have changed …: before: … now: …' reason."""
+    m = re.search(r"before: (.*?) now: (.*)$", reason)
+    if not m:
+        return ["params changed"]
+    before = [v for v in _literals(m[1])]
+    now = [v for v in _literals(m[2])]
+    out = []
+    old_code = [v for v in before if _is_code(v)]
+    new_code = [v for v in now if _is_code(v)]
+    if old_code and new_code:
+        out += _code_change(old_code[0], new_code[0])
+    elif new_code:
+        out.append("code fingerprint recorded for the first time")
+    old_rest = [_as_json(v) for v in before if not _is_code(v)]
+    new_rest = [_as_json(v) for v in now if not _is_code(v)]
+    # pair JSON slices by their keys, scalars in order
+    for value in new_rest:
+        match = None
+        if isinstance(value, dict):
+            match = max(
+                (o for o in old_rest if isinstance(o, dict)),
+                key=lambda o: len(o.keys() & value.keys()),
+                default=None,
+            )
+        elif old_rest and not isinstance(old_rest[0], dict):
+            match = old_rest[0]
+        if match is not None:
+            old_rest.remove(match)
+            out += _config_change(match, value)
+        else:
+            out.append(f"new param {_short(value)}")
+    out += [f"param removed: {_short(v)}" for v in old_rest]
+    return out or ["params changed"]
+
+
+def _paths(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def explain(reason: str) -> list[str]:
+    """One job's Snakemake reason as sentences (several reasons are joined by '; ')."""
+    out: list[str] = []
+    for part in re.split(r";\s*(?=[A-Z])", reason):
+        part = part.strip()
+        if part.startswith("Missing output files"):
+            out.append("output missing (never built, or deleted)")
+        elif part.startswith("Input files updated by another job"):
+            out.append("an input is rebuilt upstream in this run")
+        elif part.startswith("Updated input files"):
+            names = _paths(part.split(":", 1)[1]) if ":" in part else []
+            out += [f"input changed: {p}" for p in names] or ["an input changed"]
+        elif part.startswith("Params have changed"):
+            out += explain_params(part)
+        elif part.startswith("Code has changed"):
+            out.append("the rule's shell command changed")
+        elif part.startswith("Set of input files has changed"):
+            out.append("the set of inputs changed (e.g. a method added or removed)")
+        elif part.startswith("Forced execution"):
+            out.append("forced (--forcerun)")
+        elif part:
+            out.append(part[0].lower() + part[1:])
+    return out
+
+
+def plan(jobs: Sequence[Job]) -> dict[str, tuple[int, Counter[str]]]:
+    """Rule -> (number of jobs, how many of them have each reason)."""
+    per_rule: dict[str, tuple[int, Counter[str]]] = {}
+    counts: dict[str, int] = Counter(j.rule for j in jobs)
+    reasons: dict[str, Counter[str]] = defaultdict(Counter)
+    for job in jobs:
+        job.why = explain(job.reason)
+        reasons[job.rule].update(set(job.why))
+    for rule in counts:
+        per_rule[rule] = (counts[rule], reasons[rule])
+    return per_rule
+
+
+def dry_run(workdir: Path, snakemake: str, args: Sequence[str]) -> str:
+    """The text of ``snakemake -n`` with the default profile (and ``args``) in ``workdir``."""
+    cmd = [snakemake, "-n", "--workflow-profile", "workflow/profiles/default", *args]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    text = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed:\n{text[-3000:]}")
+    return text
