@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: setup reproduce test test-fast bench lint snapshot clean-results
+.PHONY: setup reproduce plan accept test test-fast bench lint snapshot clean-results
 
 setup: $(STAMP)
 
@@ -28,6 +28,16 @@ $(STAMP): pyproject.toml
 
 reproduce: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES) --workflow-profile workflow/profiles/default
+
+# What `make reproduce` would run, per rule, and why (config keys, code modules, inputs).
+plan: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/circuitlab plan
+
+# Keep the existing results after a change you know does not alter them (a refactor the code
+# fingerprint sees as new code, say): records the current config and code as the ones every
+# finished output was made with. Runs nothing; check `make plan` first.
+accept: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores 1 --touch --workflow-profile workflow/profiles/default
 
 test: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest

@@ -6,6 +6,7 @@ with a fixed thread count, so the same inputs give bit-identical weights on the 
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Sequence
@@ -51,7 +52,11 @@ def encode_corpus(
     corpus: Sequence[str], tokenizer: PreTrainedTokenizerBase, max_len: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokenize every sentence as `<bos> … <eos>`, right-padded; returns (ids, lengths)."""
-    enc = tokenizer(list(corpus), add_special_tokens=True)["input_ids"]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # the Rust tokenizer directly: ~3x faster than the Python wrapper
+        enc = [e.ids for e in backend.encode_batch(list(corpus), add_special_tokens=True)]
+    else:
+        enc = tokenizer(list(corpus), add_special_tokens=True)["input_ids"]
     eos = tokenizer.eos_token_id
     seqs = [[*ids, eos] for ids in enc]
     too_long = [i for i, s in enumerate(seqs) if len(s) > max_len]
@@ -60,10 +65,11 @@ def encode_corpus(
             f"{len(too_long)} corpus sentence(s) exceed max_seq_len={max_len} tokens "
             f"(first: {corpus[too_long[0]]!r}); raise toy architecture.max_seq_len"
         )
+    # one vectorised fill instead of a tensor per sentence (290,000 of them by default)
     lengths = torch.tensor([len(s) for s in seqs])
     ids = torch.full((len(seqs), int(lengths.max())), tokenizer.pad_token_id, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
+    filled = torch.arange(ids.shape[1]) < lengths[:, None]
+    ids[filled] = torch.tensor(list(itertools.chain.from_iterable(seqs)), dtype=torch.long)
     return ids, lengths
 
 

@@ -1,0 +1,99 @@
+"""The golden fingerprint: a short training of the default architecture, then one LRP
+attribution pass and one edge-attribution (EAP) pass with patched forwards on it, each reduced
+to a sha256. Run as a script (a fresh process, so the numerics pins are set before torch is
+imported); prints one JSON object. `test_golden.py` compares it with the committed values.
+
+    python tests/provenance/golden.py [--steps 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from circuitlab.provenance import numerics
+
+numerics.apply()  # before torch
+
+import torch  # noqa: E402
+
+from circuitlab.acdc.eap import EAPConfig, edge_attribution  # noqa: E402
+from circuitlab.acdc.metrics import get_metric  # noqa: E402
+from circuitlab.acdc.patch import evaluate_masks, patchable, prepare_rows  # noqa: E402
+from circuitlab.config import ToyModelConfig, load_config  # noqa: E402
+from circuitlab.lrp.attribution import attribute_lrp  # noqa: E402
+from circuitlab.models.loading import load_model  # noqa: E402
+from circuitlab.models.toy import build_toy_model  # noqa: E402
+from circuitlab.tasks import build_rows  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def sha(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def golden(steps: int) -> dict[str, object]:
+    import yaml
+
+    cfg = load_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
+    default = cfg.models["toy"]
+    assert isinstance(default, ToyModelConfig)
+    # the default architecture and optimiser; a short schedule on a small corpus
+    toy = default.model_copy(
+        update={
+            "training": default.training.model_copy(update={"steps": steps, "warmup_steps": 10}),
+            "corpus": default.corpus.model_copy(
+                update={"sentences_per_family": 300, "filler_sentences": 300}
+            ),
+        }
+    )
+    start = time.perf_counter()
+    model, tokenizer, result = build_toy_model(toy, cfg.corpus_params(), cfg.seed, progress=False)
+    seconds = time.perf_counter() - start
+    weights = sha(*(v for _, v in sorted(model.state_dict().items())))
+    with tempfile.TemporaryDirectory() as tmp:  # through the pipeline's loading path
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        lm = load_model(Path(tmp))
+    rows = [
+        r
+        for r in build_rows("capitals", cfg.dataset_params("capitals"), cfg.seed)
+        if r.split == "train"
+    ][:8]
+    attr, _ = attribute_lrp(lm, rows, cfg.lrp, task="capitals", progress=False)
+    ctx = prepare_rows(patchable(lm), rows[:4], "resample")
+    eap = edge_attribution(ctx, EAPConfig(metric="logit_diff"))
+    gen = torch.Generator().manual_seed(0)
+    masks = torch.rand(3, len(ctx.graph.edges), generator=gen) < 0.1
+    patched = evaluate_masks(ctx, masks, get_metric("kl"))
+    return {
+        "steps": steps,
+        "final_loss": result.losses[-1],
+        "weights": weights,
+        "lrp_attribution": sha(attr.scores, attr.metric),
+        "eap_scores": sha(torch.tensor(eap.scores, dtype=torch.float64)),
+        "patched_kl": sha(patched.double()),
+        "seconds_training": round(seconds, 2),
+        "environment": numerics.environment(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100)
+    args = parser.parse_args()
+    json.dump(golden(args.steps), sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()
