@@ -146,3 +146,27 @@ def test_refused_architecture(tiny: Callable[[str], LoadedModel]) -> None:
 def test_config_errors_name_the_key(raw: dict[str, object], key: str) -> None:
     with pytest.raises(ConfigError, match=key):
         parse_model(AcdcConfig, raw, "acdc")
+
+
+@pytest.mark.parametrize("method", AVAILABLE)
+def test_each_method_reads_only_its_declared_keys(
+    tiny: Callable[[str], LoadedModel], method: str
+) -> None:
+    """A discovery job's params are `Config.acdc.discovery_params(method)`: a key the method
+    reads but does not declare would change results without rerunning the job."""
+    from circuitlab.config import ACDC_DISCOVERY_KEYS, ACDC_METHOD_KEYS
+
+    seen: set[str] = set()
+
+    class Recording(AcdcConfig):
+        def __getattribute__(self, name: str):  # type: ignore[no-untyped-def]
+            if name in AcdcConfig.model_fields:
+                seen.add(name)
+            return super().__getattribute__(name)
+
+    cfg = Recording(**CHEAP.model_dump())
+    art = discover_artifact(tiny(LLAMA), split_rows(), cfg, method)
+    declared = {*ACDC_DISCOVERY_KEYS, *ACDC_METHOD_KEYS[method]}
+    assert seen <= declared, f"{method} reads undeclared keys {seen - declared}"
+    assert seen, "the recording saw nothing: the check would pass vacuously"
+    assert set(art.params) == declared  # the artifact records exactly what the job read

@@ -116,9 +116,8 @@ def _lrp(blacklist: str | None = None, params: str = "{}") -> Args:
     def args(i: dict[str, Path], o: Path) -> list[object]:
         extra = ["--blacklist", i[blacklist]] if blacklist else []
         return [
-            "lrp-circuit", "--model", i["model"], "--data", i["rows"], "--params", params,
-            "--out", o / "lrp.json", "--raw", o / "raw.safetensors", "--metrics", o / "m.json",
-            *extra,
+            "lrp-attribution", "--model", i["model"], "--data", i["rows"], "--params", params,
+            "--raw", o / "raw.safetensors", "--metrics", o / "m.json", *extra,
         ]  # fmt: skip
 
     return args
@@ -198,7 +197,7 @@ CASES: dict[str, tuple[Args, str]] = {
     "lrp: --params not an object": (_lrp(params="[1, 2]"), "--params must be a JSON object"),
     "faithfulness: one random seed": (_faith(faithfulness='{"random_seeds": 1}'), "random_seeds"),
     "faithfulness: train rows only": (_faith(data="train_only"), "needs both train and test"),
-    "faithfulness: raw scores missing": (_faith(), "made by the Snakemake rule 'lrp_circuit'"),
+    "faithfulness: raw scores missing": (_faith(), "made by the Snakemake rule 'lrp_attribution'"),
     "contrastive: --skip-layers": (_contrastive("1,a"), "--skip-layers must be comma-separated"),
     # edge circuits
     "acdc-evaluate: circuit not JSON": (_acdc_eval(), "is not valid JSON"),

@@ -98,6 +98,7 @@ def test_changing_one_task_reruns_only_that_task(pipeline: Path) -> None:
         "datasets": 1,
         "check_dataset": 1,
         "evaluate_model": 1,
+        "lrp_attribution": 1,
         "lrp_circuit": 1,
         "lrp_faithfulness": 1,
         "acdc_circuit": len(EDGE_METHODS),

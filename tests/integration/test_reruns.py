@@ -31,6 +31,7 @@ UPSTREAM = {
 #: Rules that discover circuits or vectors: for a change elsewhere they may rerun only because
 #: an upstream job reruns, never for their own reason.
 DISCOVERY = {
+    "lrp_attribution",
     "lrp_circuit",
     "lrp_faithfulness",
     "contrastive_circuit",
@@ -70,7 +71,7 @@ def test_no_op_dry_run_plans_nothing(pipeline: Path) -> None:
     assert planned_jobs(proc) == []
 
 
-def test_an_lrp_parameter_reruns_only_lrp_dependent_jobs(pipeline: Path) -> None:
+def test_an_lrp_selection_parameter_reruns_only_the_selection(pipeline: Path) -> None:
     def change(cfg: dict) -> None:
         cfg["lrp"]["selection"]["top_k"] = 9
 
@@ -78,14 +79,68 @@ def test_an_lrp_parameter_reruns_only_lrp_dependent_jobs(pipeline: Path) -> None
         jobs = dry_run(pipeline)
     n_datasets = 3  # capitals, induction (tasks) and refusal (behaviour)
     own = direct(jobs)
-    # lrp_circuit reruns for its params; lrp_faithfulness (same params) is planned because its
-    # input is rebuilt, and Snakemake then reports only that reason
-    assert counts(own)["lrp_circuit"] == n_datasets, own
-    assert set(counts(own)) <= {"lrp_circuit", "lrp_faithfulness"}, own
-    assert counts(jobs)["lrp_faithfulness"] == n_datasets, jobs
+    # the circuit is re-selected from the saved attributions; neither the attributions nor
+    # the faithfulness report (which ranks neurons itself) rerun
+    assert counts(own) == {"lrp_circuit": n_datasets}, own
     assert all("Params have changed" in j["reason"] for j in own)
     rerun = set(counts(jobs))
-    assert not rerun & (UPSTREAM | DISCOVERY - {"lrp_circuit", "lrp_faithfulness"})
+    assert not rerun & (UPSTREAM | DISCOVERY - {"lrp_circuit"}), rerun
+
+
+def test_an_lrp_attribution_parameter_reruns_attributions_and_faithfulness(pipeline: Path) -> None:
+    def change(cfg: dict) -> None:
+        cfg["lrp"]["batch_size"] = 7
+
+    with edited_config(pipeline, change):
+        jobs = dry_run(pipeline)
+    own = direct(jobs)
+    assert set(counts(own)) == {"lrp_attribution", "lrp_faithfulness"}, own
+    assert not set(counts(jobs)) & (
+        UPSTREAM | {"acdc_circuit", "acdc_evaluate", "contrastive_circuit"}
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        # a method's own key: that method's discovery jobs (one per task) and the evaluation
+        ("eap_sizes", [0.3], {("acdc_circuit", "eap")}),
+        ("head_threshold", 0.2, {("acdc_circuit", "head_pruning")}),
+        # evaluation-only keys: no discovery job
+        ("n_eval_prompts", 3, {("acdc_evaluate", None)}),
+        ("batch_size", 3, {("acdc_evaluate", None)}),
+    ],
+)
+def test_an_acdc_key_reruns_only_the_jobs_that_read_it(
+    pipeline: Path, key: str, value: object, expected: set
+) -> None:
+    def change(cfg: dict) -> None:
+        cfg["acdc"][key] = value
+
+    with edited_config(pipeline, change):
+        jobs = dry_run(pipeline)
+    own = {
+        (
+            j["rule"],
+            re.search(r"method=(\w+)", j["wildcards"])[1] if "method=" in j["wildcards"] else None,
+        )
+        for j in direct(jobs)
+    }
+    assert own == expected, direct(jobs)
+    assert set(counts(jobs)) <= {"acdc_circuit", "acdc_evaluate", "report", "all"}
+
+
+def test_the_accuracy_gate_threshold_reruns_only_the_evaluation(pipeline: Path) -> None:
+    """The gate is an `ancient` input: a gate file rewritten by a new threshold (same accuracy)
+    reruns no circuit."""
+
+    def change(cfg: dict) -> None:
+        cfg["evaluation"]["min_accuracy"] = 0.01
+
+    with edited_config(pipeline, change):
+        jobs = dry_run(pipeline)
+    assert set(counts(direct(jobs))) == {"evaluate_model"}
+    assert set(counts(jobs)) <= {"evaluate_model", "report", "all"}
 
 
 def test_one_tasks_dataset_parameter_reruns_only_that_tasks_branch(pipeline: Path) -> None:
@@ -103,6 +158,7 @@ def test_one_tasks_dataset_parameter_reruns_only_that_tasks_branch(pipeline: Pat
         "datasets": 1,
         "check_dataset": 1,
         "evaluate_model": 1,
+        "lrp_attribution": 1,
         "lrp_circuit": 1,
         "lrp_faithfulness": 1,
         "acdc_circuit": len(EDGE_METHODS),
@@ -152,8 +208,6 @@ def test_steering_multipliers_rerun_only_steering_compare_and_report(pipeline: P
     with edited_config(pipeline, change):
         jobs = dry_run(pipeline)
     rerun = set(counts(jobs)) - {"all"}
-    assert "steering" in rerun
-    # steering evaluations (of circuits and of CAA vectors: `caa` picks its multiplier from
-    # the same list), their summaries, the comparison and the report — nothing upstream
-    assert all(re.search("steer|caa|compare|report", r) for r in rerun), rerun
-    assert not rerun & (UPSTREAM | DISCOVERY)
+    # the steering evaluations of circuits and of CAA vectors, their summary and the report;
+    # not the vectors (`caa` reads only the neutral prompts) and not compare (its own sweep)
+    assert rerun == {"steering", "caa_steering", "steering_summary", "report"}, rerun

@@ -64,7 +64,7 @@ echo "{name} $*" >> "$(dirname "$0")/calls.log"; exit 0
 """
 
 MODEL_RULES = {  # load the model's weights: one GPU each
-    "evaluate_model", "blacklist", "lrp_circuit", "lrp_faithfulness", "contrastive_circuit",
+    "evaluate_model", "blacklist", "lrp_attribution", "lrp_faithfulness", "contrastive_circuit",
     "acdc_circuit", "acdc_evaluate", "steering", "caa", "caa_steering", "compare",
 }  # fmt: skip
 
