@@ -337,7 +337,9 @@ def test_sweep_matches_a_per_prompt_reference(tiny) -> None:
             with steer_neurons(lm, NeuronSet.from_circuit(circuit), m):
                 st = prompt_logits(lm, [text])[0].log_softmax(-1)
             kls.append(float((base.exp() * (base - st)).sum()))
-        assert by_m[m]["kl"] == pytest.approx(np.mean(kls), rel=1e-4, abs=1e-8)
+        # float32 log-probabilities: a KL of ~1e-6 (multiplier 0) carries ~1e-7 of rounding
+        # that depends on batching and kernels; larger KLs are held to 1e-4 relative
+        assert by_m[m]["kl"] == pytest.approx(np.mean(kls), rel=1e-4, abs=2e-7)
 
 
 def _null():

@@ -165,6 +165,7 @@ def test_each_method_reads_only_its_declared_keys(
             return super().__getattribute__(name)
 
     cfg = Recording(**CHEAP.model_dump())
+    seen.clear()  # what the validators read while building it is not discovery's
     art = discover_artifact(tiny(LLAMA), split_rows(), cfg, method)
     declared = {*ACDC_DISCOVERY_KEYS, *ACDC_METHOD_KEYS[method]}
     assert seen <= declared, f"{method} reads undeclared keys {seen - declared}"

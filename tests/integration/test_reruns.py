@@ -185,9 +185,13 @@ def test_a_rules_command_change_reruns_that_rule(pipeline: Path) -> None:
     assert counts(own) == {"blacklist": 1}, own
     assert "Code has changed" in own[0]["reason"]
     # downstream of the blacklist: the LRP circuits, then their faithfulness reports
-    assert set(counts(jobs)) <= {"blacklist", "lrp_circuit", "lrp_faithfulness", "all"} | {
-        r for r in counts(jobs) if re.search("steer|compare|report", r)
-    }
+    assert set(counts(jobs)) <= {
+        "blacklist",
+        "lrp_attribution",
+        "lrp_circuit",
+        "lrp_faithfulness",
+        "all",
+    } | {r for r in counts(jobs) if re.search("steer|compare|report", r)}
 
 
 def test_steering_multipliers_rerun_only_steering_compare_and_report(pipeline: Path) -> None:
