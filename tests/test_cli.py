@@ -188,8 +188,7 @@ def acdc_circuit(tmp: Path, model: Path, data: Path, method: str, params: str): 
     return run(
         "acdc-circuit", "--method", method, "--model", str(model), "--data", str(data),
         "--params", params, "--out", str(tmp / "c" / f"{method}.json"),
-        "--dot", str(tmp / "c" / f"{method}.dot"), "--metrics", str(tmp / "m" / f"{method}.json"),
-        cwd=tmp,
+        "--metrics", str(tmp / "m" / f"{method}.json"), cwd=tmp,
     )  # fmt: skip
 
 
@@ -199,19 +198,22 @@ def test_acdc_circuit_and_evaluate(tmp_path: Path, edge_inputs: dict[str, Path])
         assert proc.returncode == 0, proc.stderr
         circuit = json.loads((tmp_path / "c" / f"{method}.json").read_text())
         assert circuit["method"] == method and circuit["n_prompts"] == 4
-        assert (tmp_path / "c" / f"{method}.dot").read_text().startswith("digraph")
-        metrics = json.loads((tmp_path / "m" / f"{method}.json").read_text())
-        assert metrics["rendered"] is (shutil.which("dot") is not None)
+        assert "reference" not in circuit  # chosen by the evaluation, from reference_tau
     proc = run(
         "acdc-evaluate", "--model", str(edge_inputs["llama"]), "--data", str(edge_inputs["rows"]),
         "--circuits", str(tmp_path / "c" / "eap.json"),
         "--circuits", str(tmp_path / "c" / "head_pruning.json"),
+        "--dots", str(tmp_path / "c" / "eap.dot"), "--dots", str(tmp_path / "c" / "head_pruning.dot"),
         "--params", CHEAP_ACDC, "--metrics", str(tmp_path / "eval.json"),
         "--plot", str(tmp_path / "eval.png"), cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "eval.json").read_text())
     assert set(report["methods"]) == {"eap", "head_pruning"} and report["n_prompts"] == 3
+    for method in ("eap", "head_pruning"):
+        assert (tmp_path / "c" / f"{method}.dot").read_text().startswith("digraph")
+        rendered = report["methods"][method]["rendered"]
+        assert rendered is (shutil.which("dot") is not None)
     assert "eap_vs_head_pruning" in report["agreement"]["jaccard"]
     assert (tmp_path / "eval.png").stat().st_size > 0
 

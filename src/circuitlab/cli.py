@@ -492,21 +492,15 @@ def acdc_circuit(
     data: Path = typer.Option(..., help="data/datasets/{model}/{task}.jsonl (checked rows)"),
     params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `acdc` section)"),
     out: Path = typer.Option(..., help="data/circuits/{model}/{task}/{method}.json"),
-    dot: Path = typer.Option(
-        ...,
-        help="data/circuits/{model}/{task}/{method}.dot (PNG beside it "
-        "when Graphviz's `dot` is installed)",
-    ),
     metrics: Path = typer.Option(
         ..., help="data/metrics/acdc_circuit/{model}/{task}/{method}.json"
     ),
 ) -> None:
     """Edge circuit of a task's train split with one method (ACDC variants, head pruning, EAP)."""
     from circuitlab import tracking
-    from circuitlab.acdc.artifact import CircuitArtifact, render_png, save_circuit, to_dot
+    from circuitlab.acdc.artifact import CircuitArtifact, save_circuit
     from circuitlab.acdc.discover import discover
     from circuitlab.config import ACDC_METHODS, AcdcConfig
-    from circuitlab.io import write_text_atomic
     from circuitlab.models.loading import load_model
     from circuitlab.tasks.io import load_rows
 
@@ -518,10 +512,7 @@ def acdc_circuit(
     task, name = data.stem, data.parent.name
     result, numbers = discover(lm, rows, cfg, method, model=name, task=task)
     art = CircuitArtifact.from_json(result, f"{method} circuit")
-    text = to_dot(art)
     save_circuit(out, art)
-    write_text_atomic(dot, text)
-    numbers["rendered"] = render_png(text, dot.with_suffix(".png"))
     tracking.log_metrics(
         "acdc_circuit",
         numbers,
@@ -541,23 +532,37 @@ def acdc_evaluate(
     params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `acdc` section)"),
     metrics: Path = typer.Option(..., help="data/metrics/acdc_evaluate/{model}/{task}.json"),
     plot: Path = typer.Option(..., help="PNG: faithfulness vs circuit size per method"),
+    dots: list[Path] = typer.Option(
+        None,
+        help="data/circuits/{model}/{task}/{method}.dot, one per --circuits in the same order: "
+        "the reference circuit (`reference_tau`) as Graphviz DOT, a PNG beside it when "
+        "Graphviz's `dot` is installed",
+    ),
 ) -> None:
-    """Faithfulness of every method's edge circuits on the test split, random controls, agreement."""
+    """Faithfulness of every method's edge circuits on the test split, random controls, agreement;
+    the reference circuit of each method drawn."""
     from circuitlab import tracking
-    from circuitlab.acdc.artifact import load_circuit
+    from circuitlab.acdc.artifact import load_circuit, render_png, to_dot
     from circuitlab.acdc.evaluate import evaluate_circuits
     from circuitlab.config import AcdcConfig
+    from circuitlab.io import write_text_atomic
     from circuitlab.models.loading import load_model
     from circuitlab.report.plots import acdc_faithfulness
     from circuitlab.tasks.io import load_rows
 
     cfg = parse_params(AcdcConfig, params)
+    if dots and len(dots) != len(circuits):
+        raise ConfigError(f"--dots: {len(dots)} paths for {len(circuits)} --circuits")
     arts = [load_circuit(p) for p in circuits]
     rows = load_rows(data, rule="check_dataset")
     lm = load_model(model_input(model))
     task, name = data.stem, data.parent.name
     report = evaluate_circuits(lm, rows, arts, cfg)
     acdc_faithfulness(report, plot, f"{name} / {task}: edge circuits (test split)")
+    for art, dot in zip(arts, dots or [], strict=False):
+        text = to_dot(art, art.reference_circuit(cfg.reference_tau))
+        write_text_atomic(dot, text)
+        report["methods"][art.method]["rendered"] = render_png(text, dot.with_suffix(".png"))
     tracking.log_metrics(
         "acdc_evaluate", report, metrics, config=cfg, run_name=f"acdc_evaluate/{name}/{task}"
     )

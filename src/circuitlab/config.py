@@ -232,7 +232,7 @@ ACDC_METHOD_MODULES: dict[str, str] = {
 # and changing `eap_sizes` reruns only the `eap` jobs. (`methods` is read by the Snakefile.)
 # `tests/acdc/test_discover.py` checks each method reads nothing else.
 ACDC_DISCOVERY_KEYS: tuple[str, ...] = ("ablation", "n_prompts", "seed")
-_TAU_KEYS = ("faithfulness", "tao_bases", "tao_exps", "reference_tau")
+_TAU_KEYS = ("faithfulness", "tao_bases", "tao_exps")
 ACDC_METHOD_KEYS: dict[str, tuple[str, ...]] = {
     "acdc": (*_TAU_KEYS, "window", "max_window"),
     "acdc_approx": (*_TAU_KEYS, "approx_window"),
@@ -241,6 +241,7 @@ ACDC_METHOD_KEYS: dict[str, tuple[str, ...]] = {
     "eap": ("eap_metric", "eap_ig_steps", "eap_sizes"),
 }
 ACDC_EVALUATION_KEYS: tuple[str, ...] = (
+    "reference_tau",
     "ablation",
     "n_eval_prompts",
     "random_seeds",
@@ -276,7 +277,7 @@ class AcdcConfig(StrictModel):
         default=0.01,
         gt=0,
         description="the τ of the sweep closest to this gives the circuit drawn (DOT) and "
-        "compared between methods",
+        "compared between methods (chosen by the evaluation: discovery does not read it)",
     )
     window: int | None = Field(
         default=None,

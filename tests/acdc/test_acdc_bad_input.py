@@ -53,7 +53,7 @@ def _circuit_args(tmp: Path, model: Path, data: Path, method: str, params: dict)
     return [
         "acdc-circuit", "--method", method, "--model", str(model), "--data", str(data),
         "--params", json.dumps(params), "--out", str(tmp / "c" / f"{method}.json"),
-        "--dot", str(tmp / "c" / f"{method}.dot"), "--metrics", str(tmp / "m" / f"{method}.json"),
+        "--metrics", str(tmp / "m" / f"{method}.json"),
     ]  # fmt: skip
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,6 @@ def make_artifact() -> CircuitArtifact:
             EdgeCircuit("tau=0.1", kept, 0.1, 0.05),
             EdgeCircuit("tau=1", kept[:3], 1.0, 0.9),
         ),
-        reference=1,
         n_forward=12,
         n_backward=0,
         seconds=0.5,
@@ -71,7 +71,8 @@ def test_round_trip_writes_inf_as_string(tmp_path: Path) -> None:
         (lambda d: d.update(format="other/1"), "format"),
         (lambda d: d["circuits"][0]["kept"].append("X->Y"), "unknown edges"),
         (lambda d: d["scores"].update({"A0.0->Resid End": "big"}), "scores"),
-        (lambda d: d.update(reference=7), "reference"),
+        (lambda d: d.update(reference=1), "reference"),  # format 1's field: not read silently
+        (lambda d: d.update(circuits=[]), "no circuits"),
         (lambda d: d.update(extra=1), "extra"),
     ],
 )
@@ -92,11 +93,20 @@ def test_missing_and_invalid_json(tmp_path: Path) -> None:
         load_circuit(tmp_path / "x.json")
 
 
-def test_dot_draws_the_reference_circuit_by_layer() -> None:
+def test_the_reference_circuit_is_the_tau_closest_to_reference_tau() -> None:
+    art = make_artifact()  # circuits at τ = 0.1 and 1
+    assert art.reference_index(1.0) == 1 and art.reference_index(0.2) == 0
+    assert art.reference_index(0.5) == 1  # log scale: 0.5 is nearer 1 than 0.1
+    assert art.reference_circuit(0.01).label == "tau=0.1"
+    eap = replace(art, score_kind="abs_attribution")
+    assert eap.reference_index(1.0) == 0  # no τ sweep: the first circuit
+
+
+def test_dot_draws_a_circuit_by_layer() -> None:
     art = make_artifact()
-    text = to_dot(art)
+    text = to_dot(art, art.reference_circuit(1.0))
     assert text.startswith("digraph circuit {") and text.rstrip().endswith("}")
-    ref = art.reference_circuit.kept
+    ref = art.reference_circuit(1.0).kept
     assert text.count(" -> ") == len(ref)
     src, dst = ref[0].split("->")
     assert f'"{src}" -> "{dst}";' in text
@@ -109,5 +119,6 @@ def test_dot_draws_the_reference_circuit_by_layer() -> None:
 
 def test_render_png_skips_without_graphviz(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("circuitlab.acdc.artifact.shutil.which", lambda _: None)
-    assert render_png(to_dot(make_artifact()), tmp_path / "c.png") is False
+    art = make_artifact()
+    assert render_png(to_dot(art, art.circuits[0]), tmp_path / "c.png") is False
     assert not (tmp_path / "c.png").exists()

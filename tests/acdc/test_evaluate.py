@@ -41,7 +41,6 @@ def fixed(method: str, edges: tuple[str, ...], circuits: list[tuple[str, ...]]) 
         scores=tuple(float(i) for i in range(len(edges))),
         score_kind="abs_attribution",
         circuits=tuple(EdgeCircuit(f"c{i}", c) for i, c in enumerate(circuits)),
-        reference=0,
         n_forward=1,
         n_backward=0,
         seconds=0.1,

@@ -87,7 +87,7 @@ def test_exact_acdc_and_eap_recover_the_planted_circuit(
     cfg = AcdcConfig(ablation=ablation, **SWEEP)  # type: ignore[arg-type]
     truth = planted_edges(patchable(planted).graph, SPEC)
     arts = {m: discover_artifact(planted, rows, cfg, m) for m in ("acdc", "eap")}
-    report = {m: score_artifact(art, truth, SPEC) for m, art in arts.items()}
+    report = {m: score_artifact(art, truth, SPEC, cfg.reference_tau) for m, art in arts.items()}
     assert report["acdc"]["auc"] >= 0.95, report
     assert report["eap"]["auc"] >= 0.95, report
     # ACDC's circuits hold planted edges only (removing any other edge costs nothing)

@@ -108,6 +108,8 @@ def test_an_lrp_attribution_parameter_reruns_attributions_and_faithfulness(pipel
         ("head_threshold", 0.2, {("acdc_circuit", "head_pruning")}),
         # evaluation-only keys: no discovery job
         ("n_eval_prompts", 3, {("acdc_evaluate", None)}),
+        # which τ's circuit is compared and drawn: the evaluation's choice, not discovery's
+        ("reference_tau", 0.01, {("acdc_evaluate", None)}),
         ("batch_size", 3, {("acdc_evaluate", None)}),
     ],
 )

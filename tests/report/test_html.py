@@ -92,7 +92,7 @@ def edge_circuit(method: str, task: str) -> CircuitArtifact:
         score_kind="prune_tau" if method == "acdc" else "abs_attribution",
         circuits=(EdgeCircuit("tau=0.1" if method == "acdc" else "top=4", kept,
                               0.1 if method == "acdc" else None, 0.9),),
-        reference=0, n_forward=37, n_backward=0 if method == "acdc" else 1, seconds=1.25,
+        n_forward=37, n_backward=0 if method == "acdc" else 1, seconds=1.25,
         n_prompts=8,
     )  # fmt: skip
 
@@ -107,6 +107,7 @@ def acdc_evaluation() -> dict[str, Any]:
         return {"circuits": {"00": ref}, "reference": ref, "n_forward": 3, "seconds": 0.1}
 
     return {
+        "reference_tau": 0.01,
         "methods": {"acdc": res(5, 0.8771), "eap": res(4, 0.6543)},
         "agreement": {
             "jaccard": {"acdc_vs_eap": 0.4286},
@@ -220,7 +221,7 @@ def write_artifacts(root: Path) -> dict[str, Any]:
         for method in METHODS:
             art = edge_circuit(method, task)
             save_circuit(base / f"{method}.json", art)
-            write_text_atomic(base / f"{method}.dot", to_dot(art))
+            write_text_atomic(base / f"{method}.dot", to_dot(art, art.circuits[0]))
             entry["circuits"][method] = str(base / f"{method}.json")
             entry["dots"][method] = str(base / f"{method}.dot")
         write_json(base / "evaluate.json", acdc_evaluation())
@@ -342,7 +343,8 @@ def test_acdc_graph_is_drawn_without_graphviz(monkeypatch: pytest.MonkeyPatch) -
     import circuitlab.report.html as mod
 
     monkeypatch.setattr(mod.shutil, "which", lambda name: None)
-    png = mod._acdc_graph(edge_circuit("acdc", "ioi"), "digraph {}")
+    art = edge_circuit("acdc", "ioi")
+    png = mod._acdc_graph(art, art.circuits[0], "digraph {}")
     assert png is not None and png.startswith("data:image/png;base64,")
     assert circuit_graph_png([], 1, "empty") is None
 
@@ -357,7 +359,8 @@ def test_every_listed_input_is_read_and_a_missing_one_names_its_rule(
         r"(metrics|plots)/train\.json": "train_toy_model", r"metrics/evaluate/": "evaluate_model",
         r"blacklist\.json": "blacklist", r"lrp/\w+/(circuit|metrics)\.json": "lrp_circuit",
         r"lrp/\w+/neurons\.png": "lrp_circuit", r"lrp/\w+/faithfulness": "lrp_faithfulness",
-        r"acdc/\w+/(acdc|eap)\.(json|dot)": "acdc_circuit", r"acdc/\w+/evaluate": "acdc_evaluate",
+        r"acdc/\w+/(acdc|eap)\.json": "acdc_circuit", r"acdc/\w+/(acdc|eap)\.dot": "acdc_evaluate",
+        r"acdc/\w+/evaluate": "acdc_evaluate",
         r"contrastive": "contrastive_circuit", r"compare/": "compare",
         r"steering/capitals": "steering", r"steering/(summary|leakage)": "steering_summary",
         r"benchmarks/train_toy_model": "train_toy_model", r"benchmarks/acdc": "acdc_circuit",

@@ -10,12 +10,15 @@ read them alike:
   of ``Resid Start`` and the MLPs, which head pruning never removes). JSON has no infinity,
   so ``inf`` is written as the string ``"inf"`` and read back as ``math.inf``;
 * ``circuits`` — the kept edge sets: one per τ (ACDC), per size (EAP: top-n by score) or one
-  (head pruning: every edge not leaving a pruned head); ``reference`` indexes the one drawn;
+  (head pruning: every edge not leaving a pruned head). Which one is the *reference* (drawn,
+  compared between methods) is not part of discovery: `CircuitArtifact.reference_index`
+  picks it from ``acdc.reference_tau`` when the circuits are evaluated, so changing that key
+  reruns no discovery;
 * ``metric_values``, ``n_forward``, ``n_backward``, ``seconds``, ``params``, ``details``
   (the method's own extras, e.g. fast ACDC's speculation statistics).
 
 `save_circuit` / `load_circuit` round-trip it (a malformed file is an `ArtifactError`);
-`to_dot` draws the reference circuit (nodes grouped by graph layer); `render_png` renders the
+`to_dot` draws one circuit (nodes grouped by graph layer); `render_png` renders the
 DOT text with the `graphviz` package only when the ``dot`` executable exists.
 """
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 import math
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from circuitlab.errors import ArtifactError
 from circuitlab.io import atomic_path, read_json, write_json, write_text_atomic
 
-FORMAT = "circuitlab.edge_circuit/1"
+FORMAT = "circuitlab.edge_circuit/2"  # 2: no stored reference (chosen at evaluation)
 ScoreKind = Literal["prune_tau", "abs_attribution", "head_delta"]
 
 
@@ -57,7 +61,6 @@ class CircuitArtifact:
     scores: tuple[float, ...]
     score_kind: ScoreKind
     circuits: tuple[EdgeCircuit, ...]
-    reference: int
     n_forward: int
     n_backward: int
     seconds: float
@@ -66,9 +69,17 @@ class CircuitArtifact:
     metric_values: dict[str, float | None] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def reference_circuit(self) -> EdgeCircuit:
-        return self.circuits[self.reference]
+    def reference_index(self, reference_tau: float) -> int:
+        """The circuit compared and drawn: a τ sweep's circuit at the τ closest to
+        ``reference_tau`` (log scale, first on ties); otherwise the first circuit (head
+        pruning's only one, EAP's smallest size)."""
+        taus = [c.tau for c in self.circuits]
+        if self.score_kind != "prune_tau" or any(t is None for t in taus):
+            return 0
+        return nearest(taus, reference_tau)  # type: ignore[arg-type]
+
+    def reference_circuit(self, reference_tau: float) -> EdgeCircuit:
+        return self.circuits[self.reference_index(reference_tau)]
 
     def scores_by_name(self) -> dict[str, float]:
         return dict(zip(self.edges, self.scores, strict=True))
@@ -93,7 +104,6 @@ class CircuitArtifact:
                 }
                 for c in self.circuits
             ],
-            "reference": self.reference,
             "metric_values": dict(self.metric_values),
             "n_forward": self.n_forward,
             "n_backward": self.n_backward,
@@ -126,8 +136,8 @@ class CircuitArtifact:
                     f"{where}: circuit {c.label!r} keeps unknown edges {unknown[:3]} "
                     f"or n_kept={c.n_kept} != {len(c.kept)}"
                 )
-        if not 0 <= f.reference < len(f.circuits):
-            raise ArtifactError(f"{where}: reference {f.reference} is not a circuit index")
+        if not f.circuits:
+            raise ArtifactError(f"{where}: no circuits")
         return cls(
             method=f.method,
             model=f.model,
@@ -138,7 +148,6 @@ class CircuitArtifact:
             circuits=tuple(
                 EdgeCircuit(c.label, tuple(c.kept), c.tau, c.faithfulness) for c in f.circuits
             ),
-            reference=f.reference,
             n_forward=f.n_forward,
             n_backward=f.n_backward,
             seconds=f.seconds,
@@ -169,7 +178,6 @@ class _File(BaseModel):
     scores: dict[str, float | Literal["inf"] | None]
     score_kind: ScoreKind
     circuits: list[_Circuit]
-    reference: int
     metric_values: dict[str, float | None]
     n_forward: int
     n_backward: int
@@ -217,10 +225,9 @@ def node_layer(name: str, n_layers: int) -> int:
     raise ArtifactError(f"cannot place node {name!r} in a layer")
 
 
-def to_dot(artifact: CircuitArtifact, circuit: EdgeCircuit | None = None) -> str:
-    """DOT text of one circuit (default: the reference one): the nodes its edges touch,
-    one rank per graph layer (embeddings at the top, unembedding at the bottom)."""
-    circuit = circuit or artifact.reference_circuit
+def to_dot(artifact: CircuitArtifact, circuit: EdgeCircuit) -> str:
+    """DOT text of one of the artifact's circuits: the nodes its edges touch, one rank per
+    graph layer (embeddings at the top, unembedding at the bottom)."""
     pairs = [e.split("->", 1) for e in circuit.kept]
     names = sorted({n for p in pairs for n in p})
     n_layers = max((int(m[1]) for n in artifact.edges for m in [_MLP.match(n.split("->")[-1])] if m),
@@ -258,7 +265,12 @@ def render_png(dot_text: str, path: str | Path) -> bool:
     return True
 
 
-def write_dot(path: str | Path, artifact: CircuitArtifact) -> str:
-    text = to_dot(artifact)
+def write_dot(path: str | Path, artifact: CircuitArtifact, circuit: EdgeCircuit) -> str:
+    text = to_dot(artifact, circuit)
     write_text_atomic(path, text)
     return text
+
+
+def nearest(taus: Sequence[float], target: float) -> int:
+    """Index of the τ closest to ``target`` on a log scale (first on ties)."""
+    return min(range(len(taus)), key=lambda i: abs(math.log(taus[i]) - math.log(target)))

@@ -24,7 +24,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit, ScoreKind
+from circuitlab.acdc.artifact import (  # noqa: F401 (nearest: part of this module's API)
+    CircuitArtifact,
+    EdgeCircuit,
+    ScoreKind,
+    nearest,
+)
 from circuitlab.acdc.patch import PatchContext, patchable, prepare_rows
 from circuitlab.acdc.sequential import ACDCConfig, ACDCResult
 from circuitlab.config import ACDC_METHOD_MODULES, ACDC_METHODS, AcdcConfig
@@ -50,11 +55,6 @@ def acdc_config(cfg: AcdcConfig) -> ACDCConfig:
     )
 
 
-def nearest(taus: Sequence[float], target: float) -> int:
-    """Index of the τ closest to ``target`` on a log scale (first on ties)."""
-    return min(range(len(taus)), key=lambda i: abs(math.log(taus[i]) - math.log(target)))
-
-
 def _from_acdc(result: ACDCResult, cfg: AcdcConfig) -> Found:
     raw = result.to_json()
     details = {
@@ -69,7 +69,6 @@ def _from_acdc(result: ACDCResult, cfg: AcdcConfig) -> Found:
         "scores": result.scores,
         "score_kind": "prune_tau",
         "circuits": circuits,
-        "reference": nearest([r.tau for r in result.per_tau], cfg.reference_tau),
         "n_forward": result.n_forward,
         "n_backward": 0,
         "metric_values": {f"faithfulness_tau={r.tau:g}": r.faithfulness for r in result.per_tau},
@@ -112,7 +111,6 @@ def run_head_pruning(ctx: PatchContext, cfg: AcdcConfig) -> Found:
         "scores": scores,
         "score_kind": "head_delta",
         "circuits": (circuit,),
-        "reference": 0,
         "n_forward": res.n_forward,
         "n_backward": 0,
         "metric_values": {"initial": res.initial_metric, "final": res.final_metric},
@@ -138,7 +136,6 @@ def run_eap(ctx: PatchContext, cfg: AcdcConfig) -> Found:
         "scores": scores,
         "score_kind": "abs_attribution",
         "circuits": circuits,
-        "reference": 0,
         "n_forward": res.n_forward,
         "n_backward": res.n_backward,
         "metric_values": {"clean": res.clean_metric},
@@ -193,7 +190,6 @@ def discover_artifact(
 
 def circuit_metrics(art: CircuitArtifact) -> dict[str, Any]:
     """The numbers of one discovery run (nested dicts of scalars, for `tracking`)."""
-    ref = art.reference_circuit
     details = {k: v for k, v in art.details.items() if isinstance(v, int | float | str | bool)}
     return {
         "method": art.method,
@@ -202,7 +198,6 @@ def circuit_metrics(art: CircuitArtifact) -> dict[str, Any]:
         "seconds": round(art.seconds, 4),
         "n_forward": art.n_forward,
         "n_backward": art.n_backward,
-        "reference": {"label": ref.label, "tau": ref.tau, "n_kept": len(ref.kept)},
         "circuits": {
             f"{i:02d}": {
                 "label": c.label,

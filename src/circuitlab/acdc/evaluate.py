@@ -84,11 +84,13 @@ def _reference_acdc(arts: dict[str, CircuitArtifact]) -> CircuitArtifact | None:
     return next((arts[m] for m in ACDC_FAMILY if m in arts), None)
 
 
-def _reference_circuit(art: CircuitArtifact, acdc: CircuitArtifact | None) -> EdgeCircuit:
+def _reference_circuit(
+    art: CircuitArtifact, acdc: CircuitArtifact | None, reference_tau: float
+) -> EdgeCircuit:
     if art.method == "eap" and acdc is not None:
-        n = len(acdc.reference_circuit.kept)
+        n = len(acdc.reference_circuit(reference_tau).kept)
         return EdgeCircuit(f"top={n}", top_edges(art.edges, art.scores, n))
-    return art.reference_circuit
+    return art.reference_circuit(reference_tau)
 
 
 def evaluate_circuits(
@@ -168,9 +170,10 @@ def evaluate_circuits(
             "recovery": recovery(ld_v),
             "random": random[len(c.kept)],
         }
-        if i == arts[method].reference:
+        if i == arts[method].reference_index(cfg.reference_tau):
             m["reference"] = dict(m["circuits"][f"{i:02d}"])
     return {
+        "reference_tau": cfg.reference_tau,
         "n_edges": n_edges,
         "n_prompts": len(test),
         "ablation": cfg.ablation,
@@ -178,14 +181,16 @@ def evaluate_circuits(
         "ld_ablated": ld_ablated,
         "kl_ablated": kl_ablated,
         "methods": methods,
-        "agreement": agreement(arts, acdc),
+        "agreement": agreement(arts, acdc, cfg.reference_tau),
     }
 
 
-def agreement(arts: dict[str, CircuitArtifact], acdc: CircuitArtifact | None) -> dict[str, Any]:
+def agreement(
+    arts: dict[str, CircuitArtifact], acdc: CircuitArtifact | None, reference_tau: float
+) -> dict[str, Any]:
     """Jaccard of reference circuits (all pairs), mean Jaccard over shared τ (ACDC variants),
     ROC AUC of each method's scores against the reference ACDC circuit."""
-    refs = {m: _reference_circuit(a, acdc) for m, a in arts.items()}
+    refs = {m: _reference_circuit(a, acdc, reference_tau) for m, a in arts.items()}
     out: dict[str, Any] = {
         "reference_method": acdc.method if acdc else None,
         "jaccard": {f"{a}_vs_{b}": jaccard(refs[a].kept, refs[b].kept) for a, b in combinations(refs, 2)},
@@ -198,7 +203,7 @@ def agreement(arts: dict[str, CircuitArtifact], acdc: CircuitArtifact | None) ->
         js = [j for j in js if j is not None]
         out["jaccard_over_taus"][f"{a}_vs_{b}"] = float(np.mean(js)) if js else None
     if acdc is not None:
-        kept = set(acdc.reference_circuit.kept)
+        kept = set(acdc.reference_circuit(reference_tau).kept)
         labels = [e in kept for e in acdc.edges]
         for m, a in arts.items():
             if m != acdc.method:

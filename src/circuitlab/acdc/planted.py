@@ -285,19 +285,20 @@ def planted_aucs(
             discover_artifact(lm, rows, cfg, method, model="planted", task="planted"),
             truth,
             spec,
+            cfg.reference_tau,
         )
         for method in methods
     }
 
 
 def score_artifact(
-    art: CircuitArtifact, truth: frozenset[str], spec: PlantedSpec
+    art: CircuitArtifact, truth: frozenset[str], spec: PlantedSpec, reference_tau: float
 ) -> dict[str, Any]:
     """One method's figures against the planted truth: its edge-score ROC AUC (``auc``), the
     size of its reference circuit and how many of those edges are planted (``n_kept``,
     ``kept_true``), the graph's and the truth's sizes, its cost (``n_forward``, ``seconds``);
     head pruning adds ``head_auc`` and ``kept_heads``."""
-    ref = art.reference_circuit
+    ref = art.reference_circuit(reference_tau)
     entry: dict[str, Any] = {
         "auc": edge_auc(art.edges, art.scores, truth),
         "n_edges": len(art.edges),

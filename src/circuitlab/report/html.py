@@ -219,7 +219,7 @@ def load_report_inputs(manifest: ReportManifest) -> LoadedReport:
                     for method, p in acdc.circuits.items()
                 },
                 "dots": {
-                    method: require(p, "acdc_circuit").read_text(encoding="utf-8")
+                    method: require(p, "acdc_evaluate").read_text(encoding="utf-8")
                     for method, p in acdc.dots.items()
                 },
                 "evaluation": _obj(acdc.evaluation, "acdc_evaluate"),
@@ -586,8 +586,7 @@ def _n_layers(edges: Iterable[str]) -> int:
     return max(found, default=0) + 1
 
 
-def _acdc_graph(art: Any, dot_text: str | None) -> str | None:
-    ref = art.reference_circuit
+def _acdc_graph(art: Any, ref: Any, dot_text: str | None) -> str | None:
     png = dot_png(dot_text) if dot_text else None
     if png is None:
         n_layers = _n_layers(art.edges)
@@ -600,6 +599,11 @@ def _acdc_graph(art: Any, dot_text: str | None) -> str | None:
 def _acdc_view(task: str, acdc: Mapping[str, Any]) -> dict[str, Any]:
     ev = acdc["evaluation"]
     arts = acdc["circuits"]
+    if "reference_tau" not in ev:
+        raise ArtifactError(
+            f"{task}: the edge-circuit evaluation has no reference_tau: it predates the "
+            "circuits' format; rerun acdc_evaluate"
+        )
     agreement = ev.get("agreement") or {}
     ref_method = agreement.get("reference_method")
     if ref_method not in arts:
@@ -609,7 +613,7 @@ def _acdc_view(task: str, acdc: Mapping[str, Any]) -> dict[str, Any]:
         res = _get(ev, "methods", method, default={}) or {}
         ref = res.get("reference") or {}
         rnd = ref.get("random") or {}
-        circuit = art.reference_circuit
+        circuit = art.reference_circuit(ev["reference_tau"])
         scores = art.scores_by_name()
         top_edges = sorted(circuit.kept, key=lambda e: -scores.get(e, 0.0))
         methods.append(
@@ -626,7 +630,7 @@ def _acdc_view(task: str, acdc: Mapping[str, Any]) -> dict[str, Any]:
                 "n_forward": fmt(art.n_forward),
                 "n_backward": fmt(art.n_backward),
                 "seconds": fmt(art.seconds),
-                "graph": _acdc_graph(art, acdc["dots"].get(method)),
+                "graph": _acdc_graph(art, circuit, acdc["dots"].get(method)),
                 "edges": [{"edge": e, "score": fmt(scores.get(e))} for e in top_edges[:20]],
                 "more_edges": max(0, len(top_edges) - 20),
                 "is_reference": method == ref_method,
