@@ -94,7 +94,9 @@ def test_an_lrp_attribution_parameter_reruns_attributions_and_faithfulness(pipel
     with edited_config(pipeline, change):
         jobs = dry_run(pipeline)
     own = direct(jobs)
-    assert set(counts(own)) == {"lrp_attribution", "lrp_faithfulness"}, own
+    # faithfulness reads the same keys, but Snakemake reports only that its input is rebuilt
+    assert set(counts(own)) == {"lrp_attribution"}, own
+    assert {"lrp_faithfulness", "lrp_circuit"} <= set(counts(jobs))
     assert not set(counts(jobs)) & (
         UPSTREAM | {"acdc_circuit", "acdc_evaluate", "contrastive_circuit"}
     )
