@@ -43,37 +43,17 @@ class Settings:
 
 
 def child(steps: int, threads: int) -> None:
-    """In the child: train, print {hash, s_per_step, capability}."""
-    import hashlib
+    """In the child: train (`tests/provenance/golden.py`'s short training, the environment's
+    pins as they are), print {hash, s_per_step, capability}."""
+    sys.path.insert(0, str(ROOT / "tests" / "provenance"))
+    import golden
 
+    _, model, _, result, _ = golden.short_training(steps, threads=threads, warmup=5)
     import torch
-    import yaml
 
-    from circuitlab.config import ToyModelConfig, load_config
-    from circuitlab.models.toy.corpus import build_corpus
-    from circuitlab.models.toy.tokenizer import build_tokenizer
-    from circuitlab.models.toy.train import train_toy_model
-
-    cfg = load_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
-    default = cfg.models["toy"]
-    assert isinstance(default, ToyModelConfig)
-    training = default.training.model_copy(
-        update={"steps": steps, "threads": threads, "warmup_steps": 5}
-    )
-    corpus_cfg = default.corpus.model_copy(
-        update={"sentences_per_family": 300, "filler_sentences": 300}
-    )
-    corpus = build_corpus(cfg.corpus_params(), corpus_cfg, cfg.seed)
-    tok = build_tokenizer(corpus)
-    start = time.perf_counter()
-    result = train_toy_model(default.architecture, training, corpus, tok, progress=False)
-    seconds = time.perf_counter() - start
-    h = hashlib.sha256()
-    for _, v in sorted(result.model.state_dict().items()):
-        h.update(v.detach().contiguous().numpy().tobytes())
     out = {
-        "hash": h.hexdigest()[:16],
-        "s_per_step": seconds / steps,
+        "hash": golden.sha(*(v for _, v in sorted(model.state_dict().items())))[:16],
+        "s_per_step": result.seconds / steps,
         "capability": torch.backends.cpu.get_cpu_capability(),
     }
     print(json.dumps(out))

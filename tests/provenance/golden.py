@@ -18,39 +18,34 @@ from pathlib import Path
 
 from circuitlab.provenance import numerics
 
-numerics.apply()  # before torch
-
-import torch  # noqa: E402
-
-from circuitlab.acdc.eap import EAPConfig, edge_attribution  # noqa: E402
-from circuitlab.acdc.metrics import get_metric  # noqa: E402
-from circuitlab.acdc.patch import evaluate_masks, patchable, prepare_rows  # noqa: E402
-from circuitlab.config import ToyModelConfig, load_config  # noqa: E402
-from circuitlab.lrp.attribution import attribute_lrp  # noqa: E402
-from circuitlab.models.loading import load_model  # noqa: E402
-from circuitlab.models.toy import build_toy_model  # noqa: E402
-from circuitlab.tasks import build_rows  # noqa: E402
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def sha(*tensors: torch.Tensor) -> str:
+def sha(*tensors) -> str:  # type: ignore[no-untyped-def]
     h = hashlib.sha256()
     for t in tensors:
         h.update(t.detach().contiguous().cpu().numpy().tobytes())
     return h.hexdigest()
 
 
-def golden(steps: int) -> dict[str, object]:
+def short_training(steps: int, *, threads: int | None = None, warmup: int = 10):  # type: ignore[no-untyped-def]
+    """The default architecture and optimiser, ``steps`` steps on a small corpus (300 sentences
+    per family): (config, model, tokenizer, train result, seconds). Imports torch: set the
+    pins first (`main` does; `tests/benchmarks/bench_numerics.py` sets its own variants)."""
     import yaml
+
+    from circuitlab.config import ToyModelConfig, load_config
+    from circuitlab.models.toy import build_toy_model
 
     cfg = load_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
     default = cfg.models["toy"]
     assert isinstance(default, ToyModelConfig)
-    # the default architecture and optimiser; a short schedule on a small corpus
+    training = {"steps": steps, "warmup_steps": warmup}
+    if threads is not None:
+        training["threads"] = threads
     toy = default.model_copy(
         update={
-            "training": default.training.model_copy(update={"steps": steps, "warmup_steps": 10}),
+            "training": default.training.model_copy(update=training),
             "corpus": default.corpus.model_copy(
                 update={"sentences_per_family": 300, "filler_sentences": 300}
             ),
@@ -58,7 +53,20 @@ def golden(steps: int) -> dict[str, object]:
     )
     start = time.perf_counter()
     model, tokenizer, result = build_toy_model(toy, cfg.corpus_params(), cfg.seed, progress=False)
-    seconds = time.perf_counter() - start
+    return cfg, model, tokenizer, result, time.perf_counter() - start
+
+
+def golden(steps: int) -> dict[str, object]:
+    import torch
+
+    from circuitlab.acdc.eap import EAPConfig, edge_attribution
+    from circuitlab.acdc.metrics import get_metric
+    from circuitlab.acdc.patch import evaluate_masks, patchable, prepare_rows
+    from circuitlab.lrp.attribution import attribute_lrp
+    from circuitlab.models.loading import load_model
+    from circuitlab.tasks import build_rows
+
+    cfg, model, tokenizer, result, seconds = short_training(steps)
     weights = sha(*(v for _, v in sorted(model.state_dict().items())))
     with tempfile.TemporaryDirectory() as tmp:  # through the pipeline's loading path
         model.save_pretrained(tmp, safe_serialization=True)
@@ -88,6 +96,7 @@ def golden(steps: int) -> dict[str, object]:
 
 
 def main() -> None:
+    numerics.apply()  # before torch is imported
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100)
     args = parser.parse_args()
