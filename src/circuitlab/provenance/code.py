@@ -156,7 +156,6 @@ class CodeIndex:
     root: Path
     cache: Path | None = None
     _records: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
-    _by_path: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def for_installed(cls, cache: Path | None = None) -> CodeIndex:
@@ -195,7 +194,8 @@ class CodeIndex:
         """Write the per-module records computed so far (atomically; best effort)."""
         if self.cache is None or not self._records:
             return
-        records = {**self._disk_cache, **self._by_path}
+        fresh = {str(self.modules[name]): rec for name, rec in self._records.items()}
+        records = {**self._disk_cache, **fresh}
         try:
             self.cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.cache.with_name(f".{self.cache.name}.{os.getpid()}.tmp")
@@ -223,7 +223,6 @@ class CodeIndex:
                 "hash": digest([normalised_dump(strip_docstrings(tree))])[:12],
             }
         self._records[name] = rec
-        self._by_path[str(path)] = rec
         return rec
 
     def module_hash(self, name: str) -> str:

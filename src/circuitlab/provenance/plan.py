@@ -123,8 +123,7 @@ def explain_params(reason: str) -> list[str]:
     m = re.search(r"before: (.*?) now: (.*)$", reason)
     if not m:
         return ["params changed"]
-    before = [v for v in _literals(m[1])]
-    now = [v for v in _literals(m[2])]
+    before, now = _literals(m[1]), _literals(m[2])
     out = []
     old_code = [v for v in before if _is_code(v)]
     new_code = [v for v in now if _is_code(v)]
@@ -185,15 +184,12 @@ def explain(reason: str) -> list[str]:
 
 def plan(jobs: Sequence[Job]) -> dict[str, tuple[int, Counter[str]]]:
     """Rule -> (number of jobs, how many of them have each reason)."""
-    per_rule: dict[str, tuple[int, Counter[str]]] = {}
-    counts: dict[str, int] = Counter(j.rule for j in jobs)
+    counts = Counter(j.rule for j in jobs)
     reasons: dict[str, Counter[str]] = defaultdict(Counter)
     for job in jobs:
         job.why = explain(job.reason)
         reasons[job.rule].update(set(job.why))
-    for rule in counts:
-        per_rule[rule] = (counts[rule], reasons[rule])
-    return per_rule
+    return {rule: (n, reasons[rule]) for rule, n in counts.items()}
 
 
 def dry_run(workdir: Path, snakemake: str, args: Sequence[str]) -> str:
