@@ -21,6 +21,8 @@ from circuitlab.errors import CircuitlabError, ConfigError, DatasetError
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from circuitlab.models import LoadedModel
+
 M = TypeVar("M", bound="BaseModel")
 
 app = typer.Typer(
@@ -49,6 +51,13 @@ def model_input(path: Path) -> Path:
     from circuitlab.io import require
 
     return require(path, "model_ref" if path.suffix == ".json" else "train_toy_model")
+
+
+def load_stage_model(path: Path) -> LoadedModel:
+    """A stage's model with its tokenizer (stages run text prompts): must exist and load."""
+    from circuitlab.models import load_model
+
+    return load_model(model_input(path), tokenizer=True)
 
 
 def parse_params(model: type[M], text: str, option: str = "--params") -> M:
@@ -256,11 +265,10 @@ def evaluate_model(
     """Top-1 accuracy and logit difference on a task's test split (and train split, for contrast)."""
     from circuitlab import tracking
     from circuitlab.models.evaluate import accuracy_gate, evaluate_task
-    from circuitlab.models.loading import load_model
     from circuitlab.tasks.io import load_rows
 
     rows = load_rows(data, rule="check_dataset")
-    loaded = load_model(model_input(model))
+    loaded = load_stage_model(model)
     task = data.stem
     scores = evaluate_task(loaded.model, loaded.tokenizer, rows, batch_size)
     tracking.log_metrics(
@@ -284,10 +292,9 @@ def blacklist(
     from circuitlab import tracking
     from circuitlab.blacklist import detect_universal_neurons
     from circuitlab.config import BlacklistConfig
-    from circuitlab.models.loading import load_model
 
     cfg = parse_params(BlacklistConfig, params)
-    lm = load_model(model_input(model))
+    lm = load_stage_model(model)
     found = detect_universal_neurons(
         lm,
         cfg.prompts,
@@ -333,12 +340,11 @@ def lrp_attribution(
     from circuitlab.config import LrpConfig
     from circuitlab.io import require
     from circuitlab.lrp.attribution import attribute_lrp
-    from circuitlab.models.loading import load_model
     from circuitlab.tasks.io import load_rows
 
     cfg = parse_params(LrpConfig, params)
     rows = load_rows(data, rule="check_dataset", split="train")
-    lm = load_model(model_input(model))
+    lm = load_stage_model(model)
     pairs: set[tuple[int, int]] = set()
     if blacklist_file is not None:
         bl = Blacklist.load(require(blacklist_file, "blacklist"))
@@ -404,7 +410,6 @@ def lrp_faithfulness(
     from circuitlab.lrp.attribution import Attributions, options
     from circuitlab.lrp.faithfulness import evaluate_faithfulness
     from circuitlab.lrp.selection import aggregate
-    from circuitlab.models.loading import load_model
     from circuitlab.report.plots import faithfulness_curves
     from circuitlab.tasks.io import load_rows
 
@@ -416,7 +421,7 @@ def lrp_faithfulness(
     if not train or not test:
         raise DatasetError(f"{data}: faithfulness needs both train and test rows")
     attr = Attributions.load(require(raw, "lrp_attribution"))
-    lm = load_model(model_input(model))
+    lm = load_stage_model(model)
     task, name = data.stem, data.parent.name
     report = evaluate_faithfulness(
         lm,
@@ -455,7 +460,6 @@ def contrastive_circuit(
     """Contrastive neurons of a behaviour: mean activation, positive minus negative prompts."""
     from circuitlab import tracking
     from circuitlab.lrp.discover import discover_contrastive
-    from circuitlab.models.loading import load_model
     from circuitlab.tasks.io import load_rows
 
     try:
@@ -465,7 +469,7 @@ def contrastive_circuit(
             f"--skip-layers must be comma-separated integers, got {skip_layers!r}"
         ) from exc
     rows = load_rows(data, rule="check_dataset", split="train")
-    lm = load_model(model_input(model))
+    lm = load_stage_model(model)
     behaviour, name = data.stem, data.parent.name
     circuit = discover_contrastive(
         lm, rows, model=name, behaviour=behaviour, top_k=top_k, skip_layers=skip
@@ -501,14 +505,13 @@ def acdc_circuit(
     from circuitlab.acdc.artifact import CircuitArtifact, save_circuit
     from circuitlab.acdc.discover import discover
     from circuitlab.config import ACDC_METHODS, AcdcConfig
-    from circuitlab.models.loading import load_model
     from circuitlab.tasks.io import load_rows
 
     cfg = parse_params(AcdcConfig, params)
     if method not in ACDC_METHODS:
         raise ConfigError(f"--method {method!r} is unknown; choose one of {list(ACDC_METHODS)}")
     rows = load_rows(data, rule="check_dataset", split="train")
-    lm = load_model(model_input(model))
+    lm = load_stage_model(model)
     task, name = data.stem, data.parent.name
     result, numbers = discover(lm, rows, cfg, method, model=name, task=task)
     art = CircuitArtifact.from_json(result, f"{method} circuit")
@@ -546,7 +549,6 @@ def acdc_evaluate(
     from circuitlab.acdc.evaluate import evaluate_circuits
     from circuitlab.config import AcdcConfig
     from circuitlab.io import write_text_atomic
-    from circuitlab.models.loading import load_model
     from circuitlab.report.plots import acdc_faithfulness
     from circuitlab.tasks.io import load_rows
 
@@ -555,7 +557,7 @@ def acdc_evaluate(
         raise ConfigError(f"--dots: {len(dots)} paths for {len(circuits)} --circuits")
     arts = [load_circuit(p) for p in circuits]
     rows = load_rows(data, rule="check_dataset")
-    lm = load_model(model_input(model))
+    lm = load_stage_model(model)
     task, name = data.stem, data.parent.name
     report = evaluate_circuits(lm, rows, arts, cfg)
     acdc_faithfulness(report, plot, f"{name} / {task}: edge circuits (test split)")
@@ -625,7 +627,6 @@ def steering(
     from circuitlab.config import SteeringConfig
     from circuitlab.io import require
     from circuitlab.lrp.circuit import NeuronCircuit
-    from circuitlab.models.loading import load_model
     from circuitlab.steering.stages import neuron_steering
     from circuitlab.tasks import get_family
     from circuitlab.tasks.io import load_rows
@@ -636,7 +637,7 @@ def steering(
     circ = NeuronCircuit.load(require(circuit, f"{circuit.stem}_circuit"))
     test = load_rows(data, rule="check_dataset", split="test")
     other = _test_sets(others, name)
-    lm = load_model(model_input(model))
+    lm = load_stage_model(model)
     is_behaviour = get_family(name).kind == "behaviour"
     report = neuron_steering(lm, circ, test, other, cfg, name=name, is_behaviour=is_behaviour)
     report["model"] = model_name
@@ -660,7 +661,6 @@ def caa(
     """CAA vectors of a behaviour's train split; layer and multiplier chosen on a validation part."""
     from circuitlab import tracking
     from circuitlab.config import CaaConfig, SteeringConfig
-    from circuitlab.models.loading import load_model
     from circuitlab.steering.caa import save_vectors
     from circuitlab.steering.stages import build_caa
     from circuitlab.tasks.io import load_rows
@@ -670,7 +670,7 @@ def caa(
     scfg = parse_params(SteeringConfig, steering_params, "--steering")
     name, model_name = data.stem, data.parent.name
     train = load_rows(data, rule="check_dataset", split="train")
-    lm = load_model(model_input(model))
+    lm = load_stage_model(model)
     vectors, meta, selection = build_caa(lm, train, cfg, scfg, name=name, seed=seed)
     save_vectors(out, vectors, {**meta, "model": model_name})
     try:
@@ -705,7 +705,6 @@ def caa_steering(
 ) -> None:
     """The chosen CAA vector on the test split: dose-response, side effects, random vectors."""
     from circuitlab.config import CaaConfig, SteeringConfig
-    from circuitlab.models.loading import load_model
     from circuitlab.steering.caa import load_vectors
     from circuitlab.steering.stages import caa_steering as run_caa
     from circuitlab.tasks.io import load_rows
@@ -717,7 +716,7 @@ def caa_steering(
     tensors, meta = load_vectors(vectors)
     test = load_rows(data, rule="check_dataset", split="test")
     other = _test_sets(others, name)
-    lm = load_model(model_input(model))
+    lm = load_stage_model(model)
     report = run_caa(lm, tensors, meta, test, other, cfg, scfg, name=name)
     report["model"] = model_name
     run = f"{model_name}/{name}/caa"
@@ -773,7 +772,6 @@ def compare(
     from circuitlab.config import CompareConfig
     from circuitlab.io import require, write_json
     from circuitlab.lrp.circuit import NeuronCircuit
-    from circuitlab.models.loading import load_model
     from circuitlab.report.plots import compare_overlap, compare_pareto
     from circuitlab.steering.caa import load_vectors
     from circuitlab.tasks.io import load_rows
@@ -790,7 +788,7 @@ def compare(
     }
     tensors, _meta = load_vectors(vectors)
     rows = load_rows(data, rule="check_dataset")
-    lm = load_model(model_input(model))
+    lm = load_stage_model(model)
     behaviour, name = data.stem, data.parent.name
     report = compare_behaviour(lm, rows, loaded, tensors, cfg)
     title = f"{name} / {behaviour}: CAA vs circuit"
@@ -859,6 +857,20 @@ def report(
     typer.echo(f"wrote {out}")
 
 
+def _log_to_stderr() -> None:
+    """The package's log lines (``logging.getLogger("circuitlab…")``, INFO and up: e.g. a cap
+    on the prompts a stage uses) go to stderr, i.e. into the job's log."""
+    import logging
+
+    logger = logging.getLogger("circuitlab")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("circuitlab: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def _start(argv: list[str]) -> None:
     """Before any command runs (and before torch is imported): the numerics pins, the command
     this process runs (for its provenance record), and, when ``CIRCUITLAB_TRACE_MODULES``
@@ -869,6 +881,7 @@ def _start(argv: list[str]) -> None:
     from circuitlab.provenance.code import plugins_for
 
     numerics.apply()
+    _log_to_stderr()
     words = [a for a in argv if not a.startswith("-")]
     if words:
         method = argv[argv.index("--method") + 1] if "--method" in argv[:-1] else None

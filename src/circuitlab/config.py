@@ -232,9 +232,9 @@ ACDC_METHOD_MODULES: dict[str, str] = {
 # and changing `eap_sizes` reruns only the `eap` jobs. (`methods` is read by the Snakefile.)
 # `tests/acdc/test_discover.py` checks each method reads nothing else.
 ACDC_DISCOVERY_KEYS: tuple[str, ...] = ("ablation", "n_prompts", "seed")
-_TAU_KEYS = ("faithfulness", "tao_bases", "tao_exps")
+_TAU_KEYS = ("faithfulness", "tao_bases", "tao_exps", "edge_order")
 ACDC_METHOD_KEYS: dict[str, tuple[str, ...]] = {
-    "acdc": (*_TAU_KEYS, "window", "max_window"),
+    "acdc": (*_TAU_KEYS, "window", "max_window", "trace"),
     "acdc_approx": (*_TAU_KEYS, "approx_window"),
     "acdc_window": (*_TAU_KEYS, "approx_window"),
     "head_pruning": ("head_threshold", "head_metric"),
@@ -273,6 +273,18 @@ class AcdcConfig(StrictModel):
         "[-5 … -2]; the default here keeps the embedded run to a few minutes)",
     )
     tao_exps: list[int] = Field(default_factory=lambda: [-3, -2, -1], min_length=1)
+    edge_order: Literal["circuitlab", "autocircuit"] = Field(
+        default="circuitlab",
+        description="ACDC's order of the edges inside one destination layer: circuitlab (Q, "
+        "then K, then V heads; sources earliest first) or autocircuit (head by head Q, K, V; "
+        "sources latest first: the peer's canonical order). ACDC is greedy, so the order can "
+        "change circuits",
+    )
+    trace: bool = Field(
+        default=True,
+        description="acdc: keep the per-edge trace (faithfulness, Δ, decision, near-τ flag of "
+        "every check) in the circuit artifact",
+    )
     reference_tau: float = Field(
         default=0.01,
         gt=0,

@@ -99,6 +99,24 @@ def test_eap_scores_are_absolute_and_circuits_are_top_n(
     assert [len(c.kept) for c in art.circuits] == [round(0.1 * n), round(0.5 * n)]
     top = set(ref.ranking()[: round(0.1 * n)])
     assert set(art.circuits[0].kept) == top
+    # the signed scores and their convention travel with the artifact
+    assert art.details["signed_scores"] == pytest.approx(list(ref.scores))
+    assert "metric(edge patched) − metric(clean)" in art.details["sign"]
+    assert "auto-circuit" in art.details["sign"]
+
+
+def test_a_prompt_cap_is_logged_and_recorded(
+    tiny: Callable[[str], LoadedModel], caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = split_rows(n_train=6)
+    with caplog.at_level("INFO", logger="circuitlab"):
+        art = discover_artifact(lm := tiny(LLAMA), rows, CHEAP, "head_pruning", task="capitals")
+    assert (art.n_prompts, art.n_prompts_available) == (4, 6)
+    assert "capitals: using 4 of 6 train rows (acdc.n_prompts = 4" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="circuitlab"):
+        art = discover_artifact(lm, split_rows(n_train=3), CHEAP, "head_pruning")
+    assert (art.n_prompts, art.n_prompts_available) == (3, 3) and "using" not in caplog.text
 
 
 def test_sample_rows_is_seeded_and_capped() -> None:

@@ -158,9 +158,27 @@ def test_directory_without_tokenizer(
     tmp_path: Path, from_pretrained_calls: list[dict[str, Any]]
 ) -> None:
     path = _save_tiny_llama(tmp_path / "m", tokenizer=False)
-    with pytest.raises(ModelError, match="tokenizer"):
-        load_model(path)
+    with pytest.raises(ModelError, match="tokenizer=False"):
+        load_model(path, tokenizer=True)  # what every pipeline stage asks for
     assert from_pretrained_calls == []  # checked before any weight is read
+
+
+def test_directory_without_tokenizer_loads_for_token_ids(tmp_path: Path) -> None:
+    """An exported model often has no tokenizer: it loads, and text fails with the fix."""
+    from circuitlab.prompts import batch_from_ids, encode_rows
+    from circuitlab.tasks.base import TaskRow
+
+    path = _save_tiny_llama(tmp_path / "m", tokenizer=False)
+    lm = load_model(path)
+    assert lm.tokenizer is None
+    assert load_model(_save_tiny_llama(tmp_path / "t"), tokenizer=False).tokenizer is None
+    row = TaskRow(id="r", split="train", prompt="a", corrupt_prompt="b", target=" c",
+                  counterfactual=" d")  # fmt: skip
+    with pytest.raises(ModelError, match="batch_from_ids"):
+        encode_rows([row], lm.tokenizer)
+    batch = batch_from_ids([[1, 2, 3]], [[1, 4, 3]], [5], [6])
+    logits = lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    assert logits.shape[:2] == (1, 3)
 
 
 @pytest.mark.parametrize(

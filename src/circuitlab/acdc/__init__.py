@@ -5,21 +5,27 @@ Typical use::
 
     pm = patchable(load_model(path))                       # ModelError if unsupported
     ctx = prepare_rows(pm, rows, ablation="resample")      # clean (+ corrupt) run, cached
-    result = sequential_acdc(ctx, ACDCConfig(faithfulness="kl"))
+    # or, from token ids: prepare(pm, batch_from_ids(clean, corrupt, answer, wrong_answer))
+    result = fast_acdc(ctx, ACDCConfig(faithfulness="kl"))
     write_json(out, result.to_json())
+
+The library guide (docs/library.md) walks through every method on a model directory and token
+ids.
 
 Building blocks for faster variants:
 
 * `Graph` (`pm.graph`): sources, destinations, edges ``"{src}->{dst}"`` in a documented
   storage order; a flat ``[n_edges]`` mask in that order is what every function takes;
-  `acdc_order` is sequential ACDC's visiting order.
+  `acdc_order(graph, edge_order)` is sequential ACDC's visiting order (`EDGE_ORDERS`:
+  ``"circuitlab"``, ``"autocircuit"``).
 * `forward(ctx, mask, start_layer=l, all_positions=False)`: logits with the masked edges
   patched; ``mask`` may be ``[E, n_edges]`` (E edge sets in one forward) and may require grad;
   ``start_layer`` resumes at block ``l`` from the clean cache (`PatchContext.clean_src`,
   `PatchContext.clean_resid`).
 * `evaluate_masks(ctx, masks, metric)`: one forward, the metric of each of E edge sets.
 * `fast_acdc` (exact: the same decisions as `sequential_acdc`, cheaper) and `approx_acdc`
-  (window / group-testing approximations, with `decision_agreement`).
+  (window / group-testing approximations, with `decision_agreement`); exact results carry a
+  per-edge `EdgeTrace` per τ (`TauResult.trace`).
 * `METRICS`: ``kl``, ``mse``, ``logit_diff``, ``target_logit`` — ``(logits [E, B, V], ctx)
   -> [E]``.
 
@@ -42,7 +48,14 @@ if TYPE_CHECKING:
     )
     from circuitlab.acdc.eap import EAPConfig, EAPResult, eap_scores, edge_attribution
     from circuitlab.acdc.fast import FastACDCResult, FastConfig, fast_acdc
-    from circuitlab.acdc.graph import RESID_END, RESID_START, Graph, acdc_order, build_graph
+    from circuitlab.acdc.graph import (
+        EDGE_ORDERS,
+        RESID_END,
+        RESID_START,
+        Graph,
+        acdc_order,
+        build_graph,
+    )
     from circuitlab.acdc.heads import HeadPruningConfig, HeadPruningResult, prune_heads
     from circuitlab.acdc.metrics import METRICS, get_metric
     from circuitlab.acdc.patch import (
@@ -58,6 +71,7 @@ if TYPE_CHECKING:
         prepare_rows,
     )
     from circuitlab.acdc.sequential import ACDCConfig, ACDCResult, TauResult, sequential_acdc
+    from circuitlab.acdc.trace import EdgeTrace, near_tau
 
 # attribute -> defining module, imported on first use (circuitlab.lazy)
 _WHERE = {
@@ -72,6 +86,7 @@ _WHERE = {
     "FastACDCResult": "circuitlab.acdc.fast",
     "FastConfig": "circuitlab.acdc.fast",
     "fast_acdc": "circuitlab.acdc.fast",
+    "EDGE_ORDERS": "circuitlab.acdc.graph",
     "RESID_END": "circuitlab.acdc.graph",
     "RESID_START": "circuitlab.acdc.graph",
     "Graph": "circuitlab.acdc.graph",
@@ -96,9 +111,12 @@ _WHERE = {
     "ACDCResult": "circuitlab.acdc.sequential",
     "TauResult": "circuitlab.acdc.sequential",
     "sequential_acdc": "circuitlab.acdc.sequential",
+    "EdgeTrace": "circuitlab.acdc.trace",
+    "near_tau": "circuitlab.acdc.trace",
 }
 __all__ = [
     "ABLATIONS",
+    "EDGE_ORDERS",
     "METRICS",
     "RESID_END",
     "RESID_START",
@@ -109,6 +127,7 @@ __all__ = [
     "ApproxConfig",
     "EAPConfig",
     "EAPResult",
+    "EdgeTrace",
     "FastACDCResult",
     "FastConfig",
     "Graph",
@@ -128,6 +147,7 @@ __all__ = [
     "fast_acdc",
     "forward",
     "get_metric",
+    "near_tau",
     "patchable",
     "prepare",
     "prepare_rows",

@@ -15,7 +15,8 @@ from sequential ACDC's — so every run reports its agreement with it (`decision
   dozens of them.
 
 Both use the fast forward of `circuitlab.acdc.fast` (resume at the window's block, the last
-block at the answer position only).
+block at the answer position only) and visit edges in ``cfg.edge_order``. They keep no
+per-edge trace (a check there tests a set of edges, not one).
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def approx_acdc(
     start = time.perf_counter()
     graph, pm = ctx.graph, ctx.model
     block_of = graph.edge_block_layer.tolist()
-    order = acdc_order(graph)
+    order = acdc_order(graph, cfg.edge_order)
     evaluate = _Evaluator(ctx, cfg.faithfulness, block_of, cfg.resume)
     scores = [math.inf] * graph.n_edges
     per_tau = []
@@ -121,6 +122,7 @@ def approx_acdc(
         ablation=ctx.ablation,
         n_forward=ctx.n_forward + evaluate.n_forward,
         seconds=ctx.seconds + time.perf_counter() - start,
+        edge_order=cfg.edge_order,
         variant=approx.variant,
         n_evaluations=evaluate.n_sets,
     )

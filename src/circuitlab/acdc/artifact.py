@@ -10,12 +10,18 @@ read them alike:
   of ``Resid Start`` and the MLPs, which head pruning never removes). JSON has no infinity,
   so ``inf`` is written as the string ``"inf"`` and read back as ``math.inf``;
 * ``circuits`` — the kept edge sets: one per τ (ACDC), per size (EAP: top-n by score) or one
-  (head pruning: every edge not leaving a pruned head). Which one is the *reference* (drawn,
+  (head pruning: every edge not leaving a pruned head). An ACDC circuit also has
+  ``n_near_tau`` (decisions within float rounding of τ) and, for exact ACDC with
+  ``acdc.trace``, its per-edge ``trace`` (`circuitlab.acdc.trace`: columns ``edge`` — a storage
+  index into ``edges`` —, ``baseline``, ``faithfulness``, ``removed``, ``near_tau``, one entry
+  per check in visiting order). Which one is the *reference* (drawn,
   compared between methods) is not part of discovery: `CircuitArtifact.reference_index`
   picks it from ``acdc.reference_tau`` when the circuits are evaluated, so changing that key
   reruns no discovery;
+* ``n_prompts`` (used) and ``n_prompts_available`` (train rows there were: discovery samples
+  at most ``acdc.n_prompts`` of them);
 * ``metric_values``, ``n_forward``, ``n_backward``, ``seconds``, ``params``, ``details``
-  (the method's own extras, e.g. fast ACDC's speculation statistics).
+  (the method's own extras, e.g. fast ACDC's speculation statistics, EAP's sign convention).
 
 `save_circuit` / `load_circuit` round-trip it (a malformed file is an `ArtifactError`);
 `to_dot` draws one circuit (nodes grouped by graph layer); `render_png` renders the
@@ -32,24 +38,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from circuitlab.acdc.trace import EdgeTrace
 from circuitlab.errors import ArtifactError
 from circuitlab.io import atomic_path, read_json, write_json, write_text_atomic
 
-FORMAT = "circuitlab.edge_circuit/2"  # 2: no stored reference (chosen at evaluation)
+# 2: no stored reference (chosen at evaluation); 3: per-edge traces, n_prompts_available
+FORMAT = "circuitlab.edge_circuit/3"
 ScoreKind = Literal["prune_tau", "abs_attribution", "head_delta"]
 
 
 @dataclass(frozen=True)
 class EdgeCircuit:
     """One kept edge set: its label (``tau=0.01``, ``top=40``, ``heads``), τ if any, the
-    kept edges (storage order) and the discovery metric it reached on the train split."""
+    kept edges (storage order), the discovery metric it reached on the train split and, for
+    ACDC, its near-τ decisions and per-edge trace."""
 
     label: str
     kept: tuple[str, ...]
     tau: float | None = None
     faithfulness: float | None = None
+    n_near_tau: int | None = None
+    trace: EdgeTrace | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,7 @@ class CircuitArtifact:
     n_backward: int
     seconds: float
     n_prompts: int
+    n_prompts_available: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
     metric_values: dict[str, float | None] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
@@ -100,7 +112,9 @@ class CircuitArtifact:
                     "tau": c.tau,
                     "n_kept": len(c.kept),
                     "faithfulness": c.faithfulness,
+                    "n_near_tau": c.n_near_tau,
                     "kept": list(c.kept),
+                    "trace": c.trace.to_json() if c.trace is not None else None,
                 }
                 for c in self.circuits
             ],
@@ -109,6 +123,7 @@ class CircuitArtifact:
             "n_backward": self.n_backward,
             "seconds": self.seconds,
             "n_prompts": self.n_prompts,
+            "n_prompts_available": self.n_prompts_available,
             "params": dict(self.params),
             "details": dict(self.details),
         }
@@ -136,6 +151,8 @@ class CircuitArtifact:
                     f"{where}: circuit {c.label!r} keeps unknown edges {unknown[:3]} "
                     f"or n_kept={c.n_kept} != {len(c.kept)}"
                 )
+            if c.trace is not None and not all(0 <= e < f.n_edges for e in c.trace.edge):
+                raise ArtifactError(f"{where}: circuit {c.label!r}: trace edge index out of range")
         if not f.circuits:
             raise ArtifactError(f"{where}: no circuits")
         return cls(
@@ -146,16 +163,43 @@ class CircuitArtifact:
             scores=tuple(_load_score(f.scores[e]) for e in f.edges),
             score_kind=f.score_kind,
             circuits=tuple(
-                EdgeCircuit(c.label, tuple(c.kept), c.tau, c.faithfulness) for c in f.circuits
+                EdgeCircuit(
+                    c.label,
+                    tuple(c.kept),
+                    c.tau,
+                    c.faithfulness,
+                    c.n_near_tau,
+                    EdgeTrace.from_json(c.trace.model_dump()) if c.trace is not None else None,
+                )
+                for c in f.circuits
             ),
             n_forward=f.n_forward,
             n_backward=f.n_backward,
             seconds=f.seconds,
             n_prompts=f.n_prompts,
+            n_prompts_available=f.n_prompts_available,
             params=f.params,
             metric_values=f.metric_values,
             details=f.details,
         )
+
+
+class _Trace(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    edge: list[int]
+    baseline: list[float]
+    faithfulness: list[float]
+    removed: list[bool]
+    near_tau: list[bool]
+
+    @model_validator(mode="after")
+    def _columns(self) -> _Trace:
+        n = len(self.edge)
+        if any(
+            len(c) != n for c in (self.baseline, self.faithfulness, self.removed, self.near_tau)
+        ):
+            raise ValueError("trace columns differ in length")
+        return self
 
 
 class _Circuit(BaseModel):
@@ -164,7 +208,9 @@ class _Circuit(BaseModel):
     tau: float | None
     n_kept: int
     faithfulness: float | None
+    n_near_tau: int | None
     kept: list[str]
+    trace: _Trace | None
 
 
 class _File(BaseModel):
@@ -183,6 +229,7 @@ class _File(BaseModel):
     n_backward: int
     seconds: float
     n_prompts: int
+    n_prompts_available: int | None
     params: dict[str, Any]
     details: dict[str, Any]
 

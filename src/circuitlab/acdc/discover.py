@@ -11,13 +11,16 @@ CircuitArtifact`` fields); each returns edge scores where *higher = more importa
 * ``head_pruning`` — greedy head pruning; the circuit is every edge *not leaving a pruned
   head* (edges out of kept heads, and out of ``Resid Start`` and the MLPs, which head pruning
   never removes); score = ``|Δmetric|`` of the edge's source head (``inf`` for non-heads);
-* ``eap`` — edge attribution patching; score = ``|score|``; circuits = the top
+* ``eap`` — edge attribution patching; score = ``|score|`` (the signed scores' convention,
+  `circuitlab.acdc.eap.SIGN_CONVENTION`, is in ``details.sign``, the signed scores in storage
+  order in ``details.signed_scores``); circuits = the top
   ``eap_sizes`` fractions of edges by score.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 import random
 import time
@@ -37,21 +40,39 @@ from circuitlab.errors import ConfigError, DatasetError
 from circuitlab.models.loading import LoadedModel
 from circuitlab.tasks.base import TaskRow
 
+log = logging.getLogger(__name__)
+
 Found = dict[str, Any]  # the method-specific fields of a CircuitArtifact
 Method = Callable[[PatchContext, AcdcConfig], Found]
 
 
-def sample_rows(rows: Sequence[TaskRow], n: int, seed: int) -> list[TaskRow]:
-    """At most ``n`` rows, a seeded sample in file order (all of them when there are fewer)."""
+def sample_rows(
+    rows: Sequence[TaskRow], n: int, seed: int, *, setting: str = "", task: str = ""
+) -> list[TaskRow]:
+    """At most ``n`` rows, a seeded sample in file order (all of them when there are fewer).
+    A cap that drops rows says so in a log line naming the ``setting`` that caps them."""
     if len(rows) <= n:
         return list(rows)
+    log.info(
+        "%s: using %d of %d %s rows (%s = %d caps them; raise it to use more)",
+        task or "rows",
+        n,
+        len(rows),
+        rows[0].split,
+        setting or "the cap",
+        n,
+    )
     keep = sorted(random.Random(seed).sample(range(len(rows)), n))
     return [rows[i] for i in keep]
 
 
-def acdc_config(cfg: AcdcConfig) -> ACDCConfig:
+def acdc_config(cfg: AcdcConfig, *, trace: bool = False) -> ACDCConfig:
     return ACDCConfig(
-        tao_bases=tuple(cfg.tao_bases), tao_exps=tuple(cfg.tao_exps), faithfulness=cfg.faithfulness
+        tao_bases=tuple(cfg.tao_bases),
+        tao_exps=tuple(cfg.tao_exps),
+        faithfulness=cfg.faithfulness,
+        edge_order=cfg.edge_order,
+        trace=trace,
     )
 
 
@@ -63,7 +84,8 @@ def _from_acdc(result: ACDCResult, cfg: AcdcConfig) -> Found:
         if k not in ("scores", "taus", "method", "n_edges", "n_forward", "seconds")
     }
     circuits = tuple(
-        EdgeCircuit(f"tau={r.tau:g}", r.kept, r.tau, r.faithfulness) for r in result.per_tau
+        EdgeCircuit(f"tau={r.tau:g}", r.kept, r.tau, r.faithfulness, r.n_near_tau, r.trace)
+        for r in result.per_tau
     )
     return {
         "scores": result.scores,
@@ -84,7 +106,7 @@ def method_module(method: str) -> Any:
 def run_acdc(ctx: PatchContext, cfg: AcdcConfig) -> Found:
     fast = method_module("acdc")
     opts = fast.FastConfig(window=cfg.window, max_window=cfg.max_window)
-    return _from_acdc(fast.fast_acdc(ctx, acdc_config(cfg), opts), cfg)
+    return _from_acdc(fast.fast_acdc(ctx, acdc_config(cfg, trace=cfg.trace), opts), cfg)
 
 
 def _approx(variant: str) -> Method:
@@ -139,7 +161,12 @@ def run_eap(ctx: PatchContext, cfg: AcdcConfig) -> Found:
         "n_forward": res.n_forward,
         "n_backward": res.n_backward,
         "metric_values": {"clean": res.clean_metric},
-        "details": {"metric": res.metric, "ig_steps": res.ig_steps},
+        "details": {
+            "metric": res.metric,
+            "ig_steps": res.ig_steps,
+            "sign": eap.SIGN_CONVENTION,
+            "signed_scores": list(res.scores),  # storage order
+        },
     }
 
 
@@ -167,7 +194,8 @@ def discover_artifact(
     graph does not support."""
     if method not in METHODS:
         raise ConfigError(f"unknown ACDC method {method!r}; choose one of {list(METHODS)}")
-    train = sample_rows([r for r in rows if r.split == "train"], cfg.n_prompts, cfg.seed)
+    available = [r for r in rows if r.split == "train"]
+    train = sample_rows(available, cfg.n_prompts, cfg.seed, setting="acdc.n_prompts", task=task)
     if not train:
         raise DatasetError(f"{task or 'dataset'}: no train rows to discover an edge circuit on")
     start = time.perf_counter()
@@ -183,6 +211,7 @@ def discover_artifact(
         score_kind=kind,
         seconds=time.perf_counter() - start,
         n_prompts=len(train),
+        n_prompts_available=len(available),
         params=cfg.discovery_params(method),
         **found,
     )
@@ -195,6 +224,7 @@ def circuit_metrics(art: CircuitArtifact) -> dict[str, Any]:
         "method": art.method,
         "n_edges": len(art.edges),
         "n_prompts": art.n_prompts,
+        "n_prompts_available": art.n_prompts_available,
         "seconds": round(art.seconds, 4),
         "n_forward": art.n_forward,
         "n_backward": art.n_backward,

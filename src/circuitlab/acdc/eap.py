@@ -10,6 +10,14 @@ With ``ig_steps = n > 1`` the gradient is averaged over masks ``α·1`` for ``α
 ``k = 0 … n−1`` (all folded into one forward): integrated gradients along the path from the
 clean to the fully patched model (EAP-IG). KL and MSE have zero gradient at the clean model,
 so they need ``ig_steps ≥ 2``.
+
+**Sign convention.** A score is ``∂metric/∂mask`` — the first-order estimate of
+``metric(edge patched) − metric(clean)``: the change the metric undergoes when the edge alone
+carries the ablated activation. It has the sign and units of a measured patching effect
+(ACDC's Δ, head pruning's Δ), so signed scores compare with patching experiments as they are:
+with ``logit_diff``, a negative score marks an edge that supports the answer. auto-circuit's
+``mask_gradient_prune_scores`` differentiates the *loss* ``−logit_diff`` and so returns
+``−score``; negate one side before a signed comparison (rankings by ``|score|`` agree).
 """
 
 from __future__ import annotations
@@ -26,6 +34,12 @@ from circuitlab.acdc.patch import PatchContext, forward
 from circuitlab.errors import ConfigError
 
 EAPMetric = Literal["logit_diff", "target_logit", "kl", "mse"]
+
+#: The sign convention in words (module doc), written into results and artifacts.
+SIGN_CONVENTION = (
+    "score = d metric / d mask ≈ metric(edge patched) − metric(clean); "
+    "auto-circuit's mask_gradient_prune_scores is −score"
+)
 
 
 @dataclass(frozen=True)
@@ -51,7 +65,7 @@ class EAPConfig:
 
 @dataclass(frozen=True)
 class EAPResult:
-    """Signed scores per edge (storage order), the clean metric and the cost."""
+    """Signed scores per edge (storage order; sign: module doc), the clean metric, the cost."""
 
     edges: tuple[str, ...]
     scores: tuple[float, ...]
@@ -80,6 +94,7 @@ class EAPResult:
             "n_edges": len(self.edges),
             "scores": self.scores_by_name(),
             "clean_metric": self.clean_metric,
+            "sign": SIGN_CONVENTION,
             "n_forward": self.n_forward,
             "n_backward": self.n_backward,
             "seconds": self.seconds,

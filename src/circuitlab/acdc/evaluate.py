@@ -105,7 +105,8 @@ def evaluate_circuits(
     arts = {a.method: a for a in artifacts}
     if len(arts) != len(artifacts):
         raise ArtifactError(f"two circuits of the same method: {[a.method for a in artifacts]}")
-    test = sample_rows([r for r in rows if r.split == "test"], cfg.n_eval_prompts, cfg.seed)
+    available = [r for r in rows if r.split == "test"]
+    test = sample_rows(available, cfg.n_eval_prompts, cfg.seed, setting="acdc.n_eval_prompts")
     if not test:
         raise DatasetError("no test rows to evaluate edge circuits on")
     train = [r for r in rows if r.split == "train"]
@@ -176,6 +177,7 @@ def evaluate_circuits(
         "reference_tau": cfg.reference_tau,
         "n_edges": n_edges,
         "n_prompts": len(test),
+        "n_prompts_available": len(available),
         "ablation": cfg.ablation,
         "ld_clean": ld_clean,
         "ld_ablated": ld_ablated,

@@ -19,7 +19,8 @@ Two levers, both exact:
 Every accepted decision was made on exactly the state sequential ACDC would have had, so the
 results are the same up to float rounding (a batched forward may round differently from a
 single one). A decision whose margin ``|Δ − τ|`` is within that rounding could go either way;
-such decisions are counted (``near_tau_decisions``) and reported, not hidden.
+such decisions are counted (``near_tau_decisions``, and per τ ``TauResult.n_near_tau``) and
+reported, not hidden; the per-edge trace (`circuitlab.acdc.trace`) flags each of them.
 """
 
 from __future__ import annotations
@@ -35,12 +36,8 @@ from circuitlab.acdc.graph import acdc_order
 from circuitlab.acdc.metrics import get_metric
 from circuitlab.acdc.patch import PatchContext, forward
 from circuitlab.acdc.sequential import ACDCConfig, ACDCResult, TauResult
+from circuitlab.acdc.trace import TraceRecorder
 from circuitlab.errors import ConfigError
-
-#: A decision closer than this to τ (relative to the faithfulness values involved) is within
-#: float rounding of a single forward vs a batched one.
-NEAR_TAU_RTOL = 1e-5
-NEAR_TAU_ATOL = 1e-7
 
 
 @dataclass(frozen=True)
@@ -106,7 +103,7 @@ def fast_acdc(
     start = time.perf_counter()
     graph, pm = ctx.graph, ctx.model
     metric = get_metric(cfg.faithfulness)
-    order = acdc_order(graph)
+    order = acdc_order(graph, cfg.edge_order)
     block_of = graph.edge_block_layer.tolist()
     scores = [math.inf] * graph.n_edges
     per_tau = []
@@ -119,6 +116,7 @@ def fast_acdc(
         for tau in cfg.taus:
             mask = torch.zeros(graph.n_edges, dtype=pm.dtype, device=pm.device)
             baseline, n_removed, pos = 0.0, 0, 0
+            trace = TraceRecorder(tau, cfg.trace)
             while pos < len(order):
                 window = order[pos : pos + width]
                 # one destination block per window: the whole window resumes at its block
@@ -130,24 +128,22 @@ def fast_acdc(
                 resume = block_of[window[0]] if cfg.resume else 0
                 logits = forward(ctx, masks, start_layer=resume, answer_only=True)
                 faith = metric(logits, ctx).tolist()
-                accepted, near = 0, 0
+                accepted, near_before = 0, trace.n_near_tau
                 for j, edge in enumerate(window):
-                    delta = faith[j] - baseline
-                    scale = max(abs(faith[j]), abs(baseline), tau)
-                    near += abs(delta - tau) <= NEAR_TAU_ATOL + NEAR_TAU_RTOL * scale
+                    removed = faith[j] - baseline < tau  # unimportant: stays removed
+                    trace.check(edge, baseline, faith[j], removed)
                     accepted = j + 1
-                    if delta < tau:  # unimportant: stays removed
-                        mask[edge] = 1.0
-                        scores[edge] = min(scores[edge], tau)
-                        baseline, n_removed = faith[j], n_removed + 1
-                    else:
+                    if not removed:
                         break
+                    mask[edge] = 1.0
+                    scores[edge] = min(scores[edge], tau)
+                    baseline, n_removed = faith[j], n_removed + 1
                 stats = replace(
                     stats,
                     n_batched=stats.n_batched + 1,
                     n_candidates=stats.n_candidates + k,
                     n_wasted=stats.n_wasted + k - accepted,
-                    near_tau_decisions=stats.near_tau_decisions + near,
+                    near_tau_decisions=stats.near_tau_decisions + trace.n_near_tau - near_before,
                 )
                 pos += accepted
                 if adaptive:
@@ -156,7 +152,9 @@ def fast_acdc(
                     elif k == width:  # a whole window removed: speculate more
                         width = min(width * 2, fast.max_window)
             kept = tuple(graph.edges[i] for i in (mask == 0).nonzero().flatten().tolist())
-            per_tau.append(TauResult(tau, kept, n_removed, baseline))
+            per_tau.append(
+                TauResult(tau, kept, n_removed, baseline, trace.n_near_tau, trace.build())
+            )
     return FastACDCResult(
         edges=graph.edges,
         scores=tuple(scores),
@@ -165,5 +163,6 @@ def fast_acdc(
         ablation=ctx.ablation,
         n_forward=ctx.n_forward + stats.n_batched,
         seconds=ctx.seconds + time.perf_counter() - start,
+        edge_order=cfg.edge_order,
         stats=stats,
     )

@@ -229,13 +229,43 @@ def build_graph(dims: ModelDims) -> Graph:
     )
 
 
-def acdc_order(graph: Graph) -> list[int]:
-    """The order in which sequential ACDC visits edges: destination graph layer descending
-    (as auto-circuit's ``sorted(edges, key=dest.layer, reverse=True)``), ties in storage order.
+#: ``acdc.edge_order`` values: how sequential ACDC orders the edges of one destination layer.
+EDGE_ORDERS: tuple[str, ...] = ("circuitlab", "autocircuit")
 
-    So: the edges into ``Resid End``, then into ``MLP {L-1}``, then into the attention inputs
-    of block ``L-1`` (Q heads, then K, then V heads; sources ascending), and so on. Auto-circuit
-    breaks ties by set iteration order, which is not reproducible; storage order is.
+
+def acdc_order(graph: Graph, edge_order: str = "circuitlab") -> list[int]:
+    """The order in which sequential ACDC visits edges (storage indices).
+
+    Both orders go by destination graph layer descending (auto-circuit's
+    ``sorted(edges, key=dest.layer, reverse=True)``): the edges into ``Resid End``, then into
+    ``MLP {L-1}``, then into the attention inputs of block ``L-1``, and so on. Inside one
+    destination layer:
+
+    * ``"circuitlab"`` (the default) — storage order: every Q head, then every K, then every V
+      head; for one destination its sources earliest first;
+    * ``"autocircuit"`` — the peer harness's canonical order of auto-circuit 1.0.1 (whose own
+      tie order is Python set iteration order, not reproducible): head by head, ``Q`` before
+      ``K`` before ``V`` (with grouped-query attention ``A{l}.{g}.K``/``V`` sit with query
+      head ``g``), for one destination its sources *latest* first.
+
+    ACDC is greedy, so the two orders can keep different circuits at the same τ (see
+    docs/library.md, "Edge order").
     """
+    if edge_order not in EDGE_ORDERS:
+        raise ConfigError(
+            f"edge order {edge_order!r} is unknown; choose one of {list(EDGE_ORDERS)}"
+        )
     layers = graph.edge_graph_layer.tolist()
-    return sorted(range(graph.n_edges), key=lambda i: -layers[i])
+    if edge_order == "circuitlab":
+        return sorted(range(graph.n_edges), key=lambda i: -layers[i])
+    rank = [_autocircuit_dest_rank(name) for name in graph.dests]
+    dst, src = graph.edge_dst.tolist(), graph.edge_src.tolist()
+    return sorted(range(graph.n_edges), key=lambda i: (-layers[i], rank[dst[i]], -src[i]))
+
+
+def _autocircuit_dest_rank(dest: str) -> tuple[int, int]:
+    """(head, Q/K/V) of an attention input; (-1, -1) for an MLP input and ``Resid End``."""
+    head, _, letter = dest.rpartition(".")
+    if letter not in ("Q", "K", "V"):
+        return (-1, -1)
+    return (int(head.rsplit(".", 1)[1]), "QKV".index(letter))

@@ -48,11 +48,13 @@ def _answer(logits: Tensor, tokens: Tensor) -> Tensor:
 def logit_diff(logits: Tensor, ctx: PatchContext) -> Tensor:
     """Target logit minus counterfactual logit, mean over prompts."""
     batch = ctx.batch
+    batch.require_answers("the logit_diff metric")
     return (_answer(logits, batch.target) - _answer(logits, batch.counterfactual)).mean(-1)
 
 
 def target_logit(logits: Tensor, ctx: PatchContext) -> Tensor:
     """Target logit, mean over prompts."""
+    ctx.batch.require_answers("the target_logit metric")
     return _answer(logits, ctx.batch.target).mean(-1)
 
 

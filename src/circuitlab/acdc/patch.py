@@ -270,6 +270,8 @@ def prepare(
         raise ConfigError(f"ablation {ablation!r} is unknown; choose one of {ABLATIONS}")
     if len(batch) == 0:
         raise DatasetError("the prompt batch is empty; patching needs at least one prompt")
+    if ablation == "resample":
+        batch.require_corrupt("resample ablation")
     start = time.perf_counter()
     batch = batch.to(pm.device)
     n_forward = 1

@@ -2,7 +2,8 @@
 
 For each τ of the sweep ``tao_bases × 10^tao_exps`` (in ``product(tao_bases, tao_exps)``
 order), starting from no edge patched and a baseline faithfulness of 0, visit every edge in
-`acdc_order` (destination layer descending): patch it tentatively; if
+`acdc_order` (destination layer descending; ``edge_order`` chooses the order inside a
+layer): patch it tentatively; if
 ``faithfulness − baseline < τ`` it stays patched (removed from the circuit) and the baseline
 becomes that faithfulness, otherwise it is unpatched again. An edge's prune score is the
 smallest τ at which it was removed (``inf``: never removed, i.e. in every circuit).
@@ -10,7 +11,8 @@ smallest τ at which it was removed (``inf``: never removed, i.e. in every circu
 Faithfulness is the distance of the patched answer-position logits from the clean ones:
 ``kl`` (KL(clean ‖ patched), batch mean) or ``mse``. Each check is one forward pass that
 resumes at the edge's destination block (every edge removed earlier is at that block or
-later), so earlier blocks come from the clean cache.
+later), so earlier blocks come from the clean cache. With ``trace=True`` (the default) every
+τ's result carries its per-edge trace (`circuitlab.acdc.trace`).
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from typing import Any, Literal, get_args
 
 import torch
 
-from circuitlab.acdc.graph import acdc_order
+from circuitlab.acdc.graph import EDGE_ORDERS, acdc_order
 from circuitlab.acdc.metrics import get_metric
 from circuitlab.acdc.patch import PatchContext, forward
+from circuitlab.acdc.trace import EdgeTrace, TraceRecorder
 from circuitlab.errors import ConfigError
 
 Faithfulness = Literal["kl", "mse"]
@@ -33,12 +36,16 @@ Faithfulness = Literal["kl", "mse"]
 
 @dataclass(frozen=True)
 class ACDCConfig:
-    """The τ sweep (auto-circuit's defaults) and the faithfulness metric. ``resume=False``
-    runs every check from the first block (slower, same result; for testing)."""
+    """The τ sweep (auto-circuit's defaults), the faithfulness metric, the order of edges
+    inside a destination layer (`acdc_order`: ``"circuitlab"`` or ``"autocircuit"``) and
+    whether to keep the per-edge trace. ``resume=False`` runs every check from the first
+    block (slower, same result; for testing)."""
 
     tao_bases: tuple[float, ...] = (1, 3, 5, 7, 9)
     tao_exps: tuple[int, ...] = (-5, -4, -3, -2)
     faithfulness: Faithfulness = "kl"
+    edge_order: str = "circuitlab"
+    trace: bool = True
     resume: bool = True
 
     def __post_init__(self) -> None:
@@ -48,6 +55,10 @@ class ACDCConfig:
             )
         if not self.tao_bases or not self.tao_exps:
             raise ConfigError("acdc needs at least one tao base and one tao exponent")
+        if self.edge_order not in EDGE_ORDERS:
+            raise ConfigError(
+                f"acdc edge_order {self.edge_order!r} is unknown; choose one of {list(EDGE_ORDERS)}"
+            )
         bad = [t for t in self.taus if not (math.isfinite(t) and t > 0)]
         if bad:
             raise ConfigError(
@@ -63,12 +74,15 @@ class ACDCConfig:
 
 @dataclass(frozen=True)
 class TauResult:
-    """The circuit found at one τ: the edges kept (not patched) and its faithfulness."""
+    """The circuit found at one τ: the edges kept (not patched), its faithfulness, the
+    number of decisions within rounding distance of τ and (if kept) the per-edge trace."""
 
     tau: float
     kept: tuple[str, ...]
     n_removed: int
     faithfulness: float
+    n_near_tau: int = 0
+    trace: EdgeTrace | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,7 @@ class ACDCResult:
     ablation: str
     n_forward: int
     seconds: float
+    edge_order: str = "circuitlab"
 
     def scores_by_name(self) -> dict[str, float]:
         return dict(zip(self.edges, self.scores, strict=True))
@@ -92,6 +107,7 @@ class ACDCResult:
             "method": "acdc",
             "faithfulness": self.faithfulness,
             "ablation": self.ablation,
+            "edge_order": self.edge_order,
             "n_edges": len(self.edges),
             "scores": self.scores_by_name(),
             "taus": [
@@ -100,7 +116,9 @@ class ACDCResult:
                     "n_kept": len(r.kept),
                     "n_removed": r.n_removed,
                     "faithfulness": r.faithfulness,
+                    "n_near_tau": r.n_near_tau,
                     "kept": list(r.kept),
+                    "trace": r.trace.to_json() if r.trace is not None else None,
                 }
                 for r in self.per_tau
             ],
@@ -116,7 +134,7 @@ def sequential_acdc(ctx: PatchContext, cfg: ACDCConfig | None = None) -> ACDCRes
     start = time.perf_counter()
     graph, pm = ctx.graph, ctx.model
     metric = get_metric(cfg.faithfulness)
-    order = acdc_order(graph)
+    order = acdc_order(graph, cfg.edge_order)
     block_of = graph.edge_block_layer.tolist()
     scores = [math.inf] * graph.n_edges
     per_tau = []
@@ -125,18 +143,23 @@ def sequential_acdc(ctx: PatchContext, cfg: ACDCConfig | None = None) -> ACDCRes
         for tau in cfg.taus:
             mask = torch.zeros(1, graph.n_edges, dtype=pm.dtype, device=pm.device)
             baseline, n_removed = 0.0, 0
+            trace = TraceRecorder(tau, cfg.trace)
             for i in order:
                 mask[0, i] = 1.0
                 resume_at = block_of[i] if cfg.resume else 0
                 faith = float(metric(forward(ctx, mask, start_layer=resume_at), ctx)[0])
                 n_forward += 1
-                if faith - baseline < tau:  # unimportant: stays patched
+                removed = faith - baseline < tau  # unimportant: stays patched
+                trace.check(i, baseline, faith, removed)
+                if removed:
                     scores[i] = min(scores[i], tau)
                     baseline, n_removed = faith, n_removed + 1
                 else:
                     mask[0, i] = 0.0
             kept = tuple(graph.edges[i] for i in (mask[0] == 0).nonzero().flatten().tolist())
-            per_tau.append(TauResult(tau, kept, n_removed, baseline))
+            per_tau.append(
+                TauResult(tau, kept, n_removed, baseline, trace.n_near_tau, trace.build())
+            )
     return ACDCResult(
         edges=graph.edges,
         scores=tuple(scores),
@@ -145,4 +168,5 @@ def sequential_acdc(ctx: PatchContext, cfg: ACDCConfig | None = None) -> ACDCRes
         ablation=ctx.ablation,
         n_forward=n_forward,
         seconds=ctx.seconds + time.perf_counter() - start,
+        edge_order=cfg.edge_order,
     )

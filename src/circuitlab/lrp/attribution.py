@@ -133,6 +133,7 @@ def attribute_batch(
     Runs under the LRP rules (unless `opts.lrp` is False). Raises ModelError naming the layer
     when a gradient is NaN or infinite.
     """
+    batch.require_answers("LRP attribution")
     if opts.metric == "logit_diff":
         same = (batch.target == batch.counterfactual).nonzero().flatten().tolist()
         if same:

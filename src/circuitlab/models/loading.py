@@ -1,7 +1,9 @@
 """Load a causal LM by hub id, local directory or model reference, with its adapter.
 
 The architecture is checked from the config *before* any weights are read, so an unsupported
-model fails in a second with the list of supported ones. Weights load from safetensors only;
+model fails in a second with the list of supported ones. A local directory without tokenizer
+files (a model exported by another tool) loads with ``tokenizer=None``: feed it token ids
+(`circuitlab.prompts.batch_from_ids`). Weights load from safetensors only;
 remote code runs only when the spec says `trust_remote_code: true`; with `HF_HUB_OFFLINE=1`
 (or `TRANSFORMERS_OFFLINE=1`) nothing is fetched.
 """
@@ -9,6 +11,7 @@ remote code runs only when the spec says `trust_remote_code: true`; with `HF_HUB
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -31,17 +34,30 @@ from circuitlab.errors import ModelError
 from circuitlab.models.adapters import Adapter, ModelDims, get_adapter
 from circuitlab.models.spec import ModelSpec, looks_like_path
 
+log = logging.getLogger(__name__)
+
+#: Files any of which means a local directory holds a saved tokenizer.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+    "spiece.model",
+)
+
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model in eval mode with its tokenizer, adapter and the spec it was loaded from.
+    """A model in eval mode with its tokenizer (None: loaded without one, token ids only),
+    adapter and the spec it was loaded from.
 
     Parameters keep `requires_grad` as loaded (attribution needs gradients); callers that only
     run forward passes should use `torch.no_grad()` / `torch.inference_mode()`.
     """
 
     model: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
+    tokenizer: PreTrainedTokenizerBase | None
     adapter: Adapter
     spec: ModelSpec
     device: torch.device
@@ -51,23 +67,38 @@ class LoadedModel:
         return self.adapter.dims(self.model.config)
 
 
-def load_model(spec: ModelSpec | str | os.PathLike[str]) -> LoadedModel:
+def load_model(
+    spec: ModelSpec | str | os.PathLike[str], *, tokenizer: bool | None = None
+) -> LoadedModel:
     """Load a model from a `ModelSpec`, a local `save_pretrained` directory, a model
     reference JSON file, or a hub id. Raises `ModelError` (or `ArtifactError` for a bad
-    reference file) with the fix in the message."""
+    reference file) with the fix in the message.
+
+    ``tokenizer``: True — required (ModelError if it cannot be loaded); False — not loaded;
+    None (default) — required for a hub model, and for a local directory loaded when it has
+    tokenizer files (`TOKENIZER_FILES`), else None (logged)."""
     spec = resolve_spec(spec)
     source = _source(spec)
     config = load_config(spec, source=source)
     adapter = get_adapter(config)  # fails before any weight is read
     device = spec.resolved_device()
-    tokenizer = _load_tokenizer(spec, source)
+    if tokenizer is None:
+        tokenizer = not spec.is_local() or has_tokenizer(Path(source))
+        if not tokenizer:
+            log.info("%s has no tokenizer files: loaded for token ids only", source)
+    tok = _load_tokenizer(spec, source) if tokenizer else None
     model = _load_weights(spec, source)
     if spec.device_map is None:
         model = model.to(device)  # type: ignore[arg-type]
     else:
         device = next(model.parameters()).device
     model.eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, adapter=adapter, spec=spec, device=device)
+    return LoadedModel(model=model, tokenizer=tok, adapter=adapter, spec=spec, device=device)
+
+
+def has_tokenizer(directory: Path) -> bool:
+    """Whether a local model directory holds tokenizer files."""
+    return any((directory / name).is_file() for name in TOKENIZER_FILES)
 
 
 def load_tokenizer(spec: ModelSpec | str | os.PathLike[str]) -> PreTrainedTokenizerBase:
@@ -191,7 +222,9 @@ def _not_loadable(spec: ModelSpec, what: str, exc: Exception) -> ModelError:
             "weights": "the directory needs model.safetensors (pickle .bin weights are refused); "
             "re-save with `model.save_pretrained(dir)`",
             "tokenizer": "save the tokenizer into the same directory with "
-            "`tokenizer.save_pretrained(dir)`",
+            "`tokenizer.save_pretrained(dir)`, or, in Python, load the weights alone "
+            "(`load_model(dir, tokenizer=False)`) and feed token ids "
+            "(circuitlab.prompts.batch_from_ids)",
         }[what]
         return ModelError(f"cannot load the {what} of local model {spec.id}: {detail}. Fix: {fix}")
     where = f"{spec.id!r}" + (f" at revision {spec.revision!r}" if spec.revision else "")

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from circuitlab.errors import CircuitlabError
+from circuitlab.prompts import require_tokenizer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -278,9 +279,10 @@ def steer_neurons(
 
 
 def encode_prompts(
-    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]
+    tokenizer: PreTrainedTokenizerBase | None, prompts: Sequence[str]
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Right-padded `(input_ids, attention_mask, last)` of raw prompts (special tokens added)."""
+    require_tokenizer(tokenizer, "encoding prompts")
     if isinstance(prompts, str):
         raise SteeringError("give a list of prompts, not one string")
     if not prompts:
