@@ -81,3 +81,29 @@ def test_acdc_case_runs_and_fast_equals_sequential(tmp_path: Path) -> None:
     assert {"(c) exact fast ACDC", "(e) EAP", "(c) / (d2) cost"} <= names
     assert all(r["value"] > 0 for r in res["ratios"])
     assert res["setup"]["n_edges"] > 0
+
+
+def test_peer_benchmark_skips_without_the_peer_and_compares_traces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from circuitlab.acdc import EdgeTrace, TauResult
+
+    bench_peer = run.bench_peer
+    monkeypatch.setattr(bench_peer, "PEER_VENV", tmp_path / "no-venv")
+    settings = bench_peer.Settings.make(quick=True, repeats=None)
+    (res,) = bench_peer.run(settings, log=lambda _msg: None)
+    assert "setup.sh" in res["skipped"]
+    # the edge-by-edge comparison finds the first divergence and says whether it is near τ
+    edges = ("a", "b", "c")
+    trace = EdgeTrace((0, 1, 2), (0.0, 0.0, 0.005), (0.0, 0.005, 0.02), (True, True, False),
+                      (False, False, False))  # fmt: skip
+    ours = TauResult(0.01, ("c",), 2, 0.005, 0, trace)
+    peer = [["a", 0.0, True], ["b", 0.005, True], ["c", 0.02, False]]
+    same = bench_peer.compare_tau(peer, ours, edges, 0.01)
+    assert same["same_order"] and same["differing_decisions"] == 0
+    peer[1] = ["b", 0.0100001, False]  # the peer rounded b's Δ to just above τ
+    diff = bench_peer.compare_tau(peer, ours, edges, 0.01)
+    assert diff["differing_decisions"] == 1 and diff["first_divergence"] == "b"
+    assert diff["first_divergence_near_tau"]
+    peer[1] = ["b", 0.5, False]
+    assert not bench_peer.compare_tau(peer, ours, edges, 0.01)["first_divergence_near_tau"]

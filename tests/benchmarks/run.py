@@ -1,6 +1,6 @@
 """Run the benchmarks, print a table and write JSON (`make bench`).
 
-    python tests/benchmarks/run.py [--only lrp|acdc|numerics] [--quick] [--threads 2] [--out data/benchmarks/bench.json]
+    python tests/benchmarks/run.py [--only lrp|acdc|numerics|peer] [--quick] [--threads 2] [--out data/benchmarks/bench.json]
 
 Speed goals are ratios measured within this one run and are reported as PASS/MISS, never
 asserted; the process exits non-zero only when a correctness check (e.g. fast ≡ reference)
@@ -28,6 +28,7 @@ for _path in (HERE, HERE.parent):  # bench_* modules, then tests/ (lrp_reference
 import bench_acdc  # noqa: E402
 import bench_lrp  # noqa: E402
 import bench_numerics  # noqa: E402
+import bench_peer  # noqa: E402
 import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -43,6 +44,9 @@ BENCHMARKS: dict[str, Callable[[bool, int | None, Callable[[str], None]], list[R
     ),
     "numerics": lambda quick, repeats, log: bench_numerics.run(
         bench_numerics.Settings.make(quick, repeats), log
+    ),
+    "peer": lambda quick, repeats, log: bench_peer.run(
+        bench_peer.Settings.make(quick, repeats), log
     ),
 }
 
