@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit, save_circuit, to_dot
+from circuitlab.acdc.trace import EdgeTrace
 from circuitlab.blacklist import Blacklist
 from circuitlab.errors import ArtifactError, ConfigError
 from circuitlab.io import write_json, write_text_atomic
@@ -84,14 +85,24 @@ def faithfulness_report() -> dict[str, Any]:
     }
 
 
+def acdc_trace(kept: tuple[str, ...]) -> EdgeTrace:
+    """Every edge checked once from a zero baseline: removed ones at Δ = 0, kept ones at
+    Δ = 0.5 except the second, kept at Δ a hair above τ = 0.1 (a near-τ decision)."""
+    faith = tuple(0.0 if e not in kept else (0.1000001 if e == kept[1] else 0.5) for e in EDGES)
+    removed = tuple(e not in kept for e in EDGES)
+    near = tuple(f == 0.1000001 for f in faith)
+    return EdgeTrace(tuple(range(len(EDGES))), (0.0,) * len(EDGES), faith, removed, near)
+
+
 def edge_circuit(method: str, task: str) -> CircuitArtifact:
     kept = EDGES[:5] if method == "acdc" else EDGES[2:6]
+    traced = (1, acdc_trace(kept)) if method == "acdc" else (None, None)
     return CircuitArtifact(
         method=method, model="toy", task=task, edges=EDGES,
         scores=tuple(math.inf if e in kept else 0.01 * i for i, e in enumerate(EDGES)),
         score_kind="prune_tau" if method == "acdc" else "abs_attribution",
         circuits=(EdgeCircuit("tau=0.1" if method == "acdc" else "top=4", kept,
-                              0.1 if method == "acdc" else None, 0.9),),
+                              0.1 if method == "acdc" else None, 0.9, *traced),),
         n_forward=37, n_backward=0 if method == "acdc" else 1, seconds=1.25,
         n_prompts=8,
     )  # fmt: skip
@@ -315,6 +326,9 @@ def test_report_shows_each_sections_key_numbers(html: str) -> None:
         "0.429",
         "0.938",
         "62.5 %",
+        # ACDC's near-τ decision of the traced circuit: its edge, Δ − τ and decision
+        "near-τ check",
+        f"<code>{EDGES[1].replace('>', '&gt;')}</code></td><td>0.1</td><td>+1.0e-07</td><td>kept",
         # contrastive
         "0.0456",
         # CAA vs circuit: overlap 7 of 40 with its null, matched effect per KL

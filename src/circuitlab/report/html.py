@@ -26,13 +26,16 @@ import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from circuitlab.errors import ArtifactError
 from circuitlab.io import read_json, require
 from circuitlab.tasks.base import StrictModel
+
+if TYPE_CHECKING:
+    from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit
 
 # ------------------------------------------------------------------------------ manifest
 
@@ -596,6 +599,23 @@ def _acdc_graph(art: Any, ref: Any, dot_text: str | None) -> str | None:
     return data_uri(png) if png else None
 
 
+def _near_tau_checks(art: CircuitArtifact, circuit: EdgeCircuit) -> list[dict[str, str]]:
+    """The checks of a traced circuit decided within rounding distance of τ (Δ, margin)."""
+    if circuit.trace is None or circuit.tau is None:
+        return []
+    rows = circuit.trace.rows(art.edges, circuit.tau)
+    return [
+        {
+            "edge": r["edge"],
+            "delta": fmt(r["delta"]),
+            "margin": f"{r['margin']:+.1e}",
+            "decision": "removed" if r["removed"] else "kept",
+        }
+        for r in rows
+        if r["near_tau"]
+    ]
+
+
 def _acdc_view(task: str, acdc: Mapping[str, Any]) -> dict[str, Any]:
     ev = acdc["evaluation"]
     arts = acdc["circuits"]
@@ -627,6 +647,8 @@ def _acdc_view(task: str, acdc: Mapping[str, Any]) -> dict[str, Any]:
                 "kl": fmt(ref.get("kl")),
                 "random_kl": _ci(rnd.get("kl_mean"), rnd.get("kl_ci")),
                 "n_circuits": len(art.circuits),
+                "near_tau": fmt(circuit.n_near_tau),
+                "near_edges": _near_tau_checks(art, circuit),
                 "n_forward": fmt(art.n_forward),
                 "n_backward": fmt(art.n_backward),
                 "seconds": fmt(art.seconds),
