@@ -16,6 +16,16 @@ Two levers, both exact:
   (×2, up to ``max_window``) while whole windows are removed and halves after an early keep,
   or is fixed. A window never spans two destination blocks, so all of it resumes at its block.
 
+A τ **sweep shares its work** (``share_sweep``, on by default): all thresholds visit the
+edges together. At any edge, thresholds whose removal history so far is identical are in the
+same state, so one check decides all of them — the group splits into the thresholds with
+``Δ < τ`` (they remove the edge; a suffix of the sorted thresholds) and the rest. A sweep then
+costs one check per edge and *distinct state* instead of one per edge and τ. Two groups never
+meet again (their states differ on an edge already decided, and every edge is visited once),
+so this is all the sharing exact ACDC allows. On a CPU each group's check is a single forward
+(the same call as a one-τ run, so the decisions are bit-identical); on an accelerator the
+groups' checks at one edge share one batched forward (and speculation is not used).
+
 Every accepted decision was made on exactly the state sequential ACDC would have had, so the
 results are the same up to float rounding (a batched forward may round differently from a
 single one). A decision whose margin ``|Δ − τ|`` is within that rounding could go either way;
@@ -31,6 +41,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from circuitlab.acdc.graph import acdc_order
 from circuitlab.acdc.metrics import get_metric
@@ -52,6 +63,8 @@ class FastConfig:
     max_window: int = 16
     start_window: int = 4
     adaptive: bool | None = None  # with window None: force adaptive (True) or 1 (False)
+    share_sweep: bool = True  # several τ: one check per distinct state (module doc)
+    batch_groups: bool | None = None  # shared sweep: one forward per edge (None: off on CPU)
 
     def __post_init__(self) -> None:
         for name in ("max_window", "start_window"):
@@ -72,6 +85,7 @@ class FastStats:
     n_candidates: int = 0
     n_wasted: int = 0
     near_tau_decisions: int = 0
+    n_checks_unshared: int = 0  # what one run per τ checks: n_taus × n_edges
 
     def to_json(self) -> dict[str, int]:
         return {
@@ -79,6 +93,7 @@ class FastStats:
             "n_candidate_evaluations": self.n_candidates,
             "n_wasted_evaluations": self.n_wasted,
             "near_tau_decisions": self.near_tau_decisions,
+            "n_checks_unshared": self.n_checks_unshared,
         }
 
 
@@ -100,6 +115,8 @@ def fast_acdc(
     batched passes (plus `prepare`'s); the stats say how many candidates they held."""
     cfg = cfg or ACDCConfig()
     fast = fast or FastConfig()
+    if fast.share_sweep and len(cfg.taus) > 1:
+        return shared_sweep(ctx, cfg, fast)
     start = time.perf_counter()
     graph, pm = ctx.graph, ctx.model
     metric = get_metric(cfg.faithfulness)
@@ -162,6 +179,95 @@ def fast_acdc(
         faithfulness=cfg.faithfulness,
         ablation=ctx.ablation,
         n_forward=ctx.n_forward + stats.n_batched,
+        seconds=ctx.seconds + time.perf_counter() - start,
+        edge_order=cfg.edge_order,
+        stats=replace(stats, n_checks_unshared=len(cfg.taus) * graph.n_edges),
+    )
+
+
+@dataclass
+class _Group:
+    """Thresholds (indices into the sorted sweep) in one state: the edges removed so far
+    (``mask``) and the faithfulness of that state (``baseline``)."""
+
+    taus: list[int]
+    mask: Tensor
+    baseline: float = 0.0
+    n_removed: int = 0
+
+
+def shared_sweep(
+    ctx: PatchContext, cfg: ACDCConfig, fast: FastConfig | None = None
+) -> FastACDCResult:
+    """Every τ of the sweep at once, one check per edge and distinct state (module doc); the
+    same per-τ decisions, scores and traces as one `fast_acdc` run per τ."""
+    fast = fast or FastConfig()
+    start = time.perf_counter()
+    graph, pm = ctx.graph, ctx.model
+    metric = get_metric(cfg.faithfulness)
+    taus = sorted(set(cfg.taus))
+    block_of = graph.edge_block_layer.tolist()
+    batch = fast.batch_groups if fast.batch_groups is not None else pm.device.type != "cpu"
+    scores = [math.inf] * graph.n_edges
+    traces = [TraceRecorder(tau, cfg.trace) for tau in taus]
+    groups = [
+        _Group(list(range(len(taus))), torch.zeros(graph.n_edges, dtype=pm.dtype, device=pm.device))
+    ]
+    n_forward = n_checks = 0
+    with torch.no_grad():
+        for edge in acdc_order(graph, cfg.edge_order):
+            resume = block_of[edge] if cfg.resume else 0
+            trials = torch.stack([g.mask for g in groups])
+            trials[:, edge] = 1.0
+            if batch:
+                logits = forward(ctx, trials, start_layer=resume, answer_only=True)
+                faiths = metric(logits, ctx).tolist()
+                n_forward += 1
+            else:
+                faiths = []
+                for row in trials:
+                    logits = forward(ctx, row[None], start_layer=resume, answer_only=True)
+                    faiths.append(float(metric(logits, ctx)[0]))
+                n_forward += len(groups)
+            n_checks += len(groups)
+            split: list[_Group] = []
+            for g, faith, trial in zip(groups, faiths, trials, strict=True):
+                delta = faith - g.baseline
+                removers = [i for i in g.taus if delta < taus[i]]  # a suffix: τ ascending
+                for i in g.taus:
+                    traces[i].check(edge, g.baseline, faith, i in removers)
+                if not removers:
+                    continue
+                scores[edge] = min(scores[edge], taus[removers[0]])
+                moved = _Group(removers, trial.clone(), faith, g.n_removed + 1)
+                if len(removers) == len(g.taus):
+                    g.mask, g.baseline, g.n_removed = moved.mask, moved.baseline, moved.n_removed
+                else:
+                    g.taus = g.taus[: len(g.taus) - len(removers)]
+                    split.append(moved)
+            groups += split
+    final = {i: g for g in groups for i in g.taus}
+    per_tau = []
+    for tau in cfg.taus:
+        i = taus.index(tau)
+        g = final[i]
+        kept = tuple(graph.edges[e] for e in (g.mask == 0).nonzero().flatten().tolist())
+        per_tau.append(
+            TauResult(tau, kept, g.n_removed, g.baseline, traces[i].n_near_tau, traces[i].build())
+        )
+    stats = FastStats(
+        n_batched=n_forward,
+        n_candidates=n_checks,
+        near_tau_decisions=sum(t.n_near_tau for t in traces),
+        n_checks_unshared=len(cfg.taus) * graph.n_edges,
+    )
+    return FastACDCResult(
+        edges=graph.edges,
+        scores=tuple(scores),
+        per_tau=tuple(per_tau),
+        faithfulness=cfg.faithfulness,
+        ablation=ctx.ablation,
+        n_forward=ctx.n_forward + n_forward,
         seconds=ctx.seconds + time.perf_counter() - start,
         edge_order=cfg.edge_order,
         stats=stats,

@@ -465,14 +465,14 @@ def _blocks(
     graph = pm.graph
     for layer in range(start, graph.n_layers if stop is None else stop):
         lw = pm.layers[layer]
-        x = _dest_input(resid, src, ablated, _block_mask(flat, graph.attn_block(layer)))
-        heads = _attention(lw, lw.ln_attn(x), positional, pm.dims)  # [E, B, H, S, d]
+        x = _dest_inputs(resid, src, ablated, _block_mask(flat, graph.attn_block(layer)))
+        heads = _attention(lw, x, positional, pm.dims)  # [E, B, H, S, d]
         src = _append(src, heads)
         resid = resid + heads.sum(2)
         if lw.bo is not None:
             resid = resid + lw.bo
-        x = _dest_input(resid, src, ablated, _block_mask(flat, graph.mlp_block(layer)))
-        out = lw.mlp(lw.ln_mlp(x[:, :, 0]))
+        x = _dest_inputs(resid, src, ablated, _block_mask(flat, graph.mlp_block(layer)))
+        out = lw.mlp(lw.ln_mlp(x.single()))
         src = _append(src, out[:, :, None])
         resid = resid + out
     return src, resid
@@ -496,7 +496,7 @@ def _unembed(
         if ablated is not None and m is not None:
             full = ablated.expand(b, -1, s, -1)
             ablated = full.transpose(1, 2)[rows, last][:, :, None]  # [B, n, 1, d]
-    x = _dest_input(resid, src, ablated, m)[:, :, 0]  # [E, B, S | 1, d]
+    x = _dest_inputs(resid, src, ablated, m).single()  # [E, B, S | 1, d]
     if not all_positions:
         x = x[:, :, 0]
     return pm.unembed(pm.final_norm(x))
@@ -516,19 +516,20 @@ def _last_block_at_answer(
     graph = pm.graph
     layer = graph.n_layers - 1
     lw = pm.layers[layer]
-    x = _dest_input(resid, src, ablated, _block_mask(flat, graph.attn_block(layer)))
-    heads = _attention(lw, lw.ln_attn(x), positional, pm.dims, answer=True)  # [E, B, H, 1, d]
+    s = resid.shape[2]
+    x = _dest_inputs(resid, src, ablated, _block_mask(flat, graph.attn_block(layer)))
+    heads = _attention(lw, x, positional, pm.dims, answer=True)  # [E, B, H, 1, d]
     last = positional.last
     src = _gather_position(src, last, dim=3, batch_axis=1)
     resid = _gather_position(resid, last, dim=2, batch_axis=1)
-    b, s = resid.shape[1], x.shape[3]
+    b = resid.shape[1]
     ablated = _gather_position(ablated.expand(b, -1, s, -1), last, dim=2, batch_axis=0)
     src = _append(src, heads)
     resid = resid + heads.sum(2)
     if lw.bo is not None:
         resid = resid + lw.bo
-    x = _dest_input(resid, src, ablated, _block_mask(flat, graph.mlp_block(layer)))
-    out = lw.mlp(lw.ln_mlp(x[:, :, 0]))
+    x = _dest_inputs(resid, src, ablated, _block_mask(flat, graph.mlp_block(layer)))
+    out = lw.mlp(lw.ln_mlp(x.single()))
     return _append(src, out[:, :, None]), resid + out, ablated
 
 
@@ -562,30 +563,86 @@ def _block_mask(flat: Tensor | None, block: Block) -> Tensor | None:
     return m.reshape(m.shape[0], block.n_dests, block.n_sources)
 
 
-def _dest_input(resid: Tensor, src: Tensor, ablated: Tensor | None, m: Tensor | None) -> Tensor:
-    """``[E, B, n_dests | 1, S, d]``: residual plus Σ m · (ablated − current) per destination."""
+@dataclass(frozen=True, eq=False)
+class DestInputs:
+    """The inputs of one block group's destinations: ``base`` ``[E|1, B, S, d]`` is every
+    destination's input except the destinations ``rows`` (indices), whose inputs are ``own``
+    ``[E, B, len(rows), S, d]``. Destinations that share ``base`` are normalised and
+    projected once (`_attention`)."""
+
+    base: Tensor
+    rows: list[int] | None = None
+    own: Tensor | None = None
+
+    def single(self) -> Tensor:
+        """The input of a one-destination group (an MLP, ``Resid End``): ``[E|1, B, S, d]``."""
+        return self.base if self.own is None else self.own[:, :, 0]
+
+
+def _dest_inputs(
+    resid: Tensor, src: Tensor, ablated: Tensor | None, m: Tensor | None
+) -> DestInputs:
+    """Residual plus Σ m · (ablated − current) per destination, computed around the mask's
+    majority: with ``c`` each source's most common mask value over the destinations,
+    ``base = resid + Σ c · δ`` is shared and only destinations whose row differs from ``c``
+    get their own input — so a block where nearly every edge is patched (late in an ACDC
+    sweep) costs about as much as one where none is. A mask that requires grad takes the
+    dense path (every destination its own input, gradients for every entry)."""
     if m is None or ablated is None:
-        return resid[:, :, None]
-    delta = ablated[:, : src.shape[2]] - src  # [E|1, B, n, S, d]
-    if delta.shape[0] == 1:
-        mixed = torch.einsum("ern,bnsd->ebrsd", m, delta[0])
-    else:
-        mixed = torch.einsum("ern,ebnsd->ebrsd", m, delta)
-    return resid[:, :, None] + mixed
+        return DestInputs(resid)
+    n = src.shape[2]
+    if m.requires_grad:
+        delta = ablated[:, :n] - src  # [E|1, B, n, S, d]
+        own = resid[:, :, None] + _mix(m, delta)
+        return DestInputs(resid, list(range(m.shape[1])), own)
+    c = (m.sum((0, 1)) * 2 > m.shape[0] * m.shape[1]).to(m.dtype)  # [n] majority (ties: 0)
+    r = m - c
+    differs = r != 0
+    rows = differs.any(2).any(0).nonzero().flatten().tolist()
+    base = resid
+    if bool(c.any()):  # Σ c·(ablated − src), as two vector–matrix products
+        base = resid + _weighted_sum(c, ablated[:, :n]) - _weighted_sum(c, src)
+    if not rows:
+        return DestInputs(base)
+    cols = differs.any(1).any(0).nonzero().flatten()
+    delta = ablated[:, cols] - src[:, :, cols]
+    own = base[:, :, None] + _mix(r[:, rows][:, :, cols], delta)
+    return DestInputs(base, rows, own)
+
+
+def _weighted_sum(c: Tensor, x: Tensor) -> Tensor:
+    """``Σ_n c[n] · x[..., n, :, :]`` for ``x`` ``[..., n, S, d]`` → ``[..., S, d]``."""
+    *lead, n, s, d = x.shape
+    return torch.matmul(c, x.reshape(*lead, n, s * d)).reshape(*lead, s, d)
+
+
+def _mix(m: Tensor, x: Tensor) -> Tensor:
+    """``m`` ``[E|1, R, n]`` times ``x`` ``[E|1, B, n, S, d]`` over ``n`` → ``[E, B, R, S, d]``
+    (one batched matrix product over the flattened ``S·d``)."""
+    e, b, n, s, d = x.shape
+    out = torch.matmul(m[:, None], x.reshape(e, b, n, s * d))  # [E, B, R, S·d]
+    return out.reshape(*out.shape[:3], s, d)
 
 
 def _attention(
-    lw: LayerWeights, x: Tensor, positional: Positional, dims: ModelDims, *, answer: bool = False
+    lw: LayerWeights,
+    x: DestInputs,
+    positional: Positional,
+    dims: ModelDims,
+    *,
+    answer: bool = False,
 ) -> Tensor:
     """Per-head attention outputs ``[E, B, H, S, d]`` (without the output bias) from the
-    normalised destination inputs ``x`` ``[E, B, H + 2G | 1, S, d]``; with ``answer`` only the
-    answer position's queries (``[E, B, H, 1, d]``)."""
+    destination inputs of the block's Q (``0..H-1``), K (``H..H+G-1``) and V heads; with
+    ``answer`` only the answer position's queries (``[E, B, H, 1, d]``)."""
     h, g = dims.n_heads, dims.n_kv_heads
-    if x.shape[2] == 1:
-        xq = xk = xv = x
-    else:
-        xq, xk, xv = x[:, :, :h], x[:, :, h : h + g], x[:, :, h + g :]
-    q, k, v = _project(xq, lw.wq, lw.bq), _project(xk, lw.wk, lw.bk), _project(xv, lw.wv, lw.bv)
+    base = lw.ln_attn(x.base)
+    own = lw.ln_attn(x.own) if x.own is not None else None
+    q = _project(base, own, x.rows, 0, lw.wq, lw.bq)
+    k = _project(base, own, x.rows, h, lw.wk, lw.bk)
+    v = _project(base, own, x.rows, h + g, lw.wv, lw.bv)
+    n_sets = max(q.shape[0], k.shape[0], v.shape[0])  # heads with own inputs have all E sets
+    q, k, v = (t.expand(n_sets, *t.shape[1:]) for t in (q, k, v))
     if positional.cos is not None and positional.sin is not None:
         cos, sin = positional.cos[None, :, None], positional.sin[None, :, None]
         q = q * cos + _rotate_half(q) * sin
@@ -605,12 +662,27 @@ def _attention(
     return torch.einsum("ebhsk,hdk->ebhsd", z, lw.wo)
 
 
-def _project(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
-    """Per-head projection: ``x`` ``[E, B, n | 1, S, d]``, ``w`` ``[n, k, d]`` → ``[E, B, n, S, k]``."""
-    if x.shape[2] == 1:
-        y = torch.einsum("ebsd,nkd->ebnsk", x[:, :, 0], w)
-    else:
-        y = torch.einsum("ebnsd,nkd->ebnsk", x, w)
+def _project(
+    base: Tensor,
+    own: Tensor | None,
+    rows: list[int] | None,
+    first: int,
+    w: Tensor,
+    b: Tensor | None,
+) -> Tensor:
+    """Per-head projections ``[E, B, n, S, k]`` of the heads ``first..first+n-1`` of a block's
+    destinations (``w`` ``[n, k, d]``): every head from the normalised ``base`` ``[E|1, B, S, d]``
+    in one matrix product, then the heads among ``rows`` from their own inputs ``own``."""
+    n, k, d = w.shape
+    y = torch.nn.functional.linear(base, w.reshape(n * k, d))  # [E|1, B, S, n·k]
+    y = y.unflatten(-1, (n, k)).transpose(2, 3)  # [E|1, B, n, S, k]
+    mine = [(j, r - first) for j, r in enumerate(rows or ()) if first <= r < first + n]
+    if mine and own is not None:
+        at = [j for j, _ in mine]
+        heads = [i for _, i in mine]
+        yo = torch.einsum("ebrsd,rkd->ebrsk", own[:, :, at], w[heads])
+        y = y.expand(yo.shape[0], *y.shape[1:]).clone()
+        y[:, :, heads] = yo
     return y if b is None else y + b[:, None, :]
 
 
