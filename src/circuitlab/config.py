@@ -235,7 +235,7 @@ ACDC_DISCOVERY_KEYS: tuple[str, ...] = ("ablation", "n_prompts", "seed")
 _TAU_KEYS = ("faithfulness", "tao_bases", "tao_exps", "edge_order")
 ACDC_METHOD_KEYS: dict[str, tuple[str, ...]] = {
     "acdc": (*_TAU_KEYS, "window", "max_window", "trace"),
-    "acdc_approx": (*_TAU_KEYS, "approx_window"),
+    "acdc_approx": (*_TAU_KEYS, "approx_window", "approx_variant", "approx_risk"),
     "acdc_window": (*_TAU_KEYS, "approx_window"),
     "head_pruning": ("head_threshold", "head_metric"),
     "eap": ("eap_metric", "eap_ig_steps", "eap_sizes"),
@@ -300,6 +300,20 @@ class AcdcConfig(StrictModel):
     max_window: int = Field(default=16, ge=1, description="exact fast ACDC: largest window")
     approx_window: int = Field(
         default=16, ge=1, description="acdc_approx / acdc_window: edges tested per forward"
+    )
+    approx_variant: Literal["group", "guided"] = Field(
+        default="group",
+        description="acdc_approx: plain group testing (fixed groups of approx_window, bisected "
+        "on failure) or gradient-guided (groups drawn by an EAP-IG estimate of each edge's "
+        "effect: an edge estimated at ≥ approx_risk·τ is checked alone, others grouped while "
+        "their summed estimate stays below it, at most approx_window per group)",
+    )
+    approx_risk: float = Field(
+        default=0.5,
+        gt=0,
+        allow_inf_nan=False,
+        description="acdc_approx guided: a group's summed estimated effect stays below "
+        "approx_risk·τ",
     )
     n_prompts: int = Field(default=16, ge=1, description="train prompts used for discovery (cap)")
     n_eval_prompts: int = Field(default=32, ge=1, description="test prompts for evaluation (cap)")

@@ -13,6 +13,14 @@ from sequential ACDC's — so every run reports its agreement with it (`decision
   (the first half first, then the second against the updated baseline), down to single edges,
   where the test is sequential ACDC's. Most edges do not matter, so one evaluation can clear
   dozens of them.
+* ``guided`` (gradient-guided group testing): group testing whose groups are drawn by an
+  estimate of each edge's effect — EAP-IG of the faithfulness metric (`circuitlab.acdc.eap`,
+  ``ig_steps`` points, one forward and one backward for the whole sweep). Walking the ACDC
+  order, an edge whose estimate reaches ``risk · τ`` is checked alone (as sequential ACDC
+  would); consecutive edges below it form a group while their summed estimate stays below
+  ``risk · τ`` (at most ``window`` edges, never across a destination block). Groups are
+  then as large as the estimate says is safe — large where nothing matters, single edges
+  where something does — and a group that fails is bisected as in ``group``.
 
 Both use the fast forward of `circuitlab.acdc.fast` (resume at the window's block, the last
 block at the answer position only) and visit edges in ``cfg.edge_order``. They keep no
@@ -30,30 +38,39 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor
 
+from circuitlab.acdc.eap import eap_scores
 from circuitlab.acdc.graph import acdc_order
 from circuitlab.acdc.metrics import get_metric
 from circuitlab.acdc.patch import PatchContext, forward
 from circuitlab.acdc.sequential import ACDCConfig, ACDCResult, TauResult
 from circuitlab.errors import ConfigError
 
-Variant = Literal["window", "group"]
+Variant = Literal["window", "group", "guided"]
 
 
 @dataclass(frozen=True)
 class ApproxConfig:
-    """``variant``: "window" (d1) or "group" (d2); ``window``: edges per window (d1) or the
-    initial group size (d2), ≥ 1."""
+    """``variant``: "window" (d1), "group" (d2) or "guided"; ``window``: edges per window (d1),
+    the initial group size (d2) or the largest group (guided), ≥ 1; ``ig_steps`` and ``risk``:
+    the guided variant's estimate and its budget per group (module doc)."""
 
     variant: Variant = "group"
     window: int = 16
+    ig_steps: int = 5
+    risk: float = 0.5
 
     def __post_init__(self) -> None:
         if self.variant not in get_args(Variant):
             raise ConfigError(
-                f"approximate ACDC variant {self.variant!r} is unknown; choose 'window' or 'group'"
+                f"approximate ACDC variant {self.variant!r} is unknown; choose one of "
+                f"{list(get_args(Variant))}"
             )
         if not isinstance(self.window, int) or self.window < 1:
             raise ConfigError(f"approximate ACDC window must be an integer ≥ 1, got {self.window}")
+        if not isinstance(self.ig_steps, int) or self.ig_steps < 2:
+            raise ConfigError(f"guided ACDC ig_steps must be an integer ≥ 2, got {self.ig_steps}")
+        if not (math.isfinite(self.risk) and self.risk > 0):
+            raise ConfigError(f"guided ACDC risk must be positive and finite, got {self.risk}")
 
 
 @dataclass(frozen=True)
@@ -64,7 +81,7 @@ class ApproxACDCResult(ACDCResult):
     n_evaluations: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        name = "acdc_approx" if self.variant == "group" else "acdc_window"
+        name = "acdc_window" if self.variant == "window" else "acdc_approx"
         return {
             **super().to_json(),
             "method": name,
@@ -103,11 +120,19 @@ def approx_acdc(
     scores = [math.inf] * graph.n_edges
     per_tau = []
     search = _window_search if approx.variant == "window" else _group_search
+    estimate: list[float] | None = None
+    if approx.variant == "guided":
+        estimate = eap_scores(ctx, cfg.faithfulness, approx.ig_steps).abs().tolist()
+        evaluate.n_forward += 1  # the estimate's pass (its backward is not counted)
     with torch.no_grad():
         for tau in cfg.taus:
             mask = torch.zeros(graph.n_edges, dtype=pm.dtype, device=pm.device)
             baseline = 0.0
-            for group in _blocks_of(order, block_of, approx.window):
+            if estimate is None:
+                groups = _blocks_of(order, block_of, approx.window)
+            else:
+                groups = _guided_groups(order, block_of, estimate, approx.risk * tau, approx.window)
+            for group in groups:
                 baseline = search(evaluate, mask, group, baseline, tau)
             removed = mask.nonzero().flatten().tolist()
             for i in removed:
@@ -136,6 +161,34 @@ def _blocks_of(order: list[int], block_of: list[int], size: int) -> list[list[in
             groups[-1].append(edge)
         else:
             groups.append([edge])
+    return groups
+
+
+def _guided_groups(
+    order: list[int], block_of: list[int], estimate: list[float], budget: float, size: int
+) -> list[list[int]]:
+    """Consecutive runs of `order`: an edge whose estimate reaches ``budget`` alone, the others
+    grouped while their summed estimate stays below it (≤ ``size`` edges, one block)."""
+    groups: list[list[int]] = []
+    total = math.inf  # the open group's summed estimate (inf: no open group)
+    for edge in order:
+        est = estimate[edge]
+        if est >= budget:
+            groups.append([edge])
+            total = math.inf
+            continue
+        last = groups[-1] if groups else None
+        if (
+            last is None
+            or total + est >= budget
+            or len(last) >= size
+            or block_of[last[0]] != block_of[edge]
+        ):
+            groups.append([edge])
+            total = est
+        else:
+            last.append(edge)
+            total += est
     return groups
 
 

@@ -109,14 +109,20 @@ def run_acdc(ctx: PatchContext, cfg: AcdcConfig) -> Found:
     return _from_acdc(fast.fast_acdc(ctx, acdc_config(cfg, trace=cfg.trace), opts), cfg)
 
 
-def _approx(variant: str) -> Method:
-    def run(ctx: PatchContext, cfg: AcdcConfig) -> Found:
-        approx = method_module(f"acdc_{'approx' if variant == 'group' else variant}")
-        opts = approx.ApproxConfig(variant=variant, window=cfg.approx_window)
-        return _from_acdc(approx.approx_acdc(ctx, acdc_config(cfg), opts), cfg)
+def run_acdc_approx(ctx: PatchContext, cfg: AcdcConfig) -> Found:
+    """ACDC approximated by group testing (``acdc.approx_variant``: plain or gradient-guided)."""
+    approx = method_module("acdc_approx")
+    opts = approx.ApproxConfig(
+        variant=cfg.approx_variant, window=cfg.approx_window, risk=cfg.approx_risk
+    )
+    return _from_acdc(approx.approx_acdc(ctx, acdc_config(cfg), opts), cfg)
 
-    run.__doc__ = f"ACDC approximated by {variant} testing."
-    return run
+
+def run_acdc_window(ctx: PatchContext, cfg: AcdcConfig) -> Found:
+    """ACDC approximated by testing windows of edges independently."""
+    approx = method_module("acdc_window")
+    opts = approx.ApproxConfig(variant="window", window=cfg.approx_window)
+    return _from_acdc(approx.approx_acdc(ctx, acdc_config(cfg), opts), cfg)
 
 
 def run_head_pruning(ctx: PatchContext, cfg: AcdcConfig) -> Found:
@@ -172,8 +178,8 @@ def run_eap(ctx: PatchContext, cfg: AcdcConfig) -> Found:
 
 METHODS: dict[str, Method] = {
     "acdc": run_acdc,
-    "acdc_approx": _approx("group"),
-    "acdc_window": _approx("window"),
+    "acdc_approx": run_acdc_approx,
+    "acdc_window": run_acdc_window,
     "head_pruning": run_head_pruning,
     "eap": run_eap,
 }

@@ -45,7 +45,7 @@ from torch import Tensor
 
 from circuitlab.acdc.graph import acdc_order
 from circuitlab.acdc.metrics import get_metric
-from circuitlab.acdc.patch import PatchContext, forward
+from circuitlab.acdc.patch import PatchContext, forward, head_outputs
 from circuitlab.acdc.sequential import ACDCConfig, ACDCResult, TauResult
 from circuitlab.acdc.trace import TraceRecorder
 from circuitlab.errors import ConfigError
@@ -65,6 +65,7 @@ class FastConfig:
     adaptive: bool | None = None  # with window None: force adaptive (True) or 1 (False)
     share_sweep: bool = True  # several τ: one check per distinct state (module doc)
     batch_groups: bool | None = None  # shared sweep: one forward per edge (None: off on CPU)
+    incremental: bool = True  # single-state checks reuse the state's head outputs (module doc)
 
     def __post_init__(self) -> None:
         for name in ("max_window", "start_window"):
@@ -115,20 +116,23 @@ def fast_acdc(
     batched passes (plus `prepare`'s); the stats say how many candidates they held."""
     cfg = cfg or ACDCConfig()
     fast = fast or FastConfig()
+    pm = ctx.model
+    adaptive = fast.window is None and (
+        fast.adaptive if fast.adaptive is not None else pm.device.type != "cpu"
+    )
+    width = fast.window or (fast.start_window if adaptive else 1)
     if fast.share_sweep and len(cfg.taus) > 1:
         return shared_sweep(ctx, cfg, fast)
+    if width == 1 and not adaptive:  # no speculation: one state per τ
+        return _merge(ctx, [shared_sweep(ctx, cfg.single(tau), fast) for tau in cfg.taus])
     start = time.perf_counter()
-    graph, pm = ctx.graph, ctx.model
+    graph = ctx.graph
     metric = get_metric(cfg.faithfulness)
     order = acdc_order(graph, cfg.edge_order)
     block_of = graph.edge_block_layer.tolist()
     scores = [math.inf] * graph.n_edges
     per_tau = []
     stats = FastStats()
-    adaptive = fast.window is None and (
-        fast.adaptive if fast.adaptive is not None else pm.device.type != "cpu"
-    )
-    width = fast.window or (fast.start_window if adaptive else 1)
     with torch.no_grad():
         for tau in cfg.taus:
             mask = torch.zeros(graph.n_edges, dtype=pm.dtype, device=pm.device)
@@ -185,15 +189,91 @@ def fast_acdc(
     )
 
 
+def _merge(ctx: PatchContext, runs: list[FastACDCResult]) -> FastACDCResult:
+    """One result from one run per τ (in the sweep's order) on the same prepared batch."""
+    stats = FastStats(*(sum(getattr(r.stats, f) for r in runs) for f in _STAT_FIELDS))
+    return replace(
+        runs[0],
+        scores=tuple(min(s) for s in zip(*(r.scores for r in runs), strict=True)),
+        per_tau=tuple(t for r in runs for t in r.per_tau),
+        n_forward=ctx.n_forward + stats.n_batched,
+        seconds=ctx.seconds + sum(r.seconds - ctx.seconds for r in runs),
+        stats=stats,
+    )
+
+
+_STAT_FIELDS = (
+    "n_batched",
+    "n_candidates",
+    "n_wasted",
+    "near_tau_decisions",
+    "n_checks_unshared",
+)
+
+
 @dataclass
 class _Group:
     """Thresholds (indices into the sorted sweep) in one state: the edges removed so far
-    (``mask``) and the faithfulness of that state (``baseline``)."""
+    (``mask``), the faithfulness of that state (``baseline``) and, for the incremental
+    check, the head outputs of the block being visited under that state (``heads``)."""
 
     taus: list[int]
     mask: Tensor
     baseline: float = 0.0
     n_removed: int = 0
+    heads: tuple[int, Tensor] | None = None
+
+
+class _Incremental:
+    """Single-state checks that reuse what the state already determines: a state's edges are
+    all at the visited block ``l`` or later, so block ``l``'s sources are the clean ones and
+    its head outputs change only where the edge under test feeds in. The state keeps block
+    ``l``'s head outputs (`_Group.heads`); a check of an edge into one Q input recomputes that
+    head, into a K/V input the heads of that KV group, into ``MLP l`` none (`head_outputs`),
+    and the forward resumes after block ``l``'s attention. The same values as the full forward
+    up to float rounding (the near-τ count says when that could matter)."""
+
+    def __init__(self, ctx: PatchContext) -> None:
+        self.ctx = ctx
+        graph = ctx.graph
+        h, g = graph.n_heads, graph.n_kv_heads
+        self.last = graph.n_layers - 1
+        self.clean_delta = ctx.ablated - ctx.clean_src  # [B, n_sources, S, d]
+        self.all_heads = list(range(h))
+        #: per edge: (block, heads whose output it changes, or None for an MLP / Resid End)
+        self.info: list[tuple[int, list[int] | None]] = [(0, None)] * graph.n_edges
+        for block in graph.blocks:
+            for e in range(block.offset, block.stop):
+                row = (e - block.offset) // block.n_sources
+                heads = None
+                if block.kind == "attn":
+                    group = row if row < h else (row - h) % g
+                    heads = [row] if row < h else [x for x in range(h) if x // (h // g) == group]
+                self.info[e] = (block.layer, heads)
+
+    def check(
+        self, state: _Group, trial: Tensor, edge: int
+    ) -> tuple[Tensor, tuple[int, Tensor] | None]:
+        """Logits ``[1, B, V]`` of ``state`` plus ``edge`` (``trial``), and the block's head
+        outputs under ``trial`` (kept by the state if the edge is removed)."""
+        ctx = self.ctx
+        layer, changed = self.info[edge]
+        if layer > self.last:  # into Resid End: nothing to recompute before the unembedding
+            return forward(ctx, trial[None], start_layer=layer, answer_only=True), state.heads
+        answer = layer == self.last
+        if state.heads is None or state.heads[0] != layer:  # entering the block
+            base = head_outputs(
+                ctx, state.mask[None], layer, self.all_heads, self.clean_delta, answer=answer
+            )
+            state.heads = (layer, base)
+        heads = state.heads[1]
+        if changed is not None:
+            heads = heads.clone()
+            heads[:, :, changed] = head_outputs(
+                ctx, trial[None], layer, changed, self.clean_delta, answer=answer
+            )
+        logits = forward(ctx, trial[None], start_layer=layer, answer_only=True, heads=heads)
+        return logits, (layer, heads)
 
 
 def shared_sweep(
@@ -214,15 +294,23 @@ def shared_sweep(
         _Group(list(range(len(taus))), torch.zeros(graph.n_edges, dtype=pm.dtype, device=pm.device))
     ]
     n_forward = n_checks = 0
+    checker = _Incremental(ctx) if fast.incremental and not batch and cfg.resume else None
     with torch.no_grad():
         for edge in acdc_order(graph, cfg.edge_order):
             resume = block_of[edge] if cfg.resume else 0
             trials = torch.stack([g.mask for g in groups])
             trials[:, edge] = 1.0
+            new_heads: list[tuple[int, Tensor] | None] = [g.heads for g in groups]
             if batch:
                 logits = forward(ctx, trials, start_layer=resume, answer_only=True)
                 faiths = metric(logits, ctx).tolist()
                 n_forward += 1
+            elif checker is not None:
+                faiths = []
+                for j, (g, row) in enumerate(zip(groups, trials, strict=True)):
+                    logits, new_heads[j] = checker.check(g, row, edge)
+                    faiths.append(float(metric(logits, ctx)[0]))
+                n_forward += len(groups)
             else:
                 faiths = []
                 for row in trials:
@@ -231,7 +319,7 @@ def shared_sweep(
                 n_forward += len(groups)
             n_checks += len(groups)
             split: list[_Group] = []
-            for g, faith, trial in zip(groups, faiths, trials, strict=True):
+            for g, faith, trial, heads in zip(groups, faiths, trials, new_heads, strict=True):
                 delta = faith - g.baseline
                 removers = [i for i in g.taus if delta < taus[i]]  # a suffix: τ ascending
                 for i in g.taus:
@@ -239,9 +327,10 @@ def shared_sweep(
                 if not removers:
                     continue
                 scores[edge] = min(scores[edge], taus[removers[0]])
-                moved = _Group(removers, trial.clone(), faith, g.n_removed + 1)
+                moved = _Group(removers, trial.clone(), faith, g.n_removed + 1, heads)
                 if len(removers) == len(g.taus):
                     g.mask, g.baseline, g.n_removed = moved.mask, moved.baseline, moved.n_removed
+                    g.heads = heads
                 else:
                     g.taus = g.taus[: len(g.taus) - len(removers)]
                     split.append(moved)

@@ -373,6 +373,7 @@ def forward(
     start_layer: int = 0,
     all_positions: bool = False,
     answer_only: bool = False,
+    heads: Tensor | None = None,
 ) -> Tensor:
     """Logits of the clean batch with the masked edges patched.
 
@@ -383,6 +384,9 @@ def forward(
     Autograd is on only when ``mask`` requires grad. ``answer_only`` computes the last block's
     queries and MLP at the answer position only (all the answer logits depend on; the same
     values up to float rounding, a fraction of the last block's cost; fast ACDC uses it).
+    ``heads``: the outputs of block ``start_layer``'s heads under this mask, already known
+    (`head_outputs`; ``[E|1, B, H, S, d]``, at the answer position only for the last block
+    with ``answer_only``): the block's attention is not recomputed.
     """
     pm = ctx.model
     graph = pm.graph
@@ -402,14 +406,37 @@ def forward(
         resid = ctx.clean_resid[start_layer][None]
         if answer_only and not all_positions and start_layer < n_layers:
             src, resid = _blocks(
-                pm, ctx.positional, ctx.ablated, flat, src, resid, start_layer, n_layers - 1
+                pm,
+                ctx.positional,
+                ctx.ablated,
+                flat,
+                src,
+                resid,
+                start_layer,
+                n_layers - 1,
+                first_heads=heads,
             )
             src, resid, ablated = _last_block_at_answer(
-                pm, ctx.positional, ctx.ablated, flat, src, resid
+                pm,
+                ctx.positional,
+                ctx.ablated,
+                flat,
+                src,
+                resid,
+                heads=heads if start_layer == n_layers - 1 else None,
             )
             logits = _unembed(pm, ctx.positional, ablated, flat, src, resid, True)[:, :, 0]
         else:
-            src, resid = _blocks(pm, ctx.positional, ctx.ablated, flat, src, resid, start_layer)
+            src, resid = _blocks(
+                pm,
+                ctx.positional,
+                ctx.ablated,
+                flat,
+                src,
+                resid,
+                start_layer,
+                first_heads=heads,
+            )
             logits = _unembed(pm, ctx.positional, ctx.ablated, flat, src, resid, all_positions)
     if logits.shape[0] != n_sets:
         logits = logits.expand(n_sets, *logits.shape[1:])
@@ -458,15 +485,21 @@ def _blocks(
     resid: Tensor,
     start: int,
     stop: int | None = None,
+    *,
+    first_heads: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run blocks ``start..stop-1``. ``src`` ``[E|1, B, n, S, d]`` are the current outputs of
-    the sources before block ``start``, ``resid`` ``[E|1, B, S, d]`` their sum plus biases.
-    Returns both extended past block ``stop - 1``."""
+    the sources before block ``start``, ``resid`` ``[E|1, B, S, d]`` their sum plus biases;
+    ``first_heads``: block ``start``'s head outputs, if known. Returns both extended past
+    block ``stop - 1``."""
     graph = pm.graph
     for layer in range(start, graph.n_layers if stop is None else stop):
         lw = pm.layers[layer]
-        x = _dest_inputs(resid, src, ablated, _block_mask(flat, graph.attn_block(layer)))
-        heads = _attention(lw, x, positional, pm.dims)  # [E, B, H, S, d]
+        if layer == start and first_heads is not None:
+            heads = first_heads
+        else:
+            x = _dest_inputs(resid, src, ablated, _block_mask(flat, graph.attn_block(layer)))
+            heads = _attention(lw, x, positional, pm.dims)  # [E, B, H, S, d]
         src = _append(src, heads)
         resid = resid + heads.sum(2)
         if lw.bo is not None:
@@ -509,16 +542,19 @@ def _last_block_at_answer(
     flat: Tensor | None,
     src: Tensor,
     resid: Tensor,
+    *,
+    heads: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The last block with its queries and MLP at each prompt's answer position only (keys and
     values at every position). Returns source outputs, residual and ablated sources, all cut
-    to that one position (``S = 1``)."""
+    to that one position (``S = 1``). ``heads``: the block's head outputs, if known."""
     graph = pm.graph
     layer = graph.n_layers - 1
     lw = pm.layers[layer]
     s = resid.shape[2]
-    x = _dest_inputs(resid, src, ablated, _block_mask(flat, graph.attn_block(layer)))
-    heads = _attention(lw, x, positional, pm.dims, answer=True)  # [E, B, H, 1, d]
+    if heads is None:
+        x = _dest_inputs(resid, src, ablated, _block_mask(flat, graph.attn_block(layer)))
+        heads = _attention(lw, x, positional, pm.dims, answer=True)  # [E, B, H, 1, d]
     last = positional.last
     src = _gather_position(src, last, dim=3, batch_axis=1)
     resid = _gather_position(resid, last, dim=2, batch_axis=1)
@@ -689,6 +725,57 @@ def _project(
 def _rotate_half(x: Tensor) -> Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def head_outputs(
+    ctx: PatchContext,
+    flat: Tensor,
+    layer: int,
+    heads: Sequence[int],
+    clean_delta: Tensor,
+    *,
+    answer: bool = False,
+) -> Tensor:
+    """The outputs ``[E, B, len(heads), S | 1, d]`` of some heads of block ``layer`` under
+    the ``[E, n_edges]`` mask ``flat``, when no edge into an earlier block is patched (so the
+    block's sources are the clean ones): only these heads' Q inputs and their KV groups' K and
+    V inputs are formed, normalised and projected. ``clean_delta`` is ``ablated − clean_src``
+    (`PatchContext`); ``answer``: queries at the answer position only (``S = 1``)."""
+    pm = ctx.model
+    lw, graph = pm.layers[layer], pm.graph
+    h, g = pm.dims.n_heads, pm.dims.n_kv_heads
+    per = h // g
+    groups = sorted({hh // per for hh in heads})
+    rows = [*heads, *(h + gg for gg in groups), *(h + g + gg for gg in groups)]
+    block = graph.attn_block(layer)
+    m = flat[:, block.offset : block.stop].reshape(flat.shape[0], block.n_dests, block.n_sources)
+    resid = ctx.clean_resid[layer][None, :, None]  # [1, B, 1, S, d]
+    x = lw.ln_attn(resid + _mix(m[:, rows], clean_delta[None, :, : block.n_sources]))
+    nh, ng = len(heads), len(groups)
+    q = torch.einsum("ebrsd,rkd->ebrsk", x[:, :, :nh], lw.wq[list(heads)])
+    k = torch.einsum("ebrsd,rkd->ebrsk", x[:, :, nh : nh + ng], lw.wk[groups])
+    v = torch.einsum("ebrsd,rkd->ebrsk", x[:, :, nh + ng :], lw.wv[groups])
+    if lw.bq is not None:
+        q = q + lw.bq[list(heads)][:, None, :]
+    if lw.bk is not None:
+        k = k + lw.bk[groups][:, None, :]
+    if lw.bv is not None:
+        v = v + lw.bv[groups][:, None, :]
+    positional = ctx.positional
+    if positional.cos is not None and positional.sin is not None:
+        cos, sin = positional.cos[None, :, None], positional.sin[None, :, None]
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+    bias = positional.attn_bias[lw.window]  # [B, S, S]
+    if answer:
+        q = _gather_position(q, positional.last, dim=3, batch_axis=1)
+        bias = _gather_position(bias, positional.last, dim=1, batch_axis=0)
+    kv = [groups.index(hh // per) for hh in heads]  # each head's KV group among `groups`
+    k, v = k[:, :, kv], v[:, :, kv]
+    scores = torch.matmul(q, k.transpose(-1, -2)) * lw.scaling + bias[None, :, None]
+    probs = torch.softmax(scores, dim=-1, dtype=torch.promote_types(q.dtype, torch.float32))
+    z = torch.matmul(probs.to(q.dtype), v)  # [E, B, nh, S|1, hd]
+    return torch.einsum("ebhsk,hdk->ebhsd", z, lw.wo[list(heads)])
 
 
 def source_start(graph: Graph, layer: int) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import product
 from typing import Any, Literal, get_args
 
@@ -65,6 +65,10 @@ class ACDCConfig:
                 f"acdc thresholds τ = base·10^exp must be positive and finite; got {bad[:5]} "
                 f"from tao_bases={list(self.tao_bases)}, tao_exps={list(self.tao_exps)}"
             )
+
+    def single(self, tau: float) -> ACDCConfig:
+        """This configuration with the one-value sweep ``τ = tau · 10^0``."""
+        return replace(self, tao_bases=(tau,), tao_exps=(0,))
 
     @property
     def taus(self) -> tuple[float, ...]:
