@@ -7,7 +7,8 @@ time of one plain forward of the HF model on the same batch, measured in the sam
 ("forward-equivalents"). Reported:
 
 * (b) sequential ACDC, (c) exact fast ACDC — and the check that (c) made the same decisions;
-* (d1) independent windows, (d2) group testing — decision agreement with (b);
+* (d1) independent windows, (d2) group testing, (d3) gradient-guided group testing —
+  decision agreement with (b);
 * (e) EAP (one clean + one corrupt forward, one backward);
 * scaling: the same at 2, 4 and 6 layers (edges grow roughly quadratically with depth);
 * the embedded toy model (when `data/models/toy` exists) on ioi with auto-circuit's 20-value
@@ -171,6 +172,9 @@ def run_case(
             lambda: approx_acdc(ctx, cfg, ApproxConfig("window", 16))
         )
     runs["(d2) group testing"] = timed(lambda: approx_acdc(ctx, cfg, ApproxConfig("group", 16)))
+    runs["(d3) guided group testing"] = timed(
+        lambda: approx_acdc(ctx, cfg, ApproxConfig("guided", 64, risk=0.5))
+    )
     runs["(e) EAP"] = timed(lambda: edge_attribution(ctx, EAPConfig()))
     seq = runs.get("(b) sequential ACDC", (None, 0.0))[0]
     fast, fast_s = runs["(c) exact fast ACDC"]
@@ -188,10 +192,10 @@ def run_case(
     ratios.append({"name": "(c) / (d2) cost", "value": speedup, "unit": "×",
                    "goal": f">= {GOAL_D2_SPEEDUP:g}", "met": speedup >= GOAL_D2_SPEEDUP})  # fmt: skip
     reference = seq if seq is not None else fast
-    for name in ("(d1) independent windows", "(d2) group testing"):
+    for name in ("(d1) independent windows", "(d2) group testing", "(d3) guided group testing"):
         if name in runs:
             agree = decision_agreement(runs[name][0], reference)["overall"]
-            goal = GOAL_D2_AGREEMENT if name.startswith("(d2)") else None
+            goal = GOAL_D2_AGREEMENT if name.startswith(("(d2)", "(d3)")) else None
             ratios.append({
                 "name": f"{name}: agreement with {'(b)' if seq is not None else '(c)'}",
                 "value": 100 * agree, "unit": "%",

@@ -40,6 +40,7 @@ from torch import Tensor
 
 from circuitlab.acdc.eap import eap_scores
 from circuitlab.acdc.graph import acdc_order
+from circuitlab.acdc.incremental import Heads, IncrementalChecks
 from circuitlab.acdc.metrics import get_metric
 from circuitlab.acdc.patch import PatchContext, forward
 from circuitlab.acdc.sequential import ACDCConfig, ACDCResult, TauResult
@@ -91,18 +92,37 @@ class ApproxACDCResult(ACDCResult):
 
 
 class _Evaluator:
-    """Faithfulness of edge sets with the fast forward; counts passes and evaluated sets."""
+    """Faithfulness of edge sets with the fast forward; counts passes and evaluated sets. One
+    edge set on top of the current state (``begin``) uses `IncrementalChecks` (the state's
+    head outputs are kept; ``accept`` after a removal)."""
 
     def __init__(self, ctx: PatchContext, faithfulness: str, block_of: list[int], resume: bool):
         self.ctx, self.metric = ctx, get_metric(faithfulness)
         self.block_of, self.resume = block_of, resume
         self.n_forward = self.n_sets = 0
+        self.checks = IncrementalChecks(ctx) if resume else None
+        self.state: Tensor | None = None
+        self.cache: Heads = None
+        self.pending: Heads = None
+
+    def begin(self, mask: Tensor) -> None:
+        """A new search from the state ``mask`` (updated in place by the search)."""
+        self.state, self.cache, self.pending = mask, None, None
+
+    def accept(self) -> None:
+        """The last single edge set was removed: it is the state now."""
+        self.cache = self.pending
 
     def __call__(self, masks: Tensor, edges: Sequence[int]) -> list[float]:
-        start = min(self.block_of[e] for e in edges) if self.resume and edges else 0
-        logits = forward(self.ctx, masks, start_layer=start, answer_only=True)
         self.n_forward += 1
         self.n_sets += masks.shape[0]
+        if self.checks is not None and self.state is not None and masks.shape[0] == 1 and edges:
+            logits, self.cache, self.pending = self.checks.check(
+                self.state, self.cache, masks[0], edges
+            )
+            return self.metric(logits, self.ctx).tolist()
+        start = min(self.block_of[e] for e in edges) if self.resume and edges else 0
+        logits = forward(self.ctx, masks, start_layer=start, answer_only=True)
         return self.metric(logits, self.ctx).tolist()
 
 
@@ -128,6 +148,8 @@ def approx_acdc(
         for tau in cfg.taus:
             mask = torch.zeros(graph.n_edges, dtype=pm.dtype, device=pm.device)
             baseline = 0.0
+            if approx.variant != "window":
+                evaluate.begin(mask)
             if estimate is None:
                 groups = _blocks_of(order, block_of, approx.window)
             else:
@@ -219,6 +241,7 @@ def _group_search(
     faith = evaluate(trial[None], group)[0]
     if faith - baseline < tau:
         mask[group] = 1.0
+        evaluate.accept()
         return faith
     if len(group) == 1:
         return baseline

@@ -44,8 +44,9 @@ import torch
 from torch import Tensor
 
 from circuitlab.acdc.graph import acdc_order
+from circuitlab.acdc.incremental import Heads, IncrementalChecks
 from circuitlab.acdc.metrics import get_metric
-from circuitlab.acdc.patch import PatchContext, forward, head_outputs
+from circuitlab.acdc.patch import PatchContext, forward
 from circuitlab.acdc.sequential import ACDCConfig, ACDCResult, TauResult
 from circuitlab.acdc.trace import TraceRecorder
 from circuitlab.errors import ConfigError
@@ -221,59 +222,7 @@ class _Group:
     mask: Tensor
     baseline: float = 0.0
     n_removed: int = 0
-    heads: tuple[int, Tensor] | None = None
-
-
-class _Incremental:
-    """Single-state checks that reuse what the state already determines: a state's edges are
-    all at the visited block ``l`` or later, so block ``l``'s sources are the clean ones and
-    its head outputs change only where the edge under test feeds in. The state keeps block
-    ``l``'s head outputs (`_Group.heads`); a check of an edge into one Q input recomputes that
-    head, into a K/V input the heads of that KV group, into ``MLP l`` none (`head_outputs`),
-    and the forward resumes after block ``l``'s attention. The same values as the full forward
-    up to float rounding (the near-τ count says when that could matter)."""
-
-    def __init__(self, ctx: PatchContext) -> None:
-        self.ctx = ctx
-        graph = ctx.graph
-        h, g = graph.n_heads, graph.n_kv_heads
-        self.last = graph.n_layers - 1
-        self.clean_delta = ctx.ablated - ctx.clean_src  # [B, n_sources, S, d]
-        self.all_heads = list(range(h))
-        #: per edge: (block, heads whose output it changes, or None for an MLP / Resid End)
-        self.info: list[tuple[int, list[int] | None]] = [(0, None)] * graph.n_edges
-        for block in graph.blocks:
-            for e in range(block.offset, block.stop):
-                row = (e - block.offset) // block.n_sources
-                heads = None
-                if block.kind == "attn":
-                    group = row if row < h else (row - h) % g
-                    heads = [row] if row < h else [x for x in range(h) if x // (h // g) == group]
-                self.info[e] = (block.layer, heads)
-
-    def check(
-        self, state: _Group, trial: Tensor, edge: int
-    ) -> tuple[Tensor, tuple[int, Tensor] | None]:
-        """Logits ``[1, B, V]`` of ``state`` plus ``edge`` (``trial``), and the block's head
-        outputs under ``trial`` (kept by the state if the edge is removed)."""
-        ctx = self.ctx
-        layer, changed = self.info[edge]
-        if layer > self.last:  # into Resid End: nothing to recompute before the unembedding
-            return forward(ctx, trial[None], start_layer=layer, answer_only=True), state.heads
-        answer = layer == self.last
-        if state.heads is None or state.heads[0] != layer:  # entering the block
-            base = head_outputs(
-                ctx, state.mask[None], layer, self.all_heads, self.clean_delta, answer=answer
-            )
-            state.heads = (layer, base)
-        heads = state.heads[1]
-        if changed is not None:
-            heads = heads.clone()
-            heads[:, :, changed] = head_outputs(
-                ctx, trial[None], layer, changed, self.clean_delta, answer=answer
-            )
-        logits = forward(ctx, trial[None], start_layer=layer, answer_only=True, heads=heads)
-        return logits, (layer, heads)
+    heads: Heads = None
 
 
 def shared_sweep(
@@ -294,13 +243,13 @@ def shared_sweep(
         _Group(list(range(len(taus))), torch.zeros(graph.n_edges, dtype=pm.dtype, device=pm.device))
     ]
     n_forward = n_checks = 0
-    checker = _Incremental(ctx) if fast.incremental and not batch and cfg.resume else None
+    checker = IncrementalChecks(ctx) if fast.incremental and not batch and cfg.resume else None
     with torch.no_grad():
         for edge in acdc_order(graph, cfg.edge_order):
             resume = block_of[edge] if cfg.resume else 0
             trials = torch.stack([g.mask for g in groups])
             trials[:, edge] = 1.0
-            new_heads: list[tuple[int, Tensor] | None] = [g.heads for g in groups]
+            new_heads: list[Heads] = [g.heads for g in groups]
             if batch:
                 logits = forward(ctx, trials, start_layer=resume, answer_only=True)
                 faiths = metric(logits, ctx).tolist()
@@ -308,7 +257,7 @@ def shared_sweep(
             elif checker is not None:
                 faiths = []
                 for j, (g, row) in enumerate(zip(groups, trials, strict=True)):
-                    logits, new_heads[j] = checker.check(g, row, edge)
+                    logits, g.heads, new_heads[j] = checker.check(g.mask, g.heads, row, [edge])
                     faiths.append(float(metric(logits, ctx)[0]))
                 n_forward += len(groups)
             else:
