@@ -302,7 +302,7 @@ class AcdcConfig(StrictModel):
         default=16, ge=1, description="acdc_approx / acdc_window: edges tested per forward"
     )
     approx_variant: Literal["group", "guided"] = Field(
-        default="group",
+        default="guided",
         description="acdc_approx: plain group testing (fixed groups of approx_window, bisected "
         "on failure) or gradient-guided (groups drawn by an EAP-IG estimate of each edge's "
         "effect: an edge estimated at ≥ approx_risk·τ is checked alone, others grouped while "
