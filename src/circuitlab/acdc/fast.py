@@ -1,12 +1,15 @@
 """Exact fast ACDC: the decisions of `sequential_acdc`, edge for edge, for a fraction of the cost.
 
-Two levers, both exact:
+Three levers, all exact:
 
 * **compute only what the measured output depends on.** Faithfulness is read at the answer
   position, so every check runs the last block's queries and MLP at that position only
   (`forward(..., answer_only=True)`), resumes at the smallest destination block of the
   edges it patches (earlier blocks come from the clean cache), and a check of an edge into
   ``Resid End`` is one unembedding of one position per prompt;
+* **recompute only what the edge changes** (``incremental``, window 1): the visited block's
+  head outputs are kept with the state, and a check recomputes only the heads its edge feeds
+  before resuming after that block's attention (`circuitlab.acdc.incremental`);
 * **prefix speculation.** A window of k consecutive candidates (in `acdc_order`) is evaluated
   in one batched forward: candidate j with candidates 0..j-1 of the window *also* removed,
   i.e. speculating that they are. Sequential ACDC's decisions are then replayed in order —
