@@ -113,19 +113,12 @@ def batch_from_ids(
     targets = [
         _answers(x, name, n) for x, name in ((answer, "answer"), (wrong_answer, "wrong_answer"))
     ]
-    width = max(len(a) for a in clean_rows)
-    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
-    corrupt_ids = torch.full_like(input_ids, pad_id)
-    mask = torch.zeros_like(input_ids)
-    for i, (a, b) in enumerate(zip(clean_rows, corrupt_rows, strict=True)):
-        input_ids[i, : len(a)] = torch.tensor(a)
-        corrupt_ids[i, : len(b)] = torch.tensor(b)
-        mask[i, : len(a)] = 1
+    input_ids, corrupt_ids, mask, last = _right_padded(clean_rows, corrupt_rows, pad_id)
     return PromptBatch(
         ids=names,
         input_ids=input_ids,
         attention_mask=mask,
-        last=torch.tensor([len(a) - 1 for a in clean_rows]),
+        last=last,
         target=targets[0],
         counterfactual=targets[1],
         corrupt_ids=corrupt_ids,
@@ -183,20 +176,13 @@ def encode_rows(rows: Sequence[TaskRow], tokenizer: PreTrainedTokenizerBase | No
         answers.append(
             [continuation(list(p), list(f))[0] for p, f in zip(clean, full, strict=True)]
         )
-    width = max(len(a) for a in clean)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    corrupt_ids = torch.full_like(input_ids, pad)
-    mask = torch.zeros_like(input_ids)
-    for i, (a, b) in enumerate(zip(clean, corrupt, strict=True)):
-        input_ids[i, : len(a)] = torch.tensor(a)
-        corrupt_ids[i, : len(b)] = torch.tensor(b)
-        mask[i, : len(a)] = 1
+    input_ids, corrupt_ids, mask, last = _right_padded(clean, corrupt, pad)
     return PromptBatch(
         ids=tuple(r.id for r in rows),
         input_ids=input_ids,
         attention_mask=mask,
-        last=torch.tensor([len(a) - 1 for a in clean]),
+        last=last,
         target=torch.tensor(answers[0]),
         counterfactual=torch.tensor(answers[1]),
         corrupt_ids=corrupt_ids,
@@ -205,3 +191,18 @@ def encode_rows(rows: Sequence[TaskRow], tokenizer: PreTrainedTokenizerBase | No
 
 def batches(rows: Sequence[TaskRow], size: int) -> list[Sequence[TaskRow]]:
     return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
+def _right_padded(
+    clean: Sequence[Sequence[int]], corrupt: Sequence[Sequence[int]], pad: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(input_ids, corrupt_ids, attention_mask, last)`` of right-padded token id rows."""
+    width = max(len(a) for a in clean)
+    input_ids = torch.full((len(clean), width), pad, dtype=torch.long)
+    corrupt_ids = torch.full_like(input_ids, pad)
+    mask = torch.zeros_like(input_ids)
+    for i, (a, b) in enumerate(zip(clean, corrupt, strict=True)):
+        input_ids[i, : len(a)] = torch.tensor(a)
+        corrupt_ids[i, : len(b)] = torch.tensor(b)
+        mask[i, : len(a)] = 1
+    return input_ids, corrupt_ids, mask, torch.tensor([len(a) - 1 for a in clean])

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -180,6 +180,19 @@ def fast_acdc(
             per_tau.append(
                 TauResult(tau, kept, n_removed, baseline, trace.n_near_tau, trace.build())
             )
+    return _result(ctx, cfg, scores, per_tau, start, stats)
+
+
+def _result(
+    ctx: PatchContext,
+    cfg: ACDCConfig,
+    scores: list[float],
+    per_tau: list[TauResult],
+    start: float,
+    stats: FastStats,
+) -> FastACDCResult:
+    """The result of a sweep that began at ``start`` (``n_forward`` = prepare's + ours)."""
+    graph = ctx.graph
     return FastACDCResult(
         edges=graph.edges,
         scores=tuple(scores),
@@ -195,7 +208,7 @@ def fast_acdc(
 
 def _merge(ctx: PatchContext, runs: list[FastACDCResult]) -> FastACDCResult:
     """One result from one run per τ (in the sweep's order) on the same prepared batch."""
-    stats = FastStats(*(sum(getattr(r.stats, f) for r in runs) for f in _STAT_FIELDS))
+    stats = FastStats(*(sum(getattr(r.stats, f.name) for r in runs) for f in fields(FastStats)))
     return replace(
         runs[0],
         scores=tuple(min(s) for s in zip(*(r.scores for r in runs), strict=True)),
@@ -204,15 +217,6 @@ def _merge(ctx: PatchContext, runs: list[FastACDCResult]) -> FastACDCResult:
         seconds=ctx.seconds + sum(r.seconds - ctx.seconds for r in runs),
         stats=stats,
     )
-
-
-_STAT_FIELDS = (
-    "n_batched",
-    "n_candidates",
-    "n_wasted",
-    "near_tau_decisions",
-    "n_checks_unshared",
-)
 
 
 @dataclass
@@ -300,16 +304,5 @@ def shared_sweep(
         n_batched=n_forward,
         n_candidates=n_checks,
         near_tau_decisions=sum(t.n_near_tau for t in traces),
-        n_checks_unshared=len(cfg.taus) * graph.n_edges,
     )
-    return FastACDCResult(
-        edges=graph.edges,
-        scores=tuple(scores),
-        per_tau=tuple(per_tau),
-        faithfulness=cfg.faithfulness,
-        ablation=ctx.ablation,
-        n_forward=ctx.n_forward + n_forward,
-        seconds=ctx.seconds + time.perf_counter() - start,
-        edge_order=cfg.edge_order,
-        stats=stats,
-    )
+    return _result(ctx, cfg, scores, per_tau, start, stats)

@@ -679,14 +679,7 @@ def _attention(
     v = _project(base, own, x.rows, h + g, lw.wv, lw.bv)
     n_sets = max(q.shape[0], k.shape[0], v.shape[0])  # heads with own inputs have all E sets
     q, k, v = (t.expand(n_sets, *t.shape[1:]) for t in (q, k, v))
-    if positional.cos is not None and positional.sin is not None:
-        cos, sin = positional.cos[None, :, None], positional.sin[None, :, None]
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
-    bias = positional.attn_bias[lw.window]  # [B, S, S]
-    if answer:
-        q = _gather_position(q, positional.last, dim=3, batch_axis=1)
-        bias = _gather_position(bias, positional.last, dim=1, batch_axis=0)
+    q, k, bias = _positions(q, k, positional, lw.window, answer=answer)
     e, b, _, s, hd = q.shape
     q = q.reshape(e, b, g, h // g, s, hd)
     scores = torch.matmul(q, k[:, :, :, None].transpose(-1, -2)) * lw.scaling
@@ -696,6 +689,23 @@ def _attention(
     probs = probs.to(q.dtype)
     z = torch.matmul(probs, v[:, :, :, None]).reshape(probs.shape[0], b, h, s, hd)
     return torch.einsum("ebhsk,hdk->ebhsd", z, lw.wo)
+
+
+def _positions(
+    q: Tensor, k: Tensor, positional: Positional, window: int | None, *, answer: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Queries and keys ``[E, B, n, S, k]`` with rotary positions applied (when the model has
+    them), and the additive attention bias ``[B, S | 1, S]``; with ``answer`` the queries and
+    the bias at each prompt's answer position only."""
+    if positional.cos is not None and positional.sin is not None:
+        cos, sin = positional.cos[None, :, None], positional.sin[None, :, None]
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+    bias = positional.attn_bias[window]  # [B, S, S]
+    if answer:
+        q = _gather_position(q, positional.last, dim=3, batch_axis=1)
+        bias = _gather_position(bias, positional.last, dim=1, batch_axis=0)
+    return q, k, bias
 
 
 def _project(
@@ -761,15 +771,7 @@ def head_outputs(
         k = k + lw.bk[groups][:, None, :]
     if lw.bv is not None:
         v = v + lw.bv[groups][:, None, :]
-    positional = ctx.positional
-    if positional.cos is not None and positional.sin is not None:
-        cos, sin = positional.cos[None, :, None], positional.sin[None, :, None]
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
-    bias = positional.attn_bias[lw.window]  # [B, S, S]
-    if answer:
-        q = _gather_position(q, positional.last, dim=3, batch_axis=1)
-        bias = _gather_position(bias, positional.last, dim=1, batch_axis=0)
+    q, k, bias = _positions(q, k, ctx.positional, lw.window, answer=answer)
     kv = [groups.index(hh // per) for hh in heads]  # each head's KV group among `groups`
     k, v = k[:, :, kv], v[:, :, kv]
     scores = torch.matmul(q, k.transpose(-1, -2)) * lw.scaling + bias[None, :, None]
