@@ -15,7 +15,7 @@ time of one plain forward of the HF model on the same batch, measured in the sam
   τ sweep, fast ACDC and group testing only;
 * the planted ground truth (`circuitlab.acdc.planted`): every method's ROC AUC of its edge
   scores against the known circuit, with zero and resample ablation and auto-circuit's 20 τ
-  (also exact ACDC with the pipeline's default 3-τ sweep, and the same model at HF's default
+  (also exact ACDC with the pipeline's default 9-τ sweep, and the same model at HF's default
   weight scale, where the planted edges' effects fall below every τ).
 
 Goals (issue 4): (c) ≤ 100 forward-equivalents with decisions identical to (b); d2 ≥ 3× cheaper
@@ -71,9 +71,9 @@ GOAL_D2_SPEEDUP = 3.0
 GOAL_D2_AGREEMENT = 0.98
 GOAL_EAP = 10.0
 GOAL_AUC = 0.95
-#: auto-circuit's sweep (τ from 1e-5) and the pipeline's default (τ from 1e-3)
+#: auto-circuit's sweep (τ from 1e-5) and the pipeline's default (9 τ from 1e-4)
 SWEEP_20 = {"tao_bases": [1.0, 3.0, 5.0, 7.0, 9.0], "tao_exps": [-5, -4, -3, -2]}
-SWEEP_PIPELINE = {"tao_bases": [1.0], "tao_exps": [-3, -2, -1]}
+SWEEP_PIPELINE = {"tao_bases": [1.0, 2.0, 5.0], "tao_exps": [-4, -3, -2]}
 
 Result = dict[str, Any]
 
@@ -298,7 +298,7 @@ def planted_case(
         ratios.append({"name": f"{method}: planted edges in its circuit of {entry['n_kept']}",
                        "value": entry["kept_true"], "unit": "edges", "goal": None,
                        "met": None})  # fmt: skip
-    ratios.append(_auc_row("acdc: edge AUC (3 τ from 1e-3)", pipeline["acdc"]["auc"]))
+    ratios.append(_auc_row("acdc: edge AUC (9 τ from 1e-4)", pipeline["acdc"]["auc"]))
     planted = sorted(planted_edges(patchable(lm).graph, spec))
     return {
         "case": f"planted, {ablation}"
