@@ -15,7 +15,17 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: setup reproduce plan accept test test-fast bench lint snapshot clean-results
+# An overlay config merged into config/config.yaml, as `snakemake --configfile` merges it:
+#   make reproduce CONFIG=config/gpt2.yaml      (also for dryrun, plan, accept, report)
+CONFIG ?=
+# Extra Snakemake arguments, e.g. ARGS="--forcerun acdc_circuit"
+ARGS   ?=
+REPORT ?= report.html
+CONFIGFILE := $(if $(CONFIG),--configfile $(CONFIG))
+# Snakemake with the venv's tools on PATH and the workflow profile (failed jobs' logs shown)
+SNAKEMAKE  := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --workflow-profile workflow/profiles/default $(CONFIGFILE)
+
+.PHONY: setup reproduce dryrun plan accept watch report test test-fast bench lint snapshot clean-results
 
 setup: $(STAMP)
 
@@ -27,17 +37,29 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 reproduce: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES) --workflow-profile workflow/profiles/default
+	$(SNAKEMAKE) --cores $(CORES) $(ARGS)
+
+# The jobs a run would execute (Snakemake's dry run; `make plan` says why, per rule).
+dryrun: setup
+	$(SNAKEMAKE) -n $(ARGS)
 
 # What `make reproduce` would run, per rule, and why (config keys, code modules, inputs).
 plan: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/circuitlab plan
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/circuitlab plan $(CONFIGFILE)
+
+# Follow a running `make reproduce` from a second terminal: one line per running job.
+watch: setup
+	$(BIN)/circuitlab watch
+
+# Snakemake's own report of the last run (rules, runtimes, the figures marked report(...)).
+report: setup
+	$(SNAKEMAKE) --report $(REPORT)
 
 # Keep the existing results after a change you know does not alter them (a refactor the code
 # fingerprint sees as new code, say): records the current config and code as the ones every
 # finished output was made with. Runs nothing; check `make plan` first.
 accept: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores 1 --touch --workflow-profile workflow/profiles/default
+	$(SNAKEMAKE) --cores 1 --touch
 
 test: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest

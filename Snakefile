@@ -1,13 +1,41 @@
 # circuitlab pipeline: datasets ─▶ model ─▶ checked datasets ─▶ model evaluation ─▶ blacklist
 # ─▶ LRP circuits ─▶ faithfulness; ACDC edge circuits ─▶ edge-circuit evaluation; steering and
 # CAA ─▶ CAA vs circuit ─▶ report.
-# Run `make reproduce` (or `snakemake --cores all --workflow-profile workflow/profiles/default`).
+# Run `make reproduce` (or `.venv/bin/snakemake --cores all --workflow-profile workflow/profiles/default`).
 # Rules are thin: paths, params from the config, a log, and one call of the `circuitlab` CLI.
+
+import os
+import sys
+from pathlib import Path
 
 from snakemake.utils import validate
 
+from circuitlab.config import load_config
+from circuitlab.errors import ConfigError
+
 
 configfile: "config/config.yaml"
+
+
+# The jobs call the `circuitlab` CLI of the environment Snakemake runs in, activated or not
+# (`.venv/bin/snakemake` works as typed).
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+# Without the workflow profile a failed job's log is not shown: say how to get it.
+_out = getattr(workflow, "output_settings", None)
+if _out is not None and not _out.show_failed_logs and not _out.dryrun:
+    sys.stderr.write(
+        "circuitlab: run with `--workflow-profile workflow/profiles/default` (as `make reproduce` "
+        "does) to see a failed job's log here; `make watch` follows the running jobs.\n"
+    )
+
+# The pydantic model first: a typo gets one short message naming the key and the allowed ones
+# (the schema's validation below would print the whole schema).
+try:
+    CFG = load_config(config, where="config/config.yaml merged with any --configfile")
+except ConfigError as exc:
+    sys.stderr.write(f"{exc}\n")
+    sys.exit(1)
 
 
 # `snakemake --report report.html`: this text, the captions in workflow/report/ and the

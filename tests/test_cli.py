@@ -81,6 +81,12 @@ def test_stage_without_its_input_names_the_rule(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert proc.returncode == 2
+    assert "made by the Snakemake rule 'train_toy_model'" in proc.stderr  # the first option
+    proc = run(
+        "check-dataset", "--model", str(tmp_path), "--data", str(tmp_path / "missing.jsonl"),
+        "--out", str(tmp_path / "o.jsonl"), "--metrics", str(tmp_path / "m.json"), cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2
     assert "made by the Snakemake rule 'datasets'" in proc.stderr
     rows = tmp_path / "rows.jsonl"
     run(

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from circuitlab.errors import ArtifactError, ConfigError, DatasetError
 from circuitlab.io import read_json, write_json
+from circuitlab.progress import bar as progress_bar
 
 if TYPE_CHECKING:
     from circuitlab.models.loading import LoadedModel
@@ -372,7 +372,7 @@ def _top_neurons(
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     out: list[Tensor] = []
     starts = range(0, len(ids), batch_size)
-    for start in tqdm(starts, desc="blacklist", unit="batch", disable=not progress):
+    for start in progress_bar(starts, desc="blacklist", unit="batch", enabled=progress):
         chunk = ids[start : start + batch_size]
         lengths = torch.tensor([len(x) for x in chunk], device=device)
         width = int(lengths.max())

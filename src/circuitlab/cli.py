@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,6 +34,24 @@ app = typer.Typer(
 )
 err_console = Console(stderr=True)
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from circuitlab import __version__
+
+        typer.echo(f"circuitlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="print the version"
+    ),
+) -> None:
+    """circuitlab: circuit discovery and steering for transformer LMs, one stage at a time."""
+
+
 PARAMS_HELP = "the stage's config slice as a JSON object (Snakemake passes it from config.yaml)"
 
 
@@ -44,6 +63,34 @@ def parse_json_option(text: str, option: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"{option} must be a JSON object, got {type(value).__name__}")
     return value
+
+
+def output_path(path: Path | None) -> Path | None:
+    """Callback of every output option: checked writable before the stage starts."""
+    from circuitlab.io import check_writable
+
+    return None if path is None else check_writable(path)
+
+
+def input_of(rule: str) -> Callable[[Path | None], Path | None]:
+    """Callback of an input option: the file must exist before the stage starts; the error
+    names ``rule``, the pipeline rule that makes it."""
+
+    def check(path: Path | None) -> Path | None:
+        from circuitlab.io import require
+
+        return None if path is None else require(path, rule)
+
+    return check
+
+
+# the input options' checks, by the rule that makes the file
+ROWS_IN = input_of("datasets")
+CHECKED_ROWS_IN = input_of("check_dataset")
+CAA_IN = input_of("caa")
+ATTRIBUTION_IN = input_of("lrp_attribution")
+BLACKLIST_IN = input_of("blacklist")
+CIRCUIT_IN = input_of("lrp_circuit")
 
 
 def model_input(path: Path) -> Path:
@@ -69,7 +116,7 @@ def parse_params(model: type[M], text: str, option: str = "--params") -> M:
 
 @app.command()
 def schema(
-    out: Path = typer.Option(None, help="write here instead of printing"),
+    out: Path = typer.Option(None, callback=output_path, help="write here instead of printing"),
 ) -> None:
     """Print (or write) the config JSON schema generated from circuitlab.config.Config."""
     from circuitlab.config import schema_yaml
@@ -130,14 +177,44 @@ def plan(
             console.print(f"{job.rule} [{job.wildcards}]: " + "; ".join(job.why), highlight=False)
 
 
+@app.command()
+def watch(
+    interval: float = typer.Option(1.0, min=0.1, help="seconds between refreshes"),
+    once: bool = typer.Option(False, "--once", help="print one snapshot and exit"),
+) -> None:
+    """Follow the running pipeline: jobs done, and one line per running job (its log's last
+    line: the progress of its stage). Run it in a second terminal beside `make reproduce`."""
+    from circuitlab.watch import watch as follow
+
+    follow(Path("."), interval=interval, once=once)
+
+
 @app.command("validate-config")
-def validate_config(config: Path = typer.Argument(..., help="a config YAML file")) -> None:
-    """Validate a config file and list its models, tasks and behaviours."""
+def validate_config(
+    config: Path = typer.Argument(..., help="a config YAML file (the base or an overlay)"),
+    base: Path = typer.Option(
+        Path("config/config.yaml"),
+        help="the config an overlay is merged into, as Snakemake merges --configfile",
+    ),
+    alone: bool = typer.Option(False, "--alone", help="validate the file on its own, unmerged"),
+) -> None:
+    """Validate a config as the pipeline would see it and list its models, tasks and behaviours.
+
+    An overlay (config/gpt2.yaml, say) is merged into --base first, exactly as
+    `snakemake --configfile` merges it; the base itself, or --alone, is validated on its own."""
     from circuitlab.config import load_config
 
-    cfg = load_config(config)
-    typer.echo(f"{config}: valid")
-    typer.echo(f"  models:     {', '.join(cfg.models)}")
+    if alone or config.resolve() == base.resolve():
+        cfg, label = load_config(config), str(config)
+    else:
+        if not base.exists():
+            raise ConfigError(
+                f"{config} is validated merged into {base}, which does not exist: run from the "
+                "repository root, pass --base, or --alone for the file on its own"
+            )
+        cfg, label = load_config(base, config), f"{config} merged into {base}"
+    typer.echo(f"{label}: valid")
+    typer.echo(f"  models:     {', '.join(cfg.active_models())}")
     typer.echo(f"  tasks:      {', '.join(cfg.task_names()) or '-'}")
     typer.echo(f"  behaviours: {', '.join(cfg.behaviour_names()) or '-'}")
 
@@ -147,8 +224,10 @@ def datasets(
     task: str = typer.Option(..., help="a registered task or behaviour family"),
     params: str = typer.Option("{}", help=PARAMS_HELP),
     seed: int = typer.Option(0, help="dataset seed"),
-    out: Path = typer.Option(..., help="data/datasets/{task}.jsonl"),
-    metrics: Path = typer.Option(..., help="data/metrics/datasets/{task}.json"),
+    out: Path = typer.Option(..., callback=output_path, help="data/datasets/{task}.jsonl"),
+    metrics: Path = typer.Option(
+        ..., callback=output_path, help="data/metrics/datasets/{task}.json"
+    ),
 ) -> None:
     """Build one task family's rows (train and test splits, disjoint by entity)."""
     from circuitlab import tracking
@@ -174,9 +253,15 @@ def train_toy_model(
     params: str = typer.Option(..., help=PARAMS_HELP + " (the model's entry, source: toy)"),
     tasks: str = typer.Option(..., help="JSON object: family name -> its corpus params"),
     seed: int = typer.Option(0),
-    out: Path = typer.Option(..., help="data/models/{model} (a save_pretrained directory)"),
-    metrics: Path = typer.Option(..., help="data/metrics/train_toy_model/{model}.json"),
-    plot: Path = typer.Option(..., help="data/plots/train_toy_model/{model}.json (loss curve)"),
+    out: Path = typer.Option(
+        ..., callback=output_path, help="data/models/{model} (a save_pretrained directory)"
+    ),
+    metrics: Path = typer.Option(
+        ..., callback=output_path, help="data/metrics/train_toy_model/{model}.json"
+    ),
+    plot: Path = typer.Option(
+        ..., callback=output_path, help="data/plots/train_toy_model/{model}.json (loss curve)"
+    ),
     name: str = typer.Option("toy", help="the model's name in the config"),
 ) -> None:
     """Train the embedded default model on the task corpus and save it with save_pretrained."""
@@ -211,7 +296,7 @@ def train_toy_model(
 @app.command("model-ref")
 def model_ref(
     params: str = typer.Option(..., help=PARAMS_HELP + " (the model's entry, source: hf)"),
-    out: Path = typer.Option(..., help="data/models/{model}.json"),
+    out: Path = typer.Option(..., callback=output_path, help="data/models/{model}.json"),
 ) -> None:
     """Record a hub model reference (id, revision, dtype, device) for the later stages."""
     from circuitlab.config import HubModelConfig
@@ -223,13 +308,19 @@ def model_ref(
 
 @app.command("check-dataset")
 def check_dataset(
-    model: Path = typer.Option(..., help="data/models/{model} directory or {model}.json reference"),
-    data: Path = typer.Option(..., help="data/datasets/{task}.jsonl"),
+    model: Path = typer.Option(
+        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
+    ),
+    data: Path = typer.Option(..., callback=ROWS_IN, help="data/datasets/{task}.jsonl"),
     on_invalid: str = typer.Option("fail", help="fail | drop"),
     out: Path = typer.Option(
-        ..., help="data/datasets/{model}/{task}.jsonl (rows valid for the model)"
+        ...,
+        callback=output_path,
+        help="data/datasets/{model}/{task}.jsonl (rows valid for the model)",
     ),
-    metrics: Path = typer.Option(..., help="data/metrics/check_dataset/{model}/{task}.json"),
+    metrics: Path = typer.Option(
+        ..., callback=output_path, help="data/metrics/check_dataset/{model}/{task}.json"
+    ),
 ) -> None:
     """Check a dataset against a model's tokenizer: equal clean/corrupt lengths, 1-token targets."""
     from circuitlab import tracking
@@ -256,11 +347,17 @@ def check_dataset(
 
 @app.command("evaluate-model")
 def evaluate_model(
-    model: Path = typer.Option(..., help="data/models/{model} directory or {model}.json reference"),
-    data: Path = typer.Option(..., help="data/datasets/{model}/{task}.jsonl"),
+    model: Path = typer.Option(
+        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
+    ),
+    data: Path = typer.Option(
+        ..., callback=CHECKED_ROWS_IN, help="data/datasets/{model}/{task}.jsonl"
+    ),
     batch_size: int = typer.Option(64, min=1),
     min_accuracy: float = typer.Option(0.9, min=0.0, max=1.0),
-    out: Path = typer.Option(..., help="data/metrics/evaluate_model/{model}/{task}.json"),
+    out: Path = typer.Option(
+        ..., callback=output_path, help="data/metrics/evaluate_model/{model}/{task}.json"
+    ),
 ) -> None:
     """Top-1 accuracy and logit difference on a task's test split (and train split, for contrast)."""
     from circuitlab import tracking
@@ -283,10 +380,14 @@ def evaluate_model(
 
 @app.command()
 def blacklist(
-    model: Path = typer.Option(..., help="data/models/{model} directory or {model}.json reference"),
+    model: Path = typer.Option(
+        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
+    ),
     params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `blacklist` section)"),
-    out: Path = typer.Option(..., help="data/blacklists/{model}.json"),
-    metrics: Path = typer.Option(..., help="data/metrics/blacklist/{model}.json"),
+    out: Path = typer.Option(..., callback=output_path, help="data/blacklists/{model}.json"),
+    metrics: Path = typer.Option(
+        ..., callback=output_path, help="data/metrics/blacklist/{model}.json"
+    ),
 ) -> None:
     """Universal neurons: top-k |activation| at the last position of most diverse prompts."""
     from circuitlab import tracking
@@ -324,14 +425,26 @@ def blacklist(
 
 @app.command("lrp-attribution")
 def lrp_attribution(
-    model: Path = typer.Option(..., help="data/models/{model} directory or {model}.json reference"),
-    data: Path = typer.Option(..., help="data/datasets/{model}/{task}.jsonl (checked rows)"),
-    blacklist_file: Path = typer.Option(None, "--blacklist", help="data/blacklists/{model}.json"),
+    model: Path = typer.Option(
+        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
+    ),
+    data: Path = typer.Option(
+        ...,
+        callback=CHECKED_ROWS_IN,
+        help="data/datasets/{model}/{task}.jsonl (checked rows)",
+    ),
+    blacklist_file: Path = typer.Option(
+        None, "--blacklist", callback=BLACKLIST_IN, help="data/blacklists/{model}.json"
+    ),
     params: str = typer.Option(
         "{}", help=PARAMS_HELP + " (the config's `lrp` section; `selection` is not read)"
     ),
-    raw: Path = typer.Option(..., help="data/circuits/{model}/{task}/lrp.raw.safetensors"),
-    metrics: Path = typer.Option(..., help="data/metrics/lrp_attribution/{model}/{task}.json"),
+    raw: Path = typer.Option(
+        ..., callback=output_path, help="data/circuits/{model}/{task}/lrp.raw.safetensors"
+    ),
+    metrics: Path = typer.Option(
+        ..., callback=output_path, help="data/metrics/lrp_attribution/{model}/{task}.json"
+    ),
 ) -> None:
     """LRP attributions of a task's train split (batched gradient × activation under the rules):
     the expensive half of an LRP circuit, which `lrp-circuit` selects from."""
@@ -361,14 +474,24 @@ def lrp_attribution(
 
 @app.command("lrp-circuit")
 def lrp_circuit(
-    raw: Path = typer.Option(..., help="data/circuits/{model}/{task}/lrp.raw.safetensors"),
+    raw: Path = typer.Option(
+        ...,
+        callback=ATTRIBUTION_IN,
+        help="data/circuits/{model}/{task}/lrp.raw.safetensors",
+    ),
     attribution: Path = typer.Option(
-        ..., help="data/metrics/lrp_attribution/{model}/{task}.json (that step's metrics)"
+        ...,
+        callback=ATTRIBUTION_IN,
+        help="data/metrics/lrp_attribution/{model}/{task}.json (that step's metrics)",
     ),
     params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `lrp` section)"),
-    out: Path = typer.Option(..., help="data/circuits/{model}/{task}/lrp.json"),
-    metrics: Path = typer.Option(..., help="data/metrics/lrp_circuit/{model}/{task}.json"),
-    plot: Path = typer.Option(None, help="PNG: circuit neurons per layer"),
+    out: Path = typer.Option(
+        ..., callback=output_path, help="data/circuits/{model}/{task}/lrp.json"
+    ),
+    metrics: Path = typer.Option(
+        ..., callback=output_path, help="data/metrics/lrp_circuit/{model}/{task}.json"
+    ),
+    plot: Path = typer.Option(None, callback=output_path, help="PNG: circuit neurons per layer"),
 ) -> None:
     """LRP neuron circuit: `lrp.selection` applied to saved attributions (no model is loaded, so a
     new selection costs seconds)."""
@@ -394,14 +517,28 @@ def lrp_circuit(
 
 @app.command("lrp-faithfulness")
 def lrp_faithfulness(
-    model: Path = typer.Option(..., help="data/models/{model} directory or {model}.json reference"),
-    data: Path = typer.Option(..., help="data/datasets/{model}/{task}.jsonl (checked rows)"),
-    raw: Path = typer.Option(..., help="data/circuits/{model}/{task}/lrp.raw.safetensors"),
+    model: Path = typer.Option(
+        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
+    ),
+    data: Path = typer.Option(
+        ...,
+        callback=CHECKED_ROWS_IN,
+        help="data/datasets/{model}/{task}.jsonl (checked rows)",
+    ),
+    raw: Path = typer.Option(
+        ...,
+        callback=ATTRIBUTION_IN,
+        help="data/circuits/{model}/{task}/lrp.raw.safetensors",
+    ),
     params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `lrp` section)"),
     faithfulness: str = typer.Option("{}", help=PARAMS_HELP + " (`faithfulness` section)"),
     seed: int = typer.Option(0),
-    metrics: Path = typer.Option(..., help="data/metrics/lrp_faithfulness/{model}/{task}.json"),
-    plot: Path = typer.Option(..., help="PNG: faithfulness curves, circuit vs random"),
+    metrics: Path = typer.Option(
+        ..., callback=output_path, help="data/metrics/lrp_faithfulness/{model}/{task}.json"
+    ),
+    plot: Path = typer.Option(
+        ..., callback=output_path, help="PNG: faithfulness curves, circuit vs random"
+    ),
 ) -> None:
     """Faithfulness of LRP circuits of growing size on the test split, against random controls."""
     from circuitlab import tracking
@@ -448,13 +585,21 @@ def lrp_faithfulness(
 
 @app.command("contrastive-circuit")
 def contrastive_circuit(
-    model: Path = typer.Option(..., help="data/models/{model} directory or {model}.json reference"),
-    data: Path = typer.Option(..., help="data/datasets/{model}/{behaviour}.jsonl (checked rows)"),
+    model: Path = typer.Option(
+        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
+    ),
+    data: Path = typer.Option(
+        ...,
+        callback=CHECKED_ROWS_IN,
+        help="data/datasets/{model}/{behaviour}.jsonl (checked rows)",
+    ),
     top_k: int = typer.Option(200, min=1),
     skip_layers: str = typer.Option("", help="comma-separated layers to exclude"),
-    out: Path = typer.Option(..., help="data/circuits/{model}/{behaviour}/contrastive.json"),
+    out: Path = typer.Option(
+        ..., callback=output_path, help="data/circuits/{model}/{behaviour}/contrastive.json"
+    ),
     metrics: Path = typer.Option(
-        ..., help="data/metrics/contrastive_circuit/{model}/{behaviour}.json"
+        ..., callback=output_path, help="data/metrics/contrastive_circuit/{model}/{behaviour}.json"
     ),
 ) -> None:
     """Contrastive neurons of a behaviour: mean activation, positive minus negative prompts."""
@@ -492,12 +637,20 @@ def contrastive_circuit(
 @app.command("acdc-circuit")
 def acdc_circuit(
     method: str = typer.Option(..., help="acdc | acdc_approx | acdc_window | head_pruning | eap"),
-    model: Path = typer.Option(..., help="data/models/{model} directory or {model}.json reference"),
-    data: Path = typer.Option(..., help="data/datasets/{model}/{task}.jsonl (checked rows)"),
+    model: Path = typer.Option(
+        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
+    ),
+    data: Path = typer.Option(
+        ...,
+        callback=CHECKED_ROWS_IN,
+        help="data/datasets/{model}/{task}.jsonl (checked rows)",
+    ),
     params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `acdc` section)"),
-    out: Path = typer.Option(..., help="data/circuits/{model}/{task}/{method}.json"),
+    out: Path = typer.Option(
+        ..., callback=output_path, help="data/circuits/{model}/{task}/{method}.json"
+    ),
     metrics: Path = typer.Option(
-        ..., help="data/metrics/acdc_circuit/{model}/{task}/{method}.json"
+        ..., callback=output_path, help="data/metrics/acdc_circuit/{model}/{task}/{method}.json"
     ),
 ) -> None:
     """Edge circuit of a task's train split with one method (ACDC variants, head pruning, EAP)."""
@@ -527,14 +680,24 @@ def acdc_circuit(
 
 @app.command("acdc-evaluate")
 def acdc_evaluate(
-    model: Path = typer.Option(..., help="data/models/{model} directory or {model}.json reference"),
-    data: Path = typer.Option(..., help="data/datasets/{model}/{task}.jsonl (checked rows)"),
+    model: Path = typer.Option(
+        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
+    ),
+    data: Path = typer.Option(
+        ...,
+        callback=CHECKED_ROWS_IN,
+        help="data/datasets/{model}/{task}.jsonl (checked rows)",
+    ),
     circuits: list[Path] = typer.Option(
         ..., help="data/circuits/{model}/{task}/{method}.json (repeat the option per method)"
     ),
     params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `acdc` section)"),
-    metrics: Path = typer.Option(..., help="data/metrics/acdc_evaluate/{model}/{task}.json"),
-    plot: Path = typer.Option(..., help="PNG: faithfulness vs circuit size per method"),
+    metrics: Path = typer.Option(
+        ..., callback=output_path, help="data/metrics/acdc_evaluate/{model}/{task}.json"
+    ),
+    plot: Path = typer.Option(
+        ..., callback=output_path, help="PNG: faithfulness vs circuit size per method"
+    ),
     dots: list[Path] = typer.Option(
         None,
         help="data/circuits/{model}/{task}/{method}.dot, one per --circuits in the same order: "
@@ -611,16 +774,30 @@ def _write_steering(
 
 @app.command()
 def steering(
-    model: Path = typer.Option(..., help="data/models/{model} directory or {model}.json reference"),
-    data: Path = typer.Option(..., help="data/datasets/{model}/{name}.jsonl (checked rows)"),
-    circuit: Path = typer.Option(..., help="data/circuits/{model}/{name}/{method}.json"),
+    model: Path = typer.Option(
+        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
+    ),
+    data: Path = typer.Option(
+        ...,
+        callback=CHECKED_ROWS_IN,
+        help="data/datasets/{model}/{name}.jsonl (checked rows)",
+    ),
+    circuit: Path = typer.Option(
+        ..., callback=CIRCUIT_IN, help="data/circuits/{model}/{name}/{method}.json"
+    ),
     others: list[Path] = typer.Option(
         None, help="data/datasets/{model}/{task}.jsonl of the other tasks (repeat; leakage)"
     ),
     params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `steering` section)"),
-    out: Path = typer.Option(..., help="data/steering/{model}/{name}/{method}.json"),
-    metrics: Path = typer.Option(..., help="data/metrics/steering/{model}/{name}/{method}.json"),
-    plot: Path = typer.Option(..., help="data/plots/steering/{model}/{name}/{method}.png"),
+    out: Path = typer.Option(
+        ..., callback=output_path, help="data/steering/{model}/{name}/{method}.json"
+    ),
+    metrics: Path = typer.Option(
+        ..., callback=output_path, help="data/metrics/steering/{model}/{name}/{method}.json"
+    ),
+    plot: Path = typer.Option(
+        ..., callback=output_path, help="data/plots/steering/{model}/{name}/{method}.png"
+    ),
     threads: int = typer.Option(None, min=1, help=THREADS_HELP),
 ) -> None:
     """Steer a circuit's neurons on the test split: dose-response, side effects, random controls."""
@@ -647,15 +824,25 @@ def steering(
 
 @app.command()
 def caa(
-    model: Path = typer.Option(..., help="data/models/{model} directory or {model}.json reference"),
-    data: Path = typer.Option(..., help="data/datasets/{model}/{behaviour}.jsonl (checked rows)"),
+    model: Path = typer.Option(
+        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
+    ),
+    data: Path = typer.Option(
+        ...,
+        callback=CHECKED_ROWS_IN,
+        help="data/datasets/{model}/{behaviour}.jsonl (checked rows)",
+    ),
     params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `caa` section)"),
     steering_params: str = typer.Option(
         "{}", "--steering", help=PARAMS_HELP + " (the `steering` section: neutral prompts)"
     ),
     seed: int = typer.Option(0, help="validation split seed"),
-    out: Path = typer.Option(..., help="data/caa/{model}/{behaviour}.safetensors"),
-    metrics: Path = typer.Option(..., help="data/metrics/caa/{model}/{behaviour}.json"),
+    out: Path = typer.Option(
+        ..., callback=output_path, help="data/caa/{model}/{behaviour}.safetensors"
+    ),
+    metrics: Path = typer.Option(
+        ..., callback=output_path, help="data/metrics/caa/{model}/{behaviour}.json"
+    ),
     threads: int = typer.Option(None, min=1, help=THREADS_HELP),
 ) -> None:
     """CAA vectors of a behaviour's train split; layer and multiplier chosen on a validation part."""
@@ -688,9 +875,17 @@ def caa(
 
 @app.command("caa-steering")
 def caa_steering(
-    model: Path = typer.Option(..., help="data/models/{model} directory or {model}.json reference"),
-    data: Path = typer.Option(..., help="data/datasets/{model}/{behaviour}.jsonl (checked rows)"),
-    vectors: Path = typer.Option(..., help="data/caa/{model}/{behaviour}.safetensors"),
+    model: Path = typer.Option(
+        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
+    ),
+    data: Path = typer.Option(
+        ...,
+        callback=CHECKED_ROWS_IN,
+        help="data/datasets/{model}/{behaviour}.jsonl (checked rows)",
+    ),
+    vectors: Path = typer.Option(
+        ..., callback=CAA_IN, help="data/caa/{model}/{behaviour}.safetensors"
+    ),
     others: list[Path] = typer.Option(
         None, help="data/datasets/{model}/{task}.jsonl of the tasks (repeat; leakage)"
     ),
@@ -698,9 +893,15 @@ def caa_steering(
     steering_params: str = typer.Option(
         "{}", "--steering", help=PARAMS_HELP + " (the `steering` section)"
     ),
-    out: Path = typer.Option(..., help="data/steering/{model}/{behaviour}/caa.json"),
-    metrics: Path = typer.Option(..., help="data/metrics/steering/{model}/{behaviour}/caa.json"),
-    plot: Path = typer.Option(..., help="data/plots/steering/{model}/{behaviour}/caa.png"),
+    out: Path = typer.Option(
+        ..., callback=output_path, help="data/steering/{model}/{behaviour}/caa.json"
+    ),
+    metrics: Path = typer.Option(
+        ..., callback=output_path, help="data/metrics/steering/{model}/{behaviour}/caa.json"
+    ),
+    plot: Path = typer.Option(
+        ..., callback=output_path, help="data/plots/steering/{model}/{behaviour}/caa.png"
+    ),
     threads: int = typer.Option(None, min=1, help=THREADS_HELP),
 ) -> None:
     """The chosen CAA vector on the test split: dose-response, side effects, random vectors."""
@@ -729,8 +930,12 @@ def steering_summary(
     reports: list[Path] = typer.Option(
         ..., help="data/steering/{model}/{name}/{method}.json (repeat per report)"
     ),
-    metrics: Path = typer.Option(..., help="data/metrics/steering/{model}/summary.json"),
-    plot: Path = typer.Option(..., help="data/plots/steering/{model}/leakage.png"),
+    metrics: Path = typer.Option(
+        ..., callback=output_path, help="data/metrics/steering/{model}/summary.json"
+    ),
+    plot: Path = typer.Option(
+        ..., callback=output_path, help="data/plots/steering/{model}/leakage.png"
+    ),
 ) -> None:
     """One model's task × task leakage matrix and steering-vs-control verdicts."""
     from circuitlab import tracking
@@ -753,17 +958,33 @@ def steering_summary(
 
 @app.command()
 def compare(
-    model: Path = typer.Option(..., help="data/models/{model} directory or {model}.json reference"),
-    data: Path = typer.Option(..., help="data/datasets/{model}/{behaviour}.jsonl (checked rows)"),
+    model: Path = typer.Option(
+        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
+    ),
+    data: Path = typer.Option(
+        ...,
+        callback=CHECKED_ROWS_IN,
+        help="data/datasets/{model}/{behaviour}.jsonl (checked rows)",
+    ),
     circuits: list[Path] = typer.Option(
         ..., help="data/circuits/{model}/{behaviour}/{method}.json (repeat per circuit)"
     ),
-    vectors: Path = typer.Option(..., help="data/caa/{model}/{behaviour}.safetensors"),
+    vectors: Path = typer.Option(
+        ..., callback=CAA_IN, help="data/caa/{model}/{behaviour}.safetensors"
+    ),
     params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `compare` section)"),
-    out: Path = typer.Option(..., help="data/compare/{model}/{behaviour}.json"),
-    metrics: Path = typer.Option(..., help="data/metrics/compare/{model}/{behaviour}.json"),
-    pareto_plot: Path = typer.Option(..., help="PNG: effect vs side effect per method"),
-    overlap_plot: Path = typer.Option(..., help="PNG: overlap heatmap per layer"),
+    out: Path = typer.Option(
+        ..., callback=output_path, help="data/compare/{model}/{behaviour}.json"
+    ),
+    metrics: Path = typer.Option(
+        ..., callback=output_path, help="data/metrics/compare/{model}/{behaviour}.json"
+    ),
+    pareto_plot: Path = typer.Option(
+        ..., callback=output_path, help="PNG: effect vs side effect per method"
+    ),
+    overlap_plot: Path = typer.Option(
+        ..., callback=output_path, help="PNG: overlap heatmap per layer"
+    ),
 ) -> None:
     """CAA vectors vs neuron circuits of a behaviour: overlaps with permutation nulls, sparse
     decomposition, and circuit steering vs CAA vs the circuit-rebuilt vector per unit KL."""
@@ -817,7 +1038,10 @@ def repl(
     top_k: int = typer.Option(200, min=1, help="neurons a `discover` keeps (top-k |attribution|)"),
     max_new_tokens: int = typer.Option(20, min=0, help="tokens generated per command"),
     blacklist_file: Path = typer.Option(
-        None, "--blacklist", help="data/blacklists/{model}.json: neurons `discover` ignores"
+        None,
+        "--blacklist",
+        callback=BLACKLIST_IN,
+        help="data/blacklists/{model}.json: neurons `discover` ignores",
     ),
     params: str = typer.Option("{}", help=PARAMS_HELP + " (the `lrp` section for `discover`)"),
 ) -> None:
@@ -848,7 +1072,7 @@ def report(
     manifest: str = typer.Option(
         ..., help="JSON object: the artifacts to show per model and section (report_manifest())"
     ),
-    out: Path = typer.Option(..., help="data/report/index.html"),
+    out: Path = typer.Option(..., callback=output_path, help="data/report/index.html"),
 ) -> None:
     """The self-contained HTML report of a run (figures inlined, nothing fetched)."""
     from circuitlab.report.html import parse_manifest, write_report

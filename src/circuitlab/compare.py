@@ -36,7 +36,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -48,6 +48,7 @@ from circuitlab.errors import ArtifactError, ConfigError, DatasetError
 from circuitlab.lrp.circuit import NeuronCircuit
 from circuitlab.models.adapters import ModelDims
 from circuitlab.models.loading import LoadedModel
+from circuitlab.progress import bar as progress_bar
 from circuitlab.tasks.base import TaskRow
 
 Space = Literal["model", "neuron"]
@@ -61,6 +62,8 @@ VECTOR_SPACES: dict[str, Space] = {
 }
 
 _EPS = 1e-8
+
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -758,23 +761,31 @@ def compare_behaviour(
         raise DatasetError("the behaviour has no test rows; the head-to-head is reported on them")
     w = down_proj_weights(lm)
     vec = {k: v.float().cpu() for k, v in vectors.items()}
+    # steps: each overlap test, the decomposition, the CAA layer, each method's sweep
+    steps = len(circuits) * len(cfg.vectors) + 2 + 1 + 3 * len(circuits)
+    done = progress_bar(total=steps, desc="compare", unit="step")
 
     overlap: dict[str, Any] = {}
     for cname, circuit in circuits.items():
         top = top_circuit_mask(circuit, dims, cfg.top_n)
+        done.set_postfix_str(f"overlap of {cname} with the vectors (permutation nulls)")
         overlap[cname] = {
-            vname: compare_vector(
-                neuron_scores(vname, vec[vname], w, dims),
-                masks[cname],
-                top,
-                top_k=cfg.top_k,
-                top_n=cfg.top_n,
-                permutations=cfg.permutations,
-                seed=cfg.seed,
+            vname: _step(
+                done,
+                compare_vector(
+                    neuron_scores(vname, vec[vname], w, dims),
+                    masks[cname],
+                    top,
+                    top_k=cfg.top_k,
+                    top_n=cfg.top_n,
+                    permutations=cfg.permutations,
+                    seed=cfg.seed,
+                ),
             )
             for vname in cfg.vectors
         }
 
+    done.set_postfix_str("sparse decomposition per layer")
     decomposition = {
         str(ly): decompose_layer(
             vec["mlp_out"][ly],
@@ -786,7 +797,9 @@ def compare_behaviour(
         )
         for ly in range(dims.n_layers)
     }
+    done.update()
 
+    done.set_postfix_str("CAA layer")
     probe = behaviour_probe(lm, test, cfg.neutral_prompts, cfg.max_prompts)
     layer_effects: dict[str, float] = {}
     if cfg.caa_layer is not None:
@@ -796,6 +809,7 @@ def compare_behaviour(
         caa_layer, layer_effects = pick_caa_layer(
             lm, vec["resid"], fit, cfg.vector_positions, cfg.batch_size
         )
+    done.update()
     methods: dict[str, tuple[Steer, list[float], float]] = {
         "caa": (
             caa_steer(lm, caa_layer, vec["resid"][caa_layer], cfg.vector_positions),
@@ -825,10 +839,11 @@ def compare_behaviour(
             list(cfg.vector_multipliers),
             0.0,
         )
-    curves = {
-        name: sweep_method(lm, steer, mults, probe, batch_size=cfg.batch_size)
-        for name, (steer, mults, _) in methods.items()
-    }
+    curves = {}
+    for name, (steer, mults, _) in methods.items():
+        done.set_postfix_str(f"dose-response of {name}")
+        curves[name] = _step(done, sweep_method(lm, steer, mults, probe, batch_size=cfg.batch_size))
+    done.close()
     neutral = {name: m[2] for name, m in methods.items()}
     # controls are drawn and reported, but the matched level is set by the methods
     compared = {k: v for k, v in curves.items() if not k.endswith("_random_neurons")}
@@ -848,6 +863,12 @@ def compare_behaviour(
         "neutral_multiplier": neutral,
         "matched": matched_effect(compared, neutral),
     }
+
+
+def _step(bar: Any, value: T) -> T:
+    """``value``, after counting one step of ``bar``."""
+    bar.update()
+    return value
 
 
 def sweep_points(report: Mapping[str, Any], method: str) -> list[dict[str, Any]]:

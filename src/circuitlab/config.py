@@ -635,20 +635,49 @@ class Config(StrictModel):
         return {k: v for k, v in self.models.items() if v is not None}
 
 
-def load_config(source: dict[str, Any] | str | Path) -> Config:
-    """Validate a config dict or YAML file; errors name every bad key and the allowed ones."""
+#: the config every run starts from; `--configfile` overlays are merged into it
+BASE_CONFIG = Path("config/config.yaml")
+
+
+def read_config_yaml(path: str | Path) -> dict[str, Any]:
+    """One config file's mapping (an empty file is an empty mapping)."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys, got {type(raw).__name__}")
+    return raw
+
+
+def merge_config(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """``overlay`` merged into ``base`` as Snakemake merges `--configfile`: mappings merge key by
+    key, recursively; any other value (a list, a scalar, null) replaces the base's."""
+    out = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_config(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(
+    source: dict[str, Any] | str | Path, *overlays: str | Path, where: str | None = None
+) -> Config:
+    """Validate a config dict or YAML file, with `--configfile`-style ``overlays`` merged on top
+    in order; errors name every bad key and the allowed ones (and ``where`` it came from)."""
     if isinstance(source, dict):
-        raw, where = source, "config"
+        raw, label = source, "config"
     else:
-        path = Path(source)
-        if not path.exists():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-        where = str(path)
-    return parse_model(Config, raw, where)
+        raw, label = read_config_yaml(source), str(source)
+    for overlay in overlays:
+        raw = merge_config(raw, read_config_yaml(overlay))
+        label = f"{label} + {overlay}"
+    return parse_model(Config, raw, where or label)
 
 
 def json_schema() -> dict[str, Any]:

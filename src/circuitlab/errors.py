@@ -31,5 +31,5 @@ def missing_artifact(path: object, rule: str) -> ArtifactError:
     """The error for a stage run without its input: it names the rule that makes it."""
     return ArtifactError(
         f"input artifact {path} does not exist. It is made by the Snakemake rule '{rule}': "
-        f"run `snakemake --cores all {path}` (or `make reproduce`) first."
+        f"run `make reproduce ARGS={path}` (that file and what it needs) or `make reproduce` first."
     )

@@ -52,6 +52,32 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
 
 
+def check_writable(path: str | os.PathLike[str]) -> Path:
+    """An output path a stage can write: its nearest existing ancestor is a writable directory
+    (the rest is created on write) and the path itself is not a directory. Checked before a
+    stage does any work, so a typo costs a second, not a run."""
+    p = Path(path)
+    if p.is_dir():
+        raise ArtifactError(f"output {p} is a directory; give a file path")
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ArtifactError(f"cannot write output {p}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK) or _pseudo_filesystem(parent):
+        raise ArtifactError(
+            f"cannot write output {p}: {parent} is not writable by this user. Fix: give a path "
+            "under a writable directory (the pipeline writes under data/)"
+        )
+    return p
+
+
+def _pseudo_filesystem(path: Path) -> bool:
+    """/proc and /sys look writable to root but refuse new files."""
+    resolved = path.resolve()
+    return any(resolved == Path(r) or Path(r) in resolved.parents for r in ("/proc", "/sys"))
+
+
 def require(path: str | os.PathLike[str], rule: str | None = None) -> Path:
     """`path` as a Path if it exists; else an error naming the rule that makes it."""
     p = Path(path)

@@ -319,3 +319,69 @@ def planted_case(
         "aucs": {m: e["auc"] for m, e in report.items()},
         "aucs_pipeline_sweep": {"acdc": pipeline["acdc"]["auc"]},
     }
+
+
+# ---------------------------------------------------------------- scaling (`--only acdc_scaling`)
+
+def scaling_case(n_layers: int, lm: LoadedModel, rows: list[TaskRow], settings: Settings) -> Result:
+    """The current methods at one depth of the B1 shape: exact ACDC at τ = 1e-2 and over a
+    τ sweep (shared checks), plain and gradient-guided group testing, EAP. Costs in
+    forward-equivalents of the same process's plain HF forward; agreement against exact."""
+    pm = patchable(lm)
+    ctx = prepare_rows(pm, rows, "resample")
+    fwd = plain_forward_s(lm, ctx, settings.repeats)
+    one = ACDCConfig(tao_bases=(1,), tao_exps=(-2,))
+    sweep = ACDCConfig(tao_bases=(1,), tao_exps=(-5, -4, -3, -2, -1)) if settings.toy else one
+    runs = {
+        "(c) exact ACDC, τ = 1e-2": timed(lambda: fast_acdc(ctx, one, FastConfig())),
+        "(d2) group testing, τ = 1e-2": timed(
+            lambda: approx_acdc(ctx, one, ApproxConfig("group", 16))
+        ),
+        "(d3) guided group testing, τ = 1e-2": timed(
+            lambda: approx_acdc(ctx, one, ApproxConfig("guided", 64, risk=0.5))
+        ),
+        "(e) EAP": timed(lambda: edge_attribution(ctx, EAPConfig())),
+        f"(c) exact ACDC, {len(sweep.taus)}-τ sweep, shared": timed(
+            lambda: fast_acdc(ctx, sweep, FastConfig())
+        ),
+    }
+    exact = runs["(c) exact ACDC, τ = 1e-2"][0]
+    shared = runs[f"(c) exact ACDC, {len(sweep.taus)}-τ sweep, shared"][0]
+    timings = [{"name": "one plain HF forward", "median_s": fwd, "runs_s": [fwd]}]
+    ratios = []
+    for name, (res, seconds) in runs.items():
+        timings.append({"name": f"{name} ({getattr(res, 'n_forward', None)} passes)",
+                        "median_s": seconds, "runs_s": [seconds]})  # fmt: skip
+        ratios.append(_fe(name, seconds, fwd))
+    for name in ("(d2) group testing, τ = 1e-2", "(d3) guided group testing, τ = 1e-2"):
+        agree = decision_agreement(runs[name][0], exact)["overall"]
+        ratios.append({"name": f"{name}: agreement with (c)", "value": 100 * agree, "unit": "%",
+                       "goal": None, "met": None})  # fmt: skip
+    unshared = shared.stats.n_checks_unshared
+    ratios.append({"name": f"shared sweep: checks {shared.n_forward} of {unshared} unshared",
+                   "value": unshared / max(shared.n_forward, 1), "unit": "× fewer",
+                   "goal": None, "met": None})  # fmt: skip
+    return {
+        "case": f"B1-{n_layers}L scaling",
+        "setup": {
+            "about": f"{len(rows)} prompts × {ctx.batch.input_ids.shape[1]} tokens, "
+            f"{pm.graph.n_edges} edges, kept at τ=1e-2: {len(exact.per_tau[0].kept)}",
+            "n_edges": pm.graph.n_edges,
+            "n_taus": len(sweep.taus),
+        },
+        "timings": timings,
+        "ratios": ratios,
+        "checks": [],
+    }
+
+
+def run_scaling(settings: Settings, log: Callable[[str], None] = print) -> list[Result]:
+    """How each current method's cost grows with depth (edges ∝ layers²): B1 at 2, 4, 6 layers."""
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n_layers in sorted(settings.layers):
+            log(f" case 'B1-{n_layers}L scaling': random Llama, {n_layers} layers")
+            lm = random_llama(Path(tmp) / f"l{n_layers}", n_layers)
+            rows = b1_rows(settings.n_prompts, settings.seq_len)
+            results.append(scaling_case(n_layers, lm, rows, settings))
+    return results

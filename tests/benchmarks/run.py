@@ -1,6 +1,6 @@
 """Run the benchmarks, print a table and write JSON (`make bench`).
 
-    python tests/benchmarks/run.py [--only lrp|acdc|numerics|peer] [--quick] [--threads 2] [--out data/benchmarks/bench.json]
+    python tests/benchmarks/run.py [--only lrp|acdc|acdc_scaling|numerics|peer] [--quick] [--threads 2] [--out data/benchmarks/bench.json]
 
 Speed goals are ratios measured within this one run and are reported as PASS/MISS, never
 asserted; the process exits non-zero only when a correctness check (e.g. fast ≡ reference)
@@ -40,6 +40,9 @@ Result = dict[str, Any]
 BENCHMARKS: dict[str, Callable[[bool, int | None, Callable[[str], None]], list[Result]]] = {
     "lrp": lambda quick, repeats, log: bench_lrp.run(bench_lrp.Settings.make(quick, repeats), log),
     "acdc": lambda quick, repeats, log: bench_acdc.run(
+        bench_acdc.Settings.make(quick, repeats), log
+    ),
+    "acdc_scaling": lambda quick, repeats, log: bench_acdc.run_scaling(
         bench_acdc.Settings.make(quick, repeats), log
     ),
     "numerics": lambda quick, repeats, log: bench_numerics.run(

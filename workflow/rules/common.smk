@@ -6,11 +6,10 @@ import shlex
 import time
 from pathlib import Path
 
-from circuitlab.config import load_config
 from circuitlab.provenance import ENV_CODE_CACHE, numerics
 from circuitlab.provenance.code import CodeIndex, plugins_for
 
-CFG = load_config(config)
+# CFG, the validated config, is made in the Snakefile (before the schema's own validation).
 
 # The numerics pins (ISA of ATen, MKL and oneDNN; OpenMP wait policy): every job inherits them,
 # so `snakemake` run by hand computes what `make reproduce` computes on any x86-64 CPU.

@@ -45,6 +45,7 @@ from circuitlab.acdc.metrics import get_metric
 from circuitlab.acdc.patch import PatchContext, forward
 from circuitlab.acdc.sequential import ACDCConfig, ACDCResult, TauResult
 from circuitlab.errors import ConfigError
+from circuitlab.progress import bar as progress_bar
 
 Variant = Literal["window", "group", "guided"]
 
@@ -144,8 +145,12 @@ def approx_acdc(
     if approx.variant == "guided":
         estimate = eap_scores(ctx, cfg.faithfulness, approx.ig_steps).abs().tolist()
         evaluate.n_forward += 1  # the estimate's pass (its backward is not counted)
+    done = progress_bar(
+        total=len(cfg.taus) * len(order), desc=f"acdc ({approx.variant}): τ × edges", unit="edge"
+    )
     with torch.no_grad():
         for tau in cfg.taus:
+            done.set_postfix(tau=f"{tau:g}", refresh=False)
             mask = torch.zeros(graph.n_edges, dtype=pm.dtype, device=pm.device)
             baseline = 0.0
             if approx.variant != "window":
@@ -156,11 +161,13 @@ def approx_acdc(
                 groups = _guided_groups(order, block_of, estimate, approx.risk * tau, approx.window)
             for group in groups:
                 baseline = search(evaluate, mask, group, baseline, tau)
+                done.update(len(group))
             removed = mask.nonzero().flatten().tolist()
             for i in removed:
                 scores[i] = min(scores[i], tau)
             kept = tuple(graph.edges[i] for i in (mask == 0).nonzero().flatten().tolist())
             per_tau.append(TauResult(tau, kept, len(removed), baseline))
+    done.close()
     return ApproxACDCResult(
         edges=graph.edges,
         scores=tuple(scores),

@@ -53,6 +53,7 @@ from circuitlab.acdc.patch import PatchContext, forward
 from circuitlab.acdc.sequential import ACDCConfig, ACDCResult, TauResult
 from circuitlab.acdc.trace import TraceRecorder
 from circuitlab.errors import ConfigError
+from circuitlab.progress import bar as progress_bar
 
 
 @dataclass(frozen=True)
@@ -137,8 +138,12 @@ def fast_acdc(
     scores = [math.inf] * graph.n_edges
     per_tau = []
     stats = FastStats()
+    done = progress_bar(
+        total=len(cfg.taus) * len(order), desc="acdc (speculative): τ × edges", unit="edge"
+    )
     with torch.no_grad():
         for tau in cfg.taus:
+            done.set_postfix(tau=f"{tau:g}", refresh=False)
             mask = torch.zeros(graph.n_edges, dtype=pm.dtype, device=pm.device)
             baseline, n_removed, pos = 0.0, 0, 0
             trace = TraceRecorder(tau, cfg.trace)
@@ -171,6 +176,7 @@ def fast_acdc(
                     near_tau_decisions=stats.near_tau_decisions + trace.n_near_tau - near_before,
                 )
                 pos += accepted
+                done.update(accepted)
                 if adaptive:
                     if accepted < k:  # an early keep: speculate less
                         width = max(1, width // 2)
@@ -180,6 +186,7 @@ def fast_acdc(
             per_tau.append(
                 TauResult(tau, kept, n_removed, baseline, trace.n_near_tau, trace.build())
             )
+    done.close()
     return _result(ctx, cfg, scores, per_tau, start, stats)
 
 
@@ -251,8 +258,12 @@ def shared_sweep(
     ]
     n_forward = n_checks = 0
     checker = IncrementalChecks(ctx) if fast.incremental and not batch and cfg.resume else None
+    edges = progress_bar(
+        acdc_order(graph, cfg.edge_order), desc=f"acdc: {len(taus)} τ, edges", unit="edge"
+    )
     with torch.no_grad():
-        for edge in acdc_order(graph, cfg.edge_order):
+        for edge in edges:
+            edges.set_postfix(states=len(groups), checks=n_checks, refresh=False)
             resume = block_of[edge] if cfg.resume else 0
             trials = torch.stack([g.mask for g in groups])
             trials[:, edge] = 1.0

@@ -27,13 +27,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from circuitlab.config import LrpConfig
 from circuitlab.errors import ArtifactError, DatasetError, ModelError
 from circuitlab.io import atomic_path
 from circuitlab.lrp.rules import linearized
 from circuitlab.models.loading import LoadedModel
+from circuitlab.progress import bar as progress_bar
 from circuitlab.prompts import PromptBatch, batches, encode_rows
 from circuitlab.tasks.base import TaskRow
 
@@ -225,7 +225,7 @@ def attribute_rows(
     n_positions = min(opts.last_n_positions or longest, longest)
     parts = [
         attribute_batch(lm, b, n_positions, opts)
-        for b in tqdm(encoded, desc="attribution", unit="batch", disable=not progress)
+        for b in progress_bar(encoded, desc="attribution", unit="batch", enabled=progress)
     ]
     scores, metric, valid = (torch.cat(p) for p in zip(*parts, strict=True))
     return Attributions(scores, metric, valid, tuple(r.id for r in rows))

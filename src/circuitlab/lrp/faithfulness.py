@@ -32,12 +32,12 @@ import numpy as np
 import torch
 from scipy import stats
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from circuitlab.lrp.attribution import AttributionOptions, attribute_rows, metric_values
 from circuitlab.lrp.rules import ATTENTION_RULES
 from circuitlab.lrp.selection import aggregate, top_fraction_mask
 from circuitlab.models.loading import LoadedModel
+from circuitlab.progress import bar as progress_bar
 from circuitlab.prompts import PromptBatch, batches, encode_rows
 from circuitlab.stats import t_interval
 from circuitlab.tasks.base import TaskRow
@@ -188,7 +188,7 @@ def evaluate_faithfulness(
         "ablations": {},
     }
     steps = len(ablations) * len(sizes) * (1 + random_seeds)
-    bar = tqdm(total=steps, desc="faithfulness", unit="size", disable=not progress)
+    bar = progress_bar(total=steps, desc="faithfulness", unit="size", enabled=progress)
     for ablation in ablations:
         values = reference[ablation]
         none = runner.metric_with(valid, values)
@@ -272,7 +272,9 @@ def calibrate(
     cells = valid.flatten().nonzero().flatten()
     pick = cells[torch.randperm(len(cells), generator=generator)[: min(n_neurons, len(cells))]]
     effects = []
-    for idx in tqdm(pick.tolist(), desc="single-neuron ablations", disable=not progress):
+    for idx in progress_bar(
+        pick.tolist(), desc="single-neuron ablations", unit="neuron", enabled=progress
+    ):
         one = torch.zeros(valid.numel(), dtype=torch.bool)
         one[idx] = True
         effects.append(full - runner.metric_with(one.view(valid.shape), None))

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from huggingface_hub import constants as hf_constants
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -182,8 +183,26 @@ def _load_weights(spec: ModelSpec, source: str) -> PreTrainedModel:
         kwargs["device_map"] = spec.device_map
     try:
         return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except SafetensorError as exc:
+        raise _damaged_weights(spec, source, exc) from exc
     except (OSError, ValueError) as exc:
         raise _not_loadable(spec, "weights", exc) from exc
+
+
+def _damaged_weights(spec: ModelSpec, source: str, exc: Exception) -> ModelError:
+    """A safetensors file that exists but cannot be read: truncated or overwritten."""
+    where = f"the weights in {source}" if spec.is_local() else f"the cached weights of {spec.id}"
+    fix = (
+        "delete the directory and rebuild it (`make reproduce` retrains the embedded model; "
+        "`dvc checkout data/models` restores a versioned one)"
+        if spec.is_local()
+        else f"delete its entry from the Hugging Face cache and download it again "
+        f"(`hf download {spec.id}`)"
+    )
+    return ModelError(
+        f"{where} are damaged ({str(exc).strip() or type(exc).__name__}): the file is truncated "
+        f"or was overwritten, e.g. by an interrupted copy or download. Fix: {fix}"
+    )
 
 
 #: `tokenizer_class` values of a tokenizer saved from a bare `tokenizers` object. AutoTokenizer

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from circuitlab.progress import bar as progress_bar
 from circuitlab.prompts import PromptBatch, batches, encode_rows
 from circuitlab.steering.neurons import (
     SteeringError,
@@ -258,6 +259,10 @@ def dose_response(
         result = DoseResponse(list(multipliers), base)
         if "_texts" in base:
             result.samples["unsteered"] = [str(t) for t in base["_texts"]]
+        runs = sum(1 + len(controls) for m in multipliers if m != identity)
+        done = progress_bar(
+            total=runs, desc="steering: multipliers × (steered + controls)", unit="run"
+        )
         for m in multipliers:
             if identity is not None and m == identity:
                 same = {k: v for k, v in base.items() if not k.startswith("_")}
@@ -266,8 +271,10 @@ def dose_response(
                 if "unsteered" in result.samples:
                     result.samples[mkey(m)] = list(result.samples["unsteered"])
                 continue
+            done.set_postfix_str(f"multiplier {m:g}")
             with steered(m):
                 run, _ = run_once(lm, main, others, neutral, ref, behaviour)
+            done.update()
             result.steered[m] = _mean_over([run])
             if "_texts" in run:
                 result.samples[mkey(m)] = [str(t) for t in run["_texts"]]
@@ -275,7 +282,9 @@ def dose_response(
             for make in controls:
                 with make(m):
                     ctrl.append(run_once(lm, main, others, neutral, ref, behaviour)[0])
+                done.update()
             result.control[m] = _mean_over(ctrl)
+        done.close()
     return result
 
 

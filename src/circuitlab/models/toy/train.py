@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from circuitlab.config import ToyArchitecture, ToyTraining
 from circuitlab.errors import ConfigError
+from circuitlab.progress import bar as progress_bar
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def train_toy_model(
         model.train()
         losses, loss_steps, window = [], [], []
         start = time.perf_counter()
-        bar = tqdm(range(cfg.steps), desc="train toy model", disable=not progress, unit="step")
+        bar = progress_bar(range(cfg.steps), desc="train toy model", unit="step", enabled=progress)
         for step in bar:
             idx = torch.randint(len(ids), (cfg.batch_size,), generator=gen)
             width = int(lengths[idx].max())
