@@ -16,7 +16,14 @@ from circuitlab.lrp.attribution import attribute_rows
 from circuitlab.lrp.circuit import NeuronCircuit
 from circuitlab.lrp.discover import circuit_from_attributions, options
 from circuitlab.repl import Repl
-from circuitlab.steering.neurons import NeuronSet, generate, steer_neurons, top_predictions
+from circuitlab.steering.neurons import (
+    NeuronSet,
+    generate,
+    prompt_logits,
+    steer_neurons,
+    token_ids,
+    top_predictions,
+)
 from circuitlab.tasks.base import TaskRow
 from tiny_models import build_tiny
 
@@ -56,15 +63,26 @@ def test_scripted_session_uses_the_library(tiny, tmp_path: Path) -> None:
     attr = attribute_rows(lm, [row], options(cfg), progress=False)
     ref = circuit_from_attributions(attr, cfg, model="tiny", task="repl", n_layers=2, d_mlp=64)
     assert r.circuit is not None and r.circuit.neurons == ref.neurons
-    # ablate / amplify / sweep print what steering + generation give
+    # ablate / amplify print what steering + generation give, and the target's change
     ns = NeuronSet.from_circuit(ref)
     with steer_neurons(lm, ns, 0.0):
         ablated = generate(lm, [PROMPT], 4)[0]
-    assert f"ablated (12 neurons, ×0): {ablated}" in text
+        p_ablated = float(
+            prompt_logits(lm, [PROMPT])[0].softmax(-1)[token_ids(lm.tokenizer, [target])[0]]
+        )
+    p_plain = float(
+        prompt_logits(lm, [PROMPT])[0].softmax(-1)[token_ids(lm.tokenizer, [target])[0]]
+    )
+    assert "ablated 12 neurons, ×0" in text and f"output after:  {ablated}" in text
+    assert f"p({target!r}): {p_plain:.4f} → {p_ablated:.4f}" in text
+    assert p_plain != p_ablated  # the intervention did something
+    assert (
+        f"output before: {plain}" in text and "top 5 before: " in text and "top 5 after:  " in text
+    )
     top3 = [(ly, n) for (ly, _, n), _ in ref.top(3)]
     with steer_neurons(lm, NeuronSet.from_pairs(top3), 5.0):
         amplified = generate(lm, [PROMPT], 4)[0]
-    assert f"amplified (3 neurons, ×5): {amplified}" in text
+    assert "amplified 3 neurons, ×5" in text and f"output after:  {amplified}" in text
     assert "  ×0: " in text and "  ×2: " in text
     # save writes our circuit format; info reports state; nothing runs after quit
     assert NeuronCircuit.load(saved).neurons == ref.neurons
@@ -94,7 +112,7 @@ def test_errors_are_shown_and_the_loop_goes_on(tiny, tmp_path: Path) -> None:
     r, text = session(
         lm,
         "ablate\ntop\nfrobnicate\n"
-        f"prompt {PROMPT}\nablate all\ndiscover w999 w998\n"
+        f"prompt {PROMPT}\nablate all\ndiscover w9 w8\ndiscover zebra\n"
         "ablate L0/N64\nablate L7/N0\nablate bogus\namplify L0/N1 x y\n"
         "multiplier abc\nmultiplier inf\nsweep 1 two\ntop many\n"
         f"load {missing}\nload {far}\nsave\nL0/N1\ninfo\n",
@@ -104,6 +122,7 @@ def test_errors_are_shown_and_the_loop_goes_on(tiny, tmp_path: Path) -> None:
         "unknown command 'frobnicate'",
         "error: no circuit yet",
         "is not one token after the prompt",
+        "has words this model's vocabulary does not know",
         "(layer, neuron) are outside 0..63",
         "neuron layers [7] are outside the model's 0..1",
         "unknown neuron spec 'bogus'",
@@ -178,3 +197,74 @@ def test_cli_repl_reads_stdin(tiny, monkeypatch, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main()
     assert exc.value.code == 2
+
+
+def test_counts_agree_when_a_neuron_sits_at_two_positions(tiny, tmp_path: Path) -> None:
+    _, lm = tiny
+    two = tmp_path / "two.json"
+    circuit = {(0, -1, 3): 0.5, (0, -2, 3): 0.25, (1, -1, 7): 0.1}
+    NeuronCircuit(circuit, "m", "t", "lrp", n_layers=2, d_mlp=64, params={"prompt": PROMPT}).save(
+        two
+    )
+    _, text = session(lm, f"load {two}\nablate all\n")
+    assert "circuit: 3 entries = 2 distinct neurons" in text
+    assert "ablated 2 distinct neurons (the circuit's 3 entries" in text
+
+
+def test_a_terminal_session_has_line_editing_and_history(tiny, tmp_path: Path) -> None:
+    """Drive `circuitlab repl` through a pseudo-terminal as a person would: type, press Up to
+    recall the last line, Enter; the history file keeps the lines for the next session."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import time
+
+    pytest.importorskip("readline")
+    path, _ = tiny
+    history = tmp_path / "history"
+    env = {**os.environ, "CIRCUITLAB_REPL_HISTORY": str(history), "TERM": "xterm",
+           "WANDB_MODE": "disabled", "CIRCUITLAB_PROGRESS": "0"}  # fmt: skip
+
+    def screen_after(keys: list[bytes], until: bytes) -> str:
+        main, child = pty.openpty()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "circuitlab.cli", "repl", "--model", str(path),
+             "--max-new-tokens", "2"],
+            stdin=child, stdout=child, stderr=child, env=env, close_fds=True,
+        )  # fmt: skip
+        os.close(child)
+        seen, deadline = b"", time.monotonic() + 120
+
+        def read_until(marker: bytes, count: int = 1) -> None:
+            nonlocal seen
+            while seen.count(marker) < count and time.monotonic() < deadline:
+                ready, _, _ = select.select([main], [], [], 0.5)
+                if ready:
+                    try:
+                        seen += os.read(main, 4096)
+                    except OSError:
+                        return
+
+        prompts = 1
+        read_until(b"circuit> ")
+        for key in keys:
+            os.write(main, key)
+            if key.endswith(b"\r"):
+                prompts += 1
+                read_until(b"circuit> ", prompts)
+        read_until(until)
+        proc.wait(timeout=60)
+        os.close(main)
+        return seen.decode("utf-8", errors="replace")
+
+    first = screen_after(
+        [f"prompt {PROMPT}\r".encode(), b"top 3\r", b"\x1b[A\r", b"quit\r"], b"bye"
+    )
+    assert first.count("top 3:") == 2, first  # Up recalled `top 3`
+    assert "^[[A" not in first
+    assert "top 3" in history.read_text()
+    # a new session starts with the old history: Up ×3 (this prompt, the old quit) is `top 3`
+    up = b"\x1b[A"
+    second = screen_after([f"prompt {PROMPT}\r".encode(), up * 3 + b"\r", b"quit\r"], b"bye")
+    assert second.count("top 3:") == 1, second

@@ -10,13 +10,16 @@ on; Ctrl-C cancels the running command (or the line being typed), not the REPL; 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import re
 import shlex
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from circuitlab.config import LrpConfig, SelectionConfig
 from circuitlab.errors import CircuitlabError
@@ -39,6 +42,56 @@ DEFAULT_SWEEP = (0.0, 0.5, 1.0, 1.5, 2.0)
 
 class ReplError(CircuitlabError):
     """A command the REPL cannot run as typed (missing prompt or circuit, bad argument)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NextToken:
+    """The prompt's next token as the REPL reports it: the target's probability, its logit
+    minus the best other logit, and the top-k (token, probability)."""
+
+    p_target: float
+    logit_diff: float
+    top: list[tuple[str, float]]
+
+
+#: overrides where the REPL keeps its line history (default: the user's cache directory)
+ENV_HISTORY = "CIRCUITLAB_REPL_HISTORY"
+
+
+def history_path() -> Path:
+    """``$CIRCUITLAB_REPL_HISTORY``, else ``$XDG_CACHE_HOME/circuitlab/repl_history``
+    (``~/.cache/…`` when XDG_CACHE_HOME is unset)."""
+    if env := os.environ.get(ENV_HISTORY):
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "circuitlab" / "repl_history"
+
+
+class LineHistory:
+    """Line editing (arrows, Ctrl-R) and a history kept between sessions, through readline;
+    a no-op where readline is missing."""
+
+    def __init__(self, path: Path, length: int = 1000) -> None:
+        self.path, self.length = path, length
+        self.readline: Any = None
+
+    def __enter__(self) -> LineHistory:
+        try:
+            import readline
+        except ImportError:  # e.g. Windows without pyreadline3
+            return self
+        self.readline = readline
+        readline.set_history_length(self.length)
+        with contextlib.suppress(OSError):
+            readline.read_history_file(self.path)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.readline is None:
+            return
+        with contextlib.suppress(OSError):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.readline.write_history_file(self.path)
 
 
 class Repl:
@@ -107,6 +160,11 @@ class Repl:
         d = self.lm.dims
         self.say(f"circuitlab REPL — model {self.name} ({d.n_layers} layers × {d.d_mlp} neurons)")
         self.say("Type 'help' for commands, 'quit' (or Ctrl-D) to exit.")
+        tty = self.stdin is sys.stdin and sys.stdin.isatty()
+        with LineHistory(history_path()) if tty else nullcontext():
+            self.loop()
+
+    def loop(self) -> None:
         while True:
             try:
                 line = self.read_line()
@@ -196,6 +254,7 @@ class Repl:
         from circuitlab.tasks.base import TaskRow
 
         prompt = self.need_prompt()
+        self.known_words(prompt, "prompt")
         preds = top_predictions(self.lm, prompt, 10)
         target = self.as_continuation(prompt, arg or preds[0][0])
         if not arg:
@@ -231,23 +290,101 @@ class Repl:
 
         tok = self.lm.tokenizer
         base = tok(prompt)["input_ids"]
+        unk = getattr(tok, "unk_token_id", None)
         tries = [text] if text.startswith(" ") else [" " + text.strip(), text]
         for cand in tries:
-            if cand and continuation(list(base), list(tok(prompt + cand)["input_ids"]))[0]:
+            tid = (
+                continuation(list(base), list(tok(prompt + cand)["input_ids"]))[0] if cand else None
+            )
+            if tid is not None and tid != unk:
                 return cand
         if quiet:
             return None
+        self.known_words(text, "target")
         raise ReplError(
             f"target {text!r} is not one token after the prompt for this tokenizer; give a "
             "single-token target"
         )
 
+    def known_words(self, text: str, what: str) -> None:
+        """A REPL error when ``text`` holds words the tokenizer maps to its unknown token."""
+        tok = self.lm.tokenizer
+        unk = getattr(tok, "unk_token_id", None)
+        if unk is not None and unk in tok(text, add_special_tokens=False)["input_ids"]:
+            raise ReplError(
+                f"the {what} {text!r} has words this model's vocabulary does not know (they "
+                f"become {tok.unk_token!r}); use words the model was trained on"
+            )
+
     def do_ablate(self, arg: str) -> None:
-        """ablate [L<l>/N<n> | top<k> | all] — multiply the neurons by 0 and regenerate."""
-        neurons = self.select(arg)
+        """ablate [L<l>/N<n> | top<k> | all] — multiply the neurons by 0: what changes."""
+        self.intervene(self.select(arg), 0.0, "ablated")
+
+    def intervene(self, neurons: NeuronSet, m: float, verb: str) -> None:
+        """Steer ``neurons`` by ``m``: the count (and what it merged), the target's probability
+        and logit difference before → after, the top-k shift and the regenerated text."""
+        self.say(f"{verb} {self.describe(neurons)}, ×{m:g}")
+        target = self.target()
+        before = self.next_token(target)
+        with steer_neurons(self.lm, neurons, m):
+            after = self.next_token(target)
         self.say(
-            f"ablated ({len(neurons.pairs())} neurons, ×0): {self.continue_text(neurons, 0.0)}"
+            f"  p({target!r}): {before.p_target:.4f} → {after.p_target:.4f}   "
+            f"logit diff (target − best other): {before.logit_diff:+.3f} → {after.logit_diff:+.3f}"
         )
+        k = len(before.top)
+        self.say(f"  top {k} before: " + ", ".join(f"{t!r} {p:.3f}" for t, p in before.top))
+        self.say(f"  top {k} after:  " + ", ".join(f"{t!r} {p:.3f}" for t, p in after.top))
+        self.say(f"  output before: {self.continue_text()}")
+        self.say(f"  output after:  {self.continue_text(neurons, m)}")
+
+    def target(self) -> str:
+        """The circuit's target (set by `discover`) or else the unsteered top prediction."""
+        target = self.circuit.params.get("target") if self.circuit is not None else None
+        if isinstance(target, str) and target:
+            return target
+        return top_predictions(self.lm, self.need_prompt(), 1)[0][0]
+
+    def next_token(self, target: str, k: int = 5) -> NextToken:
+        """The prompt's next-token distribution as the REPL reports it."""
+        from circuitlab.steering.neurons import prompt_logits, token_ids
+
+        try:
+            tid = token_ids(self.lm.tokenizer, [target])[0]
+        except CircuitlabError:
+            raise ReplError(
+                f"target {target!r} is not a single token of this tokenizer; 'discover <target>' "
+                "with a one-token target"
+            ) from None
+        logits = prompt_logits(self.lm, [self.need_prompt()])[0]
+        probs = logits.softmax(-1)
+        other = logits.clone()
+        other[tid] = float("-inf")
+        top = probs.topk(min(k, probs.shape[0]))
+        return NextToken(
+            p_target=float(probs[tid]),
+            logit_diff=float(logits[tid] - other.max()),
+            top=[
+                (self.lm.tokenizer.decode([int(i)]), float(p))
+                for p, i in zip(top.values, top.indices, strict=True)
+            ],
+        )
+
+    def describe(self, neurons: NeuronSet) -> str:
+        """``N neurons``, saying how they relate to the circuit's entries when they differ: a
+        circuit entry is (layer, position, neuron); steering acts on a neuron at every position,
+        so entries of one neuron at several positions count once."""
+        n = len(neurons.pairs())
+        if self.circuit is None:
+            return f"{n} neuron{'s' * (n != 1)}"
+        entries = len(self.circuit)
+        if neurons.pairs() == NeuronSet.from_circuit(self.circuit).pairs() and entries != n:
+            return (
+                f"{n} distinct neurons (the circuit's {entries} entries are (layer, position, "
+                f"neuron); steering acts on a neuron at every position, so {entries - n} "
+                "entries at a second position count once)"
+            )
+        return f"{n} neuron{'s' * (n != 1)}"
 
     def do_amplify(self, arg: str) -> None:
         """amplify [L<l>/N<n> | top<k> | all] [multiplier] — default multiplier 2."""
@@ -257,9 +394,7 @@ class Repl:
         if len(specs) > 1 or len(numbers) > 1:
             raise ReplError("usage: amplify [L<l>/N<n> | top<k> | all] [multiplier]")
         m = check_multiplier(float(numbers[0])) if numbers else 2.0
-        neurons = self.select(specs[0] if specs else "")
-        self.say(f"amplified ({len(neurons.pairs())} neurons, ×{m:g}): "
-                 f"{self.continue_text(neurons, m)}")  # fmt: skip
+        self.intervene(self.select(specs[0] if specs else ""), m, "amplified")
 
     def do_sweep(self, arg: str) -> None:
         """sweep [m …] — regenerate with the whole circuit at each multiplier."""
@@ -348,9 +483,12 @@ class Repl:
         c = self.need_circuit()
         per_layer = {ly: n for ly, n in c.per_layer().items() if n}
         layers = ", ".join(f"L{ly}: {n}" for ly, n in per_layer.items())
+        n = len(NeuronSet.from_circuit(c).pairs())
+        count = f"{len(c)} neurons" if n == len(c) else f"{len(c)} entries = {n} distinct neurons"
+        excluded = f"; {len(self.blacklist)} blacklisted neurons excluded" if self.blacklist else ""
         return (
-            f"circuit: {len(c)} neurons ({c.method}, {c.task}), metric {c.metric_value:.4f}; "
-            f"per layer {layers or '-'}"
+            f"circuit: {count} ({c.method}, {c.task}), metric {c.metric_value:.4f}; "
+            f"per layer {layers or '-'}{excluded}"
         )
 
 
