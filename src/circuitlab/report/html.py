@@ -293,7 +293,7 @@ def loss_curve_png(curve: Sequence[Mapping[str, Any]], title: str) -> bytes | No
     if not points:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig, ax = plt.subplots(layout="constrained", figsize=(6, 3))
     ax.plot([s for s, _ in points], [v for _, v in points], lw=1.2)
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("training loss")
@@ -337,7 +337,8 @@ def circuit_graph_png(kept: Sequence[str], n_layers: int, title: str) -> bytes |
     xs = [x for x, _ in pos.values()]
     ys = [y for _, y in pos.values()]
     fig, ax = plt.subplots(
-        figsize=(max(4.0, 0.4 * (max(xs) - min(xs)) + 2), 0.9 * (max(ys) - min(ys)) + 1.6)
+        layout="constrained",
+        figsize=(max(4.0, 0.4 * (max(xs) - min(xs)) + 2), 0.9 * (max(ys) - min(ys)) + 1.6),
     )
     for n in nodes:
         m = _HEAD.match(n)
@@ -387,7 +388,7 @@ def dose_response_png(
     if not any(curves.values()):
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.4))
+    fig, ax = plt.subplots(layout="constrained", figsize=(6, 3.4))
     for i, (label, pts) in enumerate(curves.items()):
         pts = sorted(p for p in pts if p[1] is not None)
         if not pts:

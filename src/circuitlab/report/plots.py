@@ -16,6 +16,26 @@ import matplotlib.pyplot as plt
 from circuitlab.io import atomic_path
 
 
+def subplots(*args: Any, **kwargs: Any) -> Any:
+    """`plt.subplots` with constrained layout: colour bars, tick labels, panel titles and the
+    suptitle get their own room instead of overlapping (tests/report/test_plots.py)."""
+    return plt.subplots(*args, layout="constrained", **kwargs)
+
+
+def annotate_cells(ax: Any, im: Any, texts: list[list[str | None]], fontsize: float = 7) -> None:
+    """Write ``texts[i][j]`` on heatmap cell (i, j), white on dark cells and black on light
+    ones (by the cell colour's luminance), so every number stays readable."""
+    data = im.get_array()
+    for i, row in enumerate(texts):
+        for j, text in enumerate(row):
+            if text is None:
+                continue
+            r, g, b, _ = im.cmap(im.norm(data[i, j]))
+            dark = 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.5
+            ax.text(j, i, text, ha="center", va="center", fontsize=fontsize,
+                    color="white" if dark else "black")  # fmt: skip
+
+
 def _save(fig: Any, path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -27,7 +47,7 @@ def faithfulness_curves(report: Mapping[str, Any], path: str | Path, title: str)
     """Faithfulness (keep only the circuit) against circuit size: circuit vs matched random
     neurons (mean and 95 % interval over seeds), one panel per ablation."""
     ablations = report["ablations"]
-    fig, axes = plt.subplots(1, len(ablations), figsize=(5 * len(ablations), 3.8), squeeze=False)
+    fig, axes = subplots(1, len(ablations), figsize=(5 * len(ablations), 3.8), squeeze=False)
     for ax, (name, res) in zip(axes[0], ablations.items(), strict=True):
         rows = sorted(res["curve"].values(), key=lambda r: r["size"])
         x = [100 * r["size"] for r in rows]
@@ -55,7 +75,7 @@ def faithfulness_curves(report: Mapping[str, Any], path: str | Path, title: str)
 def neurons_per_layer(counts: Mapping[int | str, int], path: str | Path, title: str) -> None:
     """Bar chart of circuit neurons per layer."""
     layers = sorted(int(k) for k in counts)
-    fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(layers) + 2), 3))
+    fig, ax = subplots(figsize=(max(4, 0.35 * len(layers) + 2), 3))
     ax.bar(layers, [counts.get(layer, counts.get(str(layer), 0)) for layer in layers])
     ax.set_xlabel("layer")
     ax.set_ylabel("circuit neurons")
@@ -67,7 +87,7 @@ def neurons_per_layer(counts: Mapping[int | str, int], path: str | Path, title: 
 def acdc_faithfulness(report: Mapping[str, Any], path: str | Path, title: str) -> None:
     """Edge circuits: logit-difference recovery and KL to clean against circuit size, one line
     per method, with the random equal-size control (mean ± 95 % interval) as a grey band."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), squeeze=False)
+    fig, axes = subplots(1, 2, figsize=(10, 3.8), squeeze=False)
     randoms: dict[int, Mapping[str, Any]] = {}
     for method, res in report["methods"].items():
         rows = sorted(res["circuits"].values(), key=lambda r: r["n_edges"])
@@ -108,7 +128,7 @@ def compare_pareto(report: Mapping[str, Any], path: str | Path, title: str) -> N
         ("increase", "effect_negative", "induce: on contrast prompts"),
         ("decrease", "effect_positive", "suppress: on behaviour prompts"),
     )
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), squeeze=False)
+    fig, axes = subplots(1, 2, figsize=(12, 4.6), squeeze=False)
     for ax, (direction, key, label) in zip(axes[0], panels, strict=True):
         for method, points in report["sweep"].items():
             neutral = report["neutral_multiplier"][method]
@@ -150,7 +170,7 @@ def compare_overlap(report: Mapping[str, Any], path: str | Path, title: str) -> 
     """Per circuit: overlap of each vector's top-k neurons with the circuit, per layer (cell
     text: overlap, expected under the null, permutation p); colour: −log10 p."""
     circuits = list(report["overlap"])
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         len(circuits), 1, figsize=(1.2 + 1.1 * _n_layers(report), 1.0 + 1.0 * _n_vectors(report)
                                    * len(circuits)), squeeze=False,
     )  # fmt: skip
@@ -158,17 +178,16 @@ def compare_overlap(report: Mapping[str, Any], path: str | Path, title: str) -> 
         vectors = list(report["overlap"][cname])
         layers = sorted(int(k) for k in report["overlap"][cname][vectors[0]]["layers"])
         grid = [[0.0] * len(layers) for _ in vectors]
+        texts: list[list[str | None]] = [[None] * len(layers) for _ in vectors]
         for i, v in enumerate(vectors):
             res = report["overlap"][cname][v]
             for j, ly in enumerate(layers):
                 cell = res["layers"][str(ly)]
                 p = cell["overlap_p"]
                 grid[i][j] = -math.log10(p) if p else 0.0
-                ax.text(
-                    j, i, f"{cell['overlap']} ({cell['expected_overlap']:.1f})\np={p:.2g}",
-                    ha="center", va="center", fontsize=6,
-                )  # fmt: skip
+                texts[i][j] = f"{cell['overlap']} ({cell['expected_overlap']:.1f})\np={p:.2g}"
         im = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=0.0)
+        annotate_cells(ax, im, texts, fontsize=6)
         ax.set_xticks(range(len(layers)), [f"L{ly}" for ly in layers])
         labels = [
             f"{v} (total {report['overlap'][cname][v]['total_overlap']}, "
@@ -205,7 +224,7 @@ def steering_dose_response(report: Mapping[str, Any], path: str | Path, title: s
         if report.get("steering") == "vector"
         else ("random neurons (layer-matched)")
     )
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
+    fig, axes = subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         cells = report["metrics"][name]
         for cond, style, colour, text in (
@@ -231,7 +250,7 @@ def steering_leakage(summary: Mapping[str, Any], path: str | Path, title: str) -
     """Heatmaps of the task × task leakage matrix: change of each other task's accuracy when a
     task's circuit (or a behaviour's circuit / CAA vector) is suppressed or amplified."""
     labels = [k for k in ("suppress", "amplify") if summary["leakage"].get(k)]
-    fig, axes = plt.subplots(1, max(1, len(labels)), figsize=(5.5 * max(1, len(labels)), 4.2),
+    fig, axes = subplots(1, max(1, len(labels)), figsize=(5.5 * max(1, len(labels)), 4.2),
                              squeeze=False)  # fmt: skip
     for ax, label in zip(axes[0], labels, strict=False):
         rows = sorted(summary["leakage"][label])
@@ -240,10 +259,9 @@ def steering_leakage(summary: Mapping[str, Any], path: str | Path, title: str) -
         im = ax.imshow(grid, cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
         ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
         ax.set_yticks(range(len(rows)), rows)
-        for i, line in enumerate(grid):
-            for j, v in enumerate(line):
-                if not math.isnan(v):
-                    ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=7)
+        annotate_cells(
+            ax, im, [[None if math.isnan(v) else f"{v:+.2f}" for v in line] for line in grid]
+        )
         ax.set_title(f"{label}: Δ accuracy of other tasks")
         fig.colorbar(im, ax=ax, shrink=0.8)
     fig.suptitle(title)
