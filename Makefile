@@ -36,12 +36,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# Artifacts edited or deleted by hand since their job wrote them are rebuilt (`circuitlab altered`).
 reproduce: setup
-	$(SNAKEMAKE) --cores $(CORES) $(ARGS)
+	$(SNAKEMAKE) --cores $(CORES) $$($(BIN)/circuitlab altered --forcerun) $(ARGS)
 
 # The jobs a run would execute (Snakemake's dry run; `make plan` says why, per rule).
 dryrun: setup
-	$(SNAKEMAKE) -n $(ARGS)
+	$(SNAKEMAKE) -n $$($(BIN)/circuitlab altered --forcerun) $(ARGS)
 
 # What `make reproduce` would run, per rule, and why (config keys, code modules, inputs).
 plan: setup

@@ -29,6 +29,21 @@ if _out is not None and not _out.show_failed_logs and not _out.dryrun:
         "does) to see a failed job's log here; `make watch` follows the running jobs.\n"
     )
 
+# Artifacts edited or deleted by hand since their job wrote them: `make reproduce` rebuilds
+# them (it passes them to --forcerun); say so to someone running Snakemake directly.
+from circuitlab.provenance.manifest import altered, forcerun_targets
+
+_changed = altered(Path("."))
+if _changed and not (_out is not None and _out.dryrun):
+    sys.stderr.write(
+        "circuitlab: changed by hand since their job wrote them: "
+        + ", ".join(f"{c.path} ({c.why})" for c in _changed[:5])
+        + (f" and {len(_changed) - 5} more" if len(_changed) > 5 else "")
+        + ". `make reproduce` rebuilds them; here add --forcerun "
+        + " ".join(forcerun_targets(_changed))
+        + "\n"
+    )
+
 # The pydantic model first: a typo gets one short message naming the key and the allowed ones
 # (the schema's validation below would print the whole schema).
 try:

@@ -65,11 +65,18 @@ def parse_json_option(text: str, option: str) -> dict[str, Any]:
     return value
 
 
+#: the outputs of the running command (recorded after it succeeds: provenance.manifest)
+_OUTPUTS: list[Path] = []
+
+
 def output_path(path: Path | None) -> Path | None:
     """Callback of every output option: checked writable before the stage starts."""
     from circuitlab.io import check_writable
 
-    return None if path is None else check_writable(path)
+    if path is None:
+        return None
+    _OUTPUTS.append(path)
+    return check_writable(path)
 
 
 def input_of(rule: str) -> Callable[[Path | None], Path | None]:
@@ -143,6 +150,8 @@ def plan(
 
     from rich.table import Table
 
+    from circuitlab.provenance.manifest import altered as find_altered
+    from circuitlab.provenance.manifest import forcerun_targets
     from circuitlab.provenance.plan import dry_run, parse_dry_run
     from circuitlab.provenance.plan import plan as summarise
 
@@ -153,6 +162,11 @@ def plan(
     if not (workdir / "Snakefile").exists():
         raise CircuitlabError(f"{workdir.resolve()} has no Snakefile: run in the project folder")
     args = ["--configfile", str(configfile)] if configfile is not None else []
+    changes = find_altered(workdir)
+    for c in changes:
+        err_console.print(f"{c.why} by hand since its job wrote it: {c.path} (rebuilds {c.target})")
+    if changes:
+        args += ["--forcerun", *forcerun_targets(changes)]
     try:
         text = dry_run(workdir, snakemake, args)
     except RuntimeError as exc:
@@ -175,6 +189,24 @@ def plan(
     if jobs:
         for job in found:
             console.print(f"{job.rule} [{job.wildcards}]: " + "; ".join(job.why), highlight=False)
+
+
+@app.command()
+def altered(
+    forcerun: bool = typer.Option(
+        False, "--forcerun", help="print Snakemake arguments that rebuild them (for make)"
+    ),
+) -> None:
+    """Pipeline artifacts edited or deleted by hand since their job wrote them (`make reproduce`
+    rebuilds them; `make plan` lists them)."""
+    from circuitlab.provenance.manifest import altered as find
+    from circuitlab.provenance.manifest import forcerun_targets
+
+    changes = find(Path("."))
+    for c in changes:
+        err_console.print(f"{c.why} since its job wrote it: {c.path} (rebuilds {c.target})")
+    if forcerun and changes:
+        typer.echo("--forcerun " + " ".join(forcerun_targets(changes)))
 
 
 @app.command()
@@ -1132,6 +1164,10 @@ def main() -> None:
     _start(sys.argv[1:])
     try:
         app(standalone_mode=False)
+        if _OUTPUTS:
+            from circuitlab.provenance.manifest import record_outputs
+
+            record_outputs(_OUTPUTS)
     except CircuitlabError as exc:
         err_console.print(
             Text.assemble(("error: ", "bold red"), str(exc)), highlight=False, soft_wrap=True

@@ -19,6 +19,7 @@ rule acdc_circuit:
         task=alternatives(EDGE_TASKS),
         method=alternatives(ACDC_METHODS),
     params:
+        model=model_arg,
         code=lambda w: code("acdc-circuit", w.method),
         cfg=lambda w: json_arg(CFG.acdc.discovery_params(w.method)),
     log:
@@ -26,7 +27,7 @@ rule acdc_circuit:
     benchmark:
         "data/benchmarks/acdc_circuit/{model}/{task}/{method}.tsv",
     shell:
-        "circuitlab acdc-circuit --method {wildcards.method} --model {input.model}"
+        "circuitlab acdc-circuit --method {wildcards.method} --model {params.model}"
         " --data {input.rows} --params {params.cfg} --out {output.circuit}"
         " --metrics {output.metrics} > {log} 2>&1"
 
@@ -51,6 +52,7 @@ rule acdc_evaluate:
     wildcard_constraints:
         task=alternatives(EDGE_TASKS),
     params:
+        model=model_arg,
         code=code("acdc-evaluate"),
         cfg=json_arg(CFG.acdc.evaluation_params()),
         circuits=lambda wildcards, input: " ".join(f"--circuits {p}" for p in input.circuits),
@@ -60,6 +62,6 @@ rule acdc_evaluate:
     benchmark:
         "data/benchmarks/acdc_evaluate/{model}/{task}.tsv",
     shell:
-        "circuitlab acdc-evaluate --model {input.model} --data {input.rows} {params.circuits}"
+        "circuitlab acdc-evaluate --model {params.model} --data {input.rows} {params.circuits}"
         " {params.dots} --params {params.cfg} --metrics {output.metrics} --plot {output.plot}"
         " > {log} 2>&1"

@@ -68,8 +68,21 @@ def json_arg(value):
     return shlex.quote(json.dumps(value, sort_keys=True, separators=(",", ":")))
 
 
+# The files a trained toy model's directory holds, declared one by one so that a deleted or
+# missing one makes Snakemake retrain (a `directory()` output would hide it).
+TOY_MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+
+
 def model_artifact(wildcards):
-    """The toy model's save_pretrained directory, or a hub model's reference JSON."""
+    """A stage's model input: the toy model's files, or a hub model's reference JSON."""
+    m = wildcards.model
+    if m in TOY_MODELS:
+        return [f"data/models/{m}/{name}" for name in TOY_MODEL_FILES]
+    return f"data/models/{m}.json"
+
+
+def model_arg(wildcards):
+    """The `--model` a stage's CLI gets: the toy model's directory or the reference JSON."""
     m = wildcards.model
     return f"data/models/{m}" if m in TOY_MODELS else f"data/models/{m}.json"
 

@@ -29,6 +29,7 @@ rule compare:
             labels={"behaviour": "{behaviour}", "figure": "neuron overlap"},
         ),
     params:
+        model=model_arg,
         code=code("compare"),
         cfg=json_arg(CFG.compare),
         circuits=lambda wildcards, input: " ".join(f"--circuits {c}" for c in input.circuits),
@@ -37,7 +38,7 @@ rule compare:
     benchmark:
         "data/benchmarks/compare/{model}/{behaviour}.tsv",
     shell:
-        "circuitlab compare --model {input.model} --data {input.rows} {params.circuits}"
+        "circuitlab compare --model {params.model} --data {input.rows} {params.circuits}"
         " --vectors {input.vectors} --params {params.cfg} --out {output.report}"
         " --metrics {output.metrics} --pareto-plot {output.pareto}"
         " --overlap-plot {output.overlap} > {log} 2>&1"

@@ -23,6 +23,7 @@ rule check_dataset:
         rows="data/datasets/{model}/{task}.jsonl",
         metrics="data/metrics/check_dataset/{model}/{task}.json",
     params:
+        model=model_arg,
         code=code("check-dataset"),
         on_invalid=CFG.datasets.on_invalid,
     log:
@@ -30,5 +31,5 @@ rule check_dataset:
     benchmark:
         "data/benchmarks/check_dataset/{model}/{task}.tsv",
     shell:
-        "circuitlab check-dataset --model {input.model} --data {input.rows}"
+        "circuitlab check-dataset --model {params.model} --data {input.rows}"
         " --on-invalid {params.on_invalid} --out {output.rows} --metrics {output.metrics} > {log} 2>&1"

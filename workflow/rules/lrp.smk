@@ -12,6 +12,7 @@ rule blacklist:
         blacklist="data/blacklists/{model}.json",
         metrics="data/metrics/blacklist/{model}.json",
     params:
+        model=model_arg,
         code=code("blacklist"),
         cfg=json_arg(CFG.blacklist),
     log:
@@ -19,7 +20,7 @@ rule blacklist:
     benchmark:
         "data/benchmarks/blacklist/{model}.tsv",
     shell:
-        "circuitlab blacklist --model {input.model} --params {params.cfg}"
+        "circuitlab blacklist --model {params.model} --params {params.cfg}"
         " --out {output.blacklist} --metrics {output.metrics} > {log} 2>&1"
 
 
@@ -33,6 +34,7 @@ rule lrp_attribution:
         raw="data/circuits/{model}/{task}/lrp.raw.safetensors",
         metrics="data/metrics/lrp_attribution/{model}/{task}.json",
     params:
+        model=model_arg,
         code=code("lrp-attribution"),
         cfg=json_arg(CFG.lrp.model_dump(mode="json", exclude={"selection"})),
     log:
@@ -40,7 +42,7 @@ rule lrp_attribution:
     benchmark:
         "data/benchmarks/lrp_attribution/{model}/{task}.tsv",
     shell:
-        "circuitlab lrp-attribution --model {input.model} --data {input.rows}"
+        "circuitlab lrp-attribution --model {params.model} --data {input.rows}"
         " --blacklist {input.blacklist} --params {params.cfg} --raw {output.raw}"
         " --metrics {output.metrics} > {log} 2>&1"
 
@@ -87,6 +89,7 @@ rule lrp_faithfulness:
             labels={"task": "{task}", "figure": "faithfulness"},
         ),
     params:
+        model=model_arg,
         code=code("lrp-faithfulness"),
         # the attribution options only: faithfulness ranks neurons by mean attribution itself
         cfg=json_arg(CFG.lrp.model_dump(mode="json", exclude={"selection"})),
@@ -97,7 +100,7 @@ rule lrp_faithfulness:
     benchmark:
         "data/benchmarks/lrp_faithfulness/{model}/{task}.tsv",
     shell:
-        "circuitlab lrp-faithfulness --model {input.model} --data {input.rows} --raw {input.raw}"
+        "circuitlab lrp-faithfulness --model {params.model} --data {input.rows} --raw {input.raw}"
         " --params {params.cfg} --faithfulness {params.faithfulness} --seed {params.seed}"
         " --metrics {output.metrics} --plot {output.plot} > {log} 2>&1"
 
@@ -111,6 +114,7 @@ rule contrastive_circuit:
         circuit="data/circuits/{model}/{behaviour}/contrastive.json",
         metrics="data/metrics/contrastive_circuit/{model}/{behaviour}.json",
     params:
+        model=model_arg,
         code=code("contrastive-circuit"),
         top_k=CFG.contrastive.top_k,
         skip=",".join(str(layer) for layer in CFG.contrastive.skip_layers),
@@ -119,6 +123,6 @@ rule contrastive_circuit:
     benchmark:
         "data/benchmarks/contrastive_circuit/{model}/{behaviour}.tsv",
     shell:
-        "circuitlab contrastive-circuit --model {input.model} --data {input.rows}"
+        "circuitlab contrastive-circuit --model {params.model} --data {input.rows}"
         " --top-k {params.top_k} --skip-layers '{params.skip}' --out {output.circuit}"
         " --metrics {output.metrics} > {log} 2>&1"

@@ -1,9 +1,10 @@
 rule train_toy_model:
     output:
-        model=directory("data/models/{toy}"),
+        model=expand("data/models/{{toy}}/{name}", name=TOY_MODEL_FILES),
         metrics="data/metrics/train_toy_model/{toy}.json",
         plot="data/plots/train_toy_model/{toy}.json",
     params:
+        out=lambda w: f"data/models/{w.toy}",
         code=code("train-toy-model"),
         cfg=lambda w: json_arg(MODELS[w.toy]),
         tasks=json_arg(CFG.corpus_params()),
@@ -15,7 +16,7 @@ rule train_toy_model:
         "data/benchmarks/train_toy_model/{toy}.tsv",
     shell:
         "circuitlab train-toy-model --name {wildcards.toy} --params {params.cfg} --tasks {params.tasks}"
-        " --seed {params.seed} --out {output.model} --metrics {output.metrics}"
+        " --seed {params.seed} --out {params.out} --metrics {output.metrics}"
         " --plot {output.plot} > {log} 2>&1"
 
 
@@ -40,6 +41,7 @@ rule evaluate_model:
     output:
         "data/metrics/evaluate_model/{model}/{task}.json",
     params:
+        model=model_arg,
         code=code("evaluate-model"),
         batch_size=CFG.evaluation.batch_size,
         min_accuracy=CFG.evaluation.min_accuracy,
@@ -48,5 +50,5 @@ rule evaluate_model:
     benchmark:
         "data/benchmarks/evaluate_model/{model}/{task}.tsv",
     shell:
-        "circuitlab evaluate-model --model {input.model} --data {input.rows}"
+        "circuitlab evaluate-model --model {params.model} --data {input.rows}"
         " --batch-size {params.batch_size} --min-accuracy {params.min_accuracy} --out {output} > {log} 2>&1"

@@ -26,6 +26,7 @@ rule steering:
     wildcard_constraints:
         circuit=alternatives(STEERING_CIRCUITS),
     params:
+        model=model_arg,
         code=code("steering"),
         cfg=json_arg(CFG.steering),
         others=lambda wildcards, input: " ".join(f"--others {p}" for p in input.others),
@@ -35,7 +36,7 @@ rule steering:
     benchmark:
         "data/benchmarks/steering/{model}/{task}/{circuit}.tsv",
     shell:
-        "circuitlab steering --model {input.model} --data {input.rows} --circuit {input.circuit}"
+        "circuitlab steering --model {params.model} --data {input.rows} --circuit {input.circuit}"
         " {params.others} --params {params.cfg} --out {output.report}"
         " --metrics {output.metrics} --plot {output.plot} --threads {threads} > {log} 2>&1"
 
@@ -49,6 +50,7 @@ rule caa:
         vectors="data/caa/{model}/{behaviour}.safetensors",
         metrics="data/metrics/caa/{model}/{behaviour}.json",
     params:
+        model=model_arg,
         code=code("caa"),
         cfg=json_arg(CFG.caa),
         # only what the selection reads, so a change of the steering sweep does not rebuild CAA
@@ -60,7 +62,7 @@ rule caa:
     benchmark:
         "data/benchmarks/caa/{model}/{behaviour}.tsv",
     shell:
-        "circuitlab caa --model {input.model} --data {input.rows} --params {params.cfg}"
+        "circuitlab caa --model {params.model} --data {input.rows} --params {params.cfg}"
         " --steering {params.steering} --seed {params.seed} --out {output.vectors}"
         " --metrics {output.metrics} --threads {threads} > {log} 2>&1"
 
@@ -82,6 +84,7 @@ rule caa_steering:
             labels={"name": "{behaviour}", "method": "caa"},
         ),
     params:
+        model=model_arg,
         code=code("caa-steering"),
         cfg=json_arg(CFG.caa),
         steering=json_arg(CFG.steering),
@@ -92,7 +95,7 @@ rule caa_steering:
     benchmark:
         "data/benchmarks/caa_steering/{model}/{behaviour}.tsv",
     shell:
-        "circuitlab caa-steering --model {input.model} --data {input.rows}"
+        "circuitlab caa-steering --model {params.model} --data {input.rows}"
         " --vectors {input.vectors} {params.others} --params {params.cfg}"
         " --steering {params.steering} --out {output.report} --metrics {output.metrics}"
         " --plot {output.plot} --threads {threads} > {log} 2>&1"
