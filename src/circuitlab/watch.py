@@ -103,7 +103,7 @@ def last_line(path: Path | None, width: int = 160) -> str:
     return pieces[-1][:width] if pieces else "(empty log)"
 
 
-def render(state: RunState) -> Table:
+def render(state: RunState, workdir: Path = Path(".")) -> Table:
     done = f"{state.done} of {state.total}" if state.total else f"{state.done}"
     status = "finished" if state.ended and not state.failed else "running"
     if state.failed:
@@ -112,7 +112,8 @@ def render(state: RunState) -> Table:
     table.add_column("job", no_wrap=True, min_width=24)
     table.add_column("now (last line of its log)", overflow="ellipsis", no_wrap=True)
     for _, job in sorted(state.running.items()):
-        table.add_row(f"{job.rule} {job.name}".strip(), last_line(job.log))
+        log = workdir / job.log if job.log is not None else None
+        table.add_row(f"{job.rule} {job.name}".strip(), last_line(log))
     for _, job in sorted(state.failed.items()):
         table.add_row(f"[red]{job.rule} {job.name} FAILED[/]", f"see {job.log}")
     if not state.running and not state.failed:
@@ -137,12 +138,12 @@ def watch(
         return None
     state = parse_run_log(path)
     if once:
-        console.print(render(state))
+        console.print(render(state, workdir))
         return state
-    with Live(render(state), console=console, refresh_per_second=4) as live:
+    with Live(render(state, workdir), console=console, refresh_per_second=4) as live:
         while not state.ended:
             time.sleep(interval)
             newest = latest_run_log(workdir) or path
             state = parse_run_log(newest)
-            live.update(render(state))
+            live.update(render(state, workdir))
     return state

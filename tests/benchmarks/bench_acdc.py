@@ -323,6 +323,7 @@ def planted_case(
 
 # ---------------------------------------------------------------- scaling (`--only acdc_scaling`)
 
+
 def scaling_case(n_layers: int, lm: LoadedModel, rows: list[TaskRow], settings: Settings) -> Result:
     """The current methods at one depth of the B1 shape: exact ACDC at τ = 1e-2 and over a
     τ sweep (shared checks), plain and gradient-guided group testing, EAP. Costs in

@@ -26,7 +26,12 @@ def test_edited_and_deleted_outputs_are_found(tmp_path: Path) -> None:
     assert altered(tmp_path) == []
 
     rows.write_text('{"id": 2}\n')  # edited by hand
-    (model / "config.json").unlink()  # deleted
+    (model / "config.json").unlink()  # deleted inside a directory output
+    other = tmp_path / "data" / "metrics" / "m.json"
+    other.parent.mkdir(parents=True)
+    other.write_text("{}")
+    record_outputs([other], root=tmp_path)
+    other.unlink()  # a deleted declared output: Snakemake reruns its job by itself
     found = {(c.path, c.why, c.target) for c in altered(tmp_path)}
     assert found == {
         ("data/datasets/ioi.jsonl", "edited", "data/datasets/ioi.jsonl"),
