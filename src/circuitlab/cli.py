@@ -210,6 +210,22 @@ def altered(
 
 
 @app.command()
+def screenshot(
+    report: Path = typer.Option(Path("data/report/index.html"), help="the report page"),
+    out: Path = typer.Option(
+        Path("data/report/screenshot.png"), callback=output_path, help="the PNG to write"
+    ),
+    width: int = typer.Option(1280, min=320, help="window width (CSS pixels)"),
+    height: int = typer.Option(20000, min=320, help="window height: the page is long"),
+) -> None:
+    """A headless-Chromium screenshot of the report, to look at every figure as a browser
+    draws it (`make screenshots`)."""
+    from circuitlab.report.screenshot import screenshot as shoot
+
+    typer.echo(f"wrote {shoot(report, out, width=width, height=height)}")
+
+
+@app.command()
 def watch(
     interval: float = typer.Option(1.0, min=0.1, help="seconds between refreshes"),
     once: bool = typer.Option(False, "--once", help="print one snapshot and exit"),

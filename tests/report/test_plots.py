@@ -113,3 +113,26 @@ def test_heatmap_numbers_contrast_with_their_cells(
     colours = {text: rgb for text, rgb, _ in boxes["texts"]}
     assert colours["-1.00"] == to_rgb("white") and colours["+1.00"] == to_rgb("white")  # dark ends
     assert colours["+0.00"] == to_rgb("black")  # RdBu's light middle
+
+
+@pytest.mark.skipif(
+    __import__("circuitlab.report.screenshot", fromlist=["x"]).find_browser() is None,
+    reason="no Chromium here (apt-get install chromium); `make screenshots` needs it too",
+)
+def test_a_figure_in_headless_chromium(tmp_path: Path) -> None:
+    """`make screenshots`' path: a page with a report figure, drawn by the browser."""
+    import base64
+
+    from PIL import Image
+
+    from circuitlab.report.screenshot import screenshot
+
+    png = tmp_path / "leakage.png"
+    FIGURES["steering_leakage"](png)
+    uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+    page = tmp_path / "page.html"
+    page.write_text(f'<html><body style="margin:0"><img src="{uri}" width="1000"></body></html>')
+    shot = screenshot(page, tmp_path / "shot.png", width=1000, height=700)
+    pixels = Image.open(shot).convert("RGB").resize((100, 70))
+    colours = {pixels.getpixel((x, y)) for x in range(100) for y in range(70)}
+    assert len(colours) > 50  # the figure was drawn, not a blank page

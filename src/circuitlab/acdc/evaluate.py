@@ -37,6 +37,7 @@ from circuitlab.acdc.patch import PatchContext, evaluate_masks, patchable, prepa
 from circuitlab.config import AcdcConfig
 from circuitlab.errors import ArtifactError, DatasetError
 from circuitlab.models.loading import LoadedModel
+from circuitlab.progress import bar as progress_bar
 from circuitlab.stats import t_interval
 from circuitlab.tasks.base import TaskRow
 
@@ -57,10 +58,13 @@ def run_masks(ctx: PatchContext, masks: Tensor, batch_size: int) -> Tensor:
     """``[E, 2]`` (KL, logit difference) of E patch masks, ``batch_size`` masks per forward."""
     pm = ctx.model
     out = []
+    done = progress_bar(total=len(masks), desc="evaluate edge sets (circuits, random)", unit="set")
     with torch.no_grad():
         for i in range(0, len(masks), batch_size):
             chunk = masks[i : i + batch_size].to(device=pm.device, dtype=pm.dtype)
             out.append(evaluate_masks(ctx, chunk, _kl_and_ld).float().cpu())
+            done.update(len(chunk))
+    done.close()
     return torch.cat(out)
 
 

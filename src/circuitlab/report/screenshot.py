@@ -1,0 +1,41 @@
+"""A headless-Chromium screenshot of the report (`make screenshots`): the page as a reader's
+browser draws it, every figure included, in one PNG to look at."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from circuitlab.errors import CircuitlabError
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
+
+
+def find_browser() -> str | None:
+    return next((b for b in map(shutil.which, BROWSERS) if b), None)
+
+
+def screenshot(page: Path, out: Path, *, width: int = 1280, height: int = 20000) -> Path:
+    """Render ``page`` (a local HTML file) headless at ``width`` × ``height`` CSS pixels into
+    ``out`` (PNG; the report is one long page, so the window is tall)."""
+    browser = find_browser()
+    if browser is None:
+        raise CircuitlabError(
+            "no Chromium found for the screenshot: install it (Debian/Ubuntu: "
+            "`apt-get install chromium`) or open the page in any browser"
+        )
+    if not page.is_file():
+        raise CircuitlabError(f"{page} does not exist: run `make reproduce` first")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as profile:
+        cmd = [
+            browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+            f"--user-data-dir={profile}", f"--window-size={width},{height}",
+            f"--screenshot={out.resolve()}", page.resolve().as_uri(),
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    if proc.returncode != 0 or not out.is_file():
+        raise CircuitlabError(f"{browser} failed ({proc.returncode}): {proc.stderr[-500:]}")
+    return out
