@@ -265,3 +265,34 @@ def test_acdc_evaluate_without_its_circuit_names_the_rule(
     assert proc.returncode == 2
     assert "made by the Snakemake rule 'acdc_circuit'" in proc.stderr
     assert not (tmp_path / "eval.json").exists() and not (tmp_path / "eval.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "data/models/typo"], "input artifact data/models/typo does not exist"),
+        (["--out", "/proc/circuitlab/c.json"], "cannot write output /proc/circuitlab/c.json"),
+    ],
+)
+def test_a_typo_fails_before_any_model_code_loads(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    """Paths are checked by the options' callbacks, before the stage imports torch: a typo
+    costs the interpreter's start, not a model load (was ~10 s)."""
+    import time
+
+    (tmp_path / "rows.jsonl").write_text("")
+    base = {"--model": str(tmp_path), "--data": str(tmp_path / "rows.jsonl"),
+            "--out": str(tmp_path / "c.json"), "--metrics": str(tmp_path / "m.json")}  # fmt: skip
+    base.update(dict(zip(args[::2], args[1::2], strict=True)))
+    code = "import circuitlab.cli as c; c.main()"
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "acdc-circuit", "--method", "acdc",
+         *[x for kv in base.items() for x in kv]],
+        cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert elapsed < 5.0, f"took {elapsed:.1f} s"
