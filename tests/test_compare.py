@@ -37,6 +37,7 @@ from circuitlab.compare import (
     top_k_mask,
     vector_space,
 )
+from circuitlab.compare import metrics_view as compare_metrics_view
 from circuitlab.config import CompareConfig
 from circuitlab.errors import ArtifactError, ConfigError, DatasetError
 from circuitlab.io import write_jsonl
@@ -381,6 +382,14 @@ def test_compare_behaviour_report(tiny) -> None:
         neuron_multipliers=[0.0, 2.0], vector_multipliers=[-2.0, 2.0],
     )  # fmt: skip
     rep = compare_behaviour(lm, rows, {"contrastive": circuit}, vectors, cfg)
+    # the metrics (DVC, W&B) hold the scalars; sweeps and per-layer tables stay in the artifact
+    view = compare_metrics_view(rep)
+    assert set(view) == {"n_test_prompts", "n_neutral_prompts", "circuit_sizes", "caa",
+                         "overlap", "matched"}  # fmt: skip
+    assert view["overlap"]["contrastive"]["neuron_diff"] == {
+        k: rep["overlap"]["contrastive"]["neuron_diff"][k]
+        for k in ("total_overlap", "total_overlap_p")
+    }
     assert set(rep["sweep"]) == {
         "caa",
         "contrastive_neurons",

@@ -1037,7 +1037,7 @@ def compare(
     """CAA vectors vs neuron circuits of a behaviour: overlaps with permutation nulls, sparse
     decomposition, and circuit steering vs CAA vs the circuit-rebuilt vector per unit KL."""
     from circuitlab import tracking
-    from circuitlab.compare import compare_behaviour
+    from circuitlab.compare import compare_behaviour, metrics_view
     from circuitlab.config import CompareConfig
     from circuitlab.io import require, write_json
     from circuitlab.lrp.circuit import NeuronCircuit
@@ -1076,7 +1076,7 @@ def compare(
         },
     )
     tracking.log_metrics(
-        "compare", report, metrics, config=cfg, run_name=f"compare/{name}/{behaviour}"
+        "compare", metrics_view(report), metrics, config=cfg, run_name=f"compare/{name}/{behaviour}"
     )
 
 

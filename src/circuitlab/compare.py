@@ -871,6 +871,26 @@ def _step(bar: Any, value: T) -> T:
     return value
 
 
+def metrics_view(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The comparison's scalars a person compares across runs (DVC metrics, W&B summary): sizes,
+    the CAA layer, each overlap's total and p, the matched-effect side effects. The sweeps, the
+    per-layer overlaps and decompositions stay in the artifact (data/compare/…) and its plots."""
+    return {
+        "n_test_prompts": report["n_test_prompts"],
+        "n_neutral_prompts": report["n_neutral_prompts"],
+        "circuit_sizes": report["circuit_sizes"],
+        "caa": {k: report["caa"][k] for k in ("layer", "layer_chosen", "vector_norm")},
+        "overlap": {
+            circuit: {
+                vector: {k: v[k] for k in ("total_overlap", "total_overlap_p") if k in v}
+                for vector, v in vectors.items()
+            }
+            for circuit, vectors in report["overlap"].items()
+        },
+        "matched": report["matched"],
+    }
+
+
 def sweep_points(report: Mapping[str, Any], method: str) -> list[dict[str, Any]]:
     """A method's sweep from a report, ordered by multiplier (for plots and readers)."""
     return sorted(report["sweep"][method].values(), key=lambda p: p["multiplier"])

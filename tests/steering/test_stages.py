@@ -20,6 +20,7 @@ from circuitlab.steering.stages import (
     build_caa,
     caa_steering,
     leakage_matrix,
+    metrics_view,
     neuron_steering,
     split_validation,
 )
@@ -46,6 +47,8 @@ def test_neuron_steering_task_report(llama: LoadedModel, tmp_path: Path) -> None
     rep = neuron_steering(llama, circ, rows, others, CFG, name="capitals", is_behaviour=False)
     m = rep["metrics"]
     assert rep["n_test"] == len(rows) and rep["n_neurons"] == 40
+    view = metrics_view(rep)  # the metrics file: the summary, not the dose-response grid
+    assert "metrics" not in view and view["summary"] == rep["summary"]
     assert set(rep["leakage"]) == {"ioi"}  # the task itself is not its own leakage
     # multiplier 1 is exactly the unsteered model; KL 0
     one = m["logit_diff"]["m=1"]

@@ -100,11 +100,17 @@ def _report(
     }
 
 
+#: report keys that stay in the artifact (data/steering/…) and its plot, not in the metrics:
+#: the dose-response grid (every metric × multiplier × steered/control, with intervals) and the
+#: generated texts. DVC metrics hold what a person compares across runs (`summary`, leakage).
+ARTIFACT_ONLY = ("samples", "metrics")
+
+
 def metrics_view(report: Mapping[str, Any]) -> dict[str, Any]:
-    """The report without its lists and text samples: what goes through `tracking`."""
+    """The report's scalars a person compares across runs: what goes through `tracking`."""
     keep: dict[str, Any] = {}
     for key, value in report.items():
-        if key == "samples":
+        if key in ARTIFACT_ONLY:
             continue
         if isinstance(value, (list, tuple)):
             value = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
