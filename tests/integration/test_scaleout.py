@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from circuitlab.config import load_config
+from circuitlab.config import load_config, merge_config
 from pipeline_support import BIN, ROOT, make_workdir, planned_jobs, snakemake_env
 
 pytest.importorskip("snakemake_executor_plugin_slurm")
@@ -177,7 +177,7 @@ def test_real_model_configs_validate_merged_into_the_default(name: str, arch_id:
     """Snakemake merges --configfile into config/config.yaml; the result must validate."""
     base = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     extra = yaml.safe_load((ROOT / "config" / name).read_text())
-    cfg = load_config(_merge(base, extra))
+    cfg = load_config(merge_config(base, extra))
     (model,) = cfg.active_models().values()
     assert model.source == "hf" and model.id == arch_id
     assert model.trust_remote_code is False
@@ -210,16 +210,5 @@ def test_real_model_configs_pass_snakemakes_schema(tmp_path: Path) -> None:
 
     base = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     for name in ("gpt2.yaml", "llama-3.1-8b.yaml", "qwen2.5-7b.yaml"):
-        merged = _merge(base, yaml.safe_load((ROOT / "config" / name).read_text()))
+        merged = merge_config(base, yaml.safe_load((ROOT / "config" / name).read_text()))
         validate(merged, str(ROOT / "workflow/schemas/config.schema.yaml"), set_default=False)
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    """Snakemake's config merge: nested dicts update recursively, other values replace."""
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
