@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -214,6 +215,7 @@ def test_acdc_circuit_and_evaluate(tmp_path: Path, edge_inputs: dict[str, Path])
         "--plot", str(tmp_path / "eval.png"), cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    assert "evaluate edge sets" in proc.stderr  # progress goes to the job's log
     report = json.loads((tmp_path / "eval.json").read_text())
     assert set(report["methods"]) == {"eap", "head_pruning"} and report["n_prompts"] == 3
     for method in ("eap", "head_pruning"):
@@ -296,3 +298,18 @@ def test_a_typo_fails_before_any_model_code_loads(
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
     assert elapsed < 5.0, f"took {elapsed:.1f} s"
+
+
+def test_long_stages_report_progress(tmp_path: Path, edge_inputs: dict[str, Path]) -> None:
+    """ACDC's progress (edges of the sweep, distinct states) is in what the job logs."""
+    proc = acdc_circuit(tmp_path, edge_inputs["llama"], edge_inputs["rows"], "acdc", CHEAP_ACDC)
+    assert proc.returncode == 0, proc.stderr
+    assert "acdc: 2 τ, edges" in proc.stderr and "states=" in proc.stderr
+    quiet = subprocess.run(
+        [*CLI, "acdc-circuit", "--method", "acdc_approx", "--model", str(edge_inputs["llama"]),
+         "--data", str(edge_inputs["rows"]), "--params", CHEAP_ACDC,
+         "--out", str(tmp_path / "q.json"), "--metrics", str(tmp_path / "qm.json")],
+        cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, "WANDB_MODE": "disabled", "CIRCUITLAB_PROGRESS": "0"},
+    )  # fmt: skip
+    assert quiet.returncode == 0 and "acdc (guided)" not in quiet.stderr

@@ -124,3 +124,21 @@ def test_all_models_disabled_is_an_error() -> None:
     raw["models"]["toy"] = None
     with pytest.raises(ConfigError, match="every model is disabled"):
         load_config(raw)
+
+
+def test_snakemake_gives_the_short_message_for_a_typo(tmp_path: Path) -> None:
+    """`snakemake` on a mistyped overlay prints the pydantic message (key, allowed keys), not the
+    2,000-line schema dump."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("acdc:\n  taos: 1\n")
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "snakemake"), "-n", "--configfile", str(bad)],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "acdc.taos: unknown key; allowed keys here:" in proc.stderr
+    assert len((proc.stdout + proc.stderr).splitlines()) < 30

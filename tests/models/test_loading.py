@@ -154,6 +154,19 @@ def test_directory_without_safetensors(tmp_path: Path) -> None:
         load_model(path)
 
 
+@pytest.mark.parametrize("cut", ["half", "tail"])
+def test_truncated_weights_give_one_paragraph(tmp_path: Path, cut: str) -> None:
+    """An interrupted copy or download: the error names the file and the fix, no traceback."""
+    path = _save_tiny_llama(tmp_path / "m")
+    weights = path / "model.safetensors"
+    size = weights.stat().st_size
+    with weights.open("r+b") as f:
+        f.truncate(size // 2 if cut == "half" else size - 64)
+    with pytest.raises(ModelError, match=r"the weights in .* are damaged .* truncated") as err:
+        load_model(path)
+    assert "make reproduce" in str(err.value) and "\n" not in str(err.value)
+
+
 def test_directory_without_tokenizer(
     tmp_path: Path, from_pretrained_calls: list[dict[str, Any]]
 ) -> None:
