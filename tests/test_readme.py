@@ -47,6 +47,8 @@ ELSEWHERE = {
     ".venv/bin/dvc exp show": "tests/integration/test_history.py",
     ".venv/bin/dvc plots diff HEAD~1": "writes dvc_plots/ (git-ignored); the plots are data/plots",
     "sha256sum data/models/toy/model.safetensors": "tests/integration/test_determinism.py",
+    ".venv/bin/circuitlab export --circuit data/circuits/toy/ioi/acdc.json --tau 0.01 --out ioi_acdc.tl.json": "needs a completed run; tests/interop/test_tl_oracle.py exports and round-trips",
+    ".venv/bin/circuitlab export --circuit data/circuits/toy/ioi/lrp.json --out ioi_lrp.tl.json": "needs a completed run; export_neurons in tests/interop/test_tl_oracle.py",
 }
 
 

@@ -79,6 +79,16 @@ def output_path(path: Path | None) -> Path | None:
     return check_writable(path)
 
 
+def output_dir(path: Path | None) -> Path | None:
+    """Callback of a directory output (replaced whole when the stage succeeds)."""
+    from circuitlab.io import check_writable
+
+    if path is None:
+        return None
+    _OUTPUTS.append(path)
+    return check_writable(path, directory=True)
+
+
 def input_of(rule: str) -> Callable[[Path | None], Path | None]:
     """Callback of an input option: the file must exist before the stage starts; the error
     names ``rule``, the pipeline rule that makes it."""
@@ -226,6 +236,44 @@ def screenshot(
 
 
 @app.command()
+def export(
+    circuit: Path = typer.Option(
+        ...,
+        callback=CIRCUIT_IN,
+        help="an edge circuit (data/circuits/…/{acdc,eap,…}.json) or a "
+        "neuron circuit (…/lrp.json, …/contrastive.json)",
+    ),
+    out: Path = typer.Option(..., callback=output_path, help="the export (JSON)"),
+    tau: float = typer.Option(None, help="edge circuits: the τ of the sweep nearest this"),
+    label: str = typer.Option(None, help="edge circuits: the circuit with this label (top=40…)"),
+) -> None:
+    """Write a circuit in TransformerLens 4 hook names (circuitlab.interop.tl), for a TL user."""
+    from circuitlab.acdc.artifact import FORMAT as EDGE_FORMAT
+    from circuitlab.acdc.artifact import load_circuit
+    from circuitlab.interop.tl import export_edges, export_neurons, pick_circuit
+    from circuitlab.io import read_json, write_json
+    from circuitlab.lrp.circuit import FORMAT as NEURON_FORMAT
+    from circuitlab.lrp.circuit import NeuronCircuit
+
+    kind = read_json(circuit).get("format")
+    if kind == EDGE_FORMAT:
+        art = load_circuit(circuit)
+        data = export_edges(art, pick_circuit(art, tau, label))
+    elif kind == NEURON_FORMAT:
+        if tau is not None or label is not None:
+            raise ConfigError("--tau and --label choose among an edge artifact's circuits")
+        data = export_neurons(NeuronCircuit.load(circuit))
+    else:
+        raise ConfigError(
+            f"{circuit} is neither an edge circuit ({EDGE_FORMAT}) nor a neuron circuit "
+            f"({NEURON_FORMAT}); its format is {kind!r}"
+        )
+    write_json(out, data)
+    n = len(data["kept"]) if data["kind"] == "edges" else len(data["neurons"])
+    typer.echo(f"wrote {out}: {n} {data['kind']} in TransformerLens hook names")
+
+
+@app.command()
 def watch(
     interval: float = typer.Option(1.0, min=0.1, help="seconds between refreshes"),
     once: bool = typer.Option(False, "--once", help="print one snapshot and exit"),
@@ -302,7 +350,7 @@ def train_toy_model(
     tasks: str = typer.Option(..., help="JSON object: family name -> its corpus params"),
     seed: int = typer.Option(0),
     out: Path = typer.Option(
-        ..., callback=output_path, help="data/models/{model} (a save_pretrained directory)"
+        ..., callback=output_dir, help="data/models/{model} (a save_pretrained directory)"
     ),
     metrics: Path = typer.Option(
         ..., callback=output_path, help="data/metrics/train_toy_model/{model}.json"

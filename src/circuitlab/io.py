@@ -52,13 +52,15 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
 
 
-def check_writable(path: str | os.PathLike[str]) -> Path:
+def check_writable(path: str | os.PathLike[str], *, directory: bool = False) -> Path:
     """An output path a stage can write: its nearest existing ancestor is a writable directory
-    (the rest is created on write) and the path itself is not a directory. Checked before a
-    stage does any work, so a typo costs a second, not a run."""
+    (the rest is created on write) and, unless the output is a ``directory``, the path is not
+    one. Checked before a stage does any work, so a typo costs a second, not a run."""
     p = Path(path)
-    if p.is_dir():
+    if p.is_dir() and not directory:
         raise ArtifactError(f"output {p} is a directory; give a file path")
+    if p.is_file() and directory:
+        raise ArtifactError(f"output {p} is a file; give a directory path")
     parent = p.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent

@@ -195,8 +195,15 @@ CASES: dict[str, tuple[Args, str]] = {
     # LRP
     "lrp: blacklist file not JSON": (_lrp(blacklist="broken_json"), "is not valid JSON"),
     "lrp: --params not an object": (_lrp(params="[1, 2]"), "--params must be a JSON object"),
-    "faithfulness: one random seed": (_faith(faithfulness='{"random_seeds": 1}'), "random_seeds"),
-    "faithfulness: train rows only": (_faith(data="train_only"), "needs both train and test"),
+    # (an existing --raw: a missing one is reported first, before any work)
+    "faithfulness: one random seed": (
+        _faith(faithfulness='{"random_seeds": 1}', raw="rows"),
+        "random_seeds",
+    ),
+    "faithfulness: train rows only": (
+        _faith(data="train_only", raw="rows"),
+        "needs both train and test",
+    ),
     "faithfulness: raw scores missing": (_faith(), "made by the Snakemake rule 'lrp_attribution'"),
     "contrastive: --skip-layers": (_contrastive("1,a"), "--skip-layers must be comma-separated"),
     # edge circuits

@@ -155,7 +155,8 @@ def test_a_cpu_job_runs_through_sbatch_and_a_gpu_job_asks_for_a_gpu(
     # A GPU rule: the model artifact is faked (the stub records the submission, runs nothing).
     model = work / "data/models/tiny"
     model.mkdir(parents=True)
-    (model / "config.json").write_text("{}")
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        (model / name).write_text("{}")  # every file the training rule declares
     (stubs / "calls.log").unlink()
     proc = smk(work, env, *FAST, "data/blacklists/tiny.json")
     assert proc.returncode != 0  # the stub marks GPU jobs FAILED

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -259,3 +260,128 @@ def test_neuron_steering_equals_scaling_hook_post(
         plain = bridge(ids)
     assert torch.allclose(ours, theirs, atol=ATOL)
     assert not torch.allclose(theirs, plain, atol=1e-6)  # the steering changed something
+
+
+def tl_hooks_from_export(export: dict[str, Any], ablated: dict[tuple[str, Any], Tensor]) -> list:
+    """What a TL user writes from `circuitlab export` alone: record each source hook (and
+    head) as the run computes it; at each destination, subtract current − ablated for every
+    patched edge."""
+    current: dict[tuple[str, Any], Tensor] = {}
+    into: dict[str, list[tuple[Any, tuple[str, Any]]]] = {}
+    for e in export["patched"]:
+        into.setdefault(e["dst"]["hook"], []).append(
+            (e["dst"]["head"], (e["src"]["hook"], e["src"]["head"]))
+        )
+    sources = {(e["src"]["hook"], e["src"]["head"]) for e in export["patched"] + export["kept"]}
+
+    def record(name: str) -> Callable[..., None]:
+        def hook(x: Tensor, hook: Any) -> None:
+            for hook_name, head in sources:
+                if hook_name == name:
+                    current[hook_name, head] = (x if head is None else x[:, :, head]).clone()
+
+        return hook
+
+    def patch(name: str) -> Callable[..., Tensor]:
+        def hook(x: Tensor, hook: Any) -> Tensor:
+            x = x.clone()
+            for head, src in into[name]:
+                delta = current[src] - ablated[src][:, : x.shape[1]]
+                if head is None:
+                    x -= delta
+                else:
+                    x[:, :, head] -= delta
+            return x
+
+        return hook
+
+    hooks = [(name, record(name)) for name in sorted({s for s, _ in sources})]
+    return hooks + [(name, patch(name)) for name in into]
+
+
+def test_an_exported_circuit_round_trips_through_tl_hooks(
+    pair: tuple[LoadedModel, Any], tmp_path: Path
+) -> None:
+    """`circuitlab export` → TL hooks → the circuit's logits, equal to circuitlab's."""
+    import json
+    import subprocess
+    import sys
+
+    from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit, save_circuit
+
+    lm, bridge = pair
+    rs = rows()
+    ctx = prepare_rows(patchable(lm), rs, "resample")
+    graph = ctx.graph
+    g = torch.Generator().manual_seed(2)
+    kept = tuple(e for e in graph.edges if torch.rand(1, generator=g) < 0.3)
+    art = CircuitArtifact(
+        method="acdc", model="tiny", task="t", edges=graph.edges, scores=(0.0,) * graph.n_edges,
+        score_kind="prune_tau", circuits=(EdgeCircuit("tau=0.01", kept, 0.01),), n_forward=0,
+        n_backward=0, seconds=0.0, n_prompts=len(rs), params={"ablation": "resample"},
+    )  # fmt: skip
+    save_circuit(tmp_path / "acdc.json", art)
+    subprocess.run(
+        [sys.executable, "-m", "circuitlab.cli", "export", "--circuit", str(tmp_path / "acdc.json"),
+         "--tau", "0.01", "--out", str(tmp_path / "tl.json")],
+        check=True, capture_output=True, env={**os.environ, "WANDB_MODE": "disabled"},
+    )  # fmt: skip
+    export = json.loads((tmp_path / "tl.json").read_text())
+    assert len(export["kept"]) == len(kept) and export["tl_settings"]["set_use_attn_result"]
+    with torch.no_grad():
+        _, corrupt = bridge.run_with_cache(tokens(lm, rs, corrupt=True))
+        ablated = {
+            (e["src"]["hook"], e["src"]["head"]): (
+                corrupt[e["src"]["hook"]] if e["src"]["head"] is None
+                else corrupt[e["src"]["hook"]][:, :, e["src"]["head"]]
+            )
+            for e in export["patched"]
+        }  # fmt: skip
+        theirs = bridge.run_with_hooks(
+            tokens(lm, rs), fwd_hooks=tl_hooks_from_export(export, ablated)
+        )
+        mask = graph.mask([e for e in graph.edges if e not in set(kept)])
+        ours = forward(ctx, mask, all_positions=True)
+    width = theirs.shape[1]
+    assert torch.allclose(ours[:, :width], theirs, atol=1e-4), (
+        (ours[:, :width] - theirs).abs().max()
+    )
+
+
+def test_an_exported_neuron_circuit_ablates_like_circuitlab(pair: tuple[LoadedModel, Any]) -> None:
+    """A neuron export (hook_post, neuron, end-relative position) applied with TL hooks equals
+    circuitlab's ablation of the same circuit at its positions."""
+    from circuitlab.interop.tl import export_neurons
+    from circuitlab.lrp.circuit import NeuronCircuit
+    from circuitlab.steering.neurons import using_last
+
+    lm, bridge = pair
+    ids = tokens(lm, rows())
+    last = lm.dims.n_layers - 1
+    circuit = NeuronCircuit({(0, -1, 3): 0.5, (last, -2, 7): 0.1, (last, -1, 7): 0.2}, "tiny",
+                            "t", "lrp", n_layers=lm.dims.n_layers, d_mlp=lm.dims.d_mlp)  # fmt: skip
+    export = export_neurons(circuit)
+    assert {e["hook"] for e in export["neurons"]} == {
+        "blocks.0.mlp.hook_post",
+        f"blocks.{last}.mlp.hook_post",
+    }
+
+    def ablate(name: str) -> Callable[..., Tensor]:
+        def hook(x: Tensor, hook: Any) -> Tensor:
+            x = x.clone()
+            for e in export["neurons"]:
+                if e["hook"] == name:
+                    x[:, x.shape[1] + e["position"], e["neuron"]] = 0.0
+            return x
+
+        return hook
+
+    names = sorted({e["hook"] for e in export["neurons"]})
+    with torch.no_grad():
+        theirs = bridge.run_with_hooks(ids, fwd_hooks=[(n, ablate(n)) for n in names])
+        end = torch.full((ids.shape[0],), ids.shape[1] - 1)
+        ns = NeuronSet.from_circuit(circuit)
+        with using_last(end), steer_neurons(lm, ns, 0.0, positions="circuit"):
+            ours = lm.model(ids).logits
+    assert torch.allclose(ours, theirs, atol=ATOL)
+    assert not torch.allclose(theirs, bridge(ids), atol=1e-6)

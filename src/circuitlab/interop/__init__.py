@@ -1,0 +1,1 @@
+"""Interoperability with other interpretability tools (TransformerLens 4 hook names)."""
