@@ -25,7 +25,6 @@ COMMAND = re.compile(
 RUN = {
     "make plan",
     "make dryrun CONFIG=config/gpt2.yaml",
-    "make dryrun CONFIG=config/llama-3.1-8b.yaml",
     ".venv/bin/circuitlab validate-config config/config.yaml",
     ".venv/bin/circuitlab validate-config config/gpt2.yaml",
     ".venv/bin/snakemake --workflow-profile workflow/profiles/slurm --configfile config/llama-3.1-8b.yaml -n",
