@@ -71,6 +71,16 @@ def test_running_finished_and_failed_jobs(tmp_path: Path) -> None:
     assert "1 of 3 jobs done, failed" in out.getvalue() and "FAILED" in out.getvalue()
 
 
+def test_a_finished_run_is_finished(tmp_path: Path) -> None:
+    run = tmp_path / "x.snakemake.log"
+    run.write_text(
+        RUN_LOG + "Finished jobid: 7 (Rule: acdc_circuit)\nFinished jobid: 9 (Rule: acdc_circuit)\n"
+        "3 of 3 steps (100%) done\nComplete log(s): /w/.snakemake/log/x.snakemake.log\n"
+    )  # Snakemake 9's last lines
+    state = parse_run_log(run)
+    assert state.ended and state.done == state.total == 3 and not state.running
+
+
 def test_last_line_of_a_missing_or_empty_log(tmp_path: Path) -> None:
     assert last_line(tmp_path / "nope.log") == "(no log yet)"
     (tmp_path / "e.log").write_text("\n\n")

@@ -24,7 +24,7 @@ _FIELD = re.compile(r"^\s+(log|jobid|wildcards): (.*)$")
 _FINISHED = re.compile(r"^Finished jobid: (\d+)")
 _TOTAL = re.compile(r"^total\s+(\d+)\s*$")
 _STEPS = re.compile(r"^(\d+) of (\d+) steps \((\d+)%\) done")
-_END = ("Complete log:", "Nothing to be done", "Exiting because a job execution failed")
+_END = ("Complete log", "Nothing to be done", "Exiting because a job execution failed")
 
 
 @dataclass
