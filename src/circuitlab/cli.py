@@ -226,7 +226,7 @@ def screenshot(
         Path("data/report/screenshot.png"), callback=output_path, help="the PNG to write"
     ),
     width: int = typer.Option(1280, min=320, help="window width (CSS pixels)"),
-    height: int = typer.Option(20000, min=320, help="window height: the page is long"),
+    height: int = typer.Option(60000, min=320, help="window height: the page is long"),
 ) -> None:
     """A headless-Chromium screenshot of the report, to look at every figure as a browser
     draws it (`make screenshots`)."""

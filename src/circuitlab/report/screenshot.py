@@ -17,7 +17,7 @@ def find_browser() -> str | None:
     return next((b for b in map(shutil.which, BROWSERS) if b), None)
 
 
-def screenshot(page: Path, out: Path, *, width: int = 1280, height: int = 20000) -> Path:
+def screenshot(page: Path, out: Path, *, width: int = 1280, height: int = 60000) -> Path:
     """Render ``page`` (a local HTML file) headless at ``width`` × ``height`` CSS pixels into
     ``out`` (PNG; the report is one long page, so the window is tall)."""
     browser = find_browser()
@@ -38,4 +38,24 @@ def screenshot(page: Path, out: Path, *, width: int = 1280, height: int = 20000)
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     if proc.returncode != 0 or not out.is_file():
         raise CircuitlabError(f"{browser} failed ({proc.returncode}): {proc.stderr[-500:]}")
+    if _crop_blank_bottom(out) >= height:
+        raise CircuitlabError(
+            f"the page is longer than {height} px: the screenshot {out} is cut; raise --height"
+        )
     return out
+
+
+def _crop_blank_bottom(png: Path) -> int:
+    """Cut the blank rows below the page's end (the window is taller than most pages); the
+    height kept."""
+    from PIL import Image, ImageChops
+
+    with Image.open(png) as im:
+        rgb = im.convert("RGB")
+    background = Image.new("RGB", rgb.size, rgb.getpixel((0, rgb.height - 1)))
+    differs = ImageChops.difference(rgb, background).convert("L").point(lambda v: 255 * (v > 8))
+    box = differs.getbbox()  # everything that is not the page's background
+    bottom = box[3] if box else rgb.height
+    if bottom < rgb.height:
+        rgb.crop((0, 0, rgb.width, bottom + 16)).save(png)
+    return bottom
