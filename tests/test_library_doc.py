@@ -23,3 +23,6 @@ def test_the_library_guide_runs_as_written(capsys) -> None:  # type: ignore[no-u
             raise AssertionError(f"docs/library.md block {i} failed:\n{block}") from exc
     out = capsys.readouterr().out
     assert "edges kept" in out and "the closest call" in out and "logit diff" in out
+    assert "TransformerLens vs circuitlab, circuit logits:" in out
+    gap = float(out.split("TransformerLens vs circuitlab, circuit logits:")[1].split()[0])
+    assert gap < 1e-4  # the two tools agree on the exported circuit

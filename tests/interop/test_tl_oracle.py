@@ -262,52 +262,17 @@ def test_neuron_steering_equals_scaling_hook_post(
     assert not torch.allclose(theirs, plain, atol=1e-6)  # the steering changed something
 
 
-def tl_hooks_from_export(export: dict[str, Any], ablated: dict[tuple[str, Any], Tensor]) -> list:
-    """What a TL user writes from `circuitlab export` alone: record each source hook (and
-    head) as the run computes it; at each destination, subtract current − ablated for every
-    patched edge."""
-    current: dict[tuple[str, Any], Tensor] = {}
-    into: dict[str, list[tuple[Any, tuple[str, Any]]]] = {}
-    for e in export["patched"]:
-        into.setdefault(e["dst"]["hook"], []).append(
-            (e["dst"]["head"], (e["src"]["hook"], e["src"]["head"]))
-        )
-    sources = {(e["src"]["hook"], e["src"]["head"]) for e in export["patched"] + export["kept"]}
-
-    def record(name: str) -> Callable[..., None]:
-        def hook(x: Tensor, hook: Any) -> None:
-            for hook_name, head in sources:
-                if hook_name == name:
-                    current[hook_name, head] = (x if head is None else x[:, :, head]).clone()
-
-        return hook
-
-    def patch(name: str) -> Callable[..., Tensor]:
-        def hook(x: Tensor, hook: Any) -> Tensor:
-            x = x.clone()
-            for head, src in into[name]:
-                delta = current[src] - ablated[src][:, : x.shape[1]]
-                if head is None:
-                    x -= delta
-                else:
-                    x[:, :, head] -= delta
-            return x
-
-        return hook
-
-    hooks = [(name, record(name)) for name in sorted({s for s, _ in sources})]
-    return hooks + [(name, patch(name)) for name in into]
-
-
 def test_an_exported_circuit_round_trips_through_tl_hooks(
     pair: tuple[LoadedModel, Any], tmp_path: Path
 ) -> None:
-    """`circuitlab export` → TL hooks → the circuit's logits, equal to circuitlab's."""
+    """`circuitlab export` → `patching_hooks` (TL hooks built from the export alone) → the
+    circuit's logits, equal to circuitlab's."""
     import json
     import subprocess
     import sys
 
     from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit, save_circuit
+    from circuitlab.interop.tl import patching_hooks
 
     lm, bridge = pair
     rs = rows()
@@ -330,16 +295,8 @@ def test_an_exported_circuit_round_trips_through_tl_hooks(
     assert len(export["kept"]) == len(kept) and export["tl_settings"]["set_use_attn_result"]
     with torch.no_grad():
         _, corrupt = bridge.run_with_cache(tokens(lm, rs, corrupt=True))
-        ablated = {
-            (e["src"]["hook"], e["src"]["head"]): (
-                corrupt[e["src"]["hook"]] if e["src"]["head"] is None
-                else corrupt[e["src"]["hook"]][:, :, e["src"]["head"]]
-            )
-            for e in export["patched"]
-        }  # fmt: skip
-        theirs = bridge.run_with_hooks(
-            tokens(lm, rs), fwd_hooks=tl_hooks_from_export(export, ablated)
-        )
+        hooks = patching_hooks(export, corrupt)  # what a TL user runs, from the export alone
+        theirs = bridge.run_with_hooks(tokens(lm, rs), fwd_hooks=hooks)
         mask = graph.mask([e for e in graph.edges if e not in set(kept)])
         ours = forward(ctx, mask, all_positions=True)
     width = theirs.shape[1]

@@ -28,7 +28,10 @@ position (negative: from each prompt's end).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
+
+from torch import Tensor
 
 from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit, nearest
 from circuitlab.acdc.graph import RESID_END, RESID_START
@@ -91,22 +94,30 @@ def pick_circuit(art: CircuitArtifact, tau: float | None, label: str | None) -> 
     return art.circuits[0]
 
 
-def export_edges(art: CircuitArtifact, circuit: EdgeCircuit) -> dict[str, Any]:
-    """The kept edges of ``circuit`` as TL hooks (the rest of the graph is what is patched)."""
+def export_kept(edges: Sequence[str], kept: Iterable[str], **about: Any) -> dict[str, Any]:
+    """An edge circuit — ``kept`` among all the graph's ``edges`` — as TL hooks (the rest of
+    the graph is what is patched); ``about`` (method, τ, …) is recorded as given."""
+    keep = set(kept)
+    unknown = sorted(keep - set(edges))
+    if unknown:
+        raise ArtifactError(f"kept edges not in the graph: {unknown[:5]}")
     return {
         "format": FORMAT,
         "kind": "edges",
-        "method": art.method,
-        "model": art.model,
-        "task": art.task,
-        "label": circuit.label,
-        "tau": circuit.tau,
-        "n_edges_total": len(art.edges),
-        "ablation": art.params.get("ablation"),
+        **about,
+        "n_edges_total": len(edges),
         "tl_settings": TL_SETTINGS,
-        "kept": [edge_hooks(e) for e in circuit.kept],
-        "patched": [edge_hooks(e) for e in art.edges if e not in set(circuit.kept)],
+        "kept": [edge_hooks(e) for e in edges if e in keep],
+        "patched": [edge_hooks(e) for e in edges if e not in keep],
     }
+
+
+def export_edges(art: CircuitArtifact, circuit: EdgeCircuit) -> dict[str, Any]:
+    """One circuit of a pipeline artifact (`export_kept` with the artifact's details)."""
+    return export_kept(
+        art.edges, circuit.kept, method=art.method, model=art.model, task=art.task,
+        label=circuit.label, tau=circuit.tau, ablation=art.params.get("ablation"),
+    )  # fmt: skip
 
 
 def export_neurons(circuit: NeuronCircuit) -> dict[str, Any]:
@@ -122,3 +133,59 @@ def export_neurons(circuit: NeuronCircuit) -> dict[str, Any]:
             for (layer, pos, n), s in sorted(circuit.neurons.items())
         ],
     }
+
+
+HookFn = Callable[..., Any]
+
+
+def patching_hooks(export: Mapping[str, Any], ablated: Any) -> list[tuple[str, HookFn]]:
+    """TransformerLens ``fwd_hooks`` that run an exported edge circuit: every patched edge's
+    destination loses (the source's output in this run − its ablated output).
+
+    ``ablated``: the ablated source outputs, looked up by hook name — for resample ablation the
+    cache of the corrupt prompts (``bridge.run_with_cache(corrupt_tokens)[1]``), for zero
+    ablation a mapping whose values are zeros. The bridge needs the export's ``tl_settings``::
+
+        for name, on in export["tl_settings"].items():
+            getattr(bridge, name)(on)
+        logits = bridge.run_with_hooks(tokens, fwd_hooks=patching_hooks(export, corrupt_cache))
+    """
+    if export.get("kind") != "edges":
+        raise ArtifactError(
+            "patching_hooks takes an edge export (`circuitlab export` of an edge circuit)"
+        )
+    current: dict[tuple[str, int | None], Tensor] = {}
+    into: dict[str, list[tuple[int | None, tuple[str, int | None]]]] = {}
+    for e in export["patched"]:
+        src = (e["src"]["hook"], e["src"]["head"])
+        into.setdefault(e["dst"]["hook"], []).append((e["dst"]["head"], src))
+    sources = sorted({src for edges in into.values() for _, src in edges}, key=str)
+
+    def ablated_of(src: tuple[str, int | None], like: Tensor) -> Tensor:
+        value = ablated[src[0]]
+        value = value if src[1] is None else value[:, :, src[1]]
+        return value[:, : like.shape[1]]
+
+    def record(name: str) -> HookFn:
+        def hook(x: Tensor, hook: Any) -> None:
+            for hook_name, head in sources:
+                if hook_name == name:
+                    current[name, head] = (x if head is None else x[:, :, head]).clone()
+
+        return hook
+
+    def patch(name: str) -> HookFn:
+        def hook(x: Tensor, hook: Any) -> Tensor:
+            x = x.clone()
+            for head, src in into[name]:
+                delta = current[src] - ablated_of(src, current[src])
+                if head is None:
+                    x = x - delta
+                else:
+                    x[:, :, head] = x[:, :, head] - delta
+            return x
+
+        return hook
+
+    hooks: list[tuple[str, HookFn]] = [(n, record(n)) for n in sorted({n for n, _ in sources})]
+    return hooks + [(name, patch(name)) for name in into]
