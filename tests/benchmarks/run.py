@@ -1,6 +1,6 @@
 """Run the benchmarks, print a table and write JSON (`make bench`).
 
-    python tests/benchmarks/run.py [--only lrp|acdc|acdc_scaling|numerics|peer] [--quick] [--threads 2] [--out data/benchmarks/bench.json]
+    python tests/benchmarks/run.py [--only lrp|acdc|acdc_scaling|numerics|peer|tl] [--quick] [--threads 2] [--out data/benchmarks/bench.json]
 
 Speed goals are ratios measured within this one run and are reported as PASS/MISS, never
 asserted; the process exits non-zero only when a correctness check (e.g. fast ≡ reference)
@@ -29,6 +29,7 @@ import bench_acdc  # noqa: E402
 import bench_lrp  # noqa: E402
 import bench_numerics  # noqa: E402
 import bench_peer  # noqa: E402
+import bench_tl  # noqa: E402
 import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -48,6 +49,7 @@ BENCHMARKS: dict[str, Callable[[bool, int | None, Callable[[str], None]], list[R
     "numerics": lambda quick, repeats, log: bench_numerics.run(
         bench_numerics.Settings.make(quick, repeats), log
     ),
+    "tl": lambda quick, repeats, log: bench_tl.run(bench_tl.Settings.make(quick, repeats), log),
     "peer": lambda quick, repeats, log: bench_peer.run(
         bench_peer.Settings.make(quick, repeats), log
     ),

@@ -1,0 +1,108 @@
+"""What running a circuit through TransformerLens hooks costs, against circuitlab's own patch
+layer, on the embedded toy model (`--only tl`; needs `make reproduce` first).
+
+Same process, same weights, same 16 ioi prompts, resample ablation: (a) circuitlab's patched
+forward of one random edge mask from scratch (`forward`, no resume), (b) the same edge set run
+on a `TransformerBridge` with `circuitlab.interop.tl.patching_hooks` (what a TL user does with
+an export), (c) one exact ACDC check as fast ACDC makes it (a sweep's wall time over its
+checks). A TL-only ACDC with no caching pays (b) per check: the table extrapolates one τ
+(823 checks) from it. Checks: (a) and (b) give the same logits.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from circuitlab.acdc import ACDCConfig, FastConfig, fast_acdc, patchable, prepare_rows
+from circuitlab.acdc.patch import forward
+from circuitlab.interop.tl import export_kept, patching_hooks
+from circuitlab.models import load_model
+from circuitlab.tasks.io import load_rows
+
+Result = dict[str, Any]
+ROOT = Path(__file__).resolve().parents[2]
+TOY_MODEL = ROOT / "data" / "models" / "toy"
+TOY_DATA = ROOT / "data" / "datasets" / "toy" / "ioi.jsonl"
+
+
+@dataclass(frozen=True)
+class Settings:
+    n_prompts: int = 16
+    repeats: int = 10
+
+    @classmethod
+    def make(cls, quick: bool, repeats: int | None) -> Settings:
+        return cls(n_prompts=4, repeats=repeats or 2) if quick else cls(repeats=repeats or 10)
+
+
+def _median(fn: Callable[[], Any], repeats: int) -> tuple[Any, float]:
+    out = fn()
+    runs = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        runs.append(time.perf_counter() - t)
+    return out, statistics.median(runs)
+
+
+def run(settings: Settings, log: Callable[[str], None] = print) -> list[Result]:
+    if not (TOY_MODEL / "config.json").exists() or not TOY_DATA.exists():
+        return [{"case": "toy ioi via TransformerLens", "skipped": "run `make reproduce` first"}]
+    from transformer_lens.model_bridge.sources import build_bridge_from_module
+    from transformers import AutoModelForCausalLM
+
+    log(" case 'toy ioi via TransformerLens': circuitlab's patch layer vs TL hooks")
+    lm = load_model(TOY_MODEL, tokenizer=True)
+    rows = load_rows(TOY_DATA, split="train")[: settings.n_prompts]
+    pm = patchable(lm)
+    ctx = prepare_rows(pm, rows, "resample")
+    graph = ctx.graph
+    g = torch.Generator().manual_seed(0)
+    mask = (torch.rand(graph.n_edges, generator=g) < 0.5).float()
+    export = export_kept(graph.edges, [e for e, m in zip(graph.edges, mask, strict=True) if not m])
+    hf = AutoModelForCausalLM.from_pretrained(TOY_MODEL, attn_implementation="eager").eval()
+    bridge = build_bridge_from_module(hf, type(hf).__name__, hf_config=hf.config, model_name="toy")
+    for setting, on in export["tl_settings"].items():
+        getattr(bridge, setting)(on)
+    ids, am, last = ctx.batch.input_ids, ctx.batch.attention_mask, ctx.batch.last
+    rows_idx = torch.arange(len(rows))
+    with torch.no_grad():
+        _, plain_s = _median(
+            lambda: lm.model(input_ids=ids, attention_mask=am).logits, settings.repeats
+        )
+        ours, ours_s = _median(lambda: forward(ctx, mask), settings.repeats)
+        _, corrupt = bridge.run_with_cache(ctx.batch.corrupt_ids, attention_mask=am)
+        hooks = patching_hooks(export, corrupt)
+        tl, tl_s = _median(
+            lambda: bridge.run_with_hooks(ids, attention_mask=am, fwd_hooks=hooks)[rows_idx, last],
+            settings.repeats,
+        )
+    sweep = fast_acdc(ctx, ACDCConfig(tao_bases=(1,), tao_exps=(-2,)), FastConfig())
+    check_s = sweep.seconds / max(sweep.n_forward, 1)
+    gap = float((tl - ours).abs().max())
+    n = graph.n_edges
+    return [{
+        "case": "toy ioi via TransformerLens",
+        "setup": {"about": f"{len(rows)} prompts × {ids.shape[1]} tokens, {n} edges, half patched"},
+        "timings": [
+            {"name": "plain HF forward", "median_s": plain_s, "runs_s": [plain_s]},
+            {"name": "(a) circuitlab patched forward, from scratch", "median_s": ours_s, "runs_s": [ours_s]},
+            {"name": "(b) TransformerBridge + patching_hooks", "median_s": tl_s, "runs_s": [tl_s]},
+            {"name": "(c) one exact ACDC check (fast ACDC, τ = 1e-2)", "median_s": check_s, "runs_s": [check_s]},
+        ],
+        "ratios": [
+            {"name": "(b) / (a): TL hooks against circuitlab's patched forward", "value": tl_s / ours_s, "unit": "×", "goal": None, "met": None},
+            {"name": "(b) / (c): a TL check against a fast ACDC check", "value": tl_s / check_s, "unit": "×", "goal": None, "met": None},
+            {"name": f"one τ ({n} checks) through TL hooks, extrapolated", "value": n * tl_s, "unit": "s", "goal": None, "met": None},
+            {"name": "one τ with fast ACDC, measured", "value": sweep.seconds, "unit": "s", "goal": None, "met": None},
+        ],
+        "checks": [{"name": "(a) and (b) give the same answer logits", "passed": gap < 1e-3,
+                    "detail": f"max |Δ| {gap:.2e}", "tolerance": "1e-3"}],
+    }]  # fmt: skip
