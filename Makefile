@@ -36,13 +36,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# Artifacts edited or deleted by hand since their job wrote them are rebuilt (`circuitlab altered`).
+# Artifacts edited by hand since their job wrote them are set aside and rebuilt (`circuitlab altered`).
 reproduce: setup
-	$(SNAKEMAKE) --cores $(CORES) $$($(BIN)/circuitlab altered --forcerun) $(ARGS)
+	$(SNAKEMAKE) --cores $(CORES) $(ARGS)
 
 # The jobs a run would execute (Snakemake's dry run; `make plan` says why, per rule).
 dryrun: setup
-	$(SNAKEMAKE) -n $$($(BIN)/circuitlab altered --forcerun) $(ARGS)
+	$(SNAKEMAKE) -n $(ARGS)
 
 # What `make reproduce` would run, per rule, and why (config keys, code modules, inputs).
 plan: setup
@@ -64,7 +64,8 @@ report: setup
 # fingerprint sees as new code, say): records the current config and code as the ones every
 # finished output was made with. Runs nothing; check `make plan` first.
 accept: setup
-	$(SNAKEMAKE) --cores 1 --touch
+	CIRCUITLAB_ACCEPT=1 $(SNAKEMAKE) --cores 1 --touch
+	$(BIN)/circuitlab altered --accept
 
 test: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest

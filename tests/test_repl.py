@@ -246,16 +246,20 @@ def test_a_terminal_session_has_line_editing_and_history(tiny, tmp_path: Path) -
                     except OSError:
                         return
 
-        prompts = 1
-        read_until(b"circuit> ")
-        for key in keys:
-            os.write(main, key)
-            if key.endswith(b"\r"):
-                prompts += 1
-                read_until(b"circuit> ", prompts)
-        read_until(until)
-        proc.wait(timeout=60)
-        os.close(main)
+        try:
+            prompts = 1
+            read_until(b"circuit> ")
+            for key in keys:
+                os.write(main, key)
+                if key.endswith(b"\r"):
+                    prompts += 1
+                    read_until(b"circuit> ", prompts)
+            read_until(until)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            os.close(main)
         return seen.decode("utf-8", errors="replace")
 
     first = screen_after(

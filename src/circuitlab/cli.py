@@ -101,13 +101,25 @@ def input_of(rule: str) -> Callable[[Path | None], Path | None]:
     return check
 
 
+def circuit_input(path: Path | None) -> Path | None:
+    """A circuit input: named by the rule that makes that kind of circuit."""
+    from circuitlab.io import require
+
+    if path is None:
+        return None
+    rule = {"lrp": "lrp_circuit", "contrastive": "contrastive_circuit"}.get(
+        path.stem, "acdc_circuit"
+    )
+    return require(path, rule)
+
+
 # the input options' checks, by the rule that makes the file
 ROWS_IN = input_of("datasets")
 CHECKED_ROWS_IN = input_of("check_dataset")
 CAA_IN = input_of("caa")
 ATTRIBUTION_IN = input_of("lrp_attribution")
 BLACKLIST_IN = input_of("blacklist")
-CIRCUIT_IN = input_of("lrp_circuit")
+CIRCUIT_IN = circuit_input
 
 
 def model_input(path: Path) -> Path:
@@ -161,7 +173,6 @@ def plan(
     from rich.table import Table
 
     from circuitlab.provenance.manifest import altered as find_altered
-    from circuitlab.provenance.manifest import forcerun_targets
     from circuitlab.provenance.plan import dry_run, parse_dry_run
     from circuitlab.provenance.plan import plan as summarise
 
@@ -172,11 +183,11 @@ def plan(
     if not (workdir / "Snakefile").exists():
         raise CircuitlabError(f"{workdir.resolve()} has no Snakefile: run in the project folder")
     args = ["--configfile", str(configfile)] if configfile is not None else []
-    changes = find_altered(workdir)
-    for c in changes:
-        err_console.print(f"{c.why} by hand since its job wrote it: {c.path} (rebuilds {c.target})")
-    if changes:
-        args += ["--forcerun", *forcerun_targets(changes)]
+    for c in find_altered(workdir):
+        err_console.print(
+            f"{c.why} by hand since its job wrote it: {c.path} — the next run sets it aside "
+            "and rebuilds it with what depends on it"
+        )
     try:
         text = dry_run(workdir, snakemake, args)
     except RuntimeError as exc:
@@ -203,20 +214,19 @@ def plan(
 
 @app.command()
 def altered(
-    forcerun: bool = typer.Option(
-        False, "--forcerun", help="print Snakemake arguments that rebuild them (for make)"
+    accept: bool = typer.Option(
+        False, "--accept", help="record the files on disk now as current (after dvc checkout)"
     ),
 ) -> None:
-    """Pipeline artifacts edited or deleted by hand since their job wrote them (`make reproduce`
-    rebuilds them; `make plan` lists them)."""
-    from circuitlab.provenance.manifest import altered as find
-    from circuitlab.provenance.manifest import forcerun_targets
+    """Pipeline artifacts edited by hand since their job wrote them (the next run sets them
+    aside under .snakemake/circuitlab/edited/ and rebuilds them; `make plan` lists them)."""
+    from circuitlab.provenance import manifest
 
-    changes = find(Path("."))
-    for c in changes:
-        err_console.print(f"{c.why} since its job wrote it: {c.path} (rebuilds {c.target})")
-    if forcerun and changes:
-        typer.echo("--forcerun " + " ".join(forcerun_targets(changes)))
+    if accept:
+        typer.echo(f"recorded {manifest.accept(Path('.'))} outputs as current")
+        return
+    for c in manifest.altered(Path(".")):
+        typer.echo(f"{c.why} since its job wrote it: {c.path}")
 
 
 @app.command()
@@ -1226,8 +1236,11 @@ def _start(argv: list[str]) -> None:
 def main() -> None:
     """Entry point: user-fixable errors print a message and exit 2, bugs keep their traceback."""
     _start(sys.argv[1:])
+    _OUTPUTS.clear()
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # an abort (Ctrl-C) returns its exit code here
+        if isinstance(rc, int) and rc != 0:
+            sys.exit(rc)
         if _OUTPUTS:
             from circuitlab.provenance.manifest import record_outputs
 

@@ -635,10 +635,6 @@ class Config(StrictModel):
         return {k: v for k, v in self.models.items() if v is not None}
 
 
-#: the config every run starts from; `--configfile` overlays are merged into it
-BASE_CONFIG = Path("config/config.yaml")
-
-
 def read_config_yaml(path: str | Path) -> dict[str, Any]:
     """One config file's mapping (an empty file is an empty mapping)."""
     path = Path(path)

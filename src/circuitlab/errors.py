@@ -29,7 +29,9 @@ class ModelError(CircuitlabError):
 
 def missing_artifact(path: object, rule: str) -> ArtifactError:
     """The error for a stage run without its input: it names the rule that makes it."""
+    target = f"{path}/model.safetensors" if rule == "train_toy_model" else path  # its files
     return ArtifactError(
         f"input artifact {path} does not exist. It is made by the Snakemake rule '{rule}': "
-        f"run `make reproduce ARGS={path}` (that file and what it needs) or `make reproduce` first."
+        f"run `make reproduce ARGS={target}` (that file and what it needs) or `make reproduce` "
+        "first."
     )

@@ -2,7 +2,8 @@
 
 Bars write to stderr, which a pipeline job sends to its log; `make watch` (`circuitlab watch`)
 shows the last line of each running job's log, one line per job, so bars of parallel jobs never
-share a screen. Bars are on unless ``CIRCUITLAB_PROGRESS=0``; a caller's ``enabled=False`` wins.
+share a screen. Bars are on unless ``CIRCUITLAB_PROGRESS=0`` (the switch for library users too);
+a stage that takes a ``progress`` argument passes it as ``enabled``.
 """
 
 from __future__ import annotations

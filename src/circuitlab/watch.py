@@ -145,5 +145,13 @@ def watch(
             time.sleep(interval)
             newest = latest_run_log(workdir) or path
             state = parse_run_log(newest)
+            if not state.ended and _abandoned(newest, workdir):
+                state.ended = True  # killed, or died before its first job: nothing more comes
             live.update(render(state, workdir))
     return state
+
+
+def _abandoned(log: Path, workdir: Path, idle_s: float = 10.0) -> bool:
+    """The run holds no Snakemake lock and its log has been still for ``idle_s``."""
+    locked = any((workdir / ".snakemake" / "locks").glob("*.lock"))
+    return not locked and time.time() - log.stat().st_mtime > idle_s

@@ -47,6 +47,8 @@ ACDC_METHODS = list(CFG.acdc.methods)
 # One W&B group per `snakemake` invocation; every job of this run logs into it.
 os.environ.setdefault("CIRCUITLAB_RUN_GROUP", time.strftime("run-%Y%m%d-%H%M%S"))
 os.environ.setdefault("CIRCUITLAB_ROOT", os.getcwd())
+# Jobs record the sha256 of what they wrote (circuitlab.provenance.manifest): edits are found.
+os.environ["CIRCUITLAB_RECORD"] = os.getcwd()
 
 
 def alternatives(names):

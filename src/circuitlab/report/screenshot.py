@@ -29,13 +29,17 @@ def screenshot(page: Path, out: Path, *, width: int = 1280, height: int = 60000)
     if not page.is_file():
         raise CircuitlabError(f"{page} does not exist: run `make reproduce` first")
     out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)  # never report an old picture as new
     with tempfile.TemporaryDirectory() as profile:
         cmd = [
             browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
             f"--user-data-dir={profile}", f"--window-size={width},{height}",
             f"--screenshot={out.resolve()}", page.resolve().as_uri(),
         ]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        except subprocess.TimeoutExpired:
+            raise CircuitlabError(f"{browser} did not finish the screenshot in 300 s") from None
     if proc.returncode != 0 or not out.is_file():
         raise CircuitlabError(f"{browser} failed ({proc.returncode}): {proc.stderr[-500:]}")
     if _crop_blank_bottom(out) >= height:
@@ -57,5 +61,5 @@ def _crop_blank_bottom(png: Path) -> int:
     box = differs.getbbox()  # everything that is not the page's background
     bottom = box[3] if box else rgb.height
     if bottom < rgb.height:
-        rgb.crop((0, 0, rgb.width, bottom + 16)).save(png)
+        rgb.crop((0, 0, rgb.width, min(bottom + 16, rgb.height))).save(png)
     return bottom
