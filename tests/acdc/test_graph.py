@@ -111,3 +111,19 @@ def test_masks_and_lookups() -> None:
     with pytest.raises(ModelError, match="multiple"):
         build_graph(_dims(n_heads=4, n_kv=3))
     assert torch.equal(graph.mask(), torch.zeros(graph.n_edges))
+
+
+def test_every_node_name_parses_to_its_place() -> None:
+    """`Node.parse` is the one reader of node names (artifacts, the report, TL export)."""
+    from circuitlab.acdc.graph import Node
+
+    graph = build_graph(_dims())
+    for e, layer in zip(graph.edges, graph.edge_graph_layer.tolist(), strict=True):
+        src, dst = (Node.parse(n) for n in e.split("->"))
+        assert src.kind in {"resid_start", "head", "mlp"}
+        assert dst.kind in {"input", "mlp", "resid_end"}
+        assert dst.graph_layer(graph.n_layers) == layer
+        assert src.graph_layer(graph.n_layers) < layer
+    assert Node.parse("A1.0.K") == Node("input", 1, 0, "K")
+    with pytest.raises(ConfigError, match="not a node"):
+        Node.parse("A1.x")

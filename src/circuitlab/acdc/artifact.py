@@ -31,7 +31,6 @@ DOT text with the `graphviz` package only when the ``dot`` executable exists.
 from __future__ import annotations
 
 import math
-import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,8 +39,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from circuitlab.acdc.graph import Node
 from circuitlab.acdc.trace import EdgeTrace
-from circuitlab.errors import ArtifactError
+from circuitlab.errors import ArtifactError, ConfigError
 from circuitlab.io import atomic_path, read_json, write_json, write_text_atomic
 
 # 2: no stored reference (chosen at evaluation); 3: per-edge traces, n_prompts_available
@@ -255,21 +255,12 @@ def load_circuit(path: str | Path, rule: str | None = "acdc_circuit") -> Circuit
 
 
 # ------------------------------------------------------------------------------ picture
-_HEAD = re.compile(r"^A(\d+)\.\d+(\.[QKV])?$")
-_MLP = re.compile(r"^MLP (\d+)$")
-
-
 def node_layer(name: str, n_layers: int) -> int:
     """auto-circuit's graph layer of a node name (Resid Start 0 … Resid End 2L+1)."""
-    if name == "Resid Start":
-        return 0
-    if name == "Resid End":
-        return 2 * n_layers + 1
-    if m := _HEAD.match(name):
-        return 2 * int(m[1]) + 1
-    if m := _MLP.match(name):
-        return 2 * int(m[1]) + 2
-    raise ArtifactError(f"cannot place node {name!r} in a layer")
+    try:
+        return Node.parse(name).graph_layer(n_layers)
+    except ConfigError:
+        raise ArtifactError(f"cannot place node {name!r} in a layer") from None
 
 
 def to_dot(artifact: CircuitArtifact, circuit: EdgeCircuit) -> str:
@@ -277,8 +268,10 @@ def to_dot(artifact: CircuitArtifact, circuit: EdgeCircuit) -> str:
     graph layer (embeddings at the top, unembedding at the bottom)."""
     pairs = [e.split("->", 1) for e in circuit.kept]
     names = sorted({n for p in pairs for n in p})
-    n_layers = max((int(m[1]) for n in artifact.edges for m in [_MLP.match(n.split("->")[-1])] if m),
-                   default=0) + 1  # fmt: skip
+    dsts = (Node.parse(e.split("->")[-1]) for e in artifact.edges)
+    n_layers = (
+        max((d.layer for d in dsts if d.kind == "mlp" and d.layer is not None), default=0) + 1
+    )
     by_layer: dict[int, list[str]] = {}
     for n in names:
         by_layer.setdefault(node_layer(n, n_layers), []).append(n)

@@ -27,9 +27,11 @@ block ``l`` ``2l + 1``, ``MLP {l}`` ``2l + 2``, ``Resid End`` ``2L + 1``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -39,6 +41,43 @@ from circuitlab.models.adapters import ModelDims
 
 RESID_START = "Resid Start"
 RESID_END = "Resid End"
+NodeKind = Literal["resid_start", "head", "input", "mlp", "resid_end"]
+_NODE = re.compile(r"^(?:A(\d+)\.(\d+)(?:\.([QKV]))?|MLP (\d+))$")
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node name of the graph, parsed — the one reader of the names (module doc):
+    ``head`` ``A{l}.{h}`` (a source), ``input`` ``A{l}.{h}.{Q|K|V}`` (a destination; ``h`` is
+    the KV head for K and V), ``mlp`` ``MLP {l}`` (both), and the two residual ends."""
+
+    kind: NodeKind
+    layer: int | None = None
+    head: int | None = None
+    qkv: str | None = None
+
+    @classmethod
+    def parse(cls, name: str) -> Node:
+        if name == RESID_START:
+            return cls("resid_start")
+        if name == RESID_END:
+            return cls("resid_end")
+        m = _NODE.match(name)
+        if m is None:
+            raise ConfigError(f"{name!r} is not a node of circuitlab's edge graph")
+        if m[4] is not None:
+            return cls("mlp", int(m[4]))
+        return cls("input" if m[3] else "head", int(m[1]), int(m[2]), m[3])
+
+    def graph_layer(self, n_layers: int) -> int:
+        """auto-circuit's graph layer (Resid Start 0, block l's heads and inputs 2l+1, its MLP
+        2l+2, Resid End 2L+1)."""
+        if self.kind == "resid_start":
+            return 0
+        if self.kind == "resid_end":
+            return 2 * n_layers + 1
+        assert self.layer is not None
+        return 2 * self.layer + (2 if self.kind == "mlp" else 1)
 
 
 @dataclass(frozen=True)

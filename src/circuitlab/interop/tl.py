@@ -27,46 +27,53 @@ position (negative: from each prompt's end).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from torch import Tensor
 
 from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit, nearest
-from circuitlab.acdc.graph import RESID_END, RESID_START
-from circuitlab.errors import ArtifactError
+from circuitlab.acdc.graph import Node
+from circuitlab.errors import ArtifactError, ConfigError
 from circuitlab.lrp.circuit import NeuronCircuit
 
 FORMAT = "circuitlab.tl_export/1"
 TL_SETTINGS = {"set_use_attn_result": True, "set_use_split_qkv_input": True,
                "set_use_hook_mlp_in": True}  # fmt: skip
-_HEAD = re.compile(r"^A(\d+)\.(\d+)$")
-_INPUT = re.compile(r"^A(\d+)\.(\d+)\.([QKV])$")
-_MLP = re.compile(r"^MLP (\d+)$")
 
 
 def source_hook(name: str) -> dict[str, Any]:
     """The TL hook (and head) of one of circuitlab's source nodes."""
-    if name == RESID_START:
+    node = _node(name)
+    if node.kind == "resid_start":
         return {"hook": "blocks.0.hook_resid_pre", "head": None}
-    if m := _HEAD.match(name):
-        return {"hook": f"blocks.{m.group(1)}.attn.hook_result", "head": int(m.group(2))}
-    if m := _MLP.match(name):
-        return {"hook": f"blocks.{m.group(1)}.hook_mlp_out", "head": None}
+    if node.kind == "head":
+        return {"hook": f"blocks.{node.layer}.attn.hook_result", "head": node.head}
+    if node.kind == "mlp":
+        return {"hook": f"blocks.{node.layer}.hook_mlp_out", "head": None}
     raise ArtifactError(f"{name!r} is not a source node of circuitlab's edge graph")
 
 
 def dest_hook(name: str) -> dict[str, Any]:
     """The TL hook (and head) of one of circuitlab's destination nodes."""
-    if name == RESID_END:
+    node = _node(name)
+    if node.kind == "resid_end":
         return {"hook": "ln_final.hook_in", "head": None}
-    if m := _INPUT.match(name):
-        layer, head, kind = m.groups()
-        return {"hook": f"blocks.{layer}.attn.hook_{kind.lower()}_input", "head": int(head)}
-    if m := _MLP.match(name):
-        return {"hook": f"blocks.{m.group(1)}.hook_mlp_in", "head": None}
+    if node.kind == "input" and node.qkv is not None:
+        return {
+            "hook": f"blocks.{node.layer}.attn.hook_{node.qkv.lower()}_input",
+            "head": node.head,
+        }
+    if node.kind == "mlp":
+        return {"hook": f"blocks.{node.layer}.hook_mlp_in", "head": None}
     raise ArtifactError(f"{name!r} is not a destination node of circuitlab's edge graph")
+
+
+def _node(name: str) -> Node:
+    try:
+        return Node.parse(name)
+    except ConfigError:
+        raise ArtifactError(f"{name!r} is not a node of circuitlab's edge graph") from None
 
 
 def edge_hooks(edge: str) -> dict[str, Any]:

@@ -305,32 +305,29 @@ def loss_curve_png(curve: Sequence[Mapping[str, Any]], title: str) -> bytes | No
     return _fig_png(fig)
 
 
-_HEAD = re.compile(r"^A(\d+)\.(\d+)(?:\.([QKV]))?$")
-
-
 def circuit_graph_png(kept: Sequence[str], n_layers: int, title: str) -> bytes | None:
     """Layered drawing of an edge circuit, used when Graphviz's `dot` is not installed:
     embeddings at the top, unembedding at the bottom, one column per head index (a head's
     Q/K/V inputs in a row just above its output, joined to it by a dotted line), MLPs and the
     residual ends in the middle column."""
-    from circuitlab.acdc.artifact import node_layer
+    from circuitlab.acdc.graph import Node
 
     pairs = [tuple(e.split("->", 1)) for e in kept]
     if not pairs:
         return None
     nodes = sorted({n for p in pairs for n in p})
-    heads = [int(m[2]) for n in nodes if (m := _HEAD.match(n))]
+    parsed = {n: Node.parse(n) for n in nodes}
+    heads = [p.head for p in parsed.values() if p.head is not None]
     centre = (max(heads, default=0)) / 2
     pos: dict[str, tuple[float, float]] = {}
-    for n in nodes:
-        row = float(node_layer(n, n_layers))
-        m = _HEAD.match(n)
-        if m is None:
+    for n, node in parsed.items():
+        row = float(node.graph_layer(n_layers))
+        if node.head is None:
             pos[n] = (0.0, -row)
         else:
-            x = 3.6 * (int(m[2]) - centre)
-            if m[3]:
-                x += 1.15 * ("QKV".index(m[3]) - 1)
+            x = 3.6 * (node.head - centre)
+            if node.qkv:
+                x += 1.15 * ("QKV".index(node.qkv) - 1)
                 row -= 0.45
             pos[n] = (x, -row)
     plt = _plt()
@@ -340,9 +337,8 @@ def circuit_graph_png(kept: Sequence[str], n_layers: int, title: str) -> bytes |
         layout="constrained",
         figsize=(max(4.0, 0.4 * (max(xs) - min(xs)) + 2), 0.9 * (max(ys) - min(ys)) + 1.6),
     )
-    for n in nodes:
-        m = _HEAD.match(n)
-        out = f"A{m[1]}.{m[2]}" if m and m[3] else None
+    for n, node in parsed.items():
+        out = f"A{node.layer}.{node.head}" if node.qkv else None
         if out in pos:
             (x0, y0), (x1, y1) = pos[n], pos[out]
             ax.plot([x0, x1], [y0, y1], ls=":", color="#99a", lw=0.8, zorder=1)
