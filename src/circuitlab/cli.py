@@ -69,24 +69,23 @@ def parse_json_option(text: str, option: str) -> dict[str, Any]:
 _OUTPUTS: list[Path] = []
 
 
-def output_path(path: Path | None) -> Path | None:
-    """Callback of every output option: checked writable before the stage starts."""
-    from circuitlab.io import check_writable
+def _output(directory: bool) -> Callable[[Path | None], Path | None]:
+    """Callback of an output option (a file, or a ``directory`` replaced whole): checked
+    writable before the stage starts, and recorded once it succeeds."""
 
-    if path is None:
-        return None
-    _OUTPUTS.append(path)
-    return check_writable(path)
+    def check(path: Path | None) -> Path | None:
+        from circuitlab.io import check_writable
+
+        if path is None:
+            return None
+        _OUTPUTS.append(path)
+        return check_writable(path, directory=directory)
+
+    return check
 
 
-def output_dir(path: Path | None) -> Path | None:
-    """Callback of a directory output (replaced whole when the stage succeeds)."""
-    from circuitlab.io import check_writable
-
-    if path is None:
-        return None
-    _OUTPUTS.append(path)
-    return check_writable(path, directory=True)
+output_path = _output(directory=False)
+output_dir = _output(directory=True)
 
 
 def input_of(rule: str) -> Callable[[Path | None], Path | None]:
