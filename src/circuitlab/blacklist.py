@@ -381,7 +381,10 @@ def _top_neurons(
             input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
         input_ids = input_ids.to(device)
         mask = (torch.arange(width, device=device)[None, :] < lengths[:, None]).long()
-        with torch.no_grad(), lm.adapter.capture_neurons(lm.model) as acts:
+        with (
+            torch.no_grad(),
+            lm.needs_adapter("the neuron blacklist").capture_neurons(lm.model) as acts,
+        ):
             lm.model(input_ids=input_ids, attention_mask=mask, use_cache=False)
         last = torch.stack(
             [_at_last(acts[layer], lengths).to(device) for layer in range(n_layers)], dim=1

@@ -128,6 +128,42 @@ def model_input(path: Path) -> Path:
     return require(path, "model_ref" if path.suffix == ".json" else "train_toy_model")
 
 
+def adapter_model_input(stage: str) -> Callable[[Path], Path]:
+    """The model input of a stage that needs circuitlab's adapter: a model reference with
+    ``backend: transformer_lens`` fails here, before anything heavy is imported."""
+
+    def check(path: Path) -> Path:
+        path = model_input(path)
+        if path.suffix == ".json":
+            from circuitlab.models.spec import ModelSpec
+
+            spec = ModelSpec.from_reference(path)
+            if spec.backend == "transformer_lens":
+                raise typer.BadParameter(
+                    f"{stage} needs circuitlab's architecture adapter (it works on the MLP "
+                    f"internals), and {spec.id} runs with backend: transformer_lens, which "
+                    "gives the hook-only stages (evaluation, dataset checks, ACDC, EAP, head "
+                    "pruning, CAA vectors and CAA steering); see README, 'Models'"
+                )
+        return path
+
+    return check
+
+
+#: the model inputs of the stages that need circuitlab's adapter, by rule
+ADAPTER_MODEL_IN = {
+    rule: adapter_model_input(stage)
+    for rule, stage in {
+        "blacklist": "the neuron blacklist",
+        "lrp_attribution": "LRP attribution",
+        "lrp_faithfulness": "LRP faithfulness",
+        "contrastive_circuit": "the contrastive neuron circuit",
+        "steering": "neuron steering",
+        "compare": "CAA vs circuit",
+    }.items()
+}
+
+
 def load_stage_model(path: Path) -> LoadedModel:
     """A stage's model with its tokenizer (stages run text prompts): must exist and load."""
     from circuitlab.models import load_model
@@ -486,7 +522,9 @@ def evaluate_model(
 @app.command()
 def blacklist(
     model: Path = typer.Option(
-        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
+        ...,
+        callback=ADAPTER_MODEL_IN["blacklist"],
+        help="data/models/{model} directory or {model}.json reference",
     ),
     params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `blacklist` section)"),
     out: Path = typer.Option(..., callback=output_path, help="data/blacklists/{model}.json"),
@@ -531,7 +569,9 @@ def blacklist(
 @app.command("lrp-attribution")
 def lrp_attribution(
     model: Path = typer.Option(
-        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
+        ...,
+        callback=ADAPTER_MODEL_IN["lrp_attribution"],
+        help="data/models/{model} directory or {model}.json reference",
     ),
     data: Path = typer.Option(
         ...,
@@ -623,7 +663,9 @@ def lrp_circuit(
 @app.command("lrp-faithfulness")
 def lrp_faithfulness(
     model: Path = typer.Option(
-        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
+        ...,
+        callback=ADAPTER_MODEL_IN["lrp_faithfulness"],
+        help="data/models/{model} directory or {model}.json reference",
     ),
     data: Path = typer.Option(
         ...,
@@ -691,7 +733,9 @@ def lrp_faithfulness(
 @app.command("contrastive-circuit")
 def contrastive_circuit(
     model: Path = typer.Option(
-        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
+        ...,
+        callback=ADAPTER_MODEL_IN["contrastive_circuit"],
+        help="data/models/{model} directory or {model}.json reference",
     ),
     data: Path = typer.Option(
         ...,
@@ -880,7 +924,9 @@ def _write_steering(
 @app.command()
 def steering(
     model: Path = typer.Option(
-        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
+        ...,
+        callback=ADAPTER_MODEL_IN["steering"],
+        help="data/models/{model} directory or {model}.json reference",
     ),
     data: Path = typer.Option(
         ...,
@@ -1064,7 +1110,9 @@ def steering_summary(
 @app.command()
 def compare(
     model: Path = typer.Option(
-        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
+        ...,
+        callback=ADAPTER_MODEL_IN["compare"],
+        help="data/models/{model} directory or {model}.json reference",
     ),
     data: Path = typer.Option(
         ...,

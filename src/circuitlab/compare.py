@@ -69,10 +69,11 @@ T = TypeVar("T")
 # --------------------------------------------------------------------------- inputs
 def down_proj_weights(lm: LoadedModel) -> Tensor:
     """Every layer's down projection through the adapter, `[L, d_model, d_mlp]` float32 (CPU)."""
+    adapter = lm.needs_adapter("CAA vs circuit (W_down)")
     with torch.no_grad():
         return torch.stack(
             [
-                lm.adapter.down_proj_weight(lm.model, layer).detach().float().cpu()
+                adapter.down_proj_weight(lm.model, layer).detach().float().cpu()
                 for layer in range(lm.dims.n_layers)
             ]
         )

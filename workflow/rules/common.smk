@@ -3,6 +3,7 @@
 import json
 import os
 import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -40,6 +41,25 @@ DATASETS = CFG.dataset_names()
 MODELS = CFG.active_models()
 TOY_MODELS = [m for m, spec in MODELS.items() if spec.source == "toy"]
 HUB_MODELS = [m for m, spec in MODELS.items() if spec.source == "hf"]
+# Models loaded with `backend: transformer_lens` (an architecture circuitlab has no adapter for)
+# run the hook-only stages; the stages that need an adapter are left out of their targets.
+NATIVE_MODELS = [m for m, spec in MODELS.items() if getattr(spec, "backend", "native") == "native"]
+BRIDGE_MODELS = [m for m in MODELS if m not in NATIVE_MODELS]
+if BRIDGE_MODELS:
+    from circuitlab.models.bridge import STAGES as _STAGES
+
+    sys.stderr.write(
+        f"circuitlab: {', '.join(BRIDGE_MODELS)} run(s) with backend: transformer_lens: not "
+        f"available without circuitlab's adapter: "
+        f"{'; '.join(s for s, why in _STAGES.items() if why)} (README, 'Models')\n"
+    )
+
+
+def behaviour_methods(model):
+    """The steering methods of a model's behaviours: neuron circuits need the adapter."""
+    return [*CFG.steering.behaviour_methods, "caa"] if model in NATIVE_MODELS else ["caa"]
+
+
 # edge circuits need a counterfactual answer: tasks only, not behaviours
 EDGE_TASKS = CFG.task_names()
 ACDC_METHODS = list(CFG.acdc.methods)
@@ -90,11 +110,11 @@ def model_arg(wildcards):
 
 
 def final_outputs():
-    models = list(MODELS)
+    models, native = list(MODELS), NATIVE_MODELS
     return [
         *expand("data/metrics/evaluate_model/{model}/{task}.json", model=models, task=DATASETS),
-        *expand("data/circuits/{model}/{task}/lrp.json", model=models, task=DATASETS),
-        *expand("data/metrics/lrp_faithfulness/{model}/{task}.json", model=models, task=DATASETS),
+        *expand("data/circuits/{model}/{task}/lrp.json", model=native, task=DATASETS),
+        *expand("data/metrics/lrp_faithfulness/{model}/{task}.json", model=native, task=DATASETS),
         *expand(
             "data/circuits/{model}/{task}/{method}.json",
             model=models,
@@ -104,20 +124,20 @@ def final_outputs():
         *expand("data/metrics/acdc_evaluate/{model}/{task}.json", model=models, task=EDGE_TASKS),
         *expand(
             "data/circuits/{model}/{behaviour}/contrastive.json",
-            model=models,
+            model=native,
             behaviour=CFG.behaviour_names(),
         ),
-        *expand("data/steering/{model}/{task}/lrp.json", model=models, task=EDGE_TASKS),
-        *expand(
-            "data/steering/{model}/{behaviour}/{circuit}.json",
-            model=models,
-            behaviour=CFG.behaviour_names(),
-            circuit=[*CFG.steering.behaviour_methods, "caa"],
+        *expand("data/steering/{model}/{task}/lrp.json", model=native, task=EDGE_TASKS),
+        *(
+            f"data/steering/{m}/{b}/{k}.json"
+            for m in models
+            for b in CFG.behaviour_names()
+            for k in behaviour_methods(m)
         ),
         *expand("data/metrics/steering/{model}/summary.json", model=models),
         *expand(
             "data/compare/{model}/{behaviour}.json",
-            model=models,
+            model=native,
             behaviour=CFG.behaviour_names(),
         ),
         "data/report/index.html",
@@ -168,8 +188,11 @@ def report_manifest():
         else:
             jobs.append(("model_ref", {"hub": m}))
         entry["evaluation"] = {t: f"data/metrics/evaluate_model/{m}/{t}.json" for t in DATASETS}
-        entry["blacklist"] = f"data/blacklists/{m}.json"
-        entry["lrp"] = {
+        native = m in NATIVE_MODELS
+        if not native:
+            entry["backend"] = "transformer_lens"
+        entry["blacklist"] = f"data/blacklists/{m}.json" if native else None
+        entry["lrp"] = {} if not native else {
             t: {
                 "circuit": f"data/circuits/{m}/{t}/lrp.json",
                 "metrics": f"data/metrics/lrp_circuit/{m}/{t}.json",
@@ -189,26 +212,32 @@ def report_manifest():
             for t in EDGE_TASKS
         }
         entry["contrastive"] = {
-            b: f"data/circuits/{m}/{b}/contrastive.json" for b in CFG.behaviour_names()
+            b: f"data/circuits/{m}/{b}/contrastive.json" for b in CFG.behaviour_names() if native
         }
         for t in DATASETS:
             jobs += [
                 ("check_dataset", {"model": m, "task": t}),
                 ("evaluate_model", {"model": m, "task": t}),
-                ("lrp_attribution", {"model": m, "task": t}),
-                ("lrp_circuit", {"model": m, "task": t}),
-                ("lrp_faithfulness", {"model": m, "task": t}),
             ]
-        jobs.append(("blacklist", {"model": m}))
+            if native:
+                jobs += [
+                    ("lrp_attribution", {"model": m, "task": t}),
+                    ("lrp_circuit", {"model": m, "task": t}),
+                    ("lrp_faithfulness", {"model": m, "task": t}),
+                ]
+        if native:
+            jobs.append(("blacklist", {"model": m}))
         for t in EDGE_TASKS:
             jobs += [("acdc_circuit", {"model": m, "task": t, "method": k}) for k in ACDC_METHODS]
             jobs.append(("acdc_evaluate", {"model": m, "task": t}))
-        jobs += [("contrastive_circuit", {"model": m, "behaviour": b}) for b in CFG.behaviour_names()]
+        if native:
+            jobs += [
+                ("contrastive_circuit", {"model": m, "behaviour": b})
+                for b in CFG.behaviour_names()
+            ]
         if produces("data/steering/") and produces("data/caa/"):
-            names = {t: ["lrp"] for t in EDGE_TASKS}
-            names |= {
-                b: [*CFG.steering.behaviour_methods, "caa"] for b in CFG.behaviour_names()
-            }
+            names = {t: ["lrp"] for t in EDGE_TASKS} if native else {}
+            names |= {b: behaviour_methods(m) for b in CFG.behaviour_names()}
             entry["steering"] = {
                 name: {
                     "results": {k: f"data/steering/{m}/{name}/{k}.json" for k in methods},
@@ -225,7 +254,7 @@ def report_manifest():
                     out = f"data/steering/{m}/{name}/{k}.json"
                     jobs.append(("caa_steering" if k == "caa" else "steering", out))
             jobs += [("caa", f"data/caa/{m}/{b}.safetensors") for b in CFG.behaviour_names()]
-        if produces("data/compare/") and produces("data/caa/"):
+        if native and produces("data/compare/") and produces("data/caa/"):
             entry["compare"] = {
                 b: {
                     "result": f"data/compare/{m}/{b}.json",

@@ -40,7 +40,7 @@ from torch import Tensor
 
 from circuitlab.acdc.eap import eap_scores
 from circuitlab.acdc.graph import acdc_order
-from circuitlab.acdc.incremental import Heads, IncrementalChecks
+from circuitlab.acdc.incremental import Heads, incremental_checks
 from circuitlab.acdc.metrics import get_metric
 from circuitlab.acdc.patch import PatchContext, forward
 from circuitlab.acdc.sequential import ACDCConfig, ACDCResult, TauResult
@@ -101,7 +101,7 @@ class _Evaluator:
         self.ctx, self.metric = ctx, get_metric(faithfulness)
         self.block_of, self.resume = block_of, resume
         self.n_forward = self.n_sets = 0
-        self.checks = IncrementalChecks(ctx) if resume else None
+        self.checks = incremental_checks(ctx) if resume else None
         self.state: Tensor | None = None
         self.cache: Heads = None
         self.pending: Heads = None

@@ -47,7 +47,7 @@ import torch
 from torch import Tensor
 
 from circuitlab.acdc.graph import acdc_order
-from circuitlab.acdc.incremental import Heads, IncrementalChecks
+from circuitlab.acdc.incremental import Heads, incremental_checks
 from circuitlab.acdc.metrics import get_metric
 from circuitlab.acdc.patch import PatchContext, forward
 from circuitlab.acdc.sequential import ACDCConfig, ACDCResult, TauResult
@@ -257,7 +257,7 @@ def shared_sweep(
         _Group(list(range(len(taus))), torch.zeros(graph.n_edges, dtype=pm.dtype, device=pm.device))
     ]
     n_forward = n_checks = 0
-    checker = IncrementalChecks(ctx) if fast.incremental and not batch and cfg.resume else None
+    checker = incremental_checks(ctx) if fast.incremental and not batch and cfg.resume else None
     edges = progress_bar(
         acdc_order(graph, cfg.edge_order), desc=f"acdc: {len(taus)} τ, edges", unit="edge"
     )

@@ -11,7 +11,7 @@ Nodes follow auto-circuit's names (and so do edges, ``"{src}->{dst}"``):
 
 A source feeds a destination when it comes before it: sources of blocks ``< l`` feed the
 attention inputs of block ``l``, and the heads of block ``l`` also feed ``MLP {l}`` (attention
-then MLP inside a block). Every destination therefore reads a *prefix* of the source order,
+then MLP inside a block; not in models whose attention and MLP run in parallel, `build_graph`). Every destination therefore reads a *prefix* of the source order,
 which the patch layer uses to turn masks into dense tensors.
 
 **Storage order** (the index of an edge, the layout of a flat mask): destinations in forward
@@ -216,8 +216,10 @@ def mlp_source_index(layer: int, n_heads: int) -> int:
     return 1 + layer * (n_heads + 1) + n_heads
 
 
-def build_graph(dims: ModelDims) -> Graph:
-    """The graph of a model with these sizes (sequential attention → MLP blocks)."""
+def build_graph(dims: ModelDims, *, parallel: bool = False) -> Graph:
+    """The graph of a model with these sizes: sequential attention → MLP blocks, or with
+    ``parallel`` attention and MLP reading the same residual (GPT-NeoX, Phi, GPT-J; the
+    TransformerLens backend), where block ``l``'s heads do not feed ``MLP {l}``."""
     n_layers, n_heads, n_kv = dims.n_layers, dims.n_heads, dims.n_kv_heads
     if n_layers < 1 or n_heads < 1 or n_kv < 1 or n_heads % n_kv:
         raise ModelError(
@@ -245,7 +247,7 @@ def build_graph(dims: ModelDims) -> Graph:
         attn = [f"A{layer}.{h}.Q" for h in range(n_heads)]
         attn += [f"A{layer}.{g}.K" for g in range(n_kv)] + [f"A{layer}.{g}.V" for g in range(n_kv)]
         add_block("attn", layer, attn, n_in)
-        add_block("mlp", layer, [f"MLP {layer}"], n_in + n_heads)
+        add_block("mlp", layer, [f"MLP {layer}"], n_in if parallel else n_in + n_heads)
     add_block("end", n_layers, [RESID_END], len(sources))
 
     edges, e_src, e_dst = [], [], []

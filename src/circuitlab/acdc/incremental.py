@@ -71,3 +71,9 @@ class IncrementalChecks:
             )
         logits = forward(ctx, trial[None], start_layer=layer, answer_only=True, heads=heads)
         return logits, cache, (layer, heads)
+
+
+def incremental_checks(ctx: PatchContext) -> IncrementalChecks | None:
+    """Incremental checks on the native patch layer; None on TransformerLens hooks (which
+    cannot recompute single heads: every check there is a full forward)."""
+    return IncrementalChecks(ctx) if isinstance(ctx, PatchContext) else None

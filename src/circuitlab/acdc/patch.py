@@ -105,7 +105,13 @@ class PatchModel:
 def patchable(loaded: LoadedModel) -> PatchModel:
     """The patch layer over a loaded model. Raises ModelError for an architecture whose
     forward pass it cannot reproduce exactly (norms on attention/MLP outputs, per-head q/k
-    norms, soft-capping, unknown attention layer types), naming the feature."""
+    norms, soft-capping, unknown attention layer types), naming the feature. A model loaded
+    with the transformer_lens backend gets the same interface on its bridge's hooks
+    (`circuitlab.acdc.hooked`)."""
+    if loaded.adapter is None:  # the transformer_lens backend: patching on the bridge's hooks
+        from circuitlab.acdc.hooked import hooked
+
+        return hooked(loaded)  # type: ignore[return-value]
     model, adapter = loaded.model, loaded.adapter
     _check_supported(loaded)
     dims = loaded.dims
@@ -272,6 +278,10 @@ def prepare(
         raise DatasetError("the prompt batch is empty; patching needs at least one prompt")
     if ablation == "resample":
         batch.require_corrupt("resample ablation")
+    if not isinstance(pm, PatchModel):  # the transformer_lens backend
+        from circuitlab.acdc import hooked
+
+        return hooked.prepare(pm, batch, ablation, reference=reference)  # type: ignore[return-value]
     start = time.perf_counter()
     batch = batch.to(pm.device)
     n_forward = 1
@@ -391,6 +401,11 @@ def forward(
     pm = ctx.model
     graph = pm.graph
     flat = _check_mask(mask, graph, pm)
+    if not isinstance(ctx, PatchContext):  # the transformer_lens backend: one hooked forward
+        from circuitlab.acdc import hooked
+
+        logits = hooked.forward(ctx, flat, all_positions=all_positions)
+        return logits[0] if mask is None or mask.dim() == 1 else logits
     n_layers = graph.n_layers
     if not 0 <= start_layer <= n_layers:
         raise ConfigError(f"start_layer must be in [0, {n_layers}], got {start_layer}")

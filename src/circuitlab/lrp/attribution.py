@@ -143,7 +143,7 @@ def attribute_batch(
                 + "; the logit difference would be identically zero"
             )
     batch = batch.to(lm.device)
-    model, adapter = lm.model, lm.adapter
+    model, adapter = lm.model, lm.needs_adapter("LRP attribution")
     n_layers = lm.dims.n_layers
     with (
         torch.enable_grad(),
@@ -236,7 +236,7 @@ def last_activations(lm: LoadedModel, rows: Sequence[TaskRow], batch_size: int =
     out = []
     for chunk in batches(rows, batch_size):
         batch = encode_rows(chunk, lm.tokenizer).to(lm.device)
-        with torch.no_grad(), lm.adapter.capture_neurons(lm.model) as acts:
+        with torch.no_grad(), lm.needs_adapter("LRP attribution").capture_neurons(lm.model) as acts:
             lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         idx = torch.arange(len(batch), device=lm.device)
         out.append(torch.stack([acts[layer][idx, batch.last] for layer in sorted(acts)], 1))

@@ -99,7 +99,7 @@ class AblationRunner:
                     return torch.where(m, v, x)
 
                 layers = [int(i) for i in ablate.flatten(1).any(1).nonzero().flatten()]
-                with lm.adapter.edit_neurons(lm.model, edit, layers):
+                with lm.needs_adapter("LRP faithfulness").edit_neurons(lm.model, edit, layers):
                     logits = lm.model(
                         input_ids=batch.input_ids, attention_mask=batch.attention_mask
                     ).logits
@@ -116,7 +116,10 @@ class AblationRunner:
         for chunk in batches(rows, batch_size):
             batch = encode_rows(chunk, lm.tokenizer).to(lm.device)
             j, inside = self._cell_index(batch)
-            with torch.no_grad(), lm.adapter.capture_neurons(lm.model) as acts:
+            with (
+                torch.no_grad(),
+                lm.needs_adapter("LRP faithfulness").capture_neurons(lm.model) as acts,
+            ):
                 lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
             onehot = torch.nn.functional.one_hot(j, n_pos).to(torch.float64) * inside[..., None]
             for layer in range(dims.n_layers):  # [B,S,P]ᵀ·[B,S,D] → [P, D]

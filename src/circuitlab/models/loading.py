@@ -32,7 +32,8 @@ from transformers import (
 )
 
 from circuitlab.errors import ModelError
-from circuitlab.models.adapters import Adapter, ModelDims, get_adapter
+from circuitlab.models.adapters import ADAPTERS, Adapter, ModelDims, supported_architectures
+from circuitlab.models.adapters.base import architecture_of
 from circuitlab.models.spec import ModelSpec, looks_like_path
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,11 @@ TOKENIZER_FILES = (
 @dataclass(frozen=True)
 class LoadedModel:
     """A model in eval mode with its tokenizer (None: loaded without one, token ids only),
-    adapter and the spec it was loaded from.
+    its adapter and the spec it was loaded from.
+
+    With ``backend: transformer_lens`` there is no circuitlab adapter (``adapter`` is None) and
+    ``bridge`` is the TransformerLens `TransformerBridge` wrapping ``model``
+    (`circuitlab.models.bridge`); stages that need the adapter ask for it with `needs_adapter`.
 
     Parameters keep `requires_grad` as loaded (attribution needs gradients); callers that only
     run forward passes should use `torch.no_grad()` / `torch.inference_mode()`.
@@ -59,13 +64,34 @@ class LoadedModel:
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase | None
-    adapter: Adapter
+    adapter: Adapter | None
     spec: ModelSpec
     device: torch.device
+    bridge: Any = None
 
     @cached_property
     def dims(self) -> ModelDims:
+        if self.adapter is None:
+            from circuitlab.models.bridge import bridge_dims
+
+            return bridge_dims(self.bridge)
         return self.adapter.dims(self.model.config)
+
+    @property
+    def architecture(self) -> str:
+        return architecture_of(self.model.config)
+
+    def needs_adapter(self, stage: str) -> Adapter:
+        """The adapter, or ModelError saying that ``stage`` needs one this model lacks."""
+        if self.adapter is not None:
+            return self.adapter
+        raise ModelError(
+            f"{stage} needs circuitlab's architecture adapter (it works on the MLP internals), "
+            f"and {self.architecture} has none: this model runs with backend: transformer_lens, "
+            "which gives the hook-only stages (evaluation, dataset checks, ACDC, EAP, head "
+            "pruning, CAA vectors and CAA steering). Adapters exist for "
+            f"{', '.join(supported_architectures())}"
+        )
 
 
 def load_model(
@@ -81,7 +107,7 @@ def load_model(
     spec = resolve_spec(spec)
     source = _source(spec)
     config = load_config(spec, source=source)
-    adapter = get_adapter(config)  # fails before any weight is read
+    adapter = _adapter(spec, config)  # fails before any weight is read
     device = spec.resolved_device()
     if tokenizer is None:
         tokenizer = not spec.is_local() or has_tokenizer(Path(source))
@@ -94,7 +120,38 @@ def load_model(
     else:
         device = next(model.parameters()).device
     model.eval()
-    return LoadedModel(model=model, tokenizer=tok, adapter=adapter, spec=spec, device=device)
+    bridge = None
+    if adapter is None:
+        from circuitlab.models.bridge import build_bridge
+
+        bridge = build_bridge(model, architecture_of(config))
+    return LoadedModel(
+        model=model, tokenizer=tok, adapter=adapter, spec=spec, device=device, bridge=bridge
+    )
+
+
+def _adapter(spec: ModelSpec, config: PretrainedConfig) -> Adapter | None:
+    """The native adapter (None for the transformer_lens backend); ModelError, naming the fix,
+    for an architecture the chosen backend cannot run."""
+    from circuitlab.models.bridge import bridge_architectures, check_bridge_supports
+
+    arch = architecture_of(config)
+    if spec.backend == "transformer_lens":
+        check_bridge_supports(arch)
+        return None
+    if arch in ADAPTERS:
+        return ADAPTERS[arch]
+    hint = (
+        f" TransformerLens 4 supports {arch}: set `backend: transformer_lens` in the model's "
+        "config entry (or its reference JSON) to run the hook-only stages through its "
+        "TransformerBridge (README, 'Models')."
+        if arch in bridge_architectures()
+        else ""
+    )
+    raise ModelError(
+        f"unsupported architecture {arch!r}; circuitlab's adapters: "
+        f"{', '.join(supported_architectures())}.{hint}"
+    )
 
 
 def has_tokenizer(directory: Path) -> bool:

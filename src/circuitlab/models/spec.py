@@ -46,6 +46,13 @@ class ModelSpec(StrictModel):
     attn_implementation: Literal["eager", "sdpa"] = Field(
         default="eager", description="attention kernel; 'eager' is needed for attribution (LRP)"
     )
+    backend: Literal["native", "transformer_lens"] = Field(
+        default="native",
+        description="'native': circuitlab's own adapter and patch layer (Llama, Mistral, Qwen2, "
+        "Gemma, GPT-2; every stage); 'transformer_lens': TransformerLens 4's TransformerBridge, "
+        "for an architecture circuitlab has no adapter for (the hook-only stages: evaluation, "
+        "ACDC/EAP/head pruning, CAA; see README)",
+    )
 
     # ------------------------------------------------------------------ helpers
     def torch_dtype(self) -> torch.dtype | Literal["auto"]:

@@ -26,7 +26,7 @@ import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -80,6 +80,7 @@ class ModelInputs(StrictModel):
     """One model's artifacts by section; keys are task or behaviour names."""
 
     training: TrainingInputs | None = None  # toy models only
+    backend: Literal["native", "transformer_lens"] = "native"  # circuitlab.models.bridge
     evaluation: dict[str, str] = Field(default_factory=dict)  # metrics/evaluate_model/…
     blacklist: str | None = None  # data/blacklists/{model}.json
     lrp: dict[str, LrpInputs] = Field(default_factory=dict)
@@ -141,6 +142,7 @@ def parse_manifest(data: Any, source: str = "--manifest") -> ReportManifest:
 
 @dataclass
 class LoadedModel:
+    backend: str = "native"
     training: dict[str, Any] | None = None  # {"metrics": {...}, "curve": [{step, loss}, ...]}
     evaluation: dict[str, dict[str, Any]] = field(default_factory=dict)
     blacklist: Any = None  # circuitlab.blacklist.Blacklist
@@ -198,7 +200,7 @@ def load_report_inputs(manifest: ReportManifest) -> LoadedReport:
 
     models: dict[str, LoadedModel] = {}
     for name, m in manifest.models.items():
-        lm = LoadedModel()
+        lm = LoadedModel(backend=m.backend)
         if m.training is not None:
             curve = read_json(m.training.curve, rule="train_toy_model")
             if not isinstance(curve, list):
@@ -918,12 +920,22 @@ def _summary_rows(name: str, m: LoadedModel) -> list[dict[str, str]]:
     return rows
 
 
+def _unavailable(backend: str) -> str | None:
+    """The stages a backend does not run, in words (None for the native backend)."""
+    if backend == "native":
+        return None
+    from circuitlab.models.bridge import STAGES
+
+    return "; ".join(stage for stage, why in STAGES.items() if why)
+
+
 def build_view(loaded: LoadedReport) -> dict[str, Any]:
     models = []
     for name, m in loaded.models.items():
         models.append(
             {
                 "name": name,
+                "unavailable": _unavailable(m.backend),
                 "summary": _summary_rows(name, m),
                 "training": _training_view(name, m.training) if m.training else None,
                 "evaluation": _evaluation_rows(m.evaluation),

@@ -5,13 +5,15 @@ token: of the residual stream after each layer (`site="resid"`, TL `hook_resid_p
 MLP's output (`"mlp_out"`, the MLP module's output, before a post-feedforward norm where the
 family has one), or of the neurons themselves (`neuron_differences`, the down-projection
 input); `activation_weighted_vectors` maps the neuron differences through W_down (the seed's
-activation-weighted CV). All hooks go through the architecture adapter.
+activation-weighted CV). All hooks go through the architecture adapter, or, for a model loaded
+with the transformer_lens backend, TransformerLens' ``hook_resid_post`` and ``hook_mlp_out``
+(the neuron vectors need an adapter).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,6 +24,9 @@ from torch import Tensor, nn
 
 from circuitlab.errors import ArtifactError
 from circuitlab.io import atomic_path, require
+from circuitlab.models.bridge import edit_hooks
+from circuitlab.models.bridge import mlp_out as mlp_out_hook
+from circuitlab.models.bridge import resid_post as resid_post_hook
 from circuitlab.steering.neurons import (
     SteeringError,
     _resolve_last,
@@ -57,8 +62,10 @@ def last_token_activations(
         raise SteeringError("no prompts given")
     if batch_size < 1:
         raise SteeringError(f"batch_size must be >= 1, got {batch_size}")
-    ad, model, dev = lm.adapter, lm.model, lm.device
+    model, dev = lm.model, lm.device
     layers = list(range(lm.dims.n_layers))
+    if site == "neurons":
+        lm.needs_adapter("CAA's neuron differences")
     out = []
     for start in range(0, len(prompts), batch_size):
         ids, mask, last = encode_prompts(lm.tokenizer, prompts[start : start + batch_size])
@@ -70,8 +77,11 @@ def last_token_activations(
             return x
 
         ctx: Any
+        ad = lm.adapter
         if site == "resid":
-            ctx = ad.edit_residual(model, keep, layers)
+            ctx = residual_edit(lm, keep, layers)
+        elif ad is None:  # the transformer_lens backend: TL's hook_mlp_out
+            ctx = edit_hooks(lm.bridge, mlp_out_hook, keep, layers)
         elif site == "mlp_out":
             ctx = ad.replace_outputs(
                 (ad.module(model, ly, "mlp"), _keeper(ly, got)) for ly in layers
@@ -136,12 +146,23 @@ def activation_weighted_vectors(lm: LoadedModel, diffs: Tensor) -> Tensor:
             f"neuron differences must be [n_layers, d_mlp] = [{d.n_layers}, {d.d_mlp}], "
             f"got {list(diffs.shape)}"
         )
+    ad = lm.needs_adapter("CAA's activation-weighted vectors")
     return torch.stack(
         [
-            lm.adapter.down_proj_weight(lm.model, ly).detach().float().cpu() @ diffs[ly].float()
+            ad.down_proj_weight(lm.model, ly).detach().float().cpu() @ diffs[ly].float()
             for ly in range(d.n_layers)
         ]
     )
+
+
+def residual_edit(
+    lm: LoadedModel, fn: Callable[[int, Tensor], Tensor], layers: list[int]
+) -> AbstractContextManager[Any]:
+    """``fn(layer, resid)`` replaces the residual stream after each layer (TL
+    ``hook_resid_post``) inside the block: through the adapter, or the bridge's hook."""
+    if lm.adapter is None:
+        return edit_hooks(lm.bridge, resid_post_hook, fn, layers)
+    return lm.adapter.edit_residual(lm.model, fn, layers)
 
 
 @contextmanager
@@ -180,7 +201,7 @@ def add_vector(
         where = torch.arange(hs.shape[1], device=hs.device)[None, :] >= lst[:, None]
         return hs + where[..., None].to(hs.dtype) * delta
 
-    ctx = lm.adapter.edit_residual(lm.model, edit, [layer]) if m != 0.0 else nullcontext()
+    ctx = residual_edit(lm, edit, [layer]) if m != 0.0 else nullcontext()
     with ctx:
         yield
 

@@ -271,7 +271,8 @@ def steer_neurons(
             out[b, p, n] = x[b, p, n] * m
             return out
 
-    with lm.adapter.edit_neurons(lm.model, edit, list(index if positions == "all" else table)):
+    adapter = lm.needs_adapter("neuron steering")
+    with adapter.edit_neurons(lm.model, edit, list(index if positions == "all" else table)):
         yield
 
 

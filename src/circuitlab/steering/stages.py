@@ -215,13 +215,16 @@ def build_caa(
     pos, neg = _polar(fit, name)
     _polar(val, f"{name} (validation part)")
     bs = caa.batch_size
-    diffs = neuron_differences(lm, pos, neg, batch_size=bs)
     vectors = {
         "resid": control_vectors(lm, pos, neg, site="resid", batch_size=bs),
         "mlp_out": control_vectors(lm, pos, neg, site="mlp_out", batch_size=bs),
-        "neuron_diff": diffs,
-        "activation_weighted": activation_weighted_vectors(lm, diffs),
     }
+    if lm.adapter is not None:  # the neuron vectors read the MLP internals
+        diffs = neuron_differences(lm, pos, neg, batch_size=bs)
+        vectors["neuron_diff"] = diffs
+        vectors["activation_weighted"] = activation_weighted_vectors(lm, diffs)
+    elif caa.site not in vectors:
+        lm.needs_adapter(f"caa.site {caa.site!r}")
     layers = caa.layers if caa.layers is not None else list(range(lm.dims.n_layers))
     for layer in layers:
         check_layer(lm, layer)

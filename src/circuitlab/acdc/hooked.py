@@ -1,0 +1,264 @@
+"""Edge patching on TransformerLens hooks: the patch layer of the `transformer_lens` backend.
+
+For a model circuitlab has no adapter for, ACDC, EAP and head pruning run on the hook graph
+of its `TransformerBridge` (`circuitlab.models.bridge`) with the semantics of the native patch
+layer (`circuitlab.acdc.patch`): every destination reads its clean input minus, for each edge
+with mask value ``m``, ``m · (current source output − ablated source output)``.
+
+=============================  ======================================================
+graph node                     hook (``[batch, pos, (head,) d_model]``)
+=============================  ======================================================
+source ``Resid Start``         ``blocks.0.hook_resid_pre``
+source ``A{l}.{h}``            ``blocks.{l}.attn.hook_result`` (head ``h``)
+source ``MLP {l}``             ``blocks.{l}.hook_mlp_out``
+dest ``A{l}.{h}.Q``/``K``/``V``  ``blocks.{l}.attn.hook_{q,k,v}_input`` (head / KV head)
+dest ``MLP {l}``               ``blocks.{l}.hook_mlp_in`` (pre-norm; in parallel blocks
+                               the residual the MLP reads, not the attention's output)
+dest ``Resid End``             ``ln_final.hook_in``
+=============================  ======================================================
+
+Masks, ablations, batches and the returned logits are those of `circuitlab.acdc.patch.forward`
+(``[n_edges]`` or ``[E, n_edges]``; E edge sets fold into the batch; a mask that requires grad
+gives edge gradients). The native layer's speed-ups — resuming at a block from the clean
+cache, answer-position-only last blocks, incremental head recomputation — are not available
+on hooks: every check is one full forward of the bridge (BENCHMARKS.md says what that costs);
+their results do not change, since those speed-ups are exact.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from circuitlab.acdc.graph import Block, Graph, build_graph
+from circuitlab.errors import ConfigError, DatasetError
+from circuitlab.models.adapters import ModelDims
+from circuitlab.models.bridge import parallel_blocks, require_hooks
+from circuitlab.models.loading import LoadedModel
+from circuitlab.prompts import PromptBatch
+
+RESID_START_HOOK = "blocks.0.hook_resid_pre"
+END_HOOK = "ln_final.hook_in"
+
+
+@dataclass(frozen=True, eq=False)
+class HookedModel:
+    """A loaded model with the transformer_lens backend, seen as an edge graph."""
+
+    loaded: LoadedModel
+    graph: Graph
+
+    @property
+    def bridge(self) -> Any:
+        return self.loaded.bridge
+
+    @property
+    def dims(self) -> ModelDims:
+        return self.loaded.dims
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.loaded.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.loaded.model.parameters()).dtype
+
+
+def hooked(loaded: LoadedModel) -> HookedModel:
+    """The hook patch layer over a model loaded with the transformer_lens backend; ModelError
+    naming the missing hooks when the bridge lacks one of the graph's."""
+    n = loaded.dims.n_layers
+    names = [RESID_START_HOOK, END_HOOK]
+    for layer in range(n):
+        names += [f"blocks.{layer}.attn.hook_{k}" for k in ("result", "q_input", "k_input",
+                                                            "v_input")]  # fmt: skip
+        names += [f"blocks.{layer}.hook_mlp_in", f"blocks.{layer}.hook_mlp_out"]
+    require_hooks(loaded.bridge, names, "edge patching (ACDC, EAP, head pruning)")
+    graph = build_graph(loaded.dims, parallel=parallel_blocks(loaded.bridge))
+    return HookedModel(loaded=loaded, graph=graph)
+
+
+@dataclass(frozen=True, eq=False)
+class HookedContext:
+    """A batch prepared for hook patching: ``ablated`` ``[B | 1, n_sources, S | 1, d]`` (as the
+    native `PatchContext`), the clean answer logits and what preparing cost."""
+
+    model: HookedModel
+    batch: PromptBatch
+    ablation: str
+    ablated: Tensor = field(repr=False)
+    clean_logits: Tensor = field(repr=False)
+    n_forward: int = 0
+    seconds: float = 0.0
+
+    @property
+    def graph(self) -> Graph:
+        return self.model.graph
+
+
+def prepare(
+    hm: HookedModel, batch: PromptBatch, ablation: str, *, reference: PromptBatch | None = None
+) -> HookedContext:
+    """`circuitlab.acdc.patch.prepare` on hooks (that function checks the arguments)."""
+    from circuitlab.acdc.patch import _masked_mean
+
+    start = time.perf_counter()
+    batch = batch.to(hm.device)
+    n_forward = 1
+    with torch.no_grad():
+        clean_src, logits = _record(hm, batch.input_ids, batch.attention_mask)
+        if ablation == "resample":
+            ablated, _ = _record(hm, batch.corrupt_ids, batch.attention_mask)
+            n_forward += 1
+        elif ablation == "mean":
+            if reference is None:
+                ablated = _masked_mean(clean_src, batch.attention_mask)
+            else:
+                ablated = _reference_mean(hm, reference, clean_src.shape[2])
+                n_forward += 1
+        else:
+            ablated = clean_src.new_zeros(1, clean_src.shape[1], 1, clean_src.shape[-1])
+    return HookedContext(
+        model=hm,
+        batch=batch,
+        ablation=ablation,
+        ablated=ablated,
+        clean_logits=_at_answer(logits[None], batch.last)[0],
+        n_forward=n_forward,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _reference_mean(hm: HookedModel, reference: PromptBatch, width: int) -> Tensor:
+    from circuitlab.acdc.patch import _masked_mean
+
+    reference = reference.to(hm.device)
+    if reference.input_ids.shape[1] < width:
+        raise ConfigError(
+            f"mean ablation: the reference prompts are at most {reference.input_ids.shape[1]} "
+            f"tokens long but the batch has {width} positions; give reference prompts at least "
+            "as long as the longest prompt (or no reference: the batch's own mean)"
+        )
+    src, _ = _record(hm, reference.input_ids, reference.attention_mask)
+    return _masked_mean(src, reference.attention_mask)[:, :, :width]
+
+
+def _record(hm: HookedModel, ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """An unpatched run: every source's output ``[B, n_sources, S, d]`` and the logits."""
+    _check_right_padded(attention_mask)
+    sources = _Sources(1, ids.shape[0])
+    logits = hm.bridge.run_with_hooks(
+        ids, attention_mask=attention_mask, fwd_hooks=sources.hooks(hm.graph.n_layers)
+    )
+    return sources.stacked()[0], logits
+
+
+def _check_right_padded(attention_mask: Tensor) -> None:
+    mask = attention_mask.bool()
+    lengths = mask.sum(1)
+    right = torch.arange(mask.shape[1], device=mask.device)[None] < lengths[:, None]
+    if bool((lengths == 0).any()) or not torch.equal(mask, right):
+        raise DatasetError(
+            "the patch layer needs right-padded batches with at least one token per prompt "
+            "(build them with circuitlab.prompts.encode_rows)"
+        )
+
+
+class _Sources:
+    """Hooks that keep every source's output of the current run, ``[E, B, k, S, d]`` parts in
+    source order (E edge sets folded into the batch as ``E * B``)."""
+
+    def __init__(self, n_sets: int, n_prompts: int) -> None:
+        self.e, self.b = n_sets, n_prompts
+        self.parts: list[Tensor] = []
+
+    def hooks(self, n_layers: int) -> list[tuple[str, Callable[..., None]]]:
+        out = [(RESID_START_HOOK, self._keep(per_head=False))]
+        for layer in range(n_layers):
+            out.append((f"blocks.{layer}.attn.hook_result", self._keep(per_head=True)))
+            out.append((f"blocks.{layer}.hook_mlp_out", self._keep(per_head=False)))
+        return out
+
+    def _keep(self, *, per_head: bool) -> Callable[..., None]:
+        def hook(x: Tensor, hook: Any) -> None:
+            x = x.reshape(self.e, self.b, *x.shape[1:])
+            self.parts.append(x.transpose(2, 3) if per_head else x[:, :, None])
+
+        return hook
+
+    def stacked(self, n: int | None = None) -> Tensor:
+        """The first ``n`` sources (all by default), ``[E, B, n, S, d]``."""
+        src = torch.cat(self.parts, dim=2)
+        return src if n is None else src[:, :, :n]
+
+
+def forward(ctx: HookedContext, flat: Tensor | None, *, all_positions: bool = False) -> Tensor:
+    """Logits ``[E, B, V]`` (``[E, B, S, V]`` with ``all_positions``) of the clean batch with
+    the masked edges patched; ``flat`` is the checked ``[E, n_edges]`` mask or None."""
+    hm, batch = ctx.model, ctx.batch
+    graph = hm.graph
+    n_sets = 1 if flat is None else flat.shape[0]
+    ids = batch.input_ids.repeat(n_sets, 1)
+    attention_mask = batch.attention_mask.repeat(n_sets, 1)
+    hooks: list[tuple[str, Callable[..., Any]]] = []
+    if flat is not None:
+        sources = _Sources(n_sets, len(batch))
+        hooks += sources.hooks(graph.n_layers)
+        for block in graph.blocks:
+            m = flat[:, block.offset : block.stop]
+            if m.requires_grad or bool(m.any()):
+                hooks += _patch_hooks(block, m, sources, ctx.ablated, graph)
+    with torch.set_grad_enabled(flat is not None and flat.requires_grad):
+        logits = hm.bridge.run_with_hooks(ids, attention_mask=attention_mask, fwd_hooks=hooks)
+    logits = logits.reshape(n_sets, len(batch), *logits.shape[1:])
+    return logits if all_positions else _at_answer(logits, batch.last)
+
+
+def _patch_hooks(
+    block: Block, m: Tensor, sources: _Sources, ablated: Tensor, graph: Graph
+) -> list[tuple[str, Callable[..., Tensor]]]:
+    """The destination hooks of one block group: its inputs lose Σ m · (current − ablated)."""
+    m = m.reshape(m.shape[0], block.n_dests, block.n_sources)
+    n = block.n_sources
+    known: dict[str, Tensor] = {}
+
+    def delta() -> Tensor:  # [E, B, n_dests, S, d], computed once per forward
+        if "d" not in known:
+            current = torch.einsum("ern,ebnsd->ebrsd", m, sources.stacked(n))
+            patched = torch.einsum("ern,bnsd->ebrsd", m, ablated[:, :n])
+            known["d"] = current - patched
+        return known["d"]
+
+    def subtract(rows: slice | None) -> Callable[..., Tensor]:
+        def hook(x: Tensor, hook: Any) -> Tensor:
+            d = delta()
+            if rows is None:  # one destination: [E*B, S, d]
+                return x - d[:, :, 0].reshape(x.shape)
+            per_head = d[:, :, rows].transpose(2, 3)  # [E, B, S, k, d]
+            return x - per_head.reshape(x.shape)
+
+        return hook
+
+    layer = block.layer
+    if block.kind == "end":
+        return [(END_HOOK, subtract(None))]
+    if block.kind == "mlp":
+        return [(f"blocks.{layer}.hook_mlp_in", subtract(None))]
+    h, g = graph.n_heads, graph.n_kv_heads
+    return [
+        (f"blocks.{layer}.attn.hook_q_input", subtract(slice(0, h))),
+        (f"blocks.{layer}.attn.hook_k_input", subtract(slice(h, h + g))),
+        (f"blocks.{layer}.attn.hook_v_input", subtract(slice(h + g, h + 2 * g))),
+    ]
+
+
+def _at_answer(logits: Tensor, last: Tensor) -> Tensor:
+    """``[E, B, S, V]`` → ``[E, B, V]`` at each prompt's answer position."""
+    rows = torch.arange(logits.shape[1], device=logits.device)
+    return logits[:, rows, last.to(logits.device)]
