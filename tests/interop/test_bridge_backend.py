@@ -35,7 +35,7 @@ from circuitlab.config import AcdcConfig
 from circuitlab.errors import ModelError
 from circuitlab.models import LoadedModel, load_model
 from circuitlab.models.spec import ModelSpec
-from circuitlab.steering.caa import add_vector, control_vectors
+from circuitlab.steering.caa import add_vector, control_vectors, neuron_differences
 from circuitlab.steering.neurons import NeuronSet, steer_neurons
 from circuitlab.tasks.base import TaskRow
 from tiny_models import build_tiny, save_tokenizer
@@ -148,12 +148,10 @@ def test_caa_vectors_and_residual_steering_through_the_bridge(llama_pair: Any) -
 
 def test_neuron_stages_fail_at_their_start_naming_the_stage(llama_pair: Any) -> None:
     _, tl = llama_pair
+    steer = steer_neurons(tl, NeuronSet.from_pairs([(0, 1)]), 2.0)
     with pytest.raises(ModelError, match=r"neuron steering needs circuitlab's architecture"):
-        with steer_neurons(tl, NeuronSet.from_pairs([(0, 1)]), 2.0):
-            pass
-    with pytest.raises(ModelError, match="CAA's neuron differences .*backend: transformer_lens"):
-        from circuitlab.steering.caa import neuron_differences
-
+        steer.__enter__()
+    with pytest.raises(ModelError, match=r"CAA's neuron differences .*backend: transformer_lens"):
         neuron_differences(tl, ["w2 w3"], ["w4 w5"])
 
 
