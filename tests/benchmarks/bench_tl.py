@@ -106,3 +106,52 @@ def run(settings: Settings, log: Callable[[str], None] = print) -> list[Result]:
         "checks": [{"name": "(a) and (b) give the same answer logits", "passed": gap < 1e-3,
                     "detail": f"max |Δ| {gap:.2e}", "tolerance": "1e-3"}],
     }]  # fmt: skip
+
+
+def run_backend(settings: Settings, log: Callable[[str], None] = print) -> list[Result]:
+    """The transformer_lens backend against the native one (`--only backend`): the same toy
+    model loaded both ways, the same prompts; one exact ACDC τ (fast ACDC, its default
+    settings) and one EAP pass (forward + backward over every edge mask) on each. Checks: the
+    same kept edges and the same EAP scores."""
+    if not (TOY_MODEL / "config.json").exists() or not TOY_DATA.exists():
+        return [{"case": "toy ioi, backend", "skipped": "run `make reproduce` first"}]
+    from circuitlab.acdc.eap import eap_scores
+    from circuitlab.models.spec import ModelSpec
+
+    log(" case 'toy ioi, backend': native patch layer vs TransformerLens bridge hooks")
+    rows = load_rows(TOY_DATA, split="train")[: settings.n_prompts]
+    cfg = ACDCConfig(tao_bases=(1,), tao_exps=(-2,))
+    timings, results = [], {}
+    repeats = max(1, settings.repeats // 5)
+    for backend in ("native", "transformer_lens"):
+        lm = load_model(ModelSpec(id=str(TOY_MODEL), backend=backend), tokenizer=True)
+        ctx = prepare_rows(patchable(lm), rows, "resample")
+        sweep, acdc_s = _median(lambda ctx=ctx: fast_acdc(ctx, cfg, FastConfig()), repeats)
+        scores, eap_s = _median(lambda ctx=ctx: eap_scores(ctx), settings.repeats)
+        results[backend] = (sweep.per_tau[0].kept, scores)
+        timings += [
+            {"name": f"{backend}: one exact ACDC τ = 1e-2", "median_s": acdc_s, "runs_s": [acdc_s]},
+            {"name": f"{backend}: one EAP pass", "median_s": eap_s, "runs_s": [eap_s]},
+        ]
+        log(f"  {backend}: ACDC τ {acdc_s:.2f} s ({sweep.n_forward} passes), EAP {eap_s:.3f} s")
+    (kept_n, eap_n), (kept_t, eap_t) = results["native"], results["transformer_lens"]
+    gap = float((eap_n - eap_t).abs().max())
+    by = {t["name"]: t["median_s"] for t in timings}
+    n_edges = len(patchable(load_model(TOY_MODEL)).graph.edges)
+    return [{
+        "case": "toy ioi, backend",
+        "setup": {"about": f"{len(rows)} ioi prompts, {n_edges} edges, resample ablation"},
+        "timings": timings,
+        "ratios": [
+            {"name": "ACDC τ: transformer_lens / native", "unit": "×", "goal": None, "met": None,
+             "value": by["transformer_lens: one exact ACDC τ = 1e-2"] / by["native: one exact ACDC τ = 1e-2"]},
+            {"name": "EAP pass: transformer_lens / native", "unit": "×", "goal": None, "met": None,
+             "value": by["transformer_lens: one EAP pass"] / by["native: one EAP pass"]},
+        ],
+        "checks": [
+            {"name": "the same kept edges at τ = 1e-2", "passed": kept_n == kept_t,
+             "detail": f"{len(kept_n)} vs {len(kept_t)} edges", "tolerance": "identical"},
+            {"name": "the same EAP scores", "passed": gap < 1e-3,
+             "detail": f"max |Δ| {gap:.2e}", "tolerance": "1e-3"},
+        ],
+    }]  # fmt: skip

@@ -1,6 +1,6 @@
 """Run the benchmarks, print a table and write JSON (`make bench`).
 
-    python tests/benchmarks/run.py [--only lrp|acdc|acdc_scaling|numerics|peer|tl] [--quick] [--threads 2] [--out data/benchmarks/bench.json]
+    python tests/benchmarks/run.py [--only lrp|acdc|acdc_scaling|numerics|peer|tl|backend] [--quick] [--threads 2] [--out data/benchmarks/bench.json]
 
 Speed goals are ratios measured within this one run and are reported as PASS/MISS, never
 asserted; the process exits non-zero only when a correctness check (e.g. fast ≡ reference)
@@ -50,6 +50,9 @@ BENCHMARKS: dict[str, Callable[[bool, int | None, Callable[[str], None]], list[R
         bench_numerics.Settings.make(quick, repeats), log
     ),
     "tl": lambda quick, repeats, log: bench_tl.run(bench_tl.Settings.make(quick, repeats), log),
+    "backend": lambda quick, repeats, log: bench_tl.run_backend(
+        bench_tl.Settings.make(quick, repeats), log
+    ),
     "peer": lambda quick, repeats, log: bench_peer.run(
         bench_peer.Settings.make(quick, repeats), log
     ),

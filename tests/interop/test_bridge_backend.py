@@ -201,3 +201,24 @@ def test_an_architecture_neither_backend_knows_is_refused_before_loading(tmp_pat
     assert "transformer_lens" not in str(exc.value)  # no hint TL cannot honour
     with pytest.raises(ModelError, match="no bridge adapter for 'FooForCausalLM'"):
         load_model(ModelSpec(id=str(path), backend="transformer_lens"))
+
+
+def test_the_readme_model_table_matches_what_each_backend_runs() -> None:
+    """Every stage of `circuitlab.models.bridge.STAGES` is in the README's table, with "yes" in
+    the transformer_lens column exactly when that backend runs it."""
+    import re
+
+    from circuitlab.models.bridge import STAGES
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("| stage | `native`")
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in readme[start:].split("\n\n")[0].splitlines()[2:]
+    ]
+    for stage, why in STAGES.items():
+        for rule in re.findall(r"\b[a-z_]+\b", stage.split(" (")[0]):
+            row = [r for r in rows if re.search(rf"\b{rule}\b", r[0])]
+            assert len(row) == 1, f"{rule} is not (once) in the README's model table"
+            assert row[0][1] == "yes"
+            assert row[0][2].startswith("yes") == (why is None), (rule, row[0][2])

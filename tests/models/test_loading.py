@@ -213,9 +213,11 @@ def test_unsupported_architecture_fails_before_weights(
     config.save_pretrained(tmp_path)  # config only: reading weights would fail differently
     with pytest.raises(ModelError) as err:
         load_model(tmp_path)
-    assert f"unsupported architecture '{arch}'; supported: {', '.join(sorted(ADAPTERS))}" in str(
-        err.value
-    )
+    text = str(err.value)
+    assert f"unsupported architecture '{arch}'; circuitlab's adapters: " in text
+    assert ", ".join(sorted(ADAPTERS)) in text
+    # a causal LM TransformerLens can wrap gets the way to run it; a masked LM does not
+    assert ("backend: transformer_lens" in text) == (arch == "OPTForCausalLM")
     assert from_pretrained_calls == []
 
 

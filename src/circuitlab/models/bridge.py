@@ -53,8 +53,18 @@ def bridge_architectures() -> frozenset[str]:
     return frozenset(SUPPORTED_ARCHITECTURES)
 
 
+def is_causal_lm(arch: str) -> bool:
+    """Whether an HF architecture name is a causal LM (circuitlab's stages need one)."""
+    return arch.endswith(("ForCausalLM", "LMHeadModel"))
+
+
 def check_bridge_supports(arch: str) -> None:
     """ModelError before any weight is read when the bridge cannot wrap ``arch``."""
+    if not is_causal_lm(arch):
+        raise ModelError(
+            f"{arch} is not a causal language model (*ForCausalLM / *LMHeadModel); circuitlab's "
+            "stages read next-token logits"
+        )
     try:
         supported = bridge_architectures()
     except ImportError as exc:  # pragma: no cover - a declared dependency

@@ -133,7 +133,7 @@ def load_model(
 def _adapter(spec: ModelSpec, config: PretrainedConfig) -> Adapter | None:
     """The native adapter (None for the transformer_lens backend); ModelError, naming the fix,
     for an architecture the chosen backend cannot run."""
-    from circuitlab.models.bridge import bridge_architectures, check_bridge_supports
+    from circuitlab.models.bridge import bridge_architectures, check_bridge_supports, is_causal_lm
 
     arch = architecture_of(config)
     if spec.backend == "transformer_lens":
@@ -145,7 +145,7 @@ def _adapter(spec: ModelSpec, config: PretrainedConfig) -> Adapter | None:
         f" TransformerLens 4 supports {arch}: set `backend: transformer_lens` in the model's "
         "config entry (or its reference JSON) to run the hook-only stages through its "
         "TransformerBridge (README, 'Models')."
-        if arch in bridge_architectures()
+        if is_causal_lm(arch) and arch in bridge_architectures()
         else ""
     )
     raise ModelError(
