@@ -84,7 +84,9 @@ def test_the_hook_only_stages_run_end_to_end(bridge_run: tuple[Path, str]) -> No
     assert steering
     assert (data / "metrics/steering/neox/summary.json").is_file()
     report = (data / "report/index.html").read_text()
-    assert "backend: transformer_lens" in report and "blacklist" in report
+    assert "backend: transformer_lens" in report  # the note naming what is not available
+    assert 'id="neox-blacklist"' not in report and 'id="neox-lrp"' not in report
+    assert 'id="neox-acdc"' in report
     # nothing that needs an adapter was planned, and the run said so
     assert not (data / "blacklists").exists()
     assert not list(data.glob("circuits/neox/*/lrp.json"))

@@ -25,7 +25,18 @@ from torch import Tensor
 
 pytest.importorskip("transformer_lens")
 
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+from transformers import (
+    GPTJConfig,
+    GPTJForCausalLM,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    Olmo2Config,
+    Olmo2ForCausalLM,
+    OlmoConfig,
+    OlmoForCausalLM,
+    PhiConfig,
+    PhiForCausalLM,
+)
 
 from circuitlab.acdc import patchable, prepare_rows
 from circuitlab.acdc.discover import discover_artifact
@@ -189,6 +200,52 @@ def test_a_parallel_architecture_is_patched_on_its_own_graph(neox: Path) -> None
         got = forward(ctx, mask)
     assert (got - ctx.clean_logits).abs().max() > 1e-3
     assert torch.allclose(got, expected[torch.arange(len(last)), last], atol=ATOL)
+
+
+SMALL = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+             num_attention_heads=4)  # fmt: skip
+#: architecture → (model, None if edge patching works, else what the refusal says)
+OTHERS: dict[str, tuple[Any, str | None]] = {
+    "OlmoForCausalLM": (OlmoForCausalLM(OlmoConfig(**SMALL, num_key_value_heads=2)), None),
+    # the MLP reads the attention's norm output: no MLP input hook fires
+    "PhiForCausalLM": (PhiForCausalLM(PhiConfig(**SMALL)), r"hook_mlp_in \(0×\)"),
+    # norms on the attention and MLP outputs: head outputs do not add up to the residual
+    "Olmo2ForCausalLM": (
+        Olmo2ForCausalLM(Olmo2Config(**SMALL, num_key_value_heads=2)),
+        "do not decompose it additively",
+    ),
+    # TL 4.3.0 has no per-head attention hooks for GPT-J
+    "GPTJForCausalLM": (
+        GPTJForCausalLM(GPTJConfig(vocab_size=64, n_embd=32, n_layer=2, n_head=4, rotary_dim=4)),
+        "cannot split its attention per head",
+    ),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(OTHERS))
+def test_edge_patching_is_refused_where_the_hooks_do_not_decompose_the_model(
+    arch: str, tmp_path: Path
+) -> None:
+    """`hooked` checks the bridge's hooks on a probe (fire once each, in order; inputs are the
+    sum of their sources; every edge patched gives the corrupt run) and refuses, naming why;
+    evaluation and CAA still run on a refused model."""
+    model, refusal = OTHERS[arch]
+    torch.manual_seed(0)
+    with torch.no_grad():  # non-trivial norm weights, as in tiny_models
+        for name, p in model.named_parameters():
+            if "norm" in name or "ln" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    model.config.architectures = [arch]
+    model.save_pretrained(tmp_path)
+    save_tokenizer(tmp_path)
+    lm = load_model(ModelSpec(id=str(tmp_path), backend="transformer_lens"))
+    if refusal is None:
+        assert patchable(lm).graph.n_edges > 0
+    else:
+        with pytest.raises(ModelError, match=refusal):
+            patchable(lm)
+    vectors = control_vectors(lm, ["w2 w3 w4", "w5 w6"], ["w7 w8 w9", "w10 w11"])
+    assert vectors.shape == (2, 32) and bool(vectors.abs().max() > 0)
 
 
 def test_an_architecture_neither_backend_knows_is_refused_before_loading(tmp_path: Path) -> None:

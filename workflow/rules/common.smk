@@ -60,6 +60,20 @@ def behaviour_methods(model):
     return [*CFG.steering.behaviour_methods, "caa"] if model in NATIVE_MODELS else ["caa"]
 
 
+def steering_report_paths(model):
+    """The steering reports a model's summary reads (steering_summary's inputs): neuron circuits
+    of tasks and behaviours (native backend) and CAA of behaviours."""
+    tasks = EDGE_TASKS if model in NATIVE_MODELS else []
+    return [
+        *(f"data/steering/{model}/{t}/lrp.json" for t in tasks),
+        *(
+            f"data/steering/{model}/{b}/{k}.json"
+            for b in CFG.behaviour_names()
+            for k in behaviour_methods(model)
+        ),
+    ]
+
+
 # edge circuits need a counterfactual answer: tasks only, not behaviours
 EDGE_TASKS = CFG.task_names()
 ACDC_METHODS = list(CFG.acdc.methods)
@@ -134,7 +148,7 @@ def final_outputs():
             for b in CFG.behaviour_names()
             for k in behaviour_methods(m)
         ),
-        *expand("data/metrics/steering/{model}/summary.json", model=models),
+        *(f"data/metrics/steering/{m}/summary.json" for m in models if steering_report_paths(m)),
         *expand(
             "data/compare/{model}/{behaviour}.json",
             model=native,
@@ -245,10 +259,11 @@ def report_manifest():
                 }
                 for name, methods in names.items()
             }
-            entry["steering_summary"] = {
-                "metrics": f"data/metrics/steering/{m}/summary.json",
-                "plot": f"data/plots/steering/{m}/leakage.png",
-            }
+            if steering_report_paths(m):
+                entry["steering_summary"] = {
+                    "metrics": f"data/metrics/steering/{m}/summary.json",
+                    "plot": f"data/plots/steering/{m}/leakage.png",
+                }
             for name, methods in names.items():
                 for k in methods:
                     out = f"data/steering/{m}/{name}/{k}.json"

@@ -102,17 +102,7 @@ rule caa_steering:
 
 
 def steering_reports(wildcards):
-    m = wildcards.model
-    tasks = EDGE_TASKS if m in NATIVE_MODELS else []
-    return [
-        *expand("data/steering/{model}/{task}/lrp.json", model=m, task=tasks),
-        *expand(
-            "data/steering/{model}/{behaviour}/{method}.json",
-            model=m,
-            behaviour=CFG.behaviour_names(),
-            method=behaviour_methods(m),
-        ),
-    ]
+    return steering_report_paths(wildcards.model)
 
 
 rule steering_summary:

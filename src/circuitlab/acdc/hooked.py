@@ -17,6 +17,12 @@ dest ``MLP {l}``               ``blocks.{l}.hook_mlp_in`` (pre-norm; in parallel
 dest ``Resid End``             ``ln_final.hook_in``
 =============================  ======================================================
 
+That rule is exact only when each destination's input is the sum of its sources' outputs (plus
+constant biases) and each hook fires once per forward in the graph's order; `hooked` checks
+both on a probe batch, and that patching every edge gives the corrupt run, before it returns,
+and refuses a model that fails (Phi's MLP reads the attention's norm; OLMo 2 normalises the
+block outputs; GPT-J has no per-head hooks in TL 4.3.0).
+
 Masks, ablations, batches and the returned logits are those of `circuitlab.acdc.patch.forward`
 (``[n_edges]`` or ``[E, n_edges]``; E edge sets fold into the batch; a mask that requires grad
 gives edge gradients). The native layer's speed-ups — resuming at a block from the clean
@@ -36,11 +42,11 @@ import torch
 from torch import Tensor
 
 from circuitlab.acdc.graph import Block, Graph, build_graph
-from circuitlab.errors import ConfigError, DatasetError
+from circuitlab.errors import ConfigError, DatasetError, ModelError
 from circuitlab.models.adapters import ModelDims
 from circuitlab.models.bridge import parallel_blocks, require_hooks
 from circuitlab.models.loading import LoadedModel
-from circuitlab.prompts import PromptBatch
+from circuitlab.prompts import PromptBatch, batch_from_ids
 
 RESID_START_HOOK = "blocks.0.hook_resid_pre"
 END_HOOK = "ln_final.hook_in"
@@ -71,17 +77,94 @@ class HookedModel:
 
 
 def hooked(loaded: LoadedModel) -> HookedModel:
-    """The hook patch layer over a model loaded with the transformer_lens backend; ModelError
-    naming the missing hooks when the bridge lacks one of the graph's."""
+    """The hook patch layer over a model loaded with the transformer_lens backend.
+
+    Turns on the bridge's per-head results, split Q/K/V inputs and MLP-input hook, then checks
+    on a short probe that the hooks decompose the model as the graph says (`_self_check`):
+    ModelError, naming what is wrong, for a bridge without the graph's hooks, hooks that do not
+    fire once each in the graph's order (e.g. an MLP sharing the attention's norm, as in Phi and
+    GPT-J, whose MLP input has no hook of its own), or patching every edge not reproducing the
+    corrupt run (e.g. norms on the block outputs, which make sources non-additive)."""
+    bridge, arch = loaded.bridge, loaded.architecture
+    if len({p.device for p in loaded.model.parameters()}) > 1:
+        raise ModelError(
+            "edge patching on TransformerLens hooks needs the model on one device; it is "
+            "sharded (device_map): load it on one"
+        )
+    try:
+        bridge.set_use_attn_result(True)
+        bridge.set_use_split_qkv_input(True)
+        bridge.set_use_hook_mlp_in(True)
+    except Exception as exc:  # TL raises NotImplementedError and others: name the model
+        raise ModelError(
+            f"the {arch} bridge cannot split its attention per head and input "
+            f"({type(exc).__name__}: {exc}); edge patching (ACDC, EAP, head pruning) needs it"
+        ) from exc
     n = loaded.dims.n_layers
     names = [RESID_START_HOOK, END_HOOK]
     for layer in range(n):
         names += [f"blocks.{layer}.attn.hook_{k}" for k in ("result", "q_input", "k_input",
                                                             "v_input")]  # fmt: skip
         names += [f"blocks.{layer}.hook_mlp_in", f"blocks.{layer}.hook_mlp_out"]
-    require_hooks(loaded.bridge, names, "edge patching (ACDC, EAP, head pruning)")
-    graph = build_graph(loaded.dims, parallel=parallel_blocks(loaded.bridge))
-    return HookedModel(loaded=loaded, graph=graph)
+    require_hooks(bridge, names, "edge patching (ACDC, EAP, head pruning)")
+    hm = HookedModel(
+        loaded=loaded, graph=build_graph(loaded.dims, parallel=parallel_blocks(bridge))
+    )
+    _self_check(hm, names)
+    return hm
+
+
+def _self_check(hm: HookedModel, names: list[str]) -> None:
+    """The hooks fire once each, sources in the graph's order and every destination after its
+    sources; and with every edge patched (resample) a probe batch gives the corrupt logits."""
+    bridge, arch, graph = hm.bridge, hm.loaded.architecture, hm.graph
+    vocab = hm.dims.vocab_size
+    ids = (torch.arange(12).reshape(2, 6) * 7 + 3) % vocab
+    corrupt = (ids * 5 + 1) % vocab
+    order: list[str] = []
+
+    def note(name: str) -> Callable[..., None]:
+        def hook(x: Tensor, hook: Any) -> None:
+            order.append(name)
+
+        return hook
+
+    with torch.no_grad():
+        bridge.run_with_hooks(ids.to(hm.device), fwd_hooks=[(n, note(n)) for n in names])
+    fired = {n: order.count(n) for n in names}
+    wrong = [f"{n} ({k}×)" for n, k in fired.items() if k != 1]
+    if wrong:
+        raise ModelError(
+            f"TransformerLens' hooks on {arch} do not decompose it as circuitlab's edge graph "
+            f"needs: {', '.join(wrong[:4])} fire(s) other than once per forward (an MLP that "
+            "shares the attention's norm has no input hook of its own); edge patching (ACDC, "
+            "EAP, head pruning) is not available for it, the other hook-only stages are"
+        )
+    src = [RESID_START_HOOK]
+    for layer in range(graph.n_layers):
+        src += [f"blocks.{layer}.attn.hook_result", f"blocks.{layer}.hook_mlp_out"]
+    at = {n: order.index(n) for n in names}
+    if [n for n in order if n in set(src)] != src:
+        raise ModelError(
+            f"TransformerLens' hooks on {arch} fire in an order circuitlab's edge graph does not "
+            "have (attention then MLP, layer by layer); edge patching is not available for it"
+        )
+    _check_additive(hm, ids.to(hm.device))
+    batch = batch_from_ids(ids, corrupt, answer=[0, 0], wrong_answer=[1, 1])
+    ctx = prepare(hm, batch, "resample")
+    with torch.no_grad():
+        want = bridge(corrupt.to(hm.device)).float()
+        got = forward(ctx, torch.ones(1, graph.n_edges, dtype=hm.dtype, device=hm.device),
+                      all_positions=True)[0].float()  # fmt: skip
+    gap = float((got - want).abs().max())
+    tol = (1e-3 if hm.dtype == torch.float32 else 3e-2) * max(float(want.std()), 1e-6)
+    if not gap <= tol or at[END_HOOK] != len(order) - 1:
+        raise ModelError(
+            f"TransformerLens' hooks on {arch} do not decompose it additively: with every edge "
+            f"patched the logits miss the corrupt run's by {gap:.2g} (norms on the attention or "
+            "MLP outputs make head and MLP outputs non-additive); edge patching (ACDC, EAP, head "
+            "pruning) is not available for it, the other hook-only stages are"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,6 +193,8 @@ def prepare(
 
     start = time.perf_counter()
     batch = batch.to(hm.device)
+    if not torch.equal(batch.last, batch.attention_mask.sum(1) - 1):
+        raise DatasetError("batch.last must be each prompt's last real position")
     n_forward = 1
     with torch.no_grad():
         clean_src, logits = _record(hm, batch.input_ids, batch.attention_mask)
@@ -157,6 +242,50 @@ def _record(hm: HookedModel, ids: Tensor, attention_mask: Tensor) -> tuple[Tenso
         ids, attention_mask=attention_mask, fwd_hooks=sources.hooks(hm.graph.n_layers)
     )
     return sources.stacked()[0], logits
+
+
+def _check_additive(hm: HookedModel, ids: Tensor) -> None:
+    """Every destination's input is the sum of its sources' outputs plus a constant (the
+    attention output biases): otherwise removing a source's output from it is not what
+    ablating the edge does. ModelError naming the first destination where it fails."""
+    graph, bridge = hm.graph, hm.bridge
+    sources = _Sources(1, ids.shape[0])
+    inputs: dict[str, Tensor] = {}
+
+    def keep(name: str) -> Callable[..., None]:
+        def hook(x: Tensor, hook: Any) -> None:
+            inputs[name] = x.float()
+
+        return hook
+
+    dests = [END_HOOK]
+    for layer in range(graph.n_layers):
+        dests += [f"blocks.{layer}.attn.hook_{k}_input" for k in "qkv"]
+        dests.append(f"blocks.{layer}.hook_mlp_in")
+    with torch.no_grad():
+        bridge.run_with_hooks(
+            ids, fwd_hooks=sources.hooks(graph.n_layers) + [(n, keep(n)) for n in dests]
+        )
+    for block in graph.blocks:
+        total = sources.stacked(block.n_sources)[0].float().sum(1)  # [B, S, d]
+        if block.kind == "attn":
+            names = [f"blocks.{block.layer}.attn.hook_{k}_input" for k in "qkv"]
+            per_dest = [inputs[n][:, :, i] for n in names for i in range(inputs[n].shape[2])]
+        else:
+            name = END_HOOK if block.kind == "end" else f"blocks.{block.layer}.hook_mlp_in"
+            per_dest = [inputs[name]]
+        for x in per_dest:
+            rest = x - total
+            spread = float((rest - rest[:1, :1]).abs().max())
+            tol = (1e-4 if hm.dtype == torch.float32 else 2e-2) * max(float(x.abs().max()), 1.0)
+            if not spread <= tol:
+                raise ModelError(
+                    f"TransformerLens' hooks on {hm.loaded.architecture} do not decompose it "
+                    f"additively: the input of {block.kind} block {block.layer} is not the sum "
+                    f"of its sources' outputs (off by up to {spread:.2g}; norms on the attention "
+                    "or MLP outputs do that); edge patching (ACDC, EAP, head pruning) is not "
+                    "available for it, the other hook-only stages are"
+                )
 
 
 def _check_right_padded(attention_mask: Tensor) -> None:

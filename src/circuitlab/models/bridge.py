@@ -81,8 +81,8 @@ def check_bridge_supports(arch: str) -> None:
 
 def build_bridge(model: nn.Module, arch: str) -> Any:
     """Wrap a loaded HF causal LM in a `TransformerBridge` (in place: the model's forward is
-    unchanged, its submodules become bridge components), with per-head results, split Q/K/V
-    inputs and the MLP input hook turned on (`circuitlab.acdc.hooked` patches them)."""
+    unchanged, its submodules become bridge components). Edge patching turns on the per-head
+    hooks it needs when it is built (`circuitlab.acdc.hooked.hooked`)."""
     from transformer_lens.model_bridge.sources import build_bridge_from_module
 
     try:
@@ -93,9 +93,6 @@ def build_bridge(model: nn.Module, arch: str) -> Any:
         raise ModelError(
             f"TransformerLens could not wrap this {arch} model: {type(exc).__name__}: {exc}"
         ) from exc
-    bridge.set_use_attn_result(True)
-    bridge.set_use_split_qkv_input(True)
-    bridge.set_use_hook_mlp_in(True)
     bridge.eval()
     return bridge
 
@@ -106,7 +103,7 @@ def bridge_dims(bridge: Any) -> ModelDims:
     return ModelDims(
         n_layers=int(c.n_layers),
         d_model=int(c.d_model),
-        d_mlp=int(c.d_mlp),
+        d_mlp=int(c.d_mlp or 0),  # None for mixture-of-experts MLPs (no neuron stage runs)
         n_heads=int(c.n_heads),
         n_kv_heads=int(getattr(c, "n_key_value_heads", None) or c.n_heads),
         head_dim=int(c.d_head),

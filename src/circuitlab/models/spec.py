@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SerializerFunctionWrapHandler, ValidationError, model_serializer
 
 from circuitlab.errors import ArtifactError, ModelError
 from circuitlab.io import read_json, write_json
@@ -53,6 +53,15 @@ class ModelSpec(StrictModel):
         "for an architecture circuitlab has no adapter for (the hook-only stages: evaluation, "
         "ACDC/EAP/head pruning, CAA; see README)",
     )
+
+    @model_serializer(mode="wrap")
+    def _without_default_backend(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``backend`` is written only when it is not the default, so references and rule
+        params of native models are what they were before the option existed."""
+        out = handler(self)
+        if out.get("backend") == "native":
+            out.pop("backend")
+        return out
 
     # ------------------------------------------------------------------ helpers
     def torch_dtype(self) -> torch.dtype | Literal["auto"]:

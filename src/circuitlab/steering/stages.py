@@ -215,6 +215,8 @@ def build_caa(
     pos, neg = _polar(fit, name)
     _polar(val, f"{name} (validation part)")
     bs = caa.batch_size
+    if caa.site not in ("resid", "mlp_out"):
+        lm.needs_adapter(f"caa.site {caa.site!r}")  # before any vector is computed
     vectors = {
         "resid": control_vectors(lm, pos, neg, site="resid", batch_size=bs),
         "mlp_out": control_vectors(lm, pos, neg, site="mlp_out", batch_size=bs),
@@ -223,8 +225,6 @@ def build_caa(
         diffs = neuron_differences(lm, pos, neg, batch_size=bs)
         vectors["neuron_diff"] = diffs
         vectors["activation_weighted"] = activation_weighted_vectors(lm, diffs)
-    elif caa.site not in vectors:
-        lm.needs_adapter(f"caa.site {caa.site!r}")
     layers = caa.layers if caa.layers is not None else list(range(lm.dims.n_layers))
     for layer in layers:
         check_layer(lm, layer)
@@ -270,6 +270,9 @@ def build_caa(
         "neuron_diff": "mean difference of the neuron activations (down-projection input)",
         "activation_weighted": "W_down @ neuron_diff per layer",
     }
+    for key in ("neuron_diff", "activation_weighted"):
+        if key not in vectors:  # the transformer_lens backend: not computed
+            meta[key] = "not computed: needs circuitlab's architecture adapter"
     selection = {
         "layer": layer,
         "multiplier": m,
