@@ -279,3 +279,13 @@ def test_the_readme_model_table_matches_what_each_backend_runs() -> None:
             assert len(row) == 1, f"{rule} is not (once) in the README's model table"
             assert row[0][1] == "yes"
             assert row[0][2].startswith("yes") == (why is None), (rule, row[0][2])
+
+
+def test_a_native_reference_is_written_as_before_the_option_existed(tmp_path: Path) -> None:
+    """`backend` appears in a model reference (and a hub model's rule params) only when it is
+    not the default, so existing native runs keep their references and rerun nothing."""
+    native, bridged = ModelSpec(id="org/m"), ModelSpec(id="org/m", backend="transformer_lens")
+    assert "backend" not in native.model_dump(mode="json")
+    assert ModelSpec.from_reference(native.to_reference(tmp_path / "a.json")) == native
+    assert bridged.model_dump(mode="json")["backend"] == "transformer_lens"
+    assert ModelSpec.from_reference(bridged.to_reference(tmp_path / "b.json")) == bridged
