@@ -4,7 +4,7 @@ A tiny random GPT-NeoX (Pythia's architecture: parallel attention and MLP, parti
 a word-level tokenizer over the tasks' corpus is saved to disk and configured as
 ``source: hf, backend: transformer_lens``. `snakemake` runs the hook-only stages end to end —
 dataset checks, evaluation, every ACDC method (exact, speculative, group testing, head pruning,
-EAP), the edge-circuit evaluation, CAA vectors, CAA steering, the steering summary and the
+EAP) on one task, the edge-circuit evaluation, CAA vectors, CAA steering, the steering summary and the
 report — and plans none of the adapter stages; one of those, asked for by hand, fails at once
 naming the stage.
 """
@@ -28,7 +28,7 @@ from circuitlab.models.toy.corpus import build_corpus
 from circuitlab.models.toy.tokenizer import build_tokenizer
 from pipeline_support import BIN, EDGE_METHODS, TINY, make_workdir, snakemake, snakemake_env
 
-TASKS = {"capitals": {"n_train": 6, "n_test": 4}, "induction": {"n_train": 6, "n_test": 4}}
+TASKS = {"capitals": {"n_train": 6, "n_test": 4}}  # one task: every edge method runs on it
 BEHAVIOURS = {"refusal": {"n_train": 6, "n_test": 4}}
 
 

@@ -326,6 +326,18 @@ class _Sources:
         src = torch.cat(self.parts, dim=2)
         return src if n is None else src[:, :, :n]
 
+    def select(self, cols: list[int]) -> Tensor:
+        """Sources ``cols`` (sorted indices), ``[E, B, len(cols), S, d]``, gathered part by
+        part: only the sources a block's patched edges leave are copied."""
+        picked, start = [], 0
+        for part in self.parts:
+            k = part.shape[2]
+            local = [c - start for c in cols if start <= c < start + k]
+            if local:
+                picked.append(part if len(local) == k else part[:, :, local])
+            start += k
+        return picked[0] if len(picked) == 1 else torch.cat(picked, dim=2)
+
 
 def forward(ctx: HookedContext, flat: Tensor | None, *, all_positions: bool = False) -> Tensor:
     """Logits ``[E, B, V]`` (``[E, B, S, V]`` with ``all_positions``) of the clean batch with
@@ -354,13 +366,19 @@ def _patch_hooks(
 ) -> list[tuple[str, Callable[..., Tensor]]]:
     """The destination hooks of one block group: its inputs lose Σ m · (current − ablated)."""
     m = m.reshape(m.shape[0], block.n_dests, block.n_sources)
-    n = block.n_sources
+    # only the sources some patched edge leaves (all of them when gradients are wanted)
+    cols = (
+        list(range(block.n_sources))
+        if m.requires_grad
+        else m.detach().any(0).any(0).nonzero().flatten().tolist()
+    )
+    m = m[:, :, cols]
     known: dict[str, Tensor] = {}
 
     def delta() -> Tensor:  # [E, B, n_dests, S, d], computed once per forward
         if "d" not in known:
-            current = torch.einsum("ern,ebnsd->ebrsd", m, sources.stacked(n))
-            patched = torch.einsum("ern,bnsd->ebrsd", m, ablated[:, :n])
+            current = torch.einsum("ern,ebnsd->ebrsd", m, sources.select(cols))
+            patched = torch.einsum("ern,bnsd->ebrsd", m, ablated[:, cols])
             known["d"] = current - patched
         return known["d"]
 
