@@ -272,3 +272,18 @@ def test_a_terminal_session_has_line_editing_and_history(tiny, tmp_path: Path) -
     up = b"\x1b[A"
     second = screen_after([f"prompt {PROMPT}\r".encode(), up * 3 + b"\r", b"quit\r"], b"bye")
     assert second.count("top 3:") == 1, second
+
+
+def test_a_bridge_model_says_what_it_cannot_do(tiny) -> None:
+    """With backend: transformer_lens the REPL names the neuron commands it cannot run, runs
+    the rest, and a neuron command stops before claiming to have done anything."""
+    from circuitlab.models import load_model
+    from circuitlab.models.spec import ModelSpec
+
+    path, _ = tiny
+    lm = load_model(ModelSpec(id=str(path), backend="transformer_lens"), tokenizer=True)
+    _, text = session(lm, f"prompt {PROMPT}\ntop 3\nablate L0/N1\ndiscover\n")
+    assert "backend: transformer_lens: prompt, top and info work" in text
+    assert "top 3:" in text
+    assert text.count("needs circuitlab's architecture adapter") == 2  # ablate and discover
+    assert "ablated" not in text

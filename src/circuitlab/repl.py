@@ -160,6 +160,11 @@ class Repl:
         d = self.lm.dims
         self.say(f"circuitlab REPL — model {self.name} ({d.n_layers} layers × {d.d_mlp} neurons)")
         self.say("Type 'help' for commands, 'quit' (or Ctrl-D) to exit.")
+        if self.lm.adapter is None:
+            self.say(
+                "This model runs with backend: transformer_lens: prompt, top and info work; "
+                "discover, ablate, amplify and sweep need circuitlab's architecture adapter."
+            )
         tty = self.stdin is sys.stdin and sys.stdin.isatty()
         with LineHistory(history_path()) if tty else nullcontext():
             self.loop()
@@ -323,6 +328,7 @@ class Repl:
     def intervene(self, neurons: NeuronSet, m: float, verb: str) -> None:
         """Steer ``neurons`` by ``m``: the count (and what it merged), the target's probability
         and logit difference before → after, the top-k shift and the regenerated text."""
+        self.lm.needs_adapter("neuron steering")  # before anything is printed
         self.say(f"{verb} {self.describe(neurons)}, ×{m:g}")
         target = self.target()
         before = self.next_token(target)
