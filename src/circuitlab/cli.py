@@ -135,16 +135,12 @@ def adapter_model_input(stage: str) -> Callable[[Path], Path]:
     def check(path: Path) -> Path:
         path = model_input(path)
         if path.suffix == ".json":
+            from circuitlab.models.bridge import needs_adapter_message
             from circuitlab.models.spec import ModelSpec
 
             spec = ModelSpec.from_reference(path)
             if spec.backend == "transformer_lens":
-                raise typer.BadParameter(
-                    f"{stage} needs circuitlab's architecture adapter (it works on the MLP "
-                    f"internals), and {spec.id} runs with backend: transformer_lens, which "
-                    "gives the hook-only stages (evaluation, dataset checks, ACDC, EAP, head "
-                    "pruning, CAA vectors and CAA steering); see README, 'Models'"
-                )
+                raise typer.BadParameter(needs_adapter_message(stage, spec.id))
         return path
 
     return check

@@ -42,7 +42,8 @@ import torch
 from torch import Tensor
 
 from circuitlab.acdc.graph import Block, Graph, build_graph
-from circuitlab.errors import ConfigError, DatasetError, ModelError
+from circuitlab.acdc.patch import ablated_sources, check_batch
+from circuitlab.errors import ModelError
 from circuitlab.models.adapters import ModelDims
 from circuitlab.models.bridge import parallel_blocks, require_hooks
 from circuitlab.models.loading import LoadedModel
@@ -189,54 +190,29 @@ def prepare(
     hm: HookedModel, batch: PromptBatch, ablation: str, *, reference: PromptBatch | None = None
 ) -> HookedContext:
     """`circuitlab.acdc.patch.prepare` on hooks (that function checks the arguments)."""
-    from circuitlab.acdc.patch import _masked_mean
-
     start = time.perf_counter()
     batch = batch.to(hm.device)
-    if not torch.equal(batch.last, batch.attention_mask.sum(1) - 1):
-        raise DatasetError("batch.last must be each prompt's last real position")
-    n_forward = 1
     with torch.no_grad():
-        clean_src, logits = _record(hm, batch.input_ids, batch.attention_mask)
-        if ablation == "resample":
-            ablated, _ = _record(hm, batch.corrupt_ids, batch.attention_mask)
-            n_forward += 1
-        elif ablation == "mean":
-            if reference is None:
-                ablated = _masked_mean(clean_src, batch.attention_mask)
-            else:
-                ablated = _reference_mean(hm, reference, clean_src.shape[2])
-                n_forward += 1
-        else:
-            ablated = clean_src.new_zeros(1, clean_src.shape[1], 1, clean_src.shape[-1])
+        clean_src, logits = _record(hm, batch.input_ids, batch.attention_mask, batch.last)
+        ablated, n_more = ablated_sources(
+            lambda *run: _record(hm, *run)[0], batch, ablation, clean_src, reference
+        )
     return HookedContext(
         model=hm,
         batch=batch,
         ablation=ablation,
         ablated=ablated,
         clean_logits=_at_answer(logits[None], batch.last)[0],
-        n_forward=n_forward,
+        n_forward=1 + n_more,
         seconds=time.perf_counter() - start,
     )
 
 
-def _reference_mean(hm: HookedModel, reference: PromptBatch, width: int) -> Tensor:
-    from circuitlab.acdc.patch import _masked_mean
-
-    reference = reference.to(hm.device)
-    if reference.input_ids.shape[1] < width:
-        raise ConfigError(
-            f"mean ablation: the reference prompts are at most {reference.input_ids.shape[1]} "
-            f"tokens long but the batch has {width} positions; give reference prompts at least "
-            "as long as the longest prompt (or no reference: the batch's own mean)"
-        )
-    src, _ = _record(hm, reference.input_ids, reference.attention_mask)
-    return _masked_mean(src, reference.attention_mask)[:, :, :width]
-
-
-def _record(hm: HookedModel, ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+def _record(
+    hm: HookedModel, ids: Tensor, attention_mask: Tensor, last: Tensor
+) -> tuple[Tensor, Tensor]:
     """An unpatched run: every source's output ``[B, n_sources, S, d]`` and the logits."""
-    _check_right_padded(attention_mask)
+    check_batch(attention_mask, last)
     sources = _Sources(1, ids.shape[0])
     logits = hm.bridge.run_with_hooks(
         ids, attention_mask=attention_mask, fwd_hooks=sources.hooks(hm.graph.n_layers)
@@ -286,17 +262,6 @@ def _check_additive(hm: HookedModel, ids: Tensor) -> None:
                     "or MLP outputs do that); edge patching (ACDC, EAP, head pruning) is not "
                     "available for it, the other hook-only stages are"
                 )
-
-
-def _check_right_padded(attention_mask: Tensor) -> None:
-    mask = attention_mask.bool()
-    lengths = mask.sum(1)
-    right = torch.arange(mask.shape[1], device=mask.device)[None] < lengths[:, None]
-    if bool((lengths == 0).any()) or not torch.equal(mask, right):
-        raise DatasetError(
-            "the patch layer needs right-padded batches with at least one token per prompt "
-            "(build them with circuitlab.prompts.encode_rows)"
-        )
 
 
 class _Sources:

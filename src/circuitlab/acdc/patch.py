@@ -36,7 +36,7 @@ block ``< l`` is patched (checked).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -288,18 +288,17 @@ def prepare(
     with torch.no_grad():
         positional = _positional(pm, batch.input_ids, batch.attention_mask, batch.last)
         clean_src, clean_resid, clean_logits = _record(pm, batch.input_ids, positional)
-        d = pm.dims.d_model
-        if ablation == "resample":
-            ablated, _, _ = _record(pm, batch.corrupt_ids, positional)
-            n_forward += 1
-        elif ablation == "mean":
-            if reference is None:
-                ablated = _masked_mean(clean_src, batch.attention_mask)
-            else:
-                ablated = _reference_mean(pm, reference, clean_src.shape[2])
-                n_forward += 1
-        else:
-            ablated = clean_src.new_zeros(1, clean_src.shape[1], 1, d)
+
+        def sources(ids: Tensor, attention_mask: Tensor, last: Tensor) -> Tensor:
+            pos = (
+                positional
+                if attention_mask is batch.attention_mask
+                else _positional(pm, ids, attention_mask, last)
+            )
+            return _record(pm, ids, pos)[0]
+
+        ablated, n_more = ablated_sources(sources, batch, ablation, clean_src, reference)
+        n_forward += n_more
     return PatchContext(
         model=pm,
         batch=batch,
@@ -332,15 +331,7 @@ def _positional(
 ) -> Positional:
     b, s = input_ids.shape
     mask = attention_mask.bool()
-    lengths = mask.sum(1)
-    right_padded = torch.arange(s, device=mask.device)[None] < lengths[:, None]
-    if bool((lengths == 0).any()) or not torch.equal(mask, right_padded):
-        raise DatasetError(
-            "the patch layer needs right-padded batches with at least one token per prompt "
-            "(build them with circuitlab.prompts.encode_rows)"
-        )
-    if not torch.equal(last.to(lengths.device), lengths - 1):
-        raise DatasetError("batch.last must be each prompt's last real position")
+    check_batch(attention_mask, last)
     pos = torch.arange(s, device=mask.device)
     causal = pos[None, :] <= pos[:, None]  # [query, key]
     bias = {}
@@ -356,23 +347,53 @@ def _positional(
     return Positional(attn_bias=bias, cos=cos, sin=sin, last=last.to(mask.device))
 
 
+def check_batch(attention_mask: Tensor, last: Tensor) -> None:
+    """DatasetError unless the batch is right-padded, every prompt has a token and ``last``
+    is each prompt's last real position (what both patch layers assume)."""
+    mask = attention_mask.bool()
+    lengths = mask.sum(1)
+    right_padded = torch.arange(mask.shape[1], device=mask.device)[None] < lengths[:, None]
+    if bool((lengths == 0).any()) or not torch.equal(mask, right_padded):
+        raise DatasetError(
+            "the patch layer needs right-padded batches with at least one token per prompt "
+            "(build them with circuitlab.prompts.encode_rows)"
+        )
+    if not torch.equal(last.to(lengths.device), lengths - 1):
+        raise DatasetError("batch.last must be each prompt's last real position")
+
+
 def _masked_mean(src: Tensor, attention_mask: Tensor) -> Tensor:
     """``[R, n, S, d]`` → ``[1, n, S, d]``: per position, the mean over prompts that reach it."""
     w = attention_mask.to(src.dtype)[:, None, :, None]
     return (src * w).sum(0, keepdim=True) / w.sum(0, keepdim=True).clamp(min=1)
 
 
-def _reference_mean(pm: PatchModel, reference: PromptBatch, width: int) -> Tensor:
-    reference = reference.to(pm.device)
+def ablated_sources(
+    sources: Callable[[Tensor, Tensor, Tensor], Tensor],
+    batch: PromptBatch,
+    ablation: str,
+    clean_src: Tensor,
+    reference: PromptBatch | None,
+) -> tuple[Tensor, int]:
+    """The ablated source outputs ``[B | 1, n_sources, S | 1, d]`` of ``prepare`` and the
+    forwards they cost; ``sources(ids, attention_mask, last)`` records an unpatched run's
+    source outputs (the native patch layer's or the TransformerLens hooks')."""
+    if ablation == "resample":
+        return sources(batch.corrupt_ids, batch.attention_mask, batch.last), 1
+    if ablation == "zero":
+        return clean_src.new_zeros(1, clean_src.shape[1], 1, clean_src.shape[-1]), 0
+    if reference is None:
+        return _masked_mean(clean_src, batch.attention_mask), 0
+    width = clean_src.shape[2]
+    reference = reference.to(clean_src.device)
     if reference.input_ids.shape[1] < width:
         raise ConfigError(
             f"mean ablation: the reference prompts are at most {reference.input_ids.shape[1]} "
             f"tokens long but the batch has {width} positions; give reference prompts at least "
             "as long as the longest prompt (or no reference: the batch's own mean)"
         )
-    pos = _positional(pm, reference.input_ids, reference.attention_mask, reference.last)
-    src, _, _ = _record(pm, reference.input_ids, pos)
-    return _masked_mean(src, reference.attention_mask)[:, :, :width]
+    src = sources(reference.input_ids, reference.attention_mask, reference.last)
+    return _masked_mean(src, reference.attention_mask)[:, :, :width], 1
 
 
 # ---------------------------------------------------------------------- forward

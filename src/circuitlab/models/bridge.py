@@ -18,14 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
-
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any
 
 from circuitlab.errors import ModelError
-from circuitlab.models.adapters import ModelDims
 
-Backend = Literal["native", "transformer_lens"]
+if TYPE_CHECKING:  # torch stays out of the import: the Snakefile reads `STAGES`
+    from torch import Tensor, nn
+
+    from circuitlab.models.adapters import ModelDims
 
 #: What each backend runs: pipeline stage → whether the `transformer_lens` backend runs it (the
 #: native backend runs all of them). The reason says what the missing adapter would provide.
@@ -44,6 +44,16 @@ STAGES: dict[str, str | None] = {
     "steering (neuron circuits)": "edits MLP neurons",
     "compare (CAA vs circuit)": "projects CAA onto W_down, edits MLP neurons",
 }
+
+
+def needs_adapter_message(stage: str, model: str) -> str:
+    """What a stage that needs an adapter says about a transformer_lens-backend model."""
+    return (
+        f"{stage} needs circuitlab's architecture adapter (it works on the MLP internals), and "
+        f"{model} runs with backend: transformer_lens, which gives the hook-only stages "
+        "(evaluation, dataset checks, ACDC, EAP, head pruning, CAA vectors and CAA steering); "
+        "see README, 'Models'"
+    )
 
 
 def bridge_architectures() -> frozenset[str]:
@@ -99,6 +109,8 @@ def build_bridge(model: nn.Module, arch: str) -> Any:
 
 def bridge_dims(bridge: Any) -> ModelDims:
     """The model's sizes as the bridge's config states them."""
+    from circuitlab.models.adapters import ModelDims
+
     c = bridge.cfg
     return ModelDims(
         n_layers=int(c.n_layers),

@@ -85,12 +85,11 @@ class LoadedModel:
         """The adapter, or ModelError saying that ``stage`` needs one this model lacks."""
         if self.adapter is not None:
             return self.adapter
+        from circuitlab.models.bridge import needs_adapter_message
+
         raise ModelError(
-            f"{stage} needs circuitlab's architecture adapter (it works on the MLP internals), "
-            f"and {self.architecture} has none: this model runs with backend: transformer_lens, "
-            "which gives the hook-only stages (evaluation, dataset checks, ACDC, EAP, head "
-            "pruning, CAA vectors and CAA steering). Adapters exist for "
-            f"{', '.join(supported_architectures())}"
+            f"{needs_adapter_message(stage, f'this {self.architecture} model')}. Adapters exist "
+            f"for {', '.join(supported_architectures())}"
         )
 
 
