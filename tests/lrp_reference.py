@@ -16,7 +16,7 @@ from circuitlab.lrp.attribution import AttributionOptions, metric_values
 from circuitlab.lrp.rules import linearized
 from circuitlab.models.loading import LoadedModel
 from circuitlab.prompts import encode_rows
-from circuitlab.tasks.base import TaskRow
+from circuitlab.types import TaskRow
 
 Key = tuple[int, int, int]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from circuitlab.config import ACDC_METHODS
+from circuitlab.acdc.settings import ACDC_METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

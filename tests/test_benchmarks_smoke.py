@@ -73,7 +73,7 @@ def test_acdc_case_runs_and_fast_equals_sequential(tmp_path: Path) -> None:
     settings = bench_acdc.Settings.make(quick=True, repeats=1)
     lm = bench_acdc.random_llama(tmp_path, n_layers=1)
     rows = bench_acdc.b1_rows(settings.n_prompts, settings.seq_len)
-    cfg = bench_acdc.ACDCConfig(tao_bases=(1,), tao_exps=(-3,))
+    cfg = bench_acdc.SweepConfig(tao_bases=(1,), tao_exps=(-3,))
     res = bench_acdc.run_case("tiny", lm, rows, cfg, settings)
     (check,) = res["checks"]
     assert check["passed"], check

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from circuitlab import blacklist as bl_mod
-from circuitlab.blacklist import (
+from circuitlab.blacklist.detect import (
     KNOWN_LLAMA31_8B,
     LLAMA31_8B_SHAPE,
     Blacklist,
@@ -21,7 +21,6 @@ from circuitlab.blacklist import (
     known_neurons_for,
     required_count,
 )
-from circuitlab.blacklist_prompts import DEFAULT_PROMPTS
 from circuitlab.errors import ArtifactError, ConfigError, DatasetError
 from circuitlab.models import LoadedModel
 from circuitlab.models.adapters import ModelDims
@@ -32,6 +31,7 @@ from circuitlab.models.toy.corpus import (
     FILLER_VERBS,
 )
 from circuitlab.models.toy.tokenizer import build_tokenizer
+from circuitlab.tasks.neutral import NEUTRAL_PROMPTS
 from tiny_models import CASES, build_tiny
 
 ARCHS = ("LlamaForCausalLM", "GPT2LMHeadModel")
@@ -368,14 +368,14 @@ def test_default_prompts_use_only_toy_filler_words() -> None:
         for phrase in phrases
         for word in phrase.split()
     } | {"."}
-    assert len(DEFAULT_PROMPTS) >= 20
-    assert len(set(DEFAULT_PROMPTS)) == len(DEFAULT_PROMPTS)
-    for prompt in DEFAULT_PROMPTS:
+    assert len(NEUTRAL_PROMPTS) >= 20
+    assert len(set(NEUTRAL_PROMPTS)) == len(NEUTRAL_PROMPTS)
+    for prompt in NEUTRAL_PROMPTS:
         words = prompt.split(" ")
         assert all(words), f"{prompt!r}: words must be separated by single spaces"
         assert set(words) <= vocab, f"{prompt!r} uses {set(words) - vocab}"
         assert "." not in words[:-1], f"{prompt!r}: '.' only ends a sentence"
-    assert any(not p.endswith(" .") for p in DEFAULT_PROMPTS)  # some are truncated
+    assert any(not p.endswith(" .") for p in NEUTRAL_PROMPTS)  # some are truncated
     # the toy tokenizer built from filler sentences alone knows every token of the defaults
     tok = build_tokenizer(
         f"{s} {v} {o}{t} ."
@@ -384,9 +384,9 @@ def test_default_prompts_use_only_toy_filler_words() -> None:
         for o in FILLER_OBJECTS
         for t in FILLER_TAILS
     )
-    ids = tok(list(DEFAULT_PROMPTS), add_special_tokens=False)["input_ids"]
+    ids = tok(list(NEUTRAL_PROMPTS), add_special_tokens=False)["input_ids"]
     assert all(tok.unk_token_id not in x for x in ids)
-    assert [len(x) for x in ids] == [len(p.split()) for p in DEFAULT_PROMPTS]
+    assert [len(x) for x in ids] == [len(p.split()) for p in NEUTRAL_PROMPTS]
 
 
 def test_case_table_has_the_tested_architectures() -> None:

@@ -154,7 +154,7 @@ def test_malformed_dataset_lists_rows(tmp_path: Path) -> None:
 def edge_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny Llama (and a refused Gemma 2) saved to disk, and rows that tokenize for them."""
     from circuitlab.io import write_jsonl
-    from circuitlab.tasks.base import TaskRow
+    from circuitlab.types import TaskRow
     from tiny_models import build_tiny
 
     root = tmp_path_factory.mktemp("edge")

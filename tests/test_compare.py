@@ -15,7 +15,8 @@ import pytest
 import torch
 from scipy import stats
 
-from circuitlab.compare import (
+from circuitlab.compare.settings import CompareConfig
+from circuitlab.compare.stage import (
     TextBatch,
     behaviour_probe,
     check_inputs,
@@ -37,8 +38,7 @@ from circuitlab.compare import (
     top_k_mask,
     vector_space,
 )
-from circuitlab.compare import metrics_view as compare_metrics_view
-from circuitlab.config import CompareConfig
+from circuitlab.compare.stage import metrics_view as compare_metrics_view
 from circuitlab.errors import ArtifactError, ConfigError, DatasetError
 from circuitlab.io import write_jsonl
 from circuitlab.lrp.circuit import NeuronCircuit

@@ -8,7 +8,7 @@ import torch
 from circuitlab.errors import DatasetError
 from circuitlab.models.toy import build_tokenizer
 from circuitlab.prompts import batch_from_ids, encode_rows
-from circuitlab.tasks.base import TaskRow
+from circuitlab.types import TaskRow
 
 
 def row(i: int, prompt: str, corrupt: str, target: str = " Paris", cf: str = " Rome") -> TaskRow:

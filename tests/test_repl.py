@@ -11,10 +11,10 @@ import pytest
 
 from circuitlab import cli
 from circuitlab import repl as repl_mod
-from circuitlab.config import LrpConfig, SelectionConfig
 from circuitlab.lrp.attribution import attribute_rows
 from circuitlab.lrp.circuit import NeuronCircuit
 from circuitlab.lrp.discover import circuit_from_attributions, options
+from circuitlab.lrp.settings import LrpConfig, SelectionConfig
 from circuitlab.repl import Repl
 from circuitlab.steering.neurons import (
     NeuronSet,
@@ -24,7 +24,7 @@ from circuitlab.steering.neurons import (
     token_ids,
     top_predictions,
 )
-from circuitlab.tasks.base import TaskRow
+from circuitlab.types import TaskRow
 from tiny_models import build_tiny
 
 PROMPT = "w1 w2 w3 w4"

@@ -30,7 +30,7 @@ from transformers import (
 )
 
 from circuitlab.models import LoadedModel, load_model
-from circuitlab.tasks.base import TaskRow
+from circuitlab.types import TaskRow
 
 DIMS = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2)
 HEADS = dict(num_attention_heads=4, num_key_value_heads=2)

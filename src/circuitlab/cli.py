@@ -403,9 +403,9 @@ def train_toy_model(
 ) -> None:
     """Train the embedded default model on the task corpus and save it with save_pretrained."""
     from circuitlab import tracking
-    from circuitlab.config import ToyModelConfig
     from circuitlab.io import atomic_path
     from circuitlab.models.toy import build_toy_model
+    from circuitlab.models.toy.settings import ToyModelConfig
 
     cfg = parse_params(ToyModelConfig, params)
     model, tokenizer, result = build_toy_model(cfg, parse_json_option(tasks, "--tasks"), seed)
@@ -436,7 +436,7 @@ def model_ref(
     out: Path = typer.Option(..., callback=output_path, help="data/models/{model}.json"),
 ) -> None:
     """Record a hub model reference (id, revision, dtype, device) for the later stages."""
-    from circuitlab.config import HubModelConfig
+    from circuitlab.models.settings import HubModelConfig
     from circuitlab.models.spec import ModelSpec
 
     cfg = parse_params(HubModelConfig, params)
@@ -530,8 +530,8 @@ def blacklist(
 ) -> None:
     """Universal neurons: top-k |activation| at the last position of most diverse prompts."""
     from circuitlab import tracking
-    from circuitlab.blacklist import detect_universal_neurons
-    from circuitlab.config import BlacklistConfig
+    from circuitlab.blacklist.detect import detect_universal_neurons
+    from circuitlab.blacklist.settings import BlacklistConfig
 
     cfg = parse_params(BlacklistConfig, params)
     lm = load_stage_model(model)
@@ -590,10 +590,10 @@ def lrp_attribution(
     """LRP attributions of a task's train split (batched gradient × activation under the rules):
     the expensive half of an LRP circuit, which `lrp-circuit` selects from."""
     from circuitlab import tracking
-    from circuitlab.blacklist import Blacklist
-    from circuitlab.config import LrpConfig
+    from circuitlab.blacklist.detect import Blacklist
     from circuitlab.io import require
     from circuitlab.lrp.attribution import attribute_lrp
+    from circuitlab.lrp.settings import LrpConfig
     from circuitlab.tasks.io import load_rows
 
     cfg = parse_params(LrpConfig, params)
@@ -637,10 +637,10 @@ def lrp_circuit(
     """LRP neuron circuit: `lrp.selection` applied to saved attributions (no model is loaded, so a
     new selection costs seconds)."""
     from circuitlab import tracking
-    from circuitlab.config import LrpConfig
     from circuitlab.io import require
     from circuitlab.lrp.attribution import Attributions
     from circuitlab.lrp.discover import select_lrp
+    from circuitlab.lrp.settings import LrpConfig
     from circuitlab.report.plots import neurons_per_layer
 
     cfg = parse_params(LrpConfig, params)
@@ -685,11 +685,11 @@ def lrp_faithfulness(
 ) -> None:
     """Faithfulness of LRP circuits of growing size on the test split, against random controls."""
     from circuitlab import tracking
-    from circuitlab.config import FaithfulnessConfig, LrpConfig
     from circuitlab.io import require
     from circuitlab.lrp.attribution import Attributions, options
     from circuitlab.lrp.faithfulness import evaluate_faithfulness
     from circuitlab.lrp.selection import aggregate
+    from circuitlab.lrp.settings import FaithfulnessConfig, LrpConfig
     from circuitlab.report.plots import faithfulness_curves
     from circuitlab.tasks.io import load_rows
 
@@ -802,7 +802,7 @@ def acdc_circuit(
     from circuitlab import tracking
     from circuitlab.acdc.artifact import CircuitArtifact, save_circuit
     from circuitlab.acdc.discover import discover
-    from circuitlab.config import ACDC_METHODS, AcdcConfig
+    from circuitlab.acdc.settings import ACDC_METHODS, AcdcConfig
     from circuitlab.tasks.io import load_rows
 
     cfg = parse_params(AcdcConfig, params)
@@ -855,7 +855,7 @@ def acdc_evaluate(
     from circuitlab import tracking
     from circuitlab.acdc.artifact import load_circuit, render_png, to_dot
     from circuitlab.acdc.evaluate import evaluate_circuits
-    from circuitlab.config import AcdcConfig
+    from circuitlab.acdc.settings import AcdcConfig
     from circuitlab.io import write_text_atomic
     from circuitlab.report.plots import acdc_faithfulness
     from circuitlab.tasks.io import load_rows
@@ -948,9 +948,9 @@ def steering(
     threads: int = typer.Option(None, min=1, help=THREADS_HELP),
 ) -> None:
     """Steer a circuit's neurons on the test split: dose-response, side effects, random controls."""
-    from circuitlab.config import SteeringConfig
     from circuitlab.io import require
     from circuitlab.lrp.circuit import NeuronCircuit
+    from circuitlab.steering.settings import SteeringConfig
     from circuitlab.steering.stages import neuron_steering
     from circuitlab.tasks import get_family
     from circuitlab.tasks.io import load_rows
@@ -994,8 +994,8 @@ def caa(
 ) -> None:
     """CAA vectors of a behaviour's train split; layer and multiplier chosen on a validation part."""
     from circuitlab import tracking
-    from circuitlab.config import CaaConfig, SteeringConfig
     from circuitlab.steering.caa import save_vectors
+    from circuitlab.steering.settings import CaaConfig, SteeringConfig
     from circuitlab.steering.stages import build_caa
     from circuitlab.tasks.io import load_rows
 
@@ -1052,8 +1052,8 @@ def caa_steering(
     threads: int = typer.Option(None, min=1, help=THREADS_HELP),
 ) -> None:
     """The chosen CAA vector on the test split: dose-response, side effects, random vectors."""
-    from circuitlab.config import CaaConfig, SteeringConfig
     from circuitlab.steering.caa import load_vectors
+    from circuitlab.steering.settings import CaaConfig, SteeringConfig
     from circuitlab.steering.stages import caa_steering as run_caa
     from circuitlab.tasks.io import load_rows
 
@@ -1138,8 +1138,8 @@ def compare(
     """CAA vectors vs neuron circuits of a behaviour: overlaps with permutation nulls, sparse
     decomposition, and circuit steering vs CAA vs the circuit-rebuilt vector per unit KL."""
     from circuitlab import tracking
-    from circuitlab.compare import compare_behaviour, metrics_view
-    from circuitlab.config import CompareConfig
+    from circuitlab.compare.settings import CompareConfig
+    from circuitlab.compare.stage import compare_behaviour, metrics_view
     from circuitlab.io import require, write_json
     from circuitlab.lrp.circuit import NeuronCircuit
     from circuitlab.report.plots import compare_overlap, compare_pareto
@@ -1195,9 +1195,9 @@ def repl(
     params: str = typer.Option("{}", help=PARAMS_HELP + " (the `lrp` section for `discover`)"),
 ) -> None:
     """Interactive circuit exploration: prompt, discover, ablate, amplify, sweep, top, save/load."""
-    from circuitlab.blacklist import Blacklist
-    from circuitlab.config import LrpConfig
+    from circuitlab.blacklist.detect import Blacklist
     from circuitlab.io import require
+    from circuitlab.lrp.settings import LrpConfig
     from circuitlab.models.loading import load_model
     from circuitlab.models.spec import looks_like_path
     from circuitlab.repl import Repl

@@ -19,8 +19,8 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from circuitlab.errors import DatasetError, ModelError
-from circuitlab.tasks.base import TaskRow
 from circuitlab.tasks.tokencheck import check_for_tokenizer, continuation
+from circuitlab.types import TaskRow
 
 
 @dataclass(frozen=True)

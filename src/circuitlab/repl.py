@@ -21,9 +21,9 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, TextIO
 
-from circuitlab.config import LrpConfig, SelectionConfig
 from circuitlab.errors import CircuitlabError
 from circuitlab.lrp.circuit import NeuronCircuit
+from circuitlab.lrp.settings import LrpConfig, SelectionConfig
 from circuitlab.models.loading import LoadedModel
 from circuitlab.steering.neurons import (
     NeuronSet,
@@ -256,7 +256,7 @@ class Repl:
         """
         from circuitlab.lrp.attribution import attribute_rows
         from circuitlab.lrp.discover import circuit_from_attributions, options
-        from circuitlab.tasks.base import TaskRow
+        from circuitlab.types import TaskRow
 
         prompt = self.need_prompt()
         self.known_words(prompt, "prompt")

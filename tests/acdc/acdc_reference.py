@@ -16,7 +16,7 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from circuitlab.acdc import Graph
 from circuitlab.models import LoadedModel
-from circuitlab.tasks.base import TaskRow
+from circuitlab.types import TaskRow
 
 
 def _sources_before_block(layer: int, n_heads: int) -> list[str]:

@@ -8,7 +8,7 @@ from transformers import PreTrainedTokenizerFast
 from circuitlab.acdc import encode_pairs
 from circuitlab.models import LoadedModel
 from circuitlab.prompts import PromptBatch
-from circuitlab.tasks.base import TaskRow
+from circuitlab.types import TaskRow
 
 SUPPORTED = [
     "LlamaForCausalLM",

@@ -10,7 +10,7 @@ from acdc_support import batch_of, pair_rows
 
 from circuitlab.acdc import Ablation, PatchContext, PatchModel, patchable, prepare
 from circuitlab.models import LoadedModel
-from circuitlab.tasks.base import TaskRow
+from circuitlab.types import TaskRow
 from tiny_models import build_tiny
 
 

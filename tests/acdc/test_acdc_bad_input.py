@@ -29,7 +29,7 @@ from acdc_support import pair_rows
 from circuitlab import cli
 from circuitlab.acdc.artifact import save_circuit
 from circuitlab.acdc.discover import discover_artifact
-from circuitlab.config import ACDC_METHODS, AcdcConfig
+from circuitlab.acdc.settings import ACDC_METHODS, AcdcConfig
 from circuitlab.io import write_jsonl, write_text_atomic
 from circuitlab.models import LoadedModel
 

@@ -7,12 +7,12 @@ from collections.abc import Callable
 
 import pytest
 
-from circuitlab.acdc import ACDCConfig, sequential_acdc
+from circuitlab.acdc import SweepConfig, sequential_acdc
 from circuitlab.acdc.approx import ApproxConfig, approx_acdc, decision_agreement
 from circuitlab.acdc.sequential import ACDCResult, TauResult
 from circuitlab.errors import ConfigError
 
-SWEEP = ACDCConfig(tao_bases=(1, 5), tao_exps=(-4, -2, 0))
+SWEEP = SweepConfig(tao_bases=(1, 5), tao_exps=(-4, -2, 0))
 
 
 def test_window_of_one_is_sequential_acdc(make_ctx: Callable) -> None:
@@ -42,7 +42,7 @@ def test_approximations_are_valid_and_report_agreement(variant: str, make_ctx: C
 
 def test_group_testing_clears_unimportant_edges_in_few_evaluations(make_ctx: Callable) -> None:
     pm, ctx = make_ctx("LlamaForCausalLM", "resample")
-    cfg = ACDCConfig(tao_bases=(1,), tao_exps=(0,))  # a large τ: almost nothing matters
+    cfg = SweepConfig(tao_bases=(1,), tao_exps=(0,))  # a large τ: almost nothing matters
     slow = sequential_acdc(ctx, cfg)
     d2 = approx_acdc(ctx, cfg, ApproxConfig("group", 16))
     assert d2.n_evaluations < pm.graph.n_edges / 4

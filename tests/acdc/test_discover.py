@@ -9,9 +9,9 @@ import pytest
 from acdc_support import pair_rows
 
 from circuitlab.acdc import (
-    ACDCConfig,
     EAPConfig,
     HeadPruningConfig,
+    SweepConfig,
     edge_attribution,
     patchable,
     prepare_rows,
@@ -20,10 +20,10 @@ from circuitlab.acdc import (
 )
 from circuitlab.acdc.artifact import CircuitArtifact
 from circuitlab.acdc.discover import discover, discover_artifact, nearest, sample_rows
-from circuitlab.config import ACDC_METHODS, AcdcConfig
+from circuitlab.acdc.settings import ACDC_METHODS, AcdcConfig
 from circuitlab.errors import ConfigError, DatasetError, ModelError
 from circuitlab.models import LoadedModel
-from circuitlab.tasks.base import TaskRow
+from circuitlab.types import TaskRow
 from circuitlab.validation import parse_model
 
 LLAMA = "LlamaForCausalLM"
@@ -61,7 +61,7 @@ def test_acdc_matches_sequential(tiny: Callable[[str], LoadedModel]) -> None:
     rows = split_rows()
     art = discover_artifact(lm, rows, CHEAP, "acdc")
     ctx = prepare_rows(patchable(lm), [r for r in rows if r.split == "train"], "resample")
-    ref = sequential_acdc(ctx, ACDCConfig(tao_bases=(1.0,), tao_exps=(-2, -1)))
+    ref = sequential_acdc(ctx, SweepConfig(tao_bases=(1.0,), tao_exps=(-2, -1)))
     assert [c.kept for c in art.circuits] == [r.kept for r in ref.per_tau]
     assert art.scores == ref.scores
     assert [c.tau for c in art.circuits] == [0.01, 0.1]
@@ -173,7 +173,7 @@ def test_each_method_reads_only_its_declared_keys(
 ) -> None:
     """A discovery job's params are `Config.acdc.discovery_params(method)`: a key the method
     reads but does not declare would change results without rerunning the job."""
-    from circuitlab.config import ACDC_DISCOVERY_KEYS, ACDC_METHOD_KEYS
+    from circuitlab.acdc.settings import ACDC_DISCOVERY_KEYS, ACDC_METHOD_KEYS
 
     seen: set[str] = set()
 

@@ -13,11 +13,11 @@ from circuitlab.acdc import patchable, prepare_rows
 from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit
 from circuitlab.acdc.discover import discover_artifact
 from circuitlab.acdc.evaluate import auc, circuit_mask, evaluate_circuits, jaccard, run_masks
-from circuitlab.config import AcdcConfig
+from circuitlab.acdc.settings import AcdcConfig
 from circuitlab.errors import ArtifactError, DatasetError
 from circuitlab.models import LoadedModel
-from circuitlab.tasks.base import TaskRow
 from circuitlab.tracking import _clean_metrics
+from circuitlab.types import TaskRow
 
 LLAMA = "LlamaForCausalLM"
 CHEAP = AcdcConfig(tao_bases=[1.0], tao_exps=[-2, -1], n_prompts=4, reference_tau=0.1)

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from circuitlab.acdc import ACDCConfig, patchable, prepare, sequential_acdc
+from circuitlab.acdc import SweepConfig, patchable, prepare, sequential_acdc
 from circuitlab.acdc.fast import FastConfig, fast_acdc
 from circuitlab.errors import ConfigError
 from circuitlab.models import load_model
@@ -44,7 +44,7 @@ def test_fast_equals_sequential(
 ) -> None:
     pm, ctx = make_ctx(arch, ablation)
     # τ from "removes almost everything" to "keeps almost everything"
-    cfg = ACDCConfig(tao_bases=(1, 5), tao_exps=(-5, -3, -1, 1), faithfulness=faithfulness)
+    cfg = SweepConfig(tao_bases=(1, 5), tao_exps=(-5, -3, -1, 1), faithfulness=faithfulness)
     slow = sequential_acdc(ctx, cfg)
     fast = fast_acdc(ctx, cfg, FastConfig(window=window, adaptive=True, share_sweep=False))
     assert_same(fast, slow)
@@ -87,7 +87,7 @@ def test_fast_equals_sequential_on_random_models(
     save_tokenizer(path)
     lm = load_model(path)
     ctx = prepare(patchable(lm), batch_of(lm, pair_rows(3, seed)), "resample")
-    cfg = ACDCConfig(tao_bases=(1, 3), tao_exps=(tau_exp,))
+    cfg = SweepConfig(tao_bases=(1, 3), tao_exps=(tau_exp,))
     fast = fast_acdc(ctx, cfg, FastConfig(window=window, adaptive=True, share_sweep=share))
     slow = sequential_acdc(ctx, cfg)
     if fast.stats.near_tau_decisions == 0:
@@ -96,13 +96,13 @@ def test_fast_equals_sequential_on_random_models(
 
 def test_automatic_window_is_one_on_cpu(make_ctx: Callable) -> None:
     pm, ctx = make_ctx("LlamaForCausalLM", "resample")
-    result = fast_acdc(ctx, ACDCConfig(tao_bases=(1,), tao_exps=(-3,)))
+    result = fast_acdc(ctx, SweepConfig(tao_bases=(1,), tao_exps=(-3,)))
     assert result.stats.n_batched == pm.graph.n_edges and result.stats.n_wasted == 0
 
 
 def test_result_json_reports_speculation(make_ctx: Callable) -> None:
     pm, ctx = make_ctx("LlamaForCausalLM", "resample")
-    result = fast_acdc(ctx, ACDCConfig(tao_bases=(1,), tao_exps=(-3,)), FastConfig(adaptive=True))
+    result = fast_acdc(ctx, SweepConfig(tao_bases=(1,), tao_exps=(-3,)), FastConfig(adaptive=True))
     data = result.to_json()
     assert data["method"] == "acdc_fast"
     assert data["n_candidate_evaluations"] == pm.graph.n_edges + data["n_wasted_evaluations"]
@@ -136,10 +136,10 @@ def test_shared_sweep_equals_one_run_per_tau(
     arch: str, ablation: str, edge_order: str, make_ctx: Callable
 ) -> None:
     pm, ctx = make_ctx(arch, ablation)
-    cfg = ACDCConfig(tao_bases=(1, 3, 7), tao_exps=(-4, -3, -2, -1), edge_order=edge_order)
+    cfg = SweepConfig(tao_bases=(1, 3, 7), tao_exps=(-4, -3, -2, -1), edge_order=edge_order)
     shared = fast_acdc(ctx, cfg, FastConfig(window=1))
     singles = [
-        fast_acdc(ctx, ACDCConfig(tao_bases=(tau,), tao_exps=(0,), edge_order=edge_order),
+        fast_acdc(ctx, SweepConfig(tao_bases=(tau,), tao_exps=(0,), edge_order=edge_order),
                   FastConfig(window=1))
         for tau in cfg.taus
     ]  # fmt: skip
@@ -165,7 +165,7 @@ def test_shared_sweep_equals_one_run_per_tau(
 def test_shared_sweep_batched_groups_agree(make_ctx: Callable) -> None:
     """The accelerator path (the groups of one edge in one forward) run on the CPU."""
     _pm, ctx = make_ctx("LlamaForCausalLM", "resample")
-    cfg = ACDCConfig(tao_bases=(1, 5), tao_exps=(-4, -3, -2))
+    cfg = SweepConfig(tao_bases=(1, 5), tao_exps=(-4, -3, -2))
     batched = fast_acdc(ctx, cfg, FastConfig(batch_groups=True))
     single = fast_acdc(ctx, cfg, FastConfig(batch_groups=False))
     assert batched.stats.n_batched < single.stats.n_batched

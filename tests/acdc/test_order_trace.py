@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from circuitlab.acdc import ACDCConfig, acdc_order, build_graph, sequential_acdc
+from circuitlab.acdc import SweepConfig, acdc_order, build_graph, sequential_acdc
 from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit
 from circuitlab.acdc.fast import FastConfig, fast_acdc
 from circuitlab.acdc.trace import EdgeTrace, near_tau
@@ -48,14 +48,14 @@ def test_autocircuit_order_is_head_by_head_latest_source_first() -> None:
     with pytest.raises(ConfigError, match="autocircuit"):
         acdc_order(graph, "random")
     with pytest.raises(ConfigError, match="edge_order"):
-        ACDCConfig(edge_order="backwards")
+        SweepConfig(edge_order="backwards")
 
 
 @pytest.mark.parametrize("arch", ["LlamaForCausalLM", "GPT2LMHeadModel"])
 def test_orders_are_exact_and_traced(arch: str, make_ctx: Callable) -> None:
     pm, ctx = make_ctx(arch, "resample")
     for edge_order in ("circuitlab", "autocircuit"):
-        cfg = ACDCConfig(tao_bases=(1,), tao_exps=(-3, -1), edge_order=edge_order)
+        cfg = SweepConfig(tao_bases=(1,), tao_exps=(-3, -1), edge_order=edge_order)
         slow = sequential_acdc(ctx, cfg)
         fast = fast_acdc(ctx, cfg, FastConfig(window=4))
         assert fast.scores == slow.scores and fast.edge_order == edge_order
@@ -68,7 +68,7 @@ def test_orders_are_exact_and_traced(arch: str, make_ctx: Callable) -> None:
             assert b.faithfulness == pytest.approx(a.faithfulness, rel=1e-4, abs=1e-6)
             check_trace(a, r_slow.tau, r_slow.kept, pm.graph.edges, r_slow.faithfulness)
             assert r_slow.n_near_tau == a.n_near_tau
-    off = sequential_acdc(ctx, ACDCConfig(tao_bases=(1,), tao_exps=(-2,), trace=False))
+    off = sequential_acdc(ctx, SweepConfig(tao_bases=(1,), tao_exps=(-2,), trace=False))
     assert off.per_tau[0].trace is None
     assert off.to_json()["taus"][0]["trace"] is None
 
@@ -103,7 +103,7 @@ def test_near_tau_flags_rounding_distance_only() -> None:
 
 def test_artifact_round_trips_the_trace(make_ctx: Callable) -> None:
     _pm, ctx = make_ctx("LlamaForCausalLM", "resample")
-    res = fast_acdc(ctx, ACDCConfig(tao_bases=(1,), tao_exps=(-2,)))
+    res = fast_acdc(ctx, SweepConfig(tao_bases=(1,), tao_exps=(-2,)))
     r = res.per_tau[0]
     art = CircuitArtifact(
         method="acdc", model="m", task="t", edges=res.edges, scores=res.scores,

@@ -23,7 +23,7 @@ from circuitlab.acdc.planted import (
     planted_rows,
     score_artifact,
 )
-from circuitlab.config import AcdcConfig
+from circuitlab.acdc.settings import AcdcConfig
 from circuitlab.errors import ConfigError
 from circuitlab.models import LoadedModel
 

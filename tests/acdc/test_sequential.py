@@ -10,10 +10,10 @@ import pytest
 from acdc_reference import reference_acdc
 
 import circuitlab.acdc.sequential as sequential_module
-from circuitlab.acdc import ACDCConfig, sequential_acdc
+from circuitlab.acdc import SweepConfig, sequential_acdc
 from circuitlab.errors import ConfigError
 
-SWEEP = ACDCConfig(tao_bases=(1, 3), tao_exps=(-4, -3))
+SWEEP = SweepConfig(tao_bases=(1, 3), tao_exps=(-4, -3))
 
 
 @pytest.mark.parametrize(
@@ -24,7 +24,7 @@ def test_matches_plain_reference(
     arch: str, faithfulness: str, make_ctx: Callable[..., tuple]
 ) -> None:
     pm, ctx = make_ctx(arch, "resample")
-    cfg = ACDCConfig(SWEEP.tao_bases, SWEEP.tao_exps, faithfulness)  # type: ignore[arg-type]
+    cfg = SweepConfig(SWEEP.tao_bases, SWEEP.tao_exps, faithfulness)  # type: ignore[arg-type]
     result = sequential_acdc(ctx, cfg)
     ref_scores, ref_kept = reference_acdc(ctx, cfg.taus, faithfulness)
     assert list(result.scores) == ref_scores
@@ -52,14 +52,14 @@ def test_resume_is_used_and_changes_nothing(
     monkeypatch.setattr(sequential_module, "forward", spy)
     fast = sequential_acdc(ctx, SWEEP)
     assert max(starts) == ctx.graph.n_layers and min(starts) == 0
-    slow = sequential_acdc(ctx, ACDCConfig(SWEEP.tao_bases, SWEEP.tao_exps, resume=False))
+    slow = sequential_acdc(ctx, SweepConfig(SWEEP.tao_bases, SWEEP.tao_exps, resume=False))
     assert fast.scores == slow.scores
 
 
 def test_taus_follow_auto_circuit() -> None:
-    assert ACDCConfig().taus[:4] == (1e-5, 1e-4, 1e-3, 1e-2)
-    assert len(ACDCConfig().taus) == 20
-    assert ACDCConfig(tao_bases=(3,), tao_exps=(-2,)).taus == (3 * 10**-2,)
+    assert SweepConfig().taus[:4] == (1e-5, 1e-4, 1e-3, 1e-2)
+    assert len(SweepConfig().taus) == 20
+    assert SweepConfig(tao_bases=(3,), tao_exps=(-2,)).taus == (3 * 10**-2,)
 
 
 @pytest.mark.parametrize(
@@ -75,12 +75,12 @@ def test_taus_follow_auto_circuit() -> None:
 )
 def test_bad_config_is_a_config_error(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
-        ACDCConfig(**kwargs)
+        SweepConfig(**kwargs)
 
 
 def test_result_json(make_ctx: Callable[..., tuple]) -> None:
     pm, ctx = make_ctx("LlamaForCausalLM", "zero")
-    result = sequential_acdc(ctx, ACDCConfig(tao_bases=(1,), tao_exps=(-3,)))
+    result = sequential_acdc(ctx, SweepConfig(tao_bases=(1,), tao_exps=(-3,)))
     data = json.loads(json.dumps(result.to_json()))
     assert data["method"] == "acdc" and data["ablation"] == "zero"
     assert set(data["scores"]) == set(pm.graph.edges)

@@ -38,11 +38,11 @@ from bench_lrp import save_word_tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from circuitlab.acdc import (
-    ACDCConfig,
     ApproxConfig,
     EAPConfig,
     FastConfig,
     PatchContext,
+    SweepConfig,
     approx_acdc,
     decision_agreement,
     edge_attribution,
@@ -58,10 +58,10 @@ from circuitlab.acdc.planted import (
     planted_edges,
     planted_rows,
 )
-from circuitlab.config import AcdcConfig
+from circuitlab.acdc.settings import AcdcConfig
 from circuitlab.models import LoadedModel, load_model
-from circuitlab.tasks.base import TaskRow
 from circuitlab.tasks.io import load_rows
+from circuitlab.types import TaskRow
 
 ROOT = Path(__file__).resolve().parents[2]
 TOY_MODEL = ROOT / "data" / "models" / "toy"
@@ -157,7 +157,7 @@ def _fe(name: str, seconds: float, fwd: float, goal: float | None = None) -> Res
 
 
 def run_case(
-    case: str, lm: LoadedModel, rows: list[TaskRow], cfg: ACDCConfig, settings: Settings,
+    case: str, lm: LoadedModel, rows: list[TaskRow], cfg: SweepConfig, settings: Settings,
     *, with_sequential: bool = True, with_window: bool = True,
 ) -> Result:  # fmt: skip
     pm = patchable(lm)
@@ -230,7 +230,7 @@ def run_case(
 
 def run(settings: Settings, log: Callable[[str], None] = print) -> list[Result]:
     results = []
-    b1 = ACDCConfig(tao_bases=(1,), tao_exps=(-2,))
+    b1 = SweepConfig(tao_bases=(1,), tao_exps=(-2,))
     with tempfile.TemporaryDirectory() as tmp:
         for n_layers in settings.layers:
             log(f" case 'B1-{n_layers}L': random Llama, {n_layers} layers")
@@ -251,7 +251,7 @@ def run(settings: Settings, log: Callable[[str], None] = print) -> list[Result]:
             log(" case 'toy ioi': the embedded model, 20 τ")
             lm = load_model(TOY_MODEL)
             rows = load_rows(TOY_DATA, split="train")[: settings.n_prompts]
-            sweep = ACDCConfig()  # auto-circuit's 20 values
+            sweep = SweepConfig()  # auto-circuit's 20 values
             results.append(
                 run_case(
                     "toy ioi, 20 τ",
@@ -331,8 +331,8 @@ def scaling_case(n_layers: int, lm: LoadedModel, rows: list[TaskRow], settings: 
     pm = patchable(lm)
     ctx = prepare_rows(pm, rows, "resample")
     fwd = plain_forward_s(lm, ctx, settings.repeats)
-    one = ACDCConfig(tao_bases=(1,), tao_exps=(-2,))
-    sweep = ACDCConfig(tao_bases=(1,), tao_exps=(-5, -4, -3, -2, -1)) if settings.toy else one
+    one = SweepConfig(tao_bases=(1,), tao_exps=(-2,))
+    sweep = SweepConfig(tao_bases=(1,), tao_exps=(-5, -4, -3, -2, -1)) if settings.toy else one
     runs = {
         "(c) exact ACDC, τ = 1e-2": timed(lambda: fast_acdc(ctx, one, FastConfig())),
         "(d2) group testing, τ = 1e-2": timed(

@@ -39,8 +39,8 @@ from circuitlab.lrp.attribution import (
 )
 from circuitlab.models import LoadedModel, load_model
 from circuitlab.prompts import PromptBatch, encode_rows
-from circuitlab.tasks.base import TaskRow
 from circuitlab.tasks.io import load_rows
+from circuitlab.types import TaskRow
 from lrp_reference import reference_attribution
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -47,9 +47,9 @@ import torch
 from transformers import LlamaForCausalLM
 
 from circuitlab.acdc import (
-    ACDCConfig,
     EAPConfig,
     FastConfig,
+    SweepConfig,
     acdc_order,
     edge_attribution,
     fast_acdc,
@@ -181,7 +181,7 @@ def run_case(case: Case, settings: Settings, tmp: Path, log: Callable[[str], Non
     pm = patchable(lm)
     ctx = prepare(pm, batch, "resample")
     edges = pm.graph.edges
-    cfg = ACDCConfig(tao_bases=tuple(case.taus), tao_exps=(0,), edge_order="autocircuit")
+    cfg = SweepConfig(tao_bases=tuple(case.taus), tao_exps=(0,), edge_order="autocircuit")
     log("  circuitlab: exact ACDC (shared sweep; one run per τ; circuitlab order), EAP")
     t0 = time.perf_counter()
     ours = fast_acdc(ctx, cfg, FastConfig(window=1))
@@ -192,7 +192,7 @@ def run_case(case: Case, settings: Settings, tmp: Path, log: Callable[[str], Non
     if singles.scores != ours.scores:
         raise RuntimeError("the shared sweep and one run per τ disagree")
     default = fast_acdc(
-        ctx, ACDCConfig(tao_bases=tuple(case.taus), tao_exps=(0,)), FastConfig(window=1)
+        ctx, SweepConfig(tao_bases=tuple(case.taus), tao_exps=(0,)), FastConfig(window=1)
     )
     eap = edge_attribution(ctx, EAPConfig(metric="logit_diff"))
     fwd = hf_forward_s(hf_dir, batch.input_ids)

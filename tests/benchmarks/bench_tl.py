@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from circuitlab.acdc import ACDCConfig, FastConfig, fast_acdc, patchable, prepare_rows
+from circuitlab.acdc import FastConfig, SweepConfig, fast_acdc, patchable, prepare_rows
 from circuitlab.acdc.patch import forward
 from circuitlab.interop.tl import export_kept, patching_hooks
 from circuitlab.models import load_model
@@ -84,7 +84,7 @@ def run(settings: Settings, log: Callable[[str], None] = print) -> list[Result]:
             lambda: bridge.run_with_hooks(ids, attention_mask=am, fwd_hooks=hooks)[rows_idx, last],
             settings.repeats,
         )
-    sweep = fast_acdc(ctx, ACDCConfig(tao_bases=(1,), tao_exps=(-2,)), FastConfig())
+    sweep = fast_acdc(ctx, SweepConfig(tao_bases=(1,), tao_exps=(-2,)), FastConfig())
     check_s = sweep.seconds / max(sweep.n_forward, 1)
     gap = float((tl - ours).abs().max())
     n = graph.n_edges
@@ -120,7 +120,7 @@ def run_backend(settings: Settings, log: Callable[[str], None] = print) -> list[
 
     log(" case 'toy ioi, backend': native patch layer vs TransformerLens bridge hooks")
     rows = load_rows(TOY_DATA, split="train")[: settings.n_prompts]
-    cfg = ACDCConfig(tao_bases=(1,), tao_exps=(-2,))
+    cfg = SweepConfig(tao_bases=(1,), tao_exps=(-2,))
     timings, results = [], {}
     repeats = max(1, settings.repeats // 5)
     for backend in ("native", "transformer_lens"):

@@ -13,9 +13,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from circuitlab.config import HubModelConfig
 from circuitlab.errors import ModelError
 from circuitlab.models import loading
+from circuitlab.models.settings import HubModelConfig
 from circuitlab.models.spec import ModelSpec
 from tiny_models import build_tiny
 

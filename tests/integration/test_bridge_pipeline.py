@@ -23,8 +23,8 @@ pytest.importorskip("transformer_lens")
 
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from circuitlab.config import ToyCorpus
 from circuitlab.models.toy.corpus import build_corpus
+from circuitlab.models.toy.settings import ToyCorpus
 from circuitlab.models.toy.tokenizer import build_tokenizer
 from pipeline_support import BIN, EDGE_METHODS, TINY, make_workdir, snakemake, snakemake_env
 

@@ -198,7 +198,7 @@ def test_real_model_configs_validate_merged_into_the_default(name: str, arch_id:
 def test_known_blacklist_applies_to_llama_by_shape(name: str, dims: dict, n_known: int) -> None:
     from types import SimpleNamespace
 
-    from circuitlab.blacklist import known_neurons_for
+    from circuitlab.blacklist.detect import known_neurons_for
 
     text = (ROOT / "config" / name).read_text()
     assert f"{dims['n_layers']} layers" in text and f"d_mlp {dims['d_mlp']}" in text

@@ -42,13 +42,13 @@ from circuitlab.acdc import patchable, prepare_rows
 from circuitlab.acdc.discover import discover_artifact
 from circuitlab.acdc.hooked import HookedContext
 from circuitlab.acdc.patch import PatchContext, forward
-from circuitlab.config import AcdcConfig
+from circuitlab.acdc.settings import AcdcConfig
 from circuitlab.errors import ModelError
 from circuitlab.models import LoadedModel, load_model
 from circuitlab.models.spec import ModelSpec
 from circuitlab.steering.caa import add_vector, control_vectors, neuron_differences
 from circuitlab.steering.neurons import NeuronSet, steer_neurons
-from circuitlab.tasks.base import TaskRow
+from circuitlab.types import TaskRow
 from tiny_models import build_tiny, save_tokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

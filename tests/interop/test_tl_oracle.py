@@ -39,7 +39,7 @@ from circuitlab.acdc.heads import HeadPruningConfig, prune_heads
 from circuitlab.acdc.patch import forward
 from circuitlab.models import LoadedModel
 from circuitlab.steering.neurons import NeuronSet, steer_neurons
-from circuitlab.tasks.base import TaskRow
+from circuitlab.types import TaskRow
 from tiny_models import build_tiny
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -179,7 +179,7 @@ def test_directory_without_tokenizer(
 def test_directory_without_tokenizer_loads_for_token_ids(tmp_path: Path) -> None:
     """An exported model often has no tokenizer: it loads, and text fails with the fix."""
     from circuitlab.prompts import batch_from_ids, encode_rows
-    from circuitlab.tasks.base import TaskRow
+    from circuitlab.types import TaskRow
 
     path = _save_tiny_llama(tmp_path / "m", tokenizer=False)
     lm = load_model(path)

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from circuitlab.config import ToyArchitecture, ToyCorpus, ToyModelConfig, ToyTraining
 from circuitlab.errors import ConfigError
 from circuitlab.models.evaluate import evaluate_task
 from circuitlab.models.loading import load_model
 from circuitlab.models.toy import build_corpus, build_tokenizer, build_toy_model
+from circuitlab.models.toy.settings import ToyArchitecture, ToyCorpus, ToyModelConfig, ToyTraining
 from circuitlab.prompts import encode_rows
 from circuitlab.tasks import build_rows
 

@@ -34,8 +34,9 @@ def short_training(steps: int, *, threads: int | None = None, warmup: int = 10):
     pins first (`main` does; `tests/benchmarks/bench_numerics.py` sets its own variants)."""
     import yaml
 
-    from circuitlab.config import ToyModelConfig, load_config
+    from circuitlab.config import load_config
     from circuitlab.models.toy import build_toy_model
+    from circuitlab.models.toy.settings import ToyModelConfig
 
     cfg = load_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
     default = cfg.models["toy"]

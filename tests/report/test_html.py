@@ -16,7 +16,7 @@ import pytest
 
 from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit, save_circuit, to_dot
 from circuitlab.acdc.trace import EdgeTrace
-from circuitlab.blacklist import Blacklist
+from circuitlab.blacklist.detect import Blacklist
 from circuitlab.errors import ArtifactError, ConfigError
 from circuitlab.io import write_json, write_text_atomic
 from circuitlab.lrp.circuit import NeuronCircuit

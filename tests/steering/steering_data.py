@@ -3,7 +3,7 @@ positive rows answer " w10" and negative rows " w11" (matched pairs share a `pai
 
 from __future__ import annotations
 
-from circuitlab.tasks.base import TaskRow
+from circuitlab.types import TaskRow
 from tiny_models import make_rows
 
 NEUTRAL = [" ".join(f"w{(5 * i + j) % 60 + 2}" for j in range(2 + i % 4)) for i in range(8)]

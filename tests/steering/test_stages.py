@@ -10,12 +10,12 @@ import torch
 from steering_data import NEUTRAL, behaviour_rows, task_rows
 from steering_reference import zero_neurons
 
-from circuitlab.config import CaaConfig, SteeringConfig
 from circuitlab.lrp.circuit import NeuronCircuit
 from circuitlab.models import LoadedModel
 from circuitlab.prompts import encode_rows
 from circuitlab.report.plots import steering_dose_response, steering_leakage
 from circuitlab.steering import NeuronSet, SteeringError, add_vector, last_logits
+from circuitlab.steering.settings import CaaConfig, SteeringConfig
 from circuitlab.steering.stages import (
     build_caa,
     caa_steering,

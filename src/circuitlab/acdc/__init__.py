@@ -6,7 +6,7 @@ Typical use::
     pm = patchable(load_model(path))                       # ModelError if unsupported
     ctx = prepare_rows(pm, rows, ablation="resample")      # clean (+ corrupt) run, cached
     # or, from token ids: prepare(pm, batch_from_ids(clean, corrupt, answer, wrong_answer))
-    result = fast_acdc(ctx, ACDCConfig(faithfulness="kl"))
+    result = fast_acdc(ctx, SweepConfig(faithfulness="kl"))
     write_json(out, result.to_json())
 
 The library guide (docs/library.md) walks through every method on a model directory and token
@@ -70,7 +70,7 @@ if TYPE_CHECKING:
         prepare,
         prepare_rows,
     )
-    from circuitlab.acdc.sequential import ACDCConfig, ACDCResult, TauResult, sequential_acdc
+    from circuitlab.acdc.sequential import ACDCResult, SweepConfig, TauResult, sequential_acdc
     from circuitlab.acdc.trace import EdgeTrace, near_tau
 
 # attribute -> defining module, imported on first use (circuitlab.lazy)
@@ -107,7 +107,7 @@ _WHERE = {
     "patchable": "circuitlab.acdc.patch",
     "prepare": "circuitlab.acdc.patch",
     "prepare_rows": "circuitlab.acdc.patch",
-    "ACDCConfig": "circuitlab.acdc.sequential",
+    "SweepConfig": "circuitlab.acdc.sequential",
     "ACDCResult": "circuitlab.acdc.sequential",
     "TauResult": "circuitlab.acdc.sequential",
     "sequential_acdc": "circuitlab.acdc.sequential",
@@ -120,7 +120,6 @@ __all__ = [
     "METRICS",
     "RESID_END",
     "RESID_START",
-    "ACDCConfig",
     "ACDCResult",
     "Ablation",
     "ApproxACDCResult",
@@ -135,6 +134,7 @@ __all__ = [
     "HeadPruningResult",
     "PatchContext",
     "PatchModel",
+    "SweepConfig",
     "TauResult",
     "acdc_order",
     "approx_acdc",

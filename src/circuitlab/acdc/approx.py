@@ -43,7 +43,7 @@ from circuitlab.acdc.graph import acdc_order
 from circuitlab.acdc.incremental import Heads, incremental_checks
 from circuitlab.acdc.metrics import get_metric
 from circuitlab.acdc.patch import PatchContext, forward
-from circuitlab.acdc.sequential import ACDCConfig, ACDCResult, TauResult
+from circuitlab.acdc.sequential import ACDCResult, SweepConfig, TauResult
 from circuitlab.errors import ConfigError
 from circuitlab.progress import bar as progress_bar
 
@@ -128,10 +128,10 @@ class _Evaluator:
 
 
 def approx_acdc(
-    ctx: PatchContext, cfg: ACDCConfig | None = None, approx: ApproxConfig | None = None
+    ctx: PatchContext, cfg: SweepConfig | None = None, approx: ApproxConfig | None = None
 ) -> ApproxACDCResult:
     """The τ sweep of `sequential_acdc` with an approximate, batched search (module doc)."""
-    cfg = cfg or ACDCConfig()
+    cfg = cfg or SweepConfig()
     approx = approx or ApproxConfig()
     start = time.perf_counter()
     graph, pm = ctx.graph, ctx.model

@@ -34,11 +34,11 @@ from circuitlab.acdc.artifact import (  # noqa: F401 (nearest: part of this modu
     nearest,
 )
 from circuitlab.acdc.patch import PatchContext, patchable, prepare_rows
-from circuitlab.acdc.sequential import ACDCConfig, ACDCResult
-from circuitlab.config import ACDC_METHOD_MODULES, ACDC_METHODS, AcdcConfig
+from circuitlab.acdc.sequential import ACDCResult, SweepConfig
+from circuitlab.acdc.settings import ACDC_METHOD_MODULES, ACDC_METHODS, AcdcConfig
 from circuitlab.errors import ConfigError, DatasetError
 from circuitlab.models.loading import LoadedModel
-from circuitlab.tasks.base import TaskRow
+from circuitlab.types import TaskRow
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,8 @@ def sample_rows(
     return [rows[i] for i in keep]
 
 
-def acdc_config(cfg: AcdcConfig, *, trace: bool = False) -> ACDCConfig:
-    return ACDCConfig(
+def acdc_config(cfg: AcdcConfig, *, trace: bool = False) -> SweepConfig:
+    return SweepConfig(
         tao_bases=tuple(cfg.tao_bases),
         tao_exps=tuple(cfg.tao_exps),
         faithfulness=cfg.faithfulness,

@@ -34,12 +34,12 @@ from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit
 from circuitlab.acdc.discover import sample_rows, top_edges
 from circuitlab.acdc.metrics import kl, logit_diff
 from circuitlab.acdc.patch import PatchContext, evaluate_masks, patchable, prepare_rows
-from circuitlab.config import AcdcConfig
+from circuitlab.acdc.settings import AcdcConfig
 from circuitlab.errors import ArtifactError, DatasetError
 from circuitlab.models.loading import LoadedModel
 from circuitlab.progress import bar as progress_bar
 from circuitlab.stats import t_interval
-from circuitlab.tasks.base import TaskRow
+from circuitlab.types import TaskRow
 
 ACDC_FAMILY = ("acdc", "acdc_approx", "acdc_window")
 

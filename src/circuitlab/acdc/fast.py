@@ -50,7 +50,7 @@ from circuitlab.acdc.graph import acdc_order
 from circuitlab.acdc.incremental import Heads, incremental_checks
 from circuitlab.acdc.metrics import get_metric
 from circuitlab.acdc.patch import PatchContext, forward
-from circuitlab.acdc.sequential import ACDCConfig, ACDCResult, TauResult
+from circuitlab.acdc.sequential import ACDCResult, SweepConfig, TauResult
 from circuitlab.acdc.trace import TraceRecorder
 from circuitlab.errors import ConfigError
 from circuitlab.progress import bar as progress_bar
@@ -114,12 +114,12 @@ class FastACDCResult(ACDCResult):
 
 
 def fast_acdc(
-    ctx: PatchContext, cfg: ACDCConfig | None = None, fast: FastConfig | None = None
+    ctx: PatchContext, cfg: SweepConfig | None = None, fast: FastConfig | None = None
 ) -> FastACDCResult:
     """The τ sweep of `sequential_acdc` with the same decisions and prune scores, computed with
     answer-position-only last blocks and prefix speculation (module doc). ``n_forward`` counts
     batched passes (plus `prepare`'s); the stats say how many candidates they held."""
-    cfg = cfg or ACDCConfig()
+    cfg = cfg or SweepConfig()
     fast = fast or FastConfig()
     pm = ctx.model
     adaptive = fast.window is None and (
@@ -192,7 +192,7 @@ def fast_acdc(
 
 def _result(
     ctx: PatchContext,
-    cfg: ACDCConfig,
+    cfg: SweepConfig,
     scores: list[float],
     per_tau: list[TauResult],
     start: float,
@@ -240,7 +240,7 @@ class _Group:
 
 
 def shared_sweep(
-    ctx: PatchContext, cfg: ACDCConfig, fast: FastConfig | None = None
+    ctx: PatchContext, cfg: SweepConfig, fast: FastConfig | None = None
 ) -> FastACDCResult:
     """Every τ of the sweep at once, one check per edge and distinct state (module doc); the
     same per-τ decisions, scores and traces as one `fast_acdc` run per τ."""

@@ -38,7 +38,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import torch
 from torch import Tensor, nn
@@ -49,9 +49,8 @@ from circuitlab.errors import ConfigError, DatasetError, ModelError
 from circuitlab.models.adapters import ModelDims
 from circuitlab.models.loading import LoadedModel
 from circuitlab.prompts import PromptBatch, encode_rows
-from circuitlab.tasks.base import TaskRow
+from circuitlab.types import Ablation, TaskRow
 
-Ablation = Literal["resample", "mean", "zero"]
 ABLATIONS: tuple[str, ...] = get_args(Ablation)
 
 

@@ -46,10 +46,10 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from circuitlab.acdc.artifact import CircuitArtifact
 from circuitlab.acdc.graph import RESID_END, RESID_START, Graph
-from circuitlab.config import ACDC_METHODS, AcdcConfig
+from circuitlab.acdc.settings import ACDC_METHODS, AcdcConfig
 from circuitlab.errors import ConfigError
 from circuitlab.models.loading import LoadedModel, load_model
-from circuitlab.tasks.base import Split, TaskRow
+from circuitlab.types import Split, TaskRow
 
 #: word tokens ``w0 … w{n-1}`` have ids ``2 …``; 0 and 1 are ``<unk>`` and ``<eos>``
 FIRST_WORD_ID = 2

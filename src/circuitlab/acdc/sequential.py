@@ -35,7 +35,7 @@ Faithfulness = Literal["kl", "mse"]
 
 
 @dataclass(frozen=True)
-class ACDCConfig:
+class SweepConfig:
     """The τ sweep (auto-circuit's defaults), the faithfulness metric, the order of edges
     inside a destination layer (`acdc_order`: ``"circuitlab"`` or ``"autocircuit"``) and
     whether to keep the per-edge trace. ``resume=False`` runs every check from the first
@@ -66,7 +66,7 @@ class ACDCConfig:
                 f"from tao_bases={list(self.tao_bases)}, tao_exps={list(self.tao_exps)}"
             )
 
-    def single(self, tau: float) -> ACDCConfig:
+    def single(self, tau: float) -> SweepConfig:
         """This configuration with the one-value sweep ``τ = tau · 10^0``."""
         return replace(self, tao_bases=(tau,), tao_exps=(0,))
 
@@ -131,10 +131,10 @@ class ACDCResult:
         }
 
 
-def sequential_acdc(ctx: PatchContext, cfg: ACDCConfig | None = None) -> ACDCResult:
+def sequential_acdc(ctx: PatchContext, cfg: SweepConfig | None = None) -> ACDCResult:
     """Run the τ sweep on a prepared batch (its ablation is the patch). ``n_forward`` and
     ``seconds`` include `prepare`'s passes and time."""
-    cfg = cfg or ACDCConfig()
+    cfg = cfg or SweepConfig()
     start = time.perf_counter()
     graph, pm = ctx.graph, ctx.model
     metric = get_metric(cfg.faithfulness)

@@ -28,14 +28,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from circuitlab.config import LrpConfig
 from circuitlab.errors import ArtifactError, DatasetError, ModelError
 from circuitlab.io import atomic_path
 from circuitlab.lrp.rules import linearized
+from circuitlab.lrp.settings import LrpConfig
 from circuitlab.models.loading import LoadedModel
 from circuitlab.progress import bar as progress_bar
 from circuitlab.prompts import PromptBatch, batches, encode_rows
-from circuitlab.tasks.base import TaskRow
+from circuitlab.types import TaskRow
 
 Metric = Literal["target", "logit_diff", "top_other"]
 METRICS: tuple[str, ...] = ("target", "logit_diff", "top_other")

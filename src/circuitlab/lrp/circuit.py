@@ -15,8 +15,8 @@ from typing import Any
 
 from circuitlab.errors import ArtifactError
 from circuitlab.io import read_json, write_json
+from circuitlab.types import NeuronKey
 
-NeuronKey = tuple[int, int, int]
 FORMAT = "circuitlab.neuron_circuit/1"
 
 

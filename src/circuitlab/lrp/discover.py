@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from circuitlab.config import LrpConfig
 from circuitlab.errors import DatasetError
 from circuitlab.lrp.attribution import (  # noqa: F401 (options, attribute_lrp: the stage API)
     Attributions,
@@ -15,8 +14,9 @@ from circuitlab.lrp.attribution import (  # noqa: F401 (options, attribute_lrp: 
 from circuitlab.lrp.attribution import last_activations as _last_activations
 from circuitlab.lrp.circuit import NeuronCircuit
 from circuitlab.lrp.selection import aggregate, contrastive_difference, select, select_contrastive
+from circuitlab.lrp.settings import LrpConfig
 from circuitlab.models.loading import LoadedModel
-from circuitlab.tasks.base import TaskRow
+from circuitlab.types import TaskRow
 
 
 def circuit_from_attributions(

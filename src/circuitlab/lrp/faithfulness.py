@@ -40,7 +40,7 @@ from circuitlab.models.loading import LoadedModel
 from circuitlab.progress import bar as progress_bar
 from circuitlab.prompts import PromptBatch, batches, encode_rows
 from circuitlab.stats import t_interval
-from circuitlab.tasks.base import TaskRow
+from circuitlab.types import TaskRow
 
 
 @dataclass(frozen=True)

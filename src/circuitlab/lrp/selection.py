@@ -25,12 +25,11 @@ from torch import Tensor
 
 from circuitlab.errors import ConfigError
 from circuitlab.lrp.attribution import Attributions
+from circuitlab.types import NeuronKey
 
 Aggregation = Literal["mean", "any"]
 AGGREGATIONS: tuple[str, ...] = ("mean", "any")
 METHODS: tuple[str, ...] = ("threshold", "topk", "percentage", "per_layer_topk")
-
-NeuronKey = tuple[int, int, int]
 
 
 def aggregate(

@@ -10,7 +10,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from circuitlab.errors import CircuitlabError
 from circuitlab.prompts import batches, encode_rows
-from circuitlab.tasks.base import TaskRow
+from circuitlab.types import TaskRow
 
 
 @torch.no_grad()

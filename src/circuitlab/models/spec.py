@@ -15,7 +15,7 @@ from pydantic import Field, SerializerFunctionWrapHandler, ValidationError, mode
 
 from circuitlab.errors import ArtifactError, ModelError
 from circuitlab.io import read_json, write_json
-from circuitlab.tasks.base import StrictModel
+from circuitlab.types import StrictModel
 
 if TYPE_CHECKING:
     import torch

@@ -350,7 +350,7 @@ def plugins_for(command: str, method: str | None = None) -> list[str]:
     ACDC method module. The Snakefile (from the ``method`` wildcard) and the CLI (from
     ``--method``) both ask here."""
     if command == "acdc-circuit" and method is not None:
-        from circuitlab.config import ACDC_METHOD_MODULES
+        from circuitlab.acdc.settings import ACDC_METHOD_MODULES
 
         return [ACDC_METHOD_MODULES[method]] if method in ACDC_METHOD_MODULES else []
     return []

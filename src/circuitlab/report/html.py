@@ -32,7 +32,7 @@ from pydantic import Field
 
 from circuitlab.errors import ArtifactError
 from circuitlab.io import read_json, require
-from circuitlab.tasks.base import StrictModel
+from circuitlab.types import StrictModel
 
 if TYPE_CHECKING:
     from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit
@@ -141,7 +141,7 @@ def parse_manifest(data: Any, source: str = "--manifest") -> ReportManifest:
 
 
 @dataclass
-class LoadedModel:
+class ModelResults:
     backend: str = "native"
     training: dict[str, Any] | None = None  # {"metrics": {...}, "curve": [{step, loss}, ...]}
     evaluation: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -157,7 +157,7 @@ class LoadedModel:
 @dataclass
 class LoadedReport:
     title: str
-    models: dict[str, LoadedModel]
+    models: dict[str, ModelResults]
     benchmarks: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -195,12 +195,12 @@ def read_benchmark(path: str, rule: str) -> dict[str, Any]:
 def load_report_inputs(manifest: ReportManifest) -> LoadedReport:
     """Read every artifact the manifest lists (and nothing else); errors name the rule."""
     from circuitlab.acdc.artifact import CircuitArtifact
-    from circuitlab.blacklist import Blacklist
+    from circuitlab.blacklist.detect import Blacklist
     from circuitlab.lrp.circuit import NeuronCircuit
 
-    models: dict[str, LoadedModel] = {}
+    models: dict[str, ModelResults] = {}
     for name, m in manifest.models.items():
-        lm = LoadedModel(backend=m.backend)
+        lm = ModelResults(backend=m.backend)
         if m.training is not None:
             curve = read_json(m.training.curve, rule="train_toy_model")
             if not isinstance(curve, list):
@@ -878,7 +878,7 @@ def _timing_view(benchmarks: Iterable[Mapping[str, Any]]) -> dict[str, Any] | No
     return {"rows": out, "total": fmt(total), "n_jobs": sum(r["jobs"] for r in rows.values())}
 
 
-def _summary_rows(name: str, m: LoadedModel) -> list[dict[str, str]]:
+def _summary_rows(name: str, m: ModelResults) -> list[dict[str, str]]:
     tasks = list(dict.fromkeys([*m.evaluation, *m.lrp, *m.acdc, *m.steering]))
     rows = []
     for task in tasks:

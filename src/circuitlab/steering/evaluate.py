@@ -42,9 +42,9 @@ from circuitlab.steering.stats import bootstrap_ci
 
 if TYPE_CHECKING:
     from circuitlab.models.loading import LoadedModel
-    from circuitlab.tasks.base import TaskRow
+    from circuitlab.types import TaskRow
 
-Factory = Callable[[float], AbstractContextManager[Any]]
+Steerer = Callable[[float], AbstractContextManager[Any]]
 PerPrompt = dict[str, np.ndarray]
 
 TASK_METRICS = ("target_prob", "logit_diff", "accuracy")
@@ -237,8 +237,8 @@ class DoseResponse:
 
 def dose_response(
     lm: LoadedModel,
-    steered: Factory,
-    controls: Sequence[Factory],
+    steered: Steerer,
+    controls: Sequence[Steerer],
     multipliers: Sequence[float],
     main: EvalSet,
     others: Sequence[EvalSet],

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from circuitlab.errors import CircuitlabError
 from circuitlab.prompts import require_tokenizer
+from circuitlab.types import NeuronKey
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     from circuitlab.models.adapters import ModelDims
     from circuitlab.models.loading import LoadedModel
 
-NeuronKey = tuple[int, int | None, int]  # (layer, end-relative position or None = all, neuron)
 Positions = Literal["all", "circuit"]
 
 #: each prompt's last index for the forward passes in progress (set by `using_last`)

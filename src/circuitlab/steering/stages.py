@@ -33,8 +33,8 @@ from circuitlab.steering.evaluate import (
     Behaviour,
     DoseResponse,
     EvalSet,
-    Factory,
     Neutral,
+    Steerer,
     beats,
     dose_response,
     leakage_row,
@@ -46,10 +46,10 @@ from circuitlab.steering.evaluate import (
 from circuitlab.steering.neurons import NeuronSet, SteeringError, steer_neurons
 
 if TYPE_CHECKING:
-    from circuitlab.config import CaaConfig, SteeringConfig
     from circuitlab.lrp.circuit import NeuronCircuit
     from circuitlab.models.loading import LoadedModel
-    from circuitlab.tasks.base import TaskRow
+    from circuitlab.steering.settings import CaaConfig, SteeringConfig
+    from circuitlab.types import TaskRow
 
 
 def _cap(rows: Sequence[TaskRow], cap: int | None) -> list[TaskRow]:
@@ -141,7 +141,7 @@ def neuron_steering(
         ns.random_matched(lm.dims, seed=cfg.seed * 1000 + s) for s in range(cfg.random_seeds)
     ]
 
-    def factory(neurons: NeuronSet) -> Factory:
+    def factory(neurons: NeuronSet) -> Steerer:
         return lambda m: steer_neurons(lm, neurons, m, positions=cfg.positions)
 
     dr = dose_response(
@@ -327,7 +327,7 @@ def caa_steering(
     main, other, neutral, beh = _sets(lm, name, test, others, steering, is_behaviour=True)
     seeds = [steering.seed * 1000 + s for s in range(caa.random_seeds)]
 
-    def factory(v: Tensor) -> Factory:
+    def factory(v: Tensor) -> Steerer:
         return lambda m: add_vector(lm, layer, v, m, positions=caa.positions)  # type: ignore[arg-type]
 
     mults = sorted(set(caa.multipliers) | {chosen_m})

@@ -9,13 +9,13 @@ from circuitlab.tasks.base import (
     REGISTRY,
     TaskFamily,
     TaskParams,
-    TaskRow,
     build_rows,
     families,
     get_family,
     parse_rows,
 )
 from circuitlab.tasks.tokencheck import TokenCheckReport, check_for_tokenizer
+from circuitlab.types import TaskRow
 
 __all__ = [
     "REGISTRY",

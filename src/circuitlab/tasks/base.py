@@ -11,46 +11,14 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from circuitlab.errors import ConfigError, DatasetError
+from circuitlab.types import Kind, StrictModel, TaskRow
 from circuitlab.validation import parse_model
-
-Split = Literal["train", "test"]
-Kind = Literal["task", "behaviour"]
-
-
-class StrictModel(BaseModel):
-    """Base for every config and artifact schema: unknown keys are errors, values are frozen."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TaskRow(StrictModel):
-    """One row of `data/datasets/{task}.jsonl`.
-
-    `prompt` is continued by `target` (the correct next token, with its leading space) rather
-    than `counterfactual` (the competing answer). `corrupt_prompt` has the same template with
-    the task-relevant entity changed, for patching. `meta` holds family-specific fields
-    (behaviour rows carry `polarity`: "positive" for the behaviour, "negative" for its contrast).
-    """
-
-    id: str = Field(min_length=1)
-    split: Split
-    prompt: str = Field(min_length=1)
-    target: str = Field(min_length=1)
-    counterfactual: str = Field(min_length=1)
-    corrupt_prompt: str = Field(min_length=1)
-    meta: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _target_differs(self) -> TaskRow:
-        if self.target == self.counterfactual:
-            raise ValueError(f"target and counterfactual are both {self.target!r}")
-        return self
 
 
 class TaskParams(StrictModel):

@@ -12,13 +12,13 @@ import numpy as np
 
 from circuitlab.tasks.base import (
     TaskParams,
-    TaskRow,
     check_pool,
     entity_split,
     family_rng,
     register,
     take_cycled,
 )
+from circuitlab.types import TaskRow
 
 NAME = "capitals"
 

@@ -13,13 +13,8 @@ import numpy as np
 from pydantic import Field
 
 from circuitlab.errors import ConfigError
-from circuitlab.tasks.base import (
-    TaskParams,
-    TaskRow,
-    entity_split,
-    family_rng,
-    register,
-)
+from circuitlab.tasks.base import TaskParams, entity_split, family_rng, register
+from circuitlab.types import TaskRow
 
 NAME = "induction"
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from circuitlab.errors import DatasetError
 from circuitlab.io import read_jsonl
-from circuitlab.tasks.base import TaskRow, parse_rows
+from circuitlab.tasks.base import parse_rows
+from circuitlab.types import TaskRow
 
 
 def load_rows(

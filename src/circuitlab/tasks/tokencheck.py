@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 from circuitlab.errors import DatasetError
-from circuitlab.tasks.base import StrictModel, TaskRow
+from circuitlab.types import StrictModel, TaskRow
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

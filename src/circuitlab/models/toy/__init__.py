@@ -1,23 +1,42 @@
-"""The embedded default model: corpus from the task families, word-level tokenizer, small Llama."""
+"""The embedded default model: corpus from the task families (`corpus`), word-level tokenizer
+(`tokenizer`), small Llama trained on CPU (`train`), and its settings (`settings`).
+
+Attributes load lazily, so importing `circuitlab.models.toy.settings` (the config does) does not
+pay for torch.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from circuitlab.config import ToyArchitecture, ToyCorpus, ToyTraining
-from circuitlab.models.toy.corpus import build_corpus
-from circuitlab.models.toy.tokenizer import build_tokenizer
-from circuitlab.models.toy.train import TrainResult, train_toy_model
+from circuitlab.lazy import exports
 
 if TYPE_CHECKING:
-    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+    from circuitlab.models.toy.corpus import build_corpus
+    from circuitlab.models.toy.settings import (
+        ToyArchitecture,
+        ToyCorpus,
+        ToyModelConfig,
+        ToyTraining,
+    )
+    from circuitlab.models.toy.tokenizer import build_tokenizer
+    from circuitlab.models.toy.train import TrainResult, build_toy_model, train_toy_model
 
-    from circuitlab.config import ToyModelConfig
-
+_WHERE = {
+    "ToyArchitecture": "circuitlab.models.toy.settings",
+    "ToyCorpus": "circuitlab.models.toy.settings",
+    "ToyModelConfig": "circuitlab.models.toy.settings",
+    "ToyTraining": "circuitlab.models.toy.settings",
+    "TrainResult": "circuitlab.models.toy.train",
+    "build_corpus": "circuitlab.models.toy.corpus",
+    "build_tokenizer": "circuitlab.models.toy.tokenizer",
+    "build_toy_model": "circuitlab.models.toy.train",
+    "train_toy_model": "circuitlab.models.toy.train",
+}
 __all__ = [
     "ToyArchitecture",
     "ToyCorpus",
+    "ToyModelConfig",
     "ToyTraining",
     "TrainResult",
     "build_corpus",
@@ -26,21 +45,4 @@ __all__ = [
     "train_toy_model",
 ]
 
-
-def build_toy_model(
-    cfg: ToyModelConfig,
-    family_params: Mapping[str, Any],
-    seed: int,
-    *,
-    progress: bool = True,
-) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast, TrainResult]:
-    """Corpus → tokenizer (the corpus's words) → trained model. Pure and seeded.
-
-    The model depends on the families' corpus parameters only, not on the dataset files: the
-    corpus covers every entity by construction, and `check_dataset` rejects any dataset row
-    holding a word the tokenizer does not know.
-    """
-    corpus = build_corpus(family_params, cfg.corpus, seed)
-    tokenizer = build_tokenizer(corpus)
-    result = train_toy_model(cfg.architecture, cfg.training, corpus, tokenizer, progress=progress)
-    return result.model, tokenizer, result
+__getattr__, __dir__ = exports(__name__, _WHERE)

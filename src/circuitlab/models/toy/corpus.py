@@ -12,8 +12,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from circuitlab.config import ToyCorpus
 from circuitlab.errors import ConfigError
+from circuitlab.models.toy.settings import ToyCorpus
 from circuitlab.tasks import get_family
 from circuitlab.tasks.base import TaskParams, family_params
 

@@ -9,14 +9,22 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
 
-from circuitlab.config import ToyArchitecture, ToyTraining
 from circuitlab.errors import ConfigError
+from circuitlab.models.toy.corpus import build_corpus
+from circuitlab.models.toy.settings import ToyArchitecture, ToyModelConfig, ToyTraining
+from circuitlab.models.toy.tokenizer import build_tokenizer
 from circuitlab.progress import bar as progress_bar
 
 
@@ -140,3 +148,22 @@ def train_toy_model(
         return TrainResult(model, losses, loss_steps, seconds, len(corpus))
     finally:
         torch.set_num_threads(threads_before)
+
+
+def build_toy_model(
+    cfg: ToyModelConfig,
+    family_params: Mapping[str, Any],
+    seed: int,
+    *,
+    progress: bool = True,
+) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast, TrainResult]:
+    """Corpus → tokenizer (the corpus's words) → trained model. Pure and seeded.
+
+    The model depends on the families' corpus parameters only, not on the dataset files: the
+    corpus covers every entity by construction, and `check_dataset` rejects any dataset row
+    holding a word the tokenizer does not know.
+    """
+    corpus = build_corpus(family_params, cfg.corpus, seed)
+    tokenizer = build_tokenizer(corpus)
+    result = train_toy_model(cfg.architecture, cfg.training, corpus, tokenizer, progress=progress)
+    return result.model, tokenizer, result

@@ -1,6 +1,7 @@
-"""Default prompts for universal-neuron detection (`circuitlab.blacklist`).
+"""Neutral prompts: the default prompts of universal-neuron detection (`blacklist.prompts`) and
+of the side-effect measurements (`steering.neutral_prompts`, `compare.neutral_prompts`).
 
-No torch here: the config module imports this for the `blacklist.prompts` default.
+No torch here: the settings modules import this for their defaults.
 
 The prompts are unrelated to every task family (no capitals, names, agreement frames,
 repeated spans, requests or sentiment words) and use only words of the toy corpus's filler
@@ -12,7 +13,7 @@ position is not always the full stop. For a real model give prompts of your own 
 
 from __future__ import annotations
 
-DEFAULT_PROMPTS: tuple[str, ...] = (
+NEUTRAL_PROMPTS: tuple[str, ...] = (
     "the farmer painted a small boat near the hill .",
     "my friend heard a quiet song at night .",
     "a bird watched the river in the morning",

@@ -33,7 +33,7 @@ Three questions, each answered beside a null or a reference:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -43,13 +43,14 @@ import torch
 from scipy import optimize, stats
 from torch import Tensor
 
-from circuitlab.config import CompareConfig
+from circuitlab.compare.settings import CompareConfig
 from circuitlab.errors import ArtifactError, ConfigError, DatasetError
 from circuitlab.lrp.circuit import NeuronCircuit
 from circuitlab.models.adapters import ModelDims
 from circuitlab.models.loading import LoadedModel
 from circuitlab.progress import bar as progress_bar
-from circuitlab.tasks.base import TaskRow
+from circuitlab.steering.evaluate import Steerer
+from circuitlab.types import TaskRow
 
 Space = Literal["model", "neuron"]
 
@@ -487,7 +488,6 @@ def kl_rows(base: Tensor, steered: Tensor) -> Tensor:
 
 #: A steering method: multiplier → context manager active during the forward passes (hooks
 #: that act at the last prompt token read it from `circuitlab.steering.using_last`).
-Steer = Callable[[float], AbstractContextManager[Any]]
 
 
 @dataclass(frozen=True)
@@ -518,7 +518,7 @@ DIRECTIONS: dict[str, tuple[str, int]] = {
 
 def sweep_method(
     lm: LoadedModel,
-    steer: Steer,
+    steer: Steerer,
     multipliers: Sequence[float],
     probe: Probe,
     *,
@@ -619,7 +619,7 @@ def _num(x: Any) -> float:
     return float(x) if x is not None and math.isfinite(float(x)) else 0.0
 
 
-def caa_steer(lm: LoadedModel, layer: int, vector: Tensor, positions: str) -> Steer:
+def caa_steer(lm: LoadedModel, layer: int, vector: Tensor, positions: str) -> Steerer:
     from circuitlab.steering.caa import add_vector
 
     def steer(m: float) -> AbstractContextManager[Any]:
@@ -630,7 +630,7 @@ def caa_steer(lm: LoadedModel, layer: int, vector: Tensor, positions: str) -> St
 
 def multi_layer_steer(
     lm: LoadedModel, vectors: Tensor, layers: Sequence[int], positions: str
-) -> Steer:
+) -> Steerer:
     """Add `vectors[l]` at every layer of `layers` at once (the circuit-rebuilt vector)."""
     from circuitlab.steering.caa import add_vector
 
@@ -648,7 +648,7 @@ def multi_layer_steer(
 
 def neuron_steer(
     lm: LoadedModel, circuit: NeuronCircuit, positions: str, *, random_seed: int | None = None
-) -> Steer:
+) -> Steerer:
     """Multiply the circuit's neurons by m; with `random_seed`, a random control instead: as
     many other neurons per layer (and position) as the circuit has there."""
     from circuitlab.steering.neurons import NeuronSet, steer_neurons
@@ -811,7 +811,7 @@ def compare_behaviour(
             lm, vec["resid"], fit, cfg.vector_positions, cfg.batch_size
         )
     done.update()
-    methods: dict[str, tuple[Steer, list[float], float]] = {
+    methods: dict[str, tuple[Steerer, list[float], float]] = {
         "caa": (
             caa_steer(lm, caa_layer, vec["resid"][caa_layer], cfg.vector_positions),
             list(cfg.vector_multipliers),
