@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from circuitlab import blacklist as bl_mod
+from circuitlab.blacklist import detect as bl_mod
 from circuitlab.blacklist.detect import (
     KNOWN_LLAMA31_8B,
     LLAMA31_8B_SHAPE,

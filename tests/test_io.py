@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,50 @@ def test_temporaries_of_a_killed_writer_are_removed_on_the_next_write(tmp_path: 
     write_json(tmp_path / "a.json", {"x": 2})
     assert read_json(tmp_path / "a.json") == {"x": 2}
     assert sorted(p.name for p in tmp_path.iterdir()) == [".b.json.k1ll3d.tmp", "a.json"]
+
+
+def test_outputs_discard_what_was_written_and_keep_the_rest(tmp_path: Path) -> None:
+    from circuitlab.io import Outputs
+
+    new, changed, untouched = tmp_path / "new.json", tmp_path / "old.json", tmp_path / "keep.json"
+    folder = tmp_path / "model"
+    changed.write_text("1")
+    untouched.write_text("1")
+    outputs = Outputs()
+    for p in (new, changed, untouched, folder):
+        outputs.add(p)
+    new.write_text("x")
+    os.utime(changed, ns=(0, 0))  # rewritten by the stage (a new mtime)
+    folder.mkdir()
+    (folder / "weights").write_text("w")
+    assert sorted(outputs.written()) == sorted([new, changed, folder])
+    outputs.discard_written()
+    assert not new.exists() and not changed.exists() and not folder.exists()
+    assert untouched.read_text() == "1"
+
+
+def test_a_command_failing_after_its_first_output_leaves_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`datasets` writes its rows, then its metrics fail: neither is left (exit code 2)."""
+    import sys
+
+    from circuitlab import tracking
+    from circuitlab.cli import main
+    from circuitlab.errors import ArtifactError
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ArtifactError("the metrics disk is full")
+
+    monkeypatch.setattr(tracking, "log_metrics", broken)
+    rows, metrics = tmp_path / "capitals.jsonl", tmp_path / "metrics.json"
+    argv = ["circuitlab", "datasets", "--task", "capitals", "--out", str(rows)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--metrics", str(metrics)])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
+    assert not rows.exists() and not metrics.exists()
+    monkeypatch.undo()
+    monkeypatch.setattr(sys, "argv", [*argv, "--metrics", str(metrics)])
+    main()  # and without the failure both are written
+    assert rows.exists() and metrics.exists()

@@ -41,6 +41,54 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+class Outputs:
+    """A stage's outputs, all or nothing: each is noted (with its state on disk) when the stage
+    declares it, and `discard_written` removes every one written since, so a stage that fails
+    after writing some of its files leaves none (each file is itself written atomically, by
+    `atomic_path`; this makes the set atomic). What was there before and is untouched stays."""
+
+    def __init__(self) -> None:
+        self._before: dict[Path, tuple[int, int] | None] = {}
+
+    @staticmethod
+    def _stamp(path: Path) -> tuple[int, int] | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def add(self, path: str | os.PathLike[str]) -> Path:
+        path = Path(path)
+        self._before.setdefault(path, self._stamp(path))
+        return path
+
+    def clear(self) -> None:
+        self._before.clear()
+
+    def paths(self) -> list[Path]:
+        return list(self._before)
+
+    def __bool__(self) -> bool:
+        return bool(self._before)
+
+    def written(self) -> list[Path]:
+        """The outputs created or changed since they were added."""
+        return [
+            p for p, before in self._before.items() if (now := self._stamp(p)) and now != before
+        ]
+
+    def discard_written(self) -> list[Path]:
+        """Remove every output created or changed since it was added; returns them."""
+        gone = self.written()
+        for path in gone:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        return gone
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
 from circuitlab.errors import DatasetError, ModelError
@@ -176,8 +177,7 @@ def encode_rows(rows: Sequence[TaskRow], tokenizer: PreTrainedTokenizerBase | No
         answers.append(
             [continuation(list(p), list(f))[0] for p, f in zip(clean, full, strict=True)]
         )
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids, corrupt_ids, mask, last = _right_padded(clean, corrupt, pad)
+    input_ids, corrupt_ids, mask, last = _right_padded(clean, corrupt, pad_id(tokenizer))
     return PromptBatch(
         ids=tuple(r.id for r in rows),
         input_ids=input_ids,
@@ -193,16 +193,47 @@ def batches(rows: Sequence[TaskRow], size: int) -> list[Sequence[TaskRow]]:
     return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
+def right_pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(input_ids, attention_mask, last)`` of token id rows, right-padded with ``pad``: the
+    one padding every stage uses, so batched and per-prompt runs read the same positions."""
+    width = max(len(a) for a in rows)
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    for i, a in enumerate(rows):
+        input_ids[i, : len(a)] = torch.tensor(a, dtype=torch.long)
+        mask[i, : len(a)] = 1
+    return input_ids, mask, torch.tensor([len(a) - 1 for a in rows])
+
+
+def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The tokenizer's pad id (0 when it has none: padded positions are masked anyway)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase | None, prompts: Sequence[str]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Right-padded ``(input_ids, attention_mask, last)`` of raw prompts (special tokens added):
+    the door for text without answers (steering, CAA, neutral prompts)."""
+    require_tokenizer(tokenizer, "encoding prompts")
+    if isinstance(prompts, str):
+        raise DatasetError("give a list of prompts, not one string")
+    if not prompts:
+        raise DatasetError("no prompts given")
+    encoded = tokenizer(list(prompts))["input_ids"]
+    empty = [p for p, ids in zip(prompts, encoded, strict=True) if not ids]
+    if empty:
+        raise DatasetError(f"prompts {empty[:3]!r} tokenize to nothing")
+    return right_pad(encoded, pad_id(tokenizer))
+
+
 def _right_padded(
     clean: Sequence[Sequence[int]], corrupt: Sequence[Sequence[int]], pad: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(input_ids, corrupt_ids, attention_mask, last)`` of right-padded token id rows."""
-    width = max(len(a) for a in clean)
-    input_ids = torch.full((len(clean), width), pad, dtype=torch.long)
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(input_ids, corrupt_ids, attention_mask, last)`` of clean and corrupt prompts padded
+    to the clean prompts' width (a corrupt prompt has its clean prompt's length)."""
+    input_ids, mask, last = right_pad(clean, pad)
     corrupt_ids = torch.full_like(input_ids, pad)
-    mask = torch.zeros_like(input_ids)
-    for i, (a, b) in enumerate(zip(clean, corrupt, strict=True)):
-        input_ids[i, : len(a)] = torch.tensor(a)
-        corrupt_ids[i, : len(b)] = torch.tensor(b)
-        mask[i, : len(a)] = 1
-    return input_ids, corrupt_ids, mask, torch.tensor([len(a) - 1 for a in clean])
+    for i, b in enumerate(corrupt):
+        corrupt_ids[i, : len(b)] = torch.tensor(b, dtype=torch.long)
+    return input_ids, corrupt_ids, mask, last

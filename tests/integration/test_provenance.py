@@ -34,7 +34,8 @@ def test_every_module_a_job_loaded_is_in_its_fingerprint(pipeline_run) -> None: 
         argv = t["argv"]
         method = argv[argv.index("--method") + 1] if "--method" in argv else None
         fp = index.fingerprint(argv[0], plugins_for(argv[0], method))
-        loaded = {m for m in t["modules"] if m != "circuitlab.cli" and not is_untracked(m)}
+        cli = set(index.cli_modules)
+        loaded = {m for m in t["modules"] if m not in cli and not is_untracked(m)}
         missing = loaded - set(fp.modules)
         assert not missing, f"`circuitlab {' '.join(argv[:3])}` loaded {missing} unfingerprinted"
 

@@ -82,18 +82,50 @@ def test_a_constant_or_default_change_is_a_change(package: Path) -> None:
         "circuitlab.stats",
         lambda t: t.replace("level: float = 0.95", "level: float = 0.9"),
     )
-    assert {c for c, _ in changed} == {"acdc-evaluate", "compare", "lrp-faithfulness"}
+    # the one statistics module runs wherever an interval or a KL divergence is computed
+    assert {c for c, _ in changed} == {
+        "acdc-circuit",  # ACDC's KL faithfulness
+        "acdc-evaluate",
+        "caa",
+        "caa-steering",
+        "compare",
+        "lrp-faithfulness",
+        "steering",
+        "steering-summary",
+    }
+    unchanged = changed_after(
+        package,
+        "circuitlab.lrp.faithfulness",
+        lambda t: t.replace("from typing import Any\n", "from typing import Any\n\nX = 1\n", 1),
+    )
+    assert {c for c, _ in unchanged} == {"lrp-faithfulness"}
 
 
 def test_a_cli_command_edit_changes_that_command_only(package: Path) -> None:
     changed = changed_after(
         package,
-        "circuitlab.cli",
+        "circuitlab.cli.lrp",
         lambda t: t.replace(
             '    """LRP neuron circuit: `lrp.selection`', '    _ = 0\n    """LRP', 1
         ),
     )
     assert changed == {("lrp-circuit", None)}
+    # a helper of the steering commands' module runs in the commands that call it
+    changed = changed_after(
+        package,
+        "circuitlab.cli.steering",
+        lambda t: t.replace("if p.stem != exclude", 'if p.stem != exclude and p.stem != ""', 1),
+    )
+    assert {c for c, _ in changed} == {"steering", "caa-steering"}
+
+
+def test_the_shared_cli_module_is_in_every_command(package: Path) -> None:
+    changed = changed_after(
+        package,
+        "circuitlab.cli.app",
+        lambda t: t.replace("def parse_json_option(", "X = 1\n\n\ndef parse_json_option(", 1),
+    )
+    assert changed == set(fingerprints(package))
 
 
 def test_type_checking_imports_and_lazy_reexports(package: Path) -> None:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from circuitlab.steering import SteeringError
-from circuitlab.steering.stats import bootstrap_ci
+from circuitlab.errors import ConfigError, DatasetError
+from circuitlab.stats import bootstrap_ci
 
 
 def test_deterministic_and_brackets_mean() -> None:
@@ -42,11 +42,11 @@ def test_coverage_near_nominal() -> None:
 
 
 def test_bad_input() -> None:
-    with pytest.raises(SteeringError, match="at least one"):
+    with pytest.raises(DatasetError, match="at least one"):
         bootstrap_ci([])
-    with pytest.raises(SteeringError, match="NaN"):
+    with pytest.raises(DatasetError, match="NaN"):
         bootstrap_ci([1.0, float("nan")])
-    with pytest.raises(SteeringError, match="level"):
+    with pytest.raises(ConfigError, match="level"):
         bootstrap_ci([1.0], level=1.0)
 
 

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from circuitlab.errors import ConfigError
+from circuitlab.stats import kl_divergence
 
 if TYPE_CHECKING:
     from circuitlab.acdc.patch import PatchContext
@@ -32,7 +33,7 @@ def kl(logits: Tensor, ctx: PatchContext) -> Tensor:
     """KL(clean ‖ patched), mean over prompts."""
     patched = torch.log_softmax(logits.float(), dim=-1)
     clean = torch.log_softmax(ctx.clean_logits.float(), dim=-1)
-    return (clean.exp() * (clean - patched)).sum(-1).mean(-1)
+    return kl_divergence(clean, patched).mean(-1)
 
 
 def mse(logits: Tensor, ctx: PatchContext) -> Tensor:

@@ -31,6 +31,7 @@ from torch import Tensor
 from circuitlab.errors import ArtifactError, ConfigError, DatasetError
 from circuitlab.io import read_json, write_json
 from circuitlab.progress import bar as progress_bar
+from circuitlab.prompts import pad_id, right_pad
 
 if TYPE_CHECKING:
     from circuitlab.models.loading import LoadedModel
@@ -369,18 +370,14 @@ def _top_neurons(
     """`[n_prompts, n_layers, top_k]` indices of each layer's top-k |activation| at each
     prompt's last token, on `lm.device`."""
     device, n_layers = lm.device, lm.dims.n_layers
-    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    pad = pad_id(lm.tokenizer)
     out: list[Tensor] = []
     starts = range(0, len(ids), batch_size)
     for start in progress_bar(starts, desc="blacklist", unit="batch", enabled=progress):
-        chunk = ids[start : start + batch_size]
-        lengths = torch.tensor([len(x) for x in chunk], device=device)
-        width = int(lengths.max())
-        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        for i, x in enumerate(chunk):
-            input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-        input_ids = input_ids.to(device)
-        mask = (torch.arange(width, device=device)[None, :] < lengths[:, None]).long()
+        input_ids, mask, last_index = (
+            t.to(device) for t in right_pad(ids[start : start + batch_size], pad)
+        )
+        lengths = last_index + 1
         with (
             torch.no_grad(),
             lm.needs_adapter("the neuron blacklist").capture_neurons(lm.model) as acts,

@@ -49,6 +49,7 @@ from circuitlab.lrp.circuit import NeuronCircuit
 from circuitlab.models.adapters import ModelDims
 from circuitlab.models.loading import LoadedModel
 from circuitlab.progress import bar as progress_bar
+from circuitlab.stats import kl_divergence
 from circuitlab.steering.evaluate import Steerer
 from circuitlab.types import TaskRow
 
@@ -452,7 +453,7 @@ def rebuilt_vector(neuron_diff: Tensor, w_down: Tensor, circuit: Tensor) -> Tens
 # --------------------------------------------------------------------- head to head
 @dataclass(frozen=True)
 class TextBatch:
-    """Right-padded prompts (`circuitlab.steering.encode_prompts`) and their last positions."""
+    """Right-padded prompts (`circuitlab.prompts.encode_prompts`) and their last positions."""
 
     input_ids: Tensor
     attention_mask: Tensor
@@ -463,7 +464,7 @@ class TextBatch:
 
     @classmethod
     def of(cls, tokenizer: Any, prompts: Sequence[str]) -> TextBatch:
-        from circuitlab.steering.neurons import encode_prompts
+        from circuitlab.prompts import encode_prompts
 
         return cls(*encode_prompts(tokenizer, list(prompts)))
 
@@ -479,15 +480,6 @@ def last_log_probs(lm: LoadedModel, batch: TextBatch, batch_size: int = 32) -> T
         logits = last_logits(lm, batch.input_ids[sl], batch.attention_mask[sl], batch.last[sl])
         out.append(torch.log_softmax(logits, -1).cpu())
     return torch.cat(out)
-
-
-def kl_rows(base: Tensor, steered: Tensor) -> Tensor:
-    """`[n]` KL(base ‖ steered) from log-probabilities."""
-    return (base.exp() * (base - steered)).sum(-1).clamp(min=0.0)
-
-
-#: A steering method: multiplier → context manager active during the forward passes (hooks
-#: that act at the last prompt token read it from `circuitlab.steering.using_last`).
 
 
 @dataclass(frozen=True)
@@ -546,7 +538,7 @@ def sweep_method(
     for m in multipliers:
         ld, neutral = measure(steer(float(m)))
         delta = ld - base_ld
-        kl = kl_rows(base_neutral, neutral)
+        kl = kl_divergence(base_neutral, neutral).clamp(min=0.0)
         side, side_ci = _t(kl)
         point: dict[str, Any] = {"multiplier": float(m), "kl": side, "kl_ci": side_ci}
         for key, sel in groups.items():

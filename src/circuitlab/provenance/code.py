@@ -3,8 +3,10 @@ of behaviour changes the hash.
 
 A job runs one CLI command (``circuitlab acdc-circuit …``). Its code is
 
-* the command's function in `circuitlab.cli`, the module-level statements of `cli.py` (and
-  typer callbacks) and the `cli.py` functions it references by name, transitively;
+* in the `circuitlab.cli` package: the command's function and the functions of its module it
+  references by name, transitively; the module-level statements (and typer callbacks) of every
+  CLI module, since the entry point imports them all to register the commands; and the whole
+  of each CLI module that defines no command (`cli/app.py`, the shared options);
 * every `circuitlab` module those import, anywhere in their bodies, transitively: the static
   import graph (``import a.b``, ``from a import b``, relative imports; importing a module also
   runs its packages' ``__init__``; a name a package re-exports lazily through its ``_WHERE``
@@ -37,7 +39,9 @@ from pathlib import Path
 from typing import Any
 
 PACKAGE = "circuitlab"
-CLI_MODULE = f"{PACKAGE}.cli"
+CLI_PACKAGE = f"{PACKAGE}.cli"
+#: The name a fingerprint's CLI digest is listed under (``cli:<command>``).
+CLI_MODULE = CLI_PACKAGE
 #: Code every job runs that records provenance but computes no result (this package: the
 #: pins, the fingerprints, the record in each metrics file). It is not fingerprinted, so
 #: improving it does not rerun the pipeline; the code it does run (e.g. the config for
@@ -255,9 +259,11 @@ class CodeIndex:
             if parent in self.modules:
                 yield parent
 
-    def closure(self, roots: Iterable[str]) -> set[str]:
-        """Every package module that importing ``roots`` can run (`UNTRACKED` left out)."""
-        seen: set[str] = set()
+    def closure(self, roots: Iterable[str], skip: Iterable[str] = ()) -> set[str]:
+        """Every package module that importing ``roots`` can run (`UNTRACKED` left out, and
+        ``skip``: modules the caller accounts for itself, e.g. the CLI's)."""
+        skip = set(skip)
+        seen: set[str] = set(skip)
         stack = [p for r in roots for p in self._with_parents(r)]
         while stack:
             m = stack.pop()
@@ -266,67 +272,88 @@ class CodeIndex:
             seen.add(m)
             for dep in self.imports_of(m):
                 stack.extend(p for p in self._with_parents(dep) if p not in seen)
-        return seen
+        return seen - skip
 
     # ------------------------------------------------------------------ CLI commands
     @cached_property
-    def _cli(self) -> tuple[list[ast.stmt], list[ast.stmt]]:
-        """`cli.py`'s top-level statements with docstrings, and the same without (a second
-        parse, statement for statement: the module docstring is dropped from both)."""
-        source = self.modules[CLI_MODULE].read_text(encoding="utf-8")
-        body = ast.parse(source).body
-        stripped = strip_docstrings(ast.parse(source)).body  # type: ignore[attr-defined]
-        if len(body) > len(stripped):  # the module docstring
-            body = body[1:]
-        return body, stripped
+    def cli_modules(self) -> list[str]:
+        """The modules of the `circuitlab.cli` package (the package itself first)."""
+        return sorted(
+            m for m in self.modules if m == CLI_PACKAGE or m.startswith(CLI_PACKAGE + ".")
+        )
 
     @cached_property
-    def commands(self) -> dict[str, str]:
-        """CLI command name -> its function's name in `circuitlab.cli`."""
+    def _cli(self) -> dict[str, tuple[list[ast.stmt], list[ast.stmt]]]:
+        """Per CLI module: its top-level statements with docstrings, and the same without (a
+        second parse, statement for statement: the module docstring is dropped from both)."""
         out = {}
-        for fn in self._cli[0]:
-            if not isinstance(fn, ast.FunctionDef):
-                continue
-            for dec in fn.decorator_list:
-                if (
-                    isinstance(dec, ast.Call)
-                    and isinstance(dec.func, ast.Attribute)
-                    and dec.func.attr == "command"
-                ):
-                    name = fn.name.replace("_", "-")
-                    if dec.args and isinstance(dec.args[0], ast.Constant):
-                        name = str(dec.args[0].value)
-                    out[name] = fn.name
+        for module in self.cli_modules:
+            source = self.modules[module].read_text(encoding="utf-8")
+            body = ast.parse(source).body
+            stripped = strip_docstrings(ast.parse(source)).body  # type: ignore[attr-defined]
+            if len(body) > len(stripped):  # the module docstring
+                body = body[1:]
+            out[module] = (body, stripped)
         return out
 
-    def _cli_statements(self, command: str) -> list[int]:
-        """Indices (in `_cli`) of what the command runs: module-level statements, typer
-        callbacks, its function and the `cli.py` functions it references, transitively."""
+    @cached_property
+    def commands(self) -> dict[str, tuple[str, str]]:
+        """CLI command name -> (its module, its function's name)."""
+        out = {}
+        for module, (body, _) in self._cli.items():
+            for fn in body:
+                if not isinstance(fn, ast.FunctionDef):
+                    continue
+                for dec in fn.decorator_list:
+                    if (
+                        isinstance(dec, ast.Call)
+                        and isinstance(dec.func, ast.Attribute)
+                        and dec.func.attr == "command"
+                    ):
+                        name = fn.name.replace("_", "-")
+                        if dec.args and isinstance(dec.args[0], ast.Constant):
+                            name = str(dec.args[0].value)
+                        out[name] = (module, fn.name)
+        return out
+
+    def _cli_statements(self, command: str) -> dict[str, list[int]]:
+        """Per CLI module, the indices (in `_cli`) of what the command runs: every module's
+        module-level statements and typer callbacks, all of a module that defines no command,
+        and in the command's module its function and the functions it references,
+        transitively."""
         if command not in self.commands:
             known = ", ".join(sorted(self.commands))
-            raise KeyError(f"no CLI command {command!r} in {CLI_MODULE} (known: {known})")
-        body = self._cli[0]
-        defs = {n.name: i for i, n in enumerate(body) if isinstance(n, ast.FunctionDef)}
-        commands = set(self.commands.values())
-        # what runs for every command: module-level statements and typer callbacks
-        keep = {
-            i
-            for i, n in enumerate(body)
-            if not isinstance(n, ast.FunctionDef) or (n.decorator_list and n.name not in commands)
-        }
-        todo, seen = [*keep, defs[self.commands[command]]], set()
-        while todo:
-            i = todo.pop()
-            if i in seen:
+            raise KeyError(f"no CLI command {command!r} in {CLI_PACKAGE} (known: {known})")
+        home, function = self.commands[command]
+        with_commands = {m for m, _ in self.commands.values()}
+        command_fns = {(m, f) for m, f in self.commands.values()}
+        out: dict[str, list[int]] = {}
+        for module, (body, _) in self._cli.items():
+            if module not in with_commands:
+                out[module] = list(range(len(body)))
                 continue
-            seen.add(i)
-            keep.add(i)
-            for node in ast.walk(body[i]):
-                if isinstance(node, ast.Name) and node.id in defs:
-                    j = defs[node.id]
-                    if body[j].name not in commands or j == defs[self.commands[command]]:
-                        todo.append(j)
-        return sorted(keep)
+            keep = {
+                i
+                for i, n in enumerate(body)
+                if not isinstance(n, ast.FunctionDef)
+                or (n.decorator_list and (module, n.name) not in command_fns)
+            }
+            if module == home:
+                defs = {n.name: i for i, n in enumerate(body) if isinstance(n, ast.FunctionDef)}
+                todo, seen = [*keep, defs[function]], set()
+                while todo:
+                    i = todo.pop()
+                    if i in seen:
+                        continue
+                    seen.add(i)
+                    keep.add(i)
+                    for node in ast.walk(body[i]):
+                        if isinstance(node, ast.Name) and node.id in defs:
+                            j = defs[node.id]
+                            if (module, body[j].name) not in command_fns or node.id == function:
+                                todo.append(j)
+            out[module] = sorted(keep)
+        return out
 
     def fingerprint(self, command: str, plugins: Iterable[str] = ()) -> Fingerprint:
         """The code a job of ``circuitlab <command>`` runs, with ``plugins`` (modules the job
@@ -335,13 +362,22 @@ class CodeIndex:
         unknown = [p for p in plugins if p not in self.modules]
         if unknown:
             raise KeyError(f"plugin modules not in the package: {unknown}")
-        body, stripped = self._cli
         keep = self._cli_statements(command)
-        roots = self._resolve(_raw_imports(CLI_MODULE, False, [body[i] for i in keep]))
-        roots.update(plugins)
-        modules = {m: self.module_hash(m) for m in self.closure(roots) if m != CLI_MODULE}
-        cli_digest = digest(normalised_dump(stripped[i]) for i in keep)[:12]
-        modules[f"{CLI_MODULE}:{command}"] = cli_digest
+        roots: set[str] = set(plugins)
+        parts: list[str] = []
+        for module in self.cli_modules:
+            body, stripped = self._cli[module]
+            is_package = self.modules[module].name == "__init__.py"
+            roots |= self._resolve(
+                _raw_imports(module, is_package, [body[i] for i in keep[module]])
+            )
+            parts.append(module)
+            parts.extend(normalised_dump(stripped[i]) for i in keep[module])
+        cli = set(self.cli_modules)
+        modules = {
+            m: self.module_hash(m) for m in self.closure(roots - cli, skip=cli) if m not in cli
+        }
+        modules[f"{CLI_MODULE}:{command}"] = digest(parts)[:12]
         return Fingerprint(command, modules)
 
 

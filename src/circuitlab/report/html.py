@@ -145,7 +145,7 @@ class ModelResults:
     backend: str = "native"
     training: dict[str, Any] | None = None  # {"metrics": {...}, "curve": [{step, loss}, ...]}
     evaluation: dict[str, dict[str, Any]] = field(default_factory=dict)
-    blacklist: Any = None  # circuitlab.blacklist.Blacklist
+    blacklist: Any = None  # circuitlab.blacklist.detect.Blacklist
     lrp: dict[str, dict[str, Any]] = field(default_factory=dict)
     acdc: dict[str, dict[str, Any]] = field(default_factory=dict)
     contrastive: dict[str, Any] = field(default_factory=dict)  # behaviour -> NeuronCircuit

@@ -48,7 +48,7 @@ _WHERE = {
     "NeuronSet": "circuitlab.steering.neurons",
     "SteeringError": "circuitlab.steering.neurons",
     "check_multiplier": "circuitlab.steering.neurons",
-    "encode_prompts": "circuitlab.steering.neurons",
+    "encode_prompts": "circuitlab.prompts",
     "generate": "circuitlab.steering.neurons",
     "last_logits": "circuitlab.steering.neurons",
     "next_token_probs": "circuitlab.steering.neurons",

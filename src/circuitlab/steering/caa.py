@@ -27,11 +27,11 @@ from circuitlab.io import atomic_path, require
 from circuitlab.models.bridge import edit_hooks
 from circuitlab.models.bridge import mlp_out as mlp_out_hook
 from circuitlab.models.bridge import resid_post as resid_post_hook
+from circuitlab.prompts import encode_prompts
 from circuitlab.steering.neurons import (
     SteeringError,
     _resolve_last,
     check_multiplier,
-    encode_prompts,
     using_last,
 )
 

@@ -30,20 +30,21 @@ import torch
 from torch import Tensor
 
 from circuitlab.progress import bar as progress_bar
-from circuitlab.prompts import PromptBatch, batches, encode_rows
+from circuitlab.prompts import PromptBatch, batches, encode_prompts, encode_rows
+from circuitlab.stats import bootstrap_ci, kl_divergence
 from circuitlab.steering.neurons import (
     SteeringError,
-    encode_prompts,
     generate,
     last_logits,
     token_ids,
 )
-from circuitlab.steering.stats import bootstrap_ci
 
 if TYPE_CHECKING:
     from circuitlab.models.loading import LoadedModel
     from circuitlab.types import TaskRow
 
+#: A steering method: multiplier → context manager active during the forward passes (hooks
+#: that act at the last prompt token read it from `circuitlab.steering.using_last`).
 Steerer = Callable[[float], AbstractContextManager[Any]]
 PerPrompt = dict[str, np.ndarray]
 
@@ -182,12 +183,6 @@ def _neutral_logp(lm: LoadedModel, neutral: Neutral) -> Tensor:
     )
 
 
-def kl_divergence(logp: Tensor, ref_logp: Tensor) -> np.ndarray:
-    """Per-row KL(p ‖ ref) of log-probabilities `[n, vocab]` (in nats, ≥ 0)."""
-    kl = (logp.exp() * (logp - ref_logp)).sum(-1).clamp_min(0.0)
-    return kl.numpy().astype(np.float64)
-
-
 def run_once(
     lm: LoadedModel,
     main: EvalSet,
@@ -202,7 +197,8 @@ def run_once(
     also returns the neutral log-probs (the reference when run unsteered)."""
     out, logp = _task_scores(lm, main)
     nlogp = _neutral_logp(lm, neutral)
-    out["kl_neutral"] = kl_divergence(nlogp, neutral_ref if neutral_ref is not None else nlogp)
+    ref = neutral_ref if neutral_ref is not None else nlogp
+    out["kl_neutral"] = kl_divergence(nlogp, ref).clamp_min(0.0).numpy().astype(np.float64)
     for o in others:
         out[f"leakage/{o.name}"] = _task_scores(lm, o)[0]["accuracy"]
     if behaviour is not None:

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from circuitlab.errors import CircuitlabError
-from circuitlab.prompts import require_tokenizer
+from circuitlab.prompts import encode_prompts
 from circuitlab.types import NeuronKey
 
 if TYPE_CHECKING:
@@ -277,30 +277,6 @@ def steer_neurons(
 
 
 # -------------------------------------------------------------------------------- runners
-
-
-def encode_prompts(
-    tokenizer: PreTrainedTokenizerBase | None, prompts: Sequence[str]
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Right-padded `(input_ids, attention_mask, last)` of raw prompts (special tokens added)."""
-    require_tokenizer(tokenizer, "encoding prompts")
-    if isinstance(prompts, str):
-        raise SteeringError("give a list of prompts, not one string")
-    if not prompts:
-        raise SteeringError("no prompts given")
-    encoded = tokenizer(list(prompts))["input_ids"]
-    empty = [p for p, ids in zip(prompts, encoded, strict=True) if not ids]
-    if empty:
-        raise SteeringError(f"prompts {empty[:3]!r} tokenize to nothing")
-    width = max(len(ids) for ids in encoded)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(input_ids)
-    for i, ids in enumerate(encoded):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        mask[i, : len(ids)] = 1
-    last = torch.tensor([len(ids) - 1 for ids in encoded])
-    return input_ids, mask, last
 
 
 def token_ids(tokenizer: PreTrainedTokenizerBase, tokens: Sequence[str]) -> list[int]:

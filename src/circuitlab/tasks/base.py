@@ -9,7 +9,7 @@ module; the config schema, the CLI and the Snakefile all read the registry.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -139,6 +139,40 @@ def entity_split(
     test = [entities[i] for i in order[:n_test]]
     train = [entities[i] for i in order[n_test:]]
     return train, test
+
+
+#: The fields of one row a family writes (a `TaskRow` without ``id`` and ``split``).
+RowFields = dict[str, Any]
+#: A family's rows of one split: ``(split, entity pool, n, rng)`` -> ``n`` rows' fields.
+SplitRows = Callable[[str, Sequence[Any], int, np.random.Generator], Iterable[RowFields]]
+
+
+def split_rows(
+    name: str,
+    entities: Sequence[Any],
+    params: TaskParams,
+    seed: int,
+    rows_of: SplitRows,
+    *,
+    need: int = 1,
+    what: str = "entities",
+) -> list[TaskRow]:
+    """The train/test protocol every family shares: ``entities`` are split so train and test
+    never share one (`entity_split`, stream 0); each split draws ``n_train`` / ``n_test`` rows
+    from its own pool with its own generator (streams 1 and 2, so changing ``n_test`` leaves
+    the train rows as they were); rows are numbered ``{name}-{split}-{i:04d}``. A pool smaller
+    than ``need`` ``what`` is a ConfigError naming the split."""
+    train, test = entity_split(entities, params.test_fraction, family_rng(name, seed, 0))
+    rows: list[TaskRow] = []
+    for split, pool, n, stream in (
+        ("train", train, params.n_train, 1),
+        ("test", test, params.n_test, 2),
+    ):
+        check_pool(name, split, pool, need, what)
+        rng = family_rng(name, seed, stream)
+        for i, fields in enumerate(rows_of(split, pool, n, rng)):
+            rows.append(TaskRow(id=f"{name}-{split}-{i:04d}", split=split, **fields))
+    return rows
 
 
 def family_rng(name: str, seed: int, stream: int = 0) -> np.random.Generator:

@@ -8,14 +8,15 @@ test; a test country never appears in a train prompt (clean or corrupt).
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 import numpy as np
 
 from circuitlab.tasks.base import (
+    RowFields,
     TaskParams,
-    check_pool,
-    entity_split,
-    family_rng,
     register,
+    split_rows,
     take_cycled,
 )
 from circuitlab.types import TaskRow
@@ -114,33 +115,24 @@ def corpus(params: TaskParams, rng: np.random.Generator, n: int) -> list[str]:
     description="factual recall: 'The capital of France is' → ' Paris'; corrupt = another country",
 )
 def build(params: TaskParams, seed: int) -> list[TaskRow]:
-    train, test = entity_split(sorted(CAPITALS), params.test_fraction, family_rng(NAME, seed, 0))
-    rows: list[TaskRow] = []
-    for split, pool, n, stream in (
-        ("train", train, params.n_train, 1),
-        ("test", test, params.n_test, 2),
-    ):
-        check_pool(NAME, split, pool, 2, "countries")
-        rng = family_rng(NAME, seed, stream)
-        units = [(c, t) for c in pool for t in range(len(TEMPLATES))]
-        for i, (country, t) in enumerate(take_cycled(units, n, rng)):
-            others = [c for c in pool if c != country]
-            other = others[int(rng.integers(len(others)))]
-            template = TEMPLATES[t]
-            rows.append(
-                TaskRow(
-                    id=f"{NAME}-{split}-{i:04d}",
-                    split=split,
-                    prompt=template.format(country=country),
-                    target=f" {CAPITALS[country]}",
-                    counterfactual=f" {CAPITALS[other]}",
-                    corrupt_prompt=template.format(country=other),
-                    meta={
-                        "country": country,
-                        "capital": CAPITALS[country],
-                        "corrupt_country": other,
-                        "template": t,
-                    },
-                )
-            )
-    return rows
+    return split_rows(NAME, sorted(CAPITALS), params, seed, _rows, need=2, what="countries")
+
+
+def _rows(split: str, pool: Sequence[str], n: int, rng: np.random.Generator) -> Iterator[RowFields]:
+    units = [(c, t) for c in pool for t in range(len(TEMPLATES))]
+    for country, t in take_cycled(units, n, rng):
+        others = [c for c in pool if c != country]
+        other = others[int(rng.integers(len(others)))]
+        template = TEMPLATES[t]
+        yield dict(
+            prompt=template.format(country=country),
+            target=f" {CAPITALS[country]}",
+            counterfactual=f" {CAPITALS[other]}",
+            corrupt_prompt=template.format(country=other),
+            meta={
+                "country": country,
+                "capital": CAPITALS[country],
+                "corrupt_country": other,
+                "template": t,
+            },
+        )

@@ -9,11 +9,18 @@ sequences use words never used in train sequences.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 import numpy as np
 from pydantic import Field
 
 from circuitlab.errors import ConfigError
-from circuitlab.tasks.base import TaskParams, entity_split, family_rng, register
+from circuitlab.tasks.base import (
+    RowFields,
+    TaskParams,
+    register,
+    split_rows,
+)
 from circuitlab.types import TaskRow
 
 NAME = "induction"
@@ -68,35 +75,29 @@ def corpus(params: InductionParams, rng: np.random.Generator, n: int) -> list[st
 def build(params: InductionParams, seed: int) -> list[TaskRow]:
     length = params.seq_len
     need = 2 * length  # L words, L-1 fresh corrupt words, one counterfactual
-    train, test = entity_split(list(WORDS), params.test_fraction, family_rng(NAME, seed, 0))
-    rows: list[TaskRow] = []
-    for split, pool, n, stream in (
-        ("train", train, params.n_train, 1),
-        ("test", test, params.n_test, 2),
-    ):
+
+    def rows(
+        split: str, pool: Sequence[str], n: int, rng: np.random.Generator
+    ) -> Iterator[RowFields]:
         if len(pool) < need:
             raise ConfigError(
                 f"task {NAME}: the {split} split has {len(pool)} words but seq_len {length} "
                 f"needs {need}; lower `seq_len` or move `test_fraction` towards 0.5"
             )
-        rng = family_rng(NAME, seed, stream)
         seen: set[tuple[str, ...]] = set()
-        for i in range(n):
+        for _ in range(n):
             for _ in range(100):  # a repeated sequence only when the pool leaves no choice
                 picked = [pool[j] for j in rng.choice(len(pool), need, replace=False)]
                 if tuple(picked[:length]) not in seen:
                     break
             seq, fresh, cf = picked[:length], picked[length : 2 * length - 1], picked[-1]
             seen.add(tuple(seq))
-            rows.append(
-                TaskRow(
-                    id=f"{NAME}-{split}-{i:04d}",
-                    split=split,
-                    prompt=" ".join(seq + seq[:-1]),
-                    target=f" {seq[-1]}",
-                    counterfactual=f" {cf}",
-                    corrupt_prompt=" ".join(seq + fresh),
-                    meta={"sequence": seq, "corrupt_tail": fresh, "seq_len": length},
-                )
+            yield dict(
+                prompt=" ".join(seq + seq[:-1]),
+                target=f" {seq[-1]}",
+                counterfactual=f" {cf}",
+                corrupt_prompt=" ".join(seq + fresh),
+                meta={"sequence": seq, "corrupt_tail": fresh, "seq_len": length},
             )
-    return rows
+
+    return split_rows(NAME, list(WORDS), params, seed, rows, what="words")

@@ -10,14 +10,15 @@ only, in its clean and its corrupt prompt.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 import numpy as np
 
 from circuitlab.tasks.base import (
+    RowFields,
     TaskParams,
-    check_pool,
-    entity_split,
-    family_rng,
     register,
+    split_rows,
     take_cycled,
 )
 from circuitlab.types import TaskRow
@@ -67,41 +68,26 @@ def corpus(params: TaskParams, rng: np.random.Generator, n: int) -> list[str]:
     description="indirect object identification: '… , John gave a drink to' → ' Mary' (ABC corrupt)",
 )
 def build(params: TaskParams, seed: int) -> list[TaskRow]:
-    train, test = entity_split(list(NAMES), params.test_fraction, family_rng(NAME, seed, 0))
-    rows: list[TaskRow] = []
-    for split, pool, n, stream in (
-        ("train", train, params.n_train, 1),
-        ("test", test, params.n_test, 2),
-    ):
-        check_pool(NAME, split, pool, 5, "names")
-        rng = family_rng(NAME, seed, stream)
-        # Every (template, order, IO, S) combination once before any repeats.
-        units = [
-            (t, order, io, s)
-            for t in range(len(TEMPLATES))
-            for order in ORDERS
-            for io in pool
-            for s in pool
-            if io != s
-        ]
-        for i, (t, order, io, s) in enumerate(take_cycled(units, n, rng)):
-            others = [x for x in pool if x not in (io, s)]
-            x, y, z = (others[j] for j in rng.choice(len(others), 3, replace=False))
-            rows.append(
-                TaskRow(
-                    id=f"{NAME}-{split}-{i:04d}",
-                    split=split,
-                    prompt=_prompt(t, order, io, s),
-                    target=f" {io}",
-                    counterfactual=f" {s}",
-                    corrupt_prompt=TEMPLATES[t].format(a=x, b=y, s=z),
-                    meta={
-                        "io": io,
-                        "s": s,
-                        "order": order,
-                        "template": t,
-                        "corrupt_names": [x, y, z],
-                    },
-                )
-            )
-    return rows
+    return split_rows(NAME, list(NAMES), params, seed, _rows, need=5, what="names")
+
+
+def _rows(split: str, pool: Sequence[str], n: int, rng: np.random.Generator) -> Iterator[RowFields]:
+    # Every (template, order, IO, S) combination once before any repeats.
+    units = [
+        (t, order, io, s)
+        for t in range(len(TEMPLATES))
+        for order in ORDERS
+        for io in pool
+        for s in pool
+        if io != s
+    ]
+    for t, order, io, s in take_cycled(units, n, rng):
+        others = [x for x in pool if x not in (io, s)]
+        x, y, z = (others[j] for j in rng.choice(len(others), 3, replace=False))
+        yield dict(
+            prompt=_prompt(t, order, io, s),
+            target=f" {io}",
+            counterfactual=f" {s}",
+            corrupt_prompt=TEMPLATES[t].format(a=x, b=y, s=z),
+            meta={"io": io, "s": s, "order": order, "template": t, "corrupt_names": [x, y, z]},
+        )

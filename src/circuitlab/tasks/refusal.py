@@ -9,14 +9,15 @@ corrupt prompt is its matched partner. Pairs are split between train and test.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 import numpy as np
 
 from circuitlab.tasks.base import (
+    RowFields,
     TaskParams,
-    check_pool,
-    entity_split,
-    family_rng,
     register,
+    split_rows,
     take_cycled,
 )
 from circuitlab.types import TaskRow
@@ -90,35 +91,26 @@ def corpus(params: TaskParams, rng: np.random.Generator, n: int) -> list[str]:
 )
 def build(params: TaskParams, seed: int) -> list[TaskRow]:
     pair_ids = list(range(len(PAIRS)))
-    train, test = entity_split(pair_ids, params.test_fraction, family_rng(NAME, seed, 0))
-    rows: list[TaskRow] = []
-    for split, pool, n, stream in (
-        ("train", train, params.n_train, 1),
-        ("test", test, params.n_test, 2),
-    ):
-        check_pool(NAME, split, pool, 1, "request pairs")
-        rng = family_rng(NAME, seed, stream)
-        units = [(p, t) for p in pool for t in range(len(TEMPLATES))]
-        # Each unit gives its harmful and its harmless row, so the polarities stay balanced.
-        halves = [(p, t, side) for p, t in take_cycled(units, (n + 1) // 2, rng) for side in (0, 1)]
-        for i, (p, t, side) in enumerate(halves[:n]):
-            other = 1 - side
-            template = TEMPLATES[t]
-            rows.append(
-                TaskRow(
-                    id=f"{NAME}-{split}-{i:04d}",
-                    split=split,
-                    prompt=template.format(request=PAIRS[p][side]),
-                    target=f" {ANSWERS[side]}",
-                    counterfactual=f" {ANSWERS[other]}",
-                    corrupt_prompt=template.format(request=PAIRS[p][other]),
-                    meta={
-                        "polarity": POLARITIES[side],
-                        "pair": p,
-                        "request": PAIRS[p][side],
-                        "partner": PAIRS[p][other],
-                        "template": t,
-                    },
-                )
-            )
-    return rows
+    return split_rows(NAME, pair_ids, params, seed, _rows, what="request pairs")
+
+
+def _rows(split: str, pool: Sequence[int], n: int, rng: np.random.Generator) -> Iterator[RowFields]:
+    units = [(p, t) for p in pool for t in range(len(TEMPLATES))]
+    # Each unit gives its harmful and its harmless row, so the polarities stay balanced.
+    halves = [(p, t, side) for p, t in take_cycled(units, (n + 1) // 2, rng) for side in (0, 1)]
+    for p, t, side in halves[:n]:
+        other = 1 - side
+        template = TEMPLATES[t]
+        yield dict(
+            prompt=template.format(request=PAIRS[p][side]),
+            target=f" {ANSWERS[side]}",
+            counterfactual=f" {ANSWERS[other]}",
+            corrupt_prompt=template.format(request=PAIRS[p][other]),
+            meta={
+                "polarity": POLARITIES[side],
+                "pair": p,
+                "request": PAIRS[p][side],
+                "partner": PAIRS[p][other],
+                "template": t,
+            },
+        )

@@ -8,14 +8,15 @@ review with the other adjective of the pair. Adjective pairs are split between t
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 import numpy as np
 
 from circuitlab.tasks.base import (
+    RowFields,
     TaskParams,
-    check_pool,
-    entity_split,
-    family_rng,
     register,
+    split_rows,
     take_cycled,
 )
 from circuitlab.types import TaskRow
@@ -70,40 +71,31 @@ def corpus(params: TaskParams, rng: np.random.Generator, n: int) -> list[str]:
 )
 def build(params: TaskParams, seed: int) -> list[TaskRow]:
     pair_ids = list(range(len(PAIRS)))
-    train, test = entity_split(pair_ids, params.test_fraction, family_rng(NAME, seed, 0))
-    rows: list[TaskRow] = []
-    for split, pool, n, stream in (
-        ("train", train, params.n_train, 1),
-        ("test", test, params.n_test, 2),
-    ):
-        check_pool(NAME, split, pool, 1, "adjective pairs")
-        rng = family_rng(NAME, seed, stream)
-        units = [(p, t, noun) for p in pool for t in range(len(TEMPLATES)) for noun in NOUNS]
-        # Each unit gives its positive and its negative row, so the polarities stay balanced.
-        halves = [
-            (p, t, noun, side)
-            for p, t, noun in take_cycled(units, (n + 1) // 2, rng)
-            for side in (0, 1)
-        ]
-        for i, (p, t, noun, side) in enumerate(halves[:n]):
-            other = 1 - side
-            template = TEMPLATES[t]
-            rows.append(
-                TaskRow(
-                    id=f"{NAME}-{split}-{i:04d}",
-                    split=split,
-                    prompt=template.format(noun=noun, adj=PAIRS[p][side]),
-                    target=f" {LABELS[side]}",
-                    counterfactual=f" {LABELS[other]}",
-                    corrupt_prompt=template.format(noun=noun, adj=PAIRS[p][other]),
-                    meta={
-                        "polarity": POLARITIES[side],
-                        "pair": p,
-                        "adjective": PAIRS[p][side],
-                        "partner": PAIRS[p][other],
-                        "noun": noun,
-                        "template": t,
-                    },
-                )
-            )
-    return rows
+    return split_rows(NAME, pair_ids, params, seed, _rows, what="adjective pairs")
+
+
+def _rows(split: str, pool: Sequence[int], n: int, rng: np.random.Generator) -> Iterator[RowFields]:
+    units = [(p, t, noun) for p in pool for t in range(len(TEMPLATES)) for noun in NOUNS]
+    # Each unit gives its positive and its negative row, so the polarities stay balanced.
+    halves = [
+        (p, t, noun, side)
+        for p, t, noun in take_cycled(units, (n + 1) // 2, rng)
+        for side in (0, 1)
+    ]
+    for p, t, noun, side in halves[:n]:
+        other = 1 - side
+        template = TEMPLATES[t]
+        yield dict(
+            prompt=template.format(noun=noun, adj=PAIRS[p][side]),
+            target=f" {LABELS[side]}",
+            counterfactual=f" {LABELS[other]}",
+            corrupt_prompt=template.format(noun=noun, adj=PAIRS[p][other]),
+            meta={
+                "polarity": POLARITIES[side],
+                "pair": p,
+                "adjective": PAIRS[p][side],
+                "partner": PAIRS[p][other],
+                "noun": noun,
+                "template": t,
+            },
+        )

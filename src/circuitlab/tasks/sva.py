@@ -9,14 +9,15 @@ from a separate list shared by both splits.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 import numpy as np
 
 from circuitlab.tasks.base import (
+    RowFields,
     TaskParams,
-    check_pool,
-    entity_split,
-    family_rng,
     register,
+    split_rows,
     take_cycled,
 )
 from circuitlab.types import TaskRow
@@ -80,43 +81,34 @@ def corpus(params: TaskParams, rng: np.random.Generator, n: int) -> list[str]:
     description="subject-verb agreement: 'The key near the cabinets' → ' is'; corrupt = keys",
 )
 def build(params: TaskParams, seed: int) -> list[TaskRow]:
-    train, test = entity_split(list(SUBJECTS), params.test_fraction, family_rng(NAME, seed, 0))
-    rows: list[TaskRow] = []
-    for split, pool, n, stream in (
-        ("train", train, params.n_train, 1),
-        ("test", test, params.n_test, 2),
-    ):
-        check_pool(NAME, split, pool, 1, "subject nouns")
-        rng = family_rng(NAME, seed, stream)
-        units = [
-            (subject, number, t, attractor)
-            for subject in pool
-            for number in (0, 1)
-            for t in range(len(TEMPLATES))
-            for attractor in ATTRACTORS
-        ]
-        for i, (subject, number, t, attractor) in enumerate(take_cycled(units, n, rng)):
-            other = 1 - number
-            attractor_word = attractor[other]  # the attractor has the other number
-            template = TEMPLATES[t]
-            rows.append(
-                TaskRow(
-                    id=f"{NAME}-{split}-{i:04d}",
-                    split=split,
-                    prompt=template.format(subject=subject[number], attractor=attractor_word),
-                    target=f" {VERBS[number]}",
-                    counterfactual=f" {VERBS[other]}",
-                    corrupt_prompt=template.format(
-                        subject=subject[other], attractor=attractor_word
-                    ),
-                    meta={
-                        "subject": subject[number],
-                        "lemma": subject[0],
-                        "number": NUMBERS[number],
-                        "attractor": attractor_word,
-                        "corrupt_subject": subject[other],
-                        "template": t,
-                    },
-                )
-            )
-    return rows
+    return split_rows(NAME, list(SUBJECTS), params, seed, _rows, what="subject nouns")
+
+
+def _rows(
+    split: str, pool: Sequence[tuple[str, str]], n: int, rng: np.random.Generator
+) -> Iterator[RowFields]:
+    units = [
+        (subject, number, t, attractor)
+        for subject in pool
+        for number in (0, 1)
+        for t in range(len(TEMPLATES))
+        for attractor in ATTRACTORS
+    ]
+    for subject, number, t, attractor in take_cycled(units, n, rng):
+        other = 1 - number
+        attractor_word = attractor[other]  # the attractor has the other number
+        template = TEMPLATES[t]
+        yield dict(
+            prompt=template.format(subject=subject[number], attractor=attractor_word),
+            target=f" {VERBS[number]}",
+            counterfactual=f" {VERBS[other]}",
+            corrupt_prompt=template.format(subject=subject[other], attractor=attractor_word),
+            meta={
+                "subject": subject[number],
+                "lemma": subject[0],
+                "number": NUMBERS[number],
+                "attractor": attractor_word,
+                "corrupt_subject": subject[other],
+                "template": t,
+            },
+        )

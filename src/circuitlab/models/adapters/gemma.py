@@ -1,4 +1,5 @@
-"""Gemma family — RMSNorm scaled by (1 + w), GeGLU MLP, embeddings scaled by sqrt(d_model).
+"""Gemma family — Llama's layout with RMSNorm scaled by (1 + w), a GeGLU MLP (the activation is
+read from the config) and embeddings scaled by sqrt(d_model).
 
 Gemma 2 and 3 keep Gemma's module names and add norms on the attention and MLP *outputs*
 (`post_attention_layernorm` then normalises the attention output, and the MLP input norm is
@@ -11,31 +12,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from circuitlab.models.adapters.base import Adapter, register
+from circuitlab.models.adapters.base import register
+from circuitlab.models.adapters.llama import LLAMA
 
 GEMMA = register(
-    Adapter(
-        family="gemma",
-        blocks="model.layers",
-        embed="model.embed_tokens",
-        final_norm="model.norm",
-        unembed="lm_head",
-        attn="self_attn",
-        q="self_attn.q_proj",
-        k="self_attn.k_proj",
-        v="self_attn.v_proj",
-        o="self_attn.o_proj",
-        mlp="mlp",
-        gate="mlp.gate_proj",
-        up="mlp.up_proj",
-        down="mlp.down_proj",
-        act="mlp.act_fn",
-        ln_attn="input_layernorm",
-        ln_mlp="post_attention_layernorm",
-        norm="rmsnorm_plus_one",
-        mlp_kind="gated",
-        embed_scale="sqrt_d_model",
-    ),
+    replace(LLAMA, family="gemma", norm="rmsnorm_plus_one", embed_scale="sqrt_d_model"),
     architectures=["GemmaForCausalLM"],
 )
 

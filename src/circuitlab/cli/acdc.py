@@ -1,0 +1,118 @@
+"""The edge-circuit rules (`workflow/rules/acdc.smk`): discover a task's circuits with one
+method; evaluate all of them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from circuitlab.cli.app import (
+    CHECKED_ROWS_IN,
+    PARAMS_HELP,
+    app,
+    load_stage_model,
+    model_input,
+    output_path,
+    parse_params,
+)
+from circuitlab.errors import ConfigError
+
+
+@app.command("acdc-circuit")
+def acdc_circuit(
+    method: str = typer.Option(..., help="acdc | acdc_approx | acdc_window | head_pruning | eap"),
+    model: Path = typer.Option(
+        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
+    ),
+    data: Path = typer.Option(
+        ...,
+        callback=CHECKED_ROWS_IN,
+        help="data/datasets/{model}/{task}.jsonl (checked rows)",
+    ),
+    params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `acdc` section)"),
+    out: Path = typer.Option(
+        ..., callback=output_path, help="data/circuits/{model}/{task}/{method}.json"
+    ),
+    metrics: Path = typer.Option(
+        ..., callback=output_path, help="data/metrics/acdc_circuit/{model}/{task}/{method}.json"
+    ),
+) -> None:
+    """Edge circuit of a task's train split with one method (ACDC variants, head pruning, EAP)."""
+    from circuitlab import tracking
+    from circuitlab.acdc.artifact import CircuitArtifact, save_circuit
+    from circuitlab.acdc.discover import discover
+    from circuitlab.acdc.settings import ACDC_METHODS, AcdcConfig
+    from circuitlab.tasks.io import load_rows
+
+    cfg = parse_params(AcdcConfig, params)
+    if method not in ACDC_METHODS:
+        raise ConfigError(f"--method {method!r} is unknown; choose one of {list(ACDC_METHODS)}")
+    rows = load_rows(data, rule="check_dataset", split="train")
+    lm = load_stage_model(model)
+    task, name = data.stem, data.parent.name
+    result, numbers = discover(lm, rows, cfg, method, model=name, task=task)
+    art = CircuitArtifact.from_json(result, f"{method} circuit")
+    save_circuit(out, art)
+    tracking.log_metrics(
+        "acdc_circuit",
+        numbers,
+        metrics,
+        config=cfg,
+        run_name=f"acdc_circuit/{name}/{task}/{method}",
+    )
+
+
+@app.command("acdc-evaluate")
+def acdc_evaluate(
+    model: Path = typer.Option(
+        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
+    ),
+    data: Path = typer.Option(
+        ...,
+        callback=CHECKED_ROWS_IN,
+        help="data/datasets/{model}/{task}.jsonl (checked rows)",
+    ),
+    circuits: list[Path] = typer.Option(
+        ..., help="data/circuits/{model}/{task}/{method}.json (repeat the option per method)"
+    ),
+    params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `acdc` section)"),
+    metrics: Path = typer.Option(
+        ..., callback=output_path, help="data/metrics/acdc_evaluate/{model}/{task}.json"
+    ),
+    plot: Path = typer.Option(
+        ..., callback=output_path, help="PNG: faithfulness vs circuit size per method"
+    ),
+    dots: list[Path] = typer.Option(
+        None,
+        help="data/circuits/{model}/{task}/{method}.dot, one per --circuits in the same order: "
+        "the reference circuit (`reference_tau`) as Graphviz DOT, a PNG beside it when "
+        "Graphviz's `dot` is installed",
+    ),
+) -> None:
+    """Faithfulness of every method's edge circuits on the test split, random controls, agreement;
+    the reference circuit of each method drawn."""
+    from circuitlab import tracking
+    from circuitlab.acdc.artifact import load_circuit, render_png, to_dot
+    from circuitlab.acdc.evaluate import evaluate_circuits
+    from circuitlab.acdc.settings import AcdcConfig
+    from circuitlab.io import write_text_atomic
+    from circuitlab.report.plots import acdc_faithfulness
+    from circuitlab.tasks.io import load_rows
+
+    cfg = parse_params(AcdcConfig, params)
+    if dots and len(dots) != len(circuits):
+        raise ConfigError(f"--dots: {len(dots)} paths for {len(circuits)} --circuits")
+    arts = [load_circuit(p) for p in circuits]
+    rows = load_rows(data, rule="check_dataset")
+    lm = load_stage_model(model)
+    task, name = data.stem, data.parent.name
+    report = evaluate_circuits(lm, rows, arts, cfg)
+    acdc_faithfulness(report, plot, f"{name} / {task}: edge circuits (test split)")
+    for art, dot in zip(arts, dots or [], strict=False):
+        text = to_dot(art, art.reference_circuit(cfg.reference_tau))
+        write_text_atomic(dot, text)
+        report["methods"][art.method]["rendered"] = render_png(text, dot.with_suffix(".png"))
+    tracking.log_metrics(
+        "acdc_evaluate", report, metrics, config=cfg, run_name=f"acdc_evaluate/{name}/{task}"
+    )

@@ -1,0 +1,97 @@
+"""The CAA ↔ circuit rule (`workflow/rules/compare.smk`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from circuitlab.cli.app import (
+    ADAPTER_MODEL_IN,
+    CAA_IN,
+    CHECKED_ROWS_IN,
+    PARAMS_HELP,
+    app,
+    load_stage_model,
+    output_path,
+    parse_params,
+)
+from circuitlab.errors import ConfigError
+
+
+@app.command()
+def compare(
+    model: Path = typer.Option(
+        ...,
+        callback=ADAPTER_MODEL_IN["compare"],
+        help="data/models/{model} directory or {model}.json reference",
+    ),
+    data: Path = typer.Option(
+        ...,
+        callback=CHECKED_ROWS_IN,
+        help="data/datasets/{model}/{behaviour}.jsonl (checked rows)",
+    ),
+    circuits: list[Path] = typer.Option(
+        ..., help="data/circuits/{model}/{behaviour}/{method}.json (repeat per circuit)"
+    ),
+    vectors: Path = typer.Option(
+        ..., callback=CAA_IN, help="data/caa/{model}/{behaviour}.safetensors"
+    ),
+    params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `compare` section)"),
+    out: Path = typer.Option(
+        ..., callback=output_path, help="data/compare/{model}/{behaviour}.json"
+    ),
+    metrics: Path = typer.Option(
+        ..., callback=output_path, help="data/metrics/compare/{model}/{behaviour}.json"
+    ),
+    pareto_plot: Path = typer.Option(
+        ..., callback=output_path, help="PNG: effect vs side effect per method"
+    ),
+    overlap_plot: Path = typer.Option(
+        ..., callback=output_path, help="PNG: overlap heatmap per layer"
+    ),
+) -> None:
+    """CAA vectors vs neuron circuits of a behaviour: overlaps with permutation nulls, sparse
+    decomposition, and circuit steering vs CAA vs the circuit-rebuilt vector per unit KL."""
+    from circuitlab import tracking
+    from circuitlab.compare.settings import CompareConfig
+    from circuitlab.compare.stage import compare_behaviour, metrics_view
+    from circuitlab.io import require, write_json
+    from circuitlab.lrp.circuit import NeuronCircuit
+    from circuitlab.report.plots import compare_overlap, compare_pareto
+    from circuitlab.steering.caa import load_vectors
+    from circuitlab.tasks.io import load_rows
+
+    cfg = parse_params(CompareConfig, params)
+    names = [c.stem for c in circuits]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--circuits names (file stems) must be distinct, got {names}")
+    loaded = {
+        name: NeuronCircuit.load(
+            require(path, "lrp_circuit" if name == "lrp" else f"{name}_circuit")
+        )
+        for name, path in zip(names, circuits, strict=True)
+    }
+    tensors, _meta = load_vectors(vectors)
+    rows = load_rows(data, rule="check_dataset")
+    lm = load_stage_model(model)
+    behaviour, name = data.stem, data.parent.name
+    report = compare_behaviour(lm, rows, loaded, tensors, cfg)
+    title = f"{name} / {behaviour}: CAA vs circuit"
+    compare_pareto(report, pareto_plot, title)
+    compare_overlap(report, overlap_plot, title)
+    write_json(
+        out,
+        {
+            "format": "circuitlab.compare/1",
+            "model": name,
+            "behaviour": behaviour,
+            "circuits": {n: str(p) for n, p in zip(names, circuits, strict=True)},
+            "vectors": str(vectors),
+            "params": cfg.model_dump(mode="json"),
+            **report,
+        },
+    )
+    tracking.log_metrics(
+        "compare", metrics_view(report), metrics, config=cfg, run_name=f"compare/{name}/{behaviour}"
+    )

@@ -1,0 +1,226 @@
+"""The steering rules (`workflow/rules/steering.smk`): neuron steering of circuits, CAA vectors
+and their steering, the summary over tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from circuitlab.cli.app import (
+    ADAPTER_MODEL_IN,
+    CAA_IN,
+    CHECKED_ROWS_IN,
+    CIRCUIT_IN,
+    PARAMS_HELP,
+    THREADS_HELP,
+    _set_threads,
+    app,
+    load_stage_model,
+    model_input,
+    output_path,
+    parse_params,
+)
+
+
+def _test_sets(paths: list[Path] | None, exclude: str) -> dict[str, Any]:
+    """Other tasks' test rows (the leakage matrix), keyed by file stem."""
+    from circuitlab.tasks.io import load_rows
+
+    return {
+        p.stem: load_rows(p, rule="check_dataset", split="test")
+        for p in (paths or [])
+        if p.stem != exclude
+    }
+
+
+def _write_steering(
+    report: dict[str, Any], out: Path, metrics: Path, plot: Path, stage: str, run: str, cfg: Any
+) -> None:
+    from circuitlab import tracking
+    from circuitlab.io import write_json
+    from circuitlab.report.plots import steering_dose_response
+    from circuitlab.steering.stages import metrics_view
+
+    steering_dose_response(report, plot, run)
+    write_json(out, {"format": "circuitlab.steering/1", **report})
+    tracking.log_metrics(stage, metrics_view(report), metrics, config=cfg, run_name=run)
+
+
+@app.command()
+def steering(
+    model: Path = typer.Option(
+        ...,
+        callback=ADAPTER_MODEL_IN["steering"],
+        help="data/models/{model} directory or {model}.json reference",
+    ),
+    data: Path = typer.Option(
+        ...,
+        callback=CHECKED_ROWS_IN,
+        help="data/datasets/{model}/{name}.jsonl (checked rows)",
+    ),
+    circuit: Path = typer.Option(
+        ..., callback=CIRCUIT_IN, help="data/circuits/{model}/{name}/{method}.json"
+    ),
+    others: list[Path] = typer.Option(
+        None, help="data/datasets/{model}/{task}.jsonl of the other tasks (repeat; leakage)"
+    ),
+    params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `steering` section)"),
+    out: Path = typer.Option(
+        ..., callback=output_path, help="data/steering/{model}/{name}/{method}.json"
+    ),
+    metrics: Path = typer.Option(
+        ..., callback=output_path, help="data/metrics/steering/{model}/{name}/{method}.json"
+    ),
+    plot: Path = typer.Option(
+        ..., callback=output_path, help="data/plots/steering/{model}/{name}/{method}.png"
+    ),
+    threads: int = typer.Option(None, min=1, help=THREADS_HELP),
+) -> None:
+    """Steer a circuit's neurons on the test split: dose-response, side effects, random controls."""
+    from circuitlab.io import require
+    from circuitlab.lrp.circuit import NeuronCircuit
+    from circuitlab.steering.settings import SteeringConfig
+    from circuitlab.steering.stages import neuron_steering
+    from circuitlab.tasks import get_family
+    from circuitlab.tasks.io import load_rows
+
+    _set_threads(threads)
+    cfg = parse_params(SteeringConfig, params)
+    name, model_name = data.stem, data.parent.name
+    circ = NeuronCircuit.load(require(circuit, f"{circuit.stem}_circuit"))
+    test = load_rows(data, rule="check_dataset", split="test")
+    other = _test_sets(others, name)
+    lm = load_stage_model(model)
+    is_behaviour = get_family(name).kind == "behaviour"
+    report = neuron_steering(lm, circ, test, other, cfg, name=name, is_behaviour=is_behaviour)
+    report["model"] = model_name
+    run = f"{model_name}/{name}/{circ.method}"
+    _write_steering(report, out, metrics, plot, "steering", run, cfg)
+
+
+@app.command()
+def caa(
+    model: Path = typer.Option(
+        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
+    ),
+    data: Path = typer.Option(
+        ...,
+        callback=CHECKED_ROWS_IN,
+        help="data/datasets/{model}/{behaviour}.jsonl (checked rows)",
+    ),
+    params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `caa` section)"),
+    steering_params: str = typer.Option(
+        "{}", "--steering", help=PARAMS_HELP + " (the `steering` section: neutral prompts)"
+    ),
+    seed: int = typer.Option(0, help="validation split seed"),
+    out: Path = typer.Option(
+        ..., callback=output_path, help="data/caa/{model}/{behaviour}.safetensors"
+    ),
+    metrics: Path = typer.Option(
+        ..., callback=output_path, help="data/metrics/caa/{model}/{behaviour}.json"
+    ),
+    threads: int = typer.Option(None, min=1, help=THREADS_HELP),
+) -> None:
+    """CAA vectors of a behaviour's train split; layer and multiplier chosen on a validation part."""
+    from circuitlab import tracking
+    from circuitlab.steering.caa import save_vectors
+    from circuitlab.steering.settings import CaaConfig, SteeringConfig
+    from circuitlab.steering.stages import build_caa
+    from circuitlab.tasks.io import load_rows
+
+    _set_threads(threads)
+    cfg = parse_params(CaaConfig, params)
+    scfg = parse_params(SteeringConfig, steering_params, "--steering")
+    name, model_name = data.stem, data.parent.name
+    train = load_rows(data, rule="check_dataset", split="train")
+    lm = load_stage_model(model)
+    vectors, meta, selection = build_caa(lm, train, cfg, scfg, name=name, seed=seed)
+    save_vectors(out, vectors, {**meta, "model": model_name})
+    tracking.log_metrics(
+        "caa",
+        selection,
+        metrics,
+        config={"caa": cfg.model_dump(mode="json"), "seed": seed},
+        run_name=f"caa/{model_name}/{name}",
+    )
+
+
+@app.command("caa-steering")
+def caa_steering(
+    model: Path = typer.Option(
+        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
+    ),
+    data: Path = typer.Option(
+        ...,
+        callback=CHECKED_ROWS_IN,
+        help="data/datasets/{model}/{behaviour}.jsonl (checked rows)",
+    ),
+    vectors: Path = typer.Option(
+        ..., callback=CAA_IN, help="data/caa/{model}/{behaviour}.safetensors"
+    ),
+    others: list[Path] = typer.Option(
+        None, help="data/datasets/{model}/{task}.jsonl of the tasks (repeat; leakage)"
+    ),
+    params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `caa` section)"),
+    steering_params: str = typer.Option(
+        "{}", "--steering", help=PARAMS_HELP + " (the `steering` section)"
+    ),
+    out: Path = typer.Option(
+        ..., callback=output_path, help="data/steering/{model}/{behaviour}/caa.json"
+    ),
+    metrics: Path = typer.Option(
+        ..., callback=output_path, help="data/metrics/steering/{model}/{behaviour}/caa.json"
+    ),
+    plot: Path = typer.Option(
+        ..., callback=output_path, help="data/plots/steering/{model}/{behaviour}/caa.png"
+    ),
+    threads: int = typer.Option(None, min=1, help=THREADS_HELP),
+) -> None:
+    """The chosen CAA vector on the test split: dose-response, side effects, random vectors."""
+    from circuitlab.steering.caa import load_vectors
+    from circuitlab.steering.settings import CaaConfig, SteeringConfig
+    from circuitlab.steering.stages import caa_steering as run_caa
+    from circuitlab.tasks.io import load_rows
+
+    _set_threads(threads)
+    cfg = parse_params(CaaConfig, params)
+    scfg = parse_params(SteeringConfig, steering_params, "--steering")
+    name, model_name = data.stem, data.parent.name
+    tensors, meta = load_vectors(vectors)
+    test = load_rows(data, rule="check_dataset", split="test")
+    other = _test_sets(others, name)
+    lm = load_stage_model(model)
+    report = run_caa(lm, tensors, meta, test, other, cfg, scfg, name=name)
+    report["model"] = model_name
+    run = f"{model_name}/{name}/caa"
+    config = {"caa": cfg.model_dump(mode="json"), "steering": scfg.model_dump(mode="json")}
+    _write_steering(report, out, metrics, plot, "caa_steering", run, config)
+
+
+@app.command("steering-summary")
+def steering_summary(
+    reports: list[Path] = typer.Option(
+        ..., help="data/steering/{model}/{name}/{method}.json (repeat per report)"
+    ),
+    metrics: Path = typer.Option(
+        ..., callback=output_path, help="data/metrics/steering/{model}/summary.json"
+    ),
+    plot: Path = typer.Option(
+        ..., callback=output_path, help="data/plots/steering/{model}/leakage.png"
+    ),
+) -> None:
+    """One model's task × task leakage matrix and steering-vs-control verdicts."""
+    from circuitlab import tracking
+    from circuitlab.io import read_json, require
+    from circuitlab.report.plots import steering_leakage
+    from circuitlab.steering.stages import leakage_matrix
+
+    loaded = [read_json(require(p, "steering")) for p in reports]
+    summary = leakage_matrix(loaded)
+    model_name = reports[0].parent.parent.name
+    steering_leakage(summary, plot, f"{model_name}: steering leakage (test split)")
+    tracking.log_metrics(
+        "steering_summary", summary, metrics, run_name=f"steering_summary/{model_name}"
+    )

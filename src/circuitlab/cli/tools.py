@@ -1,0 +1,242 @@
+"""Commands around the pipeline rather than in it: the config schema and its check, the plan of
+a rerun, altered artifacts, watching a run, the report screenshot, circuit export, the
+interactive REPL."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from circuitlab.cli.app import (
+    BLACKLIST_IN,
+    CIRCUIT_IN,
+    PARAMS_HELP,
+    app,
+    err_console,
+    model_input,
+    output_path,
+    parse_json_option,
+    parse_params,
+)
+from circuitlab.errors import CircuitlabError, ConfigError
+
+
+@app.command()
+def schema(
+    out: Path = typer.Option(None, callback=output_path, help="write here instead of printing"),
+) -> None:
+    """Print (or write) the config JSON schema generated from circuitlab.config.Config."""
+    from circuitlab.config import schema_yaml
+    from circuitlab.io import write_text_atomic
+
+    text = schema_yaml()
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        write_text_atomic(out, text)
+
+
+@app.command()
+def plan(
+    configfile: Path = typer.Option(
+        None, help="an overlay config (as `snakemake --configfile`), e.g. config/gpt2.yaml"
+    ),
+    workdir: Path = typer.Option(Path("."), help="the project folder (holding the Snakefile)"),
+    jobs: bool = typer.Option(False, "--jobs", help="also list every job with its reasons"),
+) -> None:
+    """What the next `make reproduce` would run, per rule, and why — from Snakemake's own dry
+    run: config keys changed, package modules changed, inputs new, missing or rebuilt."""
+    import shutil
+
+    from rich.table import Table
+
+    from circuitlab.provenance.manifest import altered as find_altered
+    from circuitlab.provenance.plan import dry_run, parse_dry_run
+    from circuitlab.provenance.plan import plan as summarise
+
+    exe = Path(sys.executable).parent / "snakemake"
+    snakemake = str(exe) if exe.exists() else shutil.which("snakemake")
+    if snakemake is None:
+        raise CircuitlabError("snakemake is not installed here: run `make setup` first")
+    if not (workdir / "Snakefile").exists():
+        raise CircuitlabError(f"{workdir.resolve()} has no Snakefile: run in the project folder")
+    args = ["--configfile", str(configfile)] if configfile is not None else []
+    for c in find_altered(workdir):
+        err_console.print(
+            f"{c.why} by hand since its job wrote it: {c.path} — the next run sets it aside "
+            "and rebuilds it with what depends on it"
+        )
+    try:
+        text = dry_run(workdir, snakemake, args)
+    except RuntimeError as exc:
+        raise CircuitlabError(str(exc)) from None
+    found = parse_dry_run(text)
+    console = Console()
+    if not found:
+        console.print(
+            "Nothing to be done: every output is up to date with its config, code and inputs."
+        )
+        return
+    table = Table(title=f"{len(found)} job(s) would run", title_justify="left")
+    table.add_column("rule")
+    table.add_column("jobs", justify="right")
+    table.add_column("why (jobs)")
+    for rule, (n, reasons) in summarise(found).items():
+        why = "\n".join(f"{r} ({c})" if c != n else r for r, c in reasons.most_common())
+        table.add_row(rule, str(n), why)
+    console.print(table)
+    if jobs:
+        for job in found:
+            console.print(f"{job.rule} [{job.wildcards}]: " + "; ".join(job.why), highlight=False)
+
+
+@app.command()
+def altered(
+    accept: bool = typer.Option(
+        False, "--accept", help="record the files on disk now as current (after dvc checkout)"
+    ),
+) -> None:
+    """Pipeline artifacts edited by hand since their job wrote them (the next run sets them
+    aside under .snakemake/circuitlab/edited/ and rebuilds them; `make plan` lists them)."""
+    from circuitlab.provenance import manifest
+
+    if accept:
+        typer.echo(f"recorded {manifest.accept(Path('.'))} outputs as current")
+        return
+    for c in manifest.altered(Path(".")):
+        typer.echo(f"{c.why} since its job wrote it: {c.path}")
+
+
+@app.command()
+def screenshot(
+    report: Path = typer.Option(Path("data/report/index.html"), help="the report page"),
+    out: Path = typer.Option(
+        Path("data/report/screenshot.png"), callback=output_path, help="the PNG to write"
+    ),
+    width: int = typer.Option(1280, min=320, help="window width (CSS pixels)"),
+    height: int = typer.Option(60000, min=320, help="window height: the page is long"),
+) -> None:
+    """A headless-Chromium screenshot of the report, to look at every figure as a browser
+    draws it (`make screenshots`)."""
+    from circuitlab.report.screenshot import screenshot as shoot
+
+    typer.echo(f"wrote {shoot(report, out, width=width, height=height)}")
+
+
+@app.command()
+def export(
+    circuit: Path = typer.Option(
+        ...,
+        callback=CIRCUIT_IN,
+        help="an edge circuit (data/circuits/…/{acdc,eap,…}.json) or a "
+        "neuron circuit (…/lrp.json, …/contrastive.json)",
+    ),
+    out: Path = typer.Option(..., callback=output_path, help="the export (JSON)"),
+    tau: float = typer.Option(None, help="edge circuits: the τ of the sweep nearest this"),
+    label: str = typer.Option(None, help="edge circuits: the circuit with this label (top=40…)"),
+) -> None:
+    """Write a circuit in TransformerLens 4 hook names (circuitlab.interop.tl), for a TL user."""
+    from circuitlab.acdc.artifact import FORMAT as EDGE_FORMAT
+    from circuitlab.acdc.artifact import load_circuit
+    from circuitlab.interop.tl import export_edges, export_neurons, pick_circuit
+    from circuitlab.io import read_json, write_json
+    from circuitlab.lrp.circuit import FORMAT as NEURON_FORMAT
+    from circuitlab.lrp.circuit import NeuronCircuit
+
+    kind = read_json(circuit).get("format")
+    if kind == EDGE_FORMAT:
+        art = load_circuit(circuit)
+        data = export_edges(art, pick_circuit(art, tau, label))
+    elif kind == NEURON_FORMAT:
+        if tau is not None or label is not None:
+            raise ConfigError("--tau and --label choose among an edge artifact's circuits")
+        data = export_neurons(NeuronCircuit.load(circuit))
+    else:
+        raise ConfigError(
+            f"{circuit} is neither an edge circuit ({EDGE_FORMAT}) nor a neuron circuit "
+            f"({NEURON_FORMAT}); its format is {kind!r}"
+        )
+    write_json(out, data)
+    n = len(data["kept"]) if data["kind"] == "edges" else len(data["neurons"])
+    typer.echo(f"wrote {out}: {n} {data['kind']} in TransformerLens hook names")
+
+
+@app.command()
+def watch(
+    interval: float = typer.Option(1.0, min=0.1, help="seconds between refreshes"),
+    once: bool = typer.Option(False, "--once", help="print one snapshot and exit"),
+) -> None:
+    """Follow the running pipeline: jobs done, and one line per running job (its log's last
+    line: the progress of its stage). Run it in a second terminal beside `make reproduce`."""
+    from circuitlab.watch import watch as follow
+
+    follow(Path("."), interval=interval, once=once)
+
+
+@app.command("validate-config")
+def validate_config(
+    config: Path = typer.Argument(..., help="a config YAML file (the base or an overlay)"),
+    base: Path = typer.Option(
+        Path("config/config.yaml"),
+        help="the config an overlay is merged into, as Snakemake merges --configfile",
+    ),
+    alone: bool = typer.Option(False, "--alone", help="validate the file on its own, unmerged"),
+) -> None:
+    """Validate a config as the pipeline would see it and list its models, tasks and behaviours.
+
+    An overlay (config/gpt2.yaml, say) is merged into --base first, exactly as
+    `snakemake --configfile` merges it; the base itself, or --alone, is validated on its own."""
+    from circuitlab.config import load_config
+
+    if alone or config.resolve() == base.resolve():
+        cfg, label = load_config(config), str(config)
+    else:
+        if not base.exists():
+            raise ConfigError(
+                f"{config} is validated merged into {base}, which does not exist: run from the "
+                "repository root, pass --base, or --alone for the file on its own"
+            )
+        cfg, label = load_config(base, config), f"{config} merged into {base}"
+    typer.echo(f"{label}: valid")
+    typer.echo(f"  models:     {', '.join(cfg.active_models())}")
+    typer.echo(f"  tasks:      {', '.join(cfg.task_names()) or '-'}")
+    typer.echo(f"  behaviours: {', '.join(cfg.behaviour_names()) or '-'}")
+
+
+@app.command()
+def repl(
+    model: str = typer.Option(..., help="a model directory, {model}.json reference or hub id"),
+    top_k: int = typer.Option(200, min=1, help="neurons a `discover` keeps (top-k |attribution|)"),
+    max_new_tokens: int = typer.Option(20, min=0, help="tokens generated per command"),
+    blacklist_file: Path = typer.Option(
+        None,
+        "--blacklist",
+        callback=BLACKLIST_IN,
+        help="data/blacklists/{model}.json: neurons `discover` ignores",
+    ),
+    params: str = typer.Option("{}", help=PARAMS_HELP + " (the `lrp` section for `discover`)"),
+) -> None:
+    """Interactive circuit exploration: prompt, discover, ablate, amplify, sweep, top, save/load."""
+    from circuitlab.blacklist.detect import Blacklist
+    from circuitlab.io import require
+    from circuitlab.lrp.settings import LrpConfig
+    from circuitlab.models.loading import load_model
+    from circuitlab.models.spec import looks_like_path
+    from circuitlab.repl import Repl
+
+    raw = parse_json_option(params, "--params")
+    lrp = parse_params(LrpConfig, json.dumps({"metric": "top_other", **raw}))
+    lm = load_model(model_input(Path(model)) if looks_like_path(model) else model)
+    pairs: frozenset[tuple[int, int]] = frozenset()
+    if blacklist_file is not None:
+        bl = Blacklist.load(require(blacklist_file, "blacklist"))
+        bl.check_shape(lm.dims)
+        pairs = frozenset(bl.pairs())
+    Repl(
+        lm, name=Path(model).name or model, top_k=top_k, max_new_tokens=max_new_tokens,
+        lrp=lrp, blacklist=pairs,
+    ).run()  # fmt: skip
