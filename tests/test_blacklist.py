@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from torch import nn
 
 from circuitlab.blacklist import detect as bl_mod
 from circuitlab.blacklist.detect import (
@@ -32,18 +30,13 @@ from circuitlab.models.toy.corpus import (
 )
 from circuitlab.models.toy.tokenizer import build_tokenizer
 from circuitlab.tasks.neutral import NEUTRAL_PROMPTS
+from reference.blacklist import DOWN, reference_counts, reference_top
 from tiny_models import CASES, build_tiny
 
 ARCHS = ("LlamaForCausalLM", "GPT2LMHeadModel")
 TOP_K = 8
 D_MLP = 64  # tiny_models DIMS["intermediate_size"] / GPT-2 n_inner
 N_LAYERS = 2
-
-# The down-projection of layer l by HF's own module names (not the adapter's).
-DOWN: dict[str, Callable[[nn.Module, int], nn.Module]] = {
-    "LlamaForCausalLM": lambda m, layer: m.model.layers[layer].mlp.down_proj,
-    "GPT2LMHeadModel": lambda m, layer: m.transformer.h[layer].mlp.c_proj,
-}
 
 
 def make_prompts(n: int = 24) -> list[str]:
@@ -67,41 +60,6 @@ def lm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
     return build_tiny("LlamaForCausalLM", tmp_path_factory.mktemp("llama"))
-
-
-def reference_top(lm: LoadedModel, prompts: list[str], top_k: int) -> list[set[tuple[int, int]]]:
-    """Per prompt, one forward pass alone (no padding): the set of (layer, neuron) in each
-    layer's top-k |activation| at the last token, hooked on HF's down-projection modules."""
-    arch = type(lm.model).__name__
-    out = []
-    for prompt in prompts:
-        acts: dict[int, torch.Tensor] = {}
-
-        def keep(layer: int, store: dict[int, torch.Tensor] = acts) -> Callable[..., None]:
-            def hook(_mod: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-                store[layer] = args[0][0, -1].detach()
-
-            return hook
-
-        handles = [
-            DOWN[arch](lm.model, layer).register_forward_pre_hook(keep(layer))
-            for layer in range(N_LAYERS)
-        ]
-        try:
-            with torch.no_grad():
-                lm.model(**lm.tokenizer(prompt, return_tensors="pt"))
-        finally:
-            for h in handles:
-                h.remove()
-        top = set()
-        for layer, act in acts.items():
-            top |= {(layer, int(i)) for i in act.abs().topk(top_k).indices}
-        out.append(top)
-    return out
-
-
-def reference_counts(tops: list[set[tuple[int, int]]]) -> Counter[tuple[int, int]]:
-    return Counter(pair for top in tops for pair in top)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,17 +12,7 @@ import pytest
 
 from circuitlab.tasks.io import load_rows
 from circuitlab.tracking import read_metrics, read_provenance
-
-CLI = [sys.executable, "-m", "circuitlab.cli"]
-
-
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env_extra = {"WANDB_MODE": "disabled"}
-    import os
-
-    return subprocess.run(
-        [*CLI, *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, **env_extra}
-    )
+from cli_support import run
 
 
 def test_datasets_writes_rows_and_metrics(tmp_path: Path) -> None:
@@ -310,11 +299,10 @@ def test_long_stages_report_progress(tmp_path: Path, edge_inputs: dict[str, Path
     proc = acdc_circuit(tmp_path, edge_inputs["llama"], edge_inputs["rows"], "acdc", CHEAP_ACDC)
     assert proc.returncode == 0, proc.stderr
     assert "acdc: 2 τ, edges" in proc.stderr and "states=" in proc.stderr
-    quiet = subprocess.run(
-        [*CLI, "acdc-circuit", "--method", "acdc_approx", "--model", str(edge_inputs["llama"]),
-         "--data", str(edge_inputs["rows"]), "--params", CHEAP_ACDC,
-         "--out", str(tmp_path / "q.json"), "--metrics", str(tmp_path / "qm.json")],
-        cwd=tmp_path, capture_output=True, text=True,
-        env={**os.environ, "WANDB_MODE": "disabled", "CIRCUITLAB_PROGRESS": "0"},
+    quiet = run(
+        "acdc-circuit", "--method", "acdc_approx", "--model", edge_inputs["llama"],
+        "--data", edge_inputs["rows"], "--params", CHEAP_ACDC,
+        "--out", tmp_path / "q.json", "--metrics", tmp_path / "qm.json",
+        cwd=tmp_path, env={"CIRCUITLAB_PROGRESS": "0"},
     )  # fmt: skip
     assert quiet.returncode == 0 and "acdc (guided)" not in quiet.stderr

@@ -15,29 +15,28 @@ import pytest
 import torch
 from scipy import stats
 
-from circuitlab.compare.settings import CompareConfig
-from circuitlab.compare.stage import (
+from circuitlab.compare.decompose import rebuilt_vector, sparse_nonnegative
+from circuitlab.compare.head_to_head import (
     TextBatch,
-    behaviour_probe,
-    check_inputs,
-    circuit_mask,
-    column_projections,
-    compare_behaviour,
-    compare_vector,
-    down_proj_weights,
-    global_top_mask,
     last_log_probs,
     matched_effect,
     neuron_steer,
+    sweep_method,
+)
+from circuitlab.compare.overlap import (
+    circuit_mask,
+    column_projections,
+    compare_vector,
+    down_proj_weights,
+    global_top_mask,
     overlap_statistics,
     p_value,
-    rebuilt_vector,
-    sparse_nonnegative,
-    sweep_method,
     top_circuit_mask,
     top_k_mask,
     vector_space,
 )
+from circuitlab.compare.settings import CompareConfig
+from circuitlab.compare.stage import behaviour_probe, check_inputs, compare_behaviour
 from circuitlab.compare.stage import metrics_view as compare_metrics_view
 from circuitlab.errors import ArtifactError, ConfigError, DatasetError
 from circuitlab.io import write_jsonl
@@ -453,7 +452,7 @@ def test_cli_writes_artifacts_and_nothing_on_error(tiny, tmp_path, monkeypatch, 
 
     def run(circuit_file: Path, p: str = params) -> tuple[int, str]:
         return call(
-            monkeypatch, capsys, "compare", "--model", root / "tiny", "--data", data,
+            "compare", "--model", root / "tiny", "--data", data,
             "--circuits", circuit_file, "--vectors", vec, "--params", p,
             "--out", out / "c.json", "--metrics", out / "m.json",
             "--pareto-plot", out / "p.png", "--overlap-plot", out / "o.png",

@@ -7,8 +7,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from pydantic import ValidationError
 
-from circuitlab.config import Config, load_config, schema_yaml
+from circuitlab.config import load_config, schema_yaml
 from circuitlab.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,9 +98,12 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
 
 def test_config_is_frozen() -> None:
     cfg = load_config(DEFAULT)
-    with pytest.raises(Exception):  # noqa: B017 - pydantic raises ValidationError
-        cfg.seed = 3  # type: ignore[misc]
-    assert isinstance(cfg, Config)
+    seed = cfg.seed
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.seed = seed + 1  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.acdc.seed = seed + 1  # type: ignore[misc]  # sections too
+    assert cfg.seed == seed and cfg.acdc.seed == seed
 
 
 def merge(base: dict, override: dict) -> dict:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from acdc_reference import reference_logits
 from acdc_support import batch_of, pair_rows, tokenizer
 
 from circuitlab.acdc import EAPConfig, eap_scores, edge_attribution, forward, patchable, prepare
 from circuitlab.errors import ConfigError
 from circuitlab.models import LoadedModel
+from reference.acdc import reference_logits
 from tiny_models import build_tiny
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from acdc_reference import reference_logits
 from acdc_support import REFUSED, SUPPORTED, batch_of, pair_rows, tokenizer
 from transformers import MistralConfig, MistralForCausalLM
 
@@ -21,6 +20,7 @@ from circuitlab.acdc import (
 )
 from circuitlab.errors import ConfigError, DatasetError, ModelError
 from circuitlab.models import LoadedModel, load_model
+from reference.acdc import reference_logits
 from tiny_models import DIMS, HEADS, save_tokenizer
 
 

@@ -7,11 +7,11 @@ import math
 from collections.abc import Callable
 
 import pytest
-from acdc_reference import reference_acdc
 
 import circuitlab.acdc.sequential as sequential_module
 from circuitlab.acdc import SweepConfig, sequential_acdc
 from circuitlab.errors import ConfigError
+from reference.acdc import reference_acdc
 
 SWEEP = SweepConfig(tao_bases=(1, 3), tao_exps=(-4, -3))
 

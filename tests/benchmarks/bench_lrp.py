@@ -41,7 +41,7 @@ from circuitlab.models import LoadedModel, load_model
 from circuitlab.prompts import PromptBatch, encode_rows
 from circuitlab.tasks.io import load_rows
 from circuitlab.types import TaskRow
-from lrp_reference import reference_attribution
+from reference.lrp import reference_attribution
 
 ROOT = Path(__file__).resolve().parents[2]
 TOY_MODEL = ROOT / "data" / "models" / "toy"

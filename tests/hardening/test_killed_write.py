@@ -12,13 +12,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from circuitlab.models.loading import load_model
 from circuitlab.tasks.io import load_rows
+from cli_support import run_fresh
 from pipeline_support import make_workdir, snakemake, snakemake_env
 
 KILLER = Path(__file__).parent / "killer"
@@ -31,14 +31,13 @@ TOY = {
 
 
 def circuitlab(*args: object, kill_at: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "WANDB_MODE": "disabled"}
+    """A fresh process (it may be killed), with the killer on its path when ``kill_at``."""
+    env = {}
     if kill_at:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(KILLER), env.get("PYTHONPATH")) if p)
+        path = os.environ.get("PYTHONPATH")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(KILLER), path) if p)
         env["CIRCUITLAB_KILL_AT"] = kill_at
-    return subprocess.run(
-        [sys.executable, "-m", "circuitlab.cli", *map(str, args)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    return run_fresh(*args, env=env)
 
 
 def leftovers(folder: Path) -> list[str]:

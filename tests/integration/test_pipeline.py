@@ -107,29 +107,39 @@ def test_an_artifact_edited_by_hand_is_set_aside_and_rebuilt(pipeline: Path) -> 
 
 @pytest.mark.slow
 def test_changing_one_task_reruns_only_that_task(pipeline: Path) -> None:
-    cfg = yaml.safe_load((pipeline / "config" / "config.yaml").read_text())
+    """The plan after one task's `n_test` changes holds that task's jobs and what reads them,
+    nothing else (Snakemake's dry run: the jobs a run would execute); the dataset job of that
+    plan really writes the new split; restoring the config restores the run (the shared run is
+    left as it was found, and an identical rewritten dataset reruns nothing downstream)."""
+    config = pipeline / "config" / "config.yaml"
+    original = config.read_text()
+    rows = pipeline / "data" / "datasets" / "capitals.jsonl"
+    cfg = yaml.safe_load(original)
     cfg["tasks"]["capitals"]["n_test"] = 5
-    (pipeline / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
-    proc = snakemake(pipeline)
-    assert jobs_run(proc) == {
-        "datasets": 1,
-        "check_dataset": 1,
-        "evaluate_model": 1,
-        "lrp_attribution": 1,
-        "lrp_circuit": 1,
-        "lrp_faithfulness": 1,
-        "acdc_circuit": len(EDGE_METHODS),
-        "acdc_evaluate": 1,
-        # steering measures side effects on every task's test split (the leakage matrix), so
-        # each steering job and the summary and report downstream of them rerun too
-        "steering": 4,
-        "caa_steering": 1,
-        "steering_summary": 1,
-        "report": 1,
-        "all": 1,
-    }
-    assert "capitals" in proc.stdout + proc.stderr
-    assert (
-        len(load_rows(pipeline / "data" / "datasets" / "tiny" / "capitals.jsonl", split="test"))
-        == 5
-    )
+    try:
+        config.write_text(yaml.safe_dump(cfg))
+        plan = snakemake(pipeline, "--dry-run")
+        assert jobs_run(plan) == {
+            "datasets": 1,
+            "check_dataset": 1,
+            "evaluate_model": 1,
+            "lrp_attribution": 1,
+            "lrp_circuit": 1,
+            "lrp_faithfulness": 1,
+            "acdc_circuit": len(EDGE_METHODS),
+            "acdc_evaluate": 1,
+            # steering measures side effects on every task's test split (the leakage matrix),
+            # so each steering job and the summary and report downstream of them rerun too
+            "steering": 4,
+            "caa_steering": 1,
+            "steering_summary": 1,
+            "report": 1,
+            "all": 1,
+        }
+        assert "capitals" in plan.stdout + plan.stderr
+        assert jobs_run(snakemake(pipeline, str(rows.relative_to(pipeline)))) == {"datasets": 1}
+        assert len(load_rows(rows, split="test")) == 5
+    finally:
+        config.write_text(original)
+        snakemake(pipeline, str(rows.relative_to(pipeline)))
+    assert jobs_run(snakemake(pipeline, "--dry-run")) == {}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from circuitlab.report.html import pct
+from circuitlab.report.view import pct
 from pipeline_support import TINY, snakemake
 from report.selfcontained import assert_self_contained
 

@@ -19,7 +19,7 @@ from circuitlab.lrp.attribution import (
 )
 from circuitlab.models import LoadedModel
 from circuitlab.prompts import encode_rows
-from lrp_reference import reference_attribution
+from reference.lrp import reference_attribution
 from tiny_models import build_tiny, make_rows
 
 

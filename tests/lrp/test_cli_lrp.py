@@ -37,7 +37,7 @@ BLACKLIST = json.dumps(
 
 def make_blacklist(monkeypatch, capsys, work: Path, out: Path) -> Path:
     code, err = call(
-        monkeypatch, capsys, "blacklist", "--model", work / "models" / "tiny",
+        "blacklist", "--model", work / "models" / "tiny",
         "--params", BLACKLIST, "--out", out, "--metrics", out.with_suffix(".metrics.json"),
     )  # fmt: skip
     assert code == 0, err
@@ -54,11 +54,11 @@ def run_lrp(
         "--data", work / "tiny" / "toy.jsonl", "--params", json.dumps(params),
         "--raw", raw, "--metrics", out / "attribution.json",
     ]  # fmt: skip
-    code, err = call(monkeypatch, capsys, *args, *(["--blacklist", blacklist] if blacklist else []))
+    code, err = call(*args, *(["--blacklist", blacklist] if blacklist else []))
     if code != 0:
         return code, err
     return call(
-        monkeypatch, capsys, "lrp-circuit", "--raw", raw, "--attribution",
+        "lrp-circuit", "--raw", raw, "--attribution",
         out / "attribution.json", "--params", json.dumps(params), "--out", out / "lrp.json",
         "--metrics", out / "m.json",
     )  # fmt: skip

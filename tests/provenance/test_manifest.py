@@ -4,14 +4,12 @@ Snakemake rebuilds it; `make accept` records what is on disk as current."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from circuitlab.provenance.manifest import EDITED, accept, altered, record_outputs, set_aside
+from cli_support import run
 
 
 def test_edited_and_deleted_outputs_are_found_set_aside_and_accepted(tmp_path: Path) -> None:
@@ -66,18 +64,16 @@ def test_a_damaged_record_never_stops_a_run(tmp_path: Path) -> None:
 
 
 def test_cli_records_its_outputs_and_lists_changes(tmp_path: Path) -> None:
-    env = {**os.environ, "CIRCUITLAB_RECORD": str(tmp_path), "WANDB_MODE": "disabled"}
+    env = {"CIRCUITLAB_RECORD": str(tmp_path)}
     out = tmp_path / "data" / "datasets" / "sva.jsonl"
-    cmd = [sys.executable, "-m", "circuitlab.cli"]
-    subprocess.run(
-        [*cmd, "datasets", "--task", "sva", "--out", str(out),
-         "--metrics", str(tmp_path / "data" / "metrics" / "datasets" / "sva.json")],
-        cwd=tmp_path, env=env, check=True, capture_output=True,
+    made = run(
+        "datasets", "--task", "sva", "--out", out,
+        "--metrics", tmp_path / "data" / "metrics" / "datasets" / "sva.json",
+        cwd=tmp_path, env=env,
     )  # fmt: skip
-    clean = subprocess.run([*cmd, "altered"], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, check=True)  # fmt: skip
-    assert clean.stdout == ""
+    assert made.returncode == 0, made.stderr
+    clean = run("altered", cwd=tmp_path, env=env)
+    assert clean.returncode == 0 and clean.stdout == ""
     out.write_text(out.read_text().replace('"train"', '"test"', 1))
-    changed = subprocess.run([*cmd, "altered"], cwd=tmp_path, env=env,
-                             capture_output=True, text=True, check=True)  # fmt: skip
+    changed = run("altered", cwd=tmp_path, env=env)
     assert changed.stdout.strip() == "edited since its job wrote it: data/datasets/sva.jsonl"

@@ -7,7 +7,6 @@ import json
 import math
 import re
 import struct
-import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -20,15 +19,11 @@ from circuitlab.blacklist.detect import Blacklist
 from circuitlab.errors import ArtifactError, ConfigError
 from circuitlab.io import write_json, write_text_atomic
 from circuitlab.lrp.circuit import NeuronCircuit
-from circuitlab.report.html import (
-    circuit_graph_png,
-    fmt,
-    load_report_inputs,
-    manifest_paths,
-    parse_manifest,
-    render_report,
-    write_report,
-)
+from circuitlab.report.manifest import load_report_inputs, manifest_paths, parse_manifest
+from circuitlab.report.plots import circuit_graph_png
+from circuitlab.report.render import render_report, write_report
+from circuitlab.report.view import fmt
+from cli_support import run
 from report.selfcontained import assert_self_contained
 
 METHODS = ("acdc", "eap")
@@ -354,9 +349,10 @@ def test_report_shows_each_sections_key_numbers(html: str) -> None:
 
 
 def test_acdc_graph_is_drawn_without_graphviz(monkeypatch: pytest.MonkeyPatch) -> None:
-    import circuitlab.report.html as mod
+    import circuitlab.report.plots as plots
+    import circuitlab.report.view as mod
 
-    monkeypatch.setattr(mod.shutil, "which", lambda name: None)
+    monkeypatch.setattr(plots.shutil, "which", lambda name: None)
     art = edge_circuit("acdc", "ioi")
     png = mod._acdc_graph(art, art.circuits[0], "digraph {}")
     assert png is not None and png.startswith("data:image/png;base64,")
@@ -409,36 +405,18 @@ def test_malformed_inputs_are_clear_errors(artifacts: dict[str, Any], tmp_path: 
     assert not (tmp_path / "index.html").exists()
 
 
-def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
-    """`circuitlab ARGS` in this process (the entry point's error handling included)."""
-    from circuitlab.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["circuitlab", *args])
-    with pytest.raises(SystemExit) as done:
-        main()
-        sys.exit(0)
-    return int(done.value.code or 0)
-
-
-def test_cli_writes_the_report_and_fails_cleanly(
-    artifacts: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+def test_cli_writes_the_report_and_fails_cleanly(artifacts: dict[str, Any], tmp_path: Path) -> None:
     out = tmp_path / "report" / "index.html"
-    assert (
-        run_cli(monkeypatch, "report", "--out", str(out), "--manifest", json.dumps(artifacts)) == 0
-    )
+    assert run("report", "--out", out, "--manifest", json.dumps(artifacts)).returncode == 0
     assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
     out.unlink()
     missing = json.loads(json.dumps(artifacts))
     missing["models"]["toy"]["blacklist"] = str(tmp_path / "nope.json")
-    capsys.readouterr()
-    code = run_cli(monkeypatch, "report", "--out", str(out), "--manifest", json.dumps(missing))
-    err = capsys.readouterr().err
-    assert code == 2 and "rule 'blacklist'" in err and "Traceback" not in err, err
-    assert not out.exists()
-    assert run_cli(monkeypatch, "report", "--out", str(out), "--manifest", "[1]") == 2
-    assert "must be a JSON object" in capsys.readouterr().err and not out.exists()
+    ran = run("report", "--out", out, "--manifest", json.dumps(missing))
+    assert ran.returncode == 2 and "rule 'blacklist'" in ran.stderr, ran.stderr
+    assert "Traceback" not in ran.stderr and not out.exists()
+    ran = run("report", "--out", out, "--manifest", "[1]")
+    assert ran.returncode == 2 and "must be a JSON object" in ran.stderr and not out.exists()
 
 
 @pytest.mark.parametrize(

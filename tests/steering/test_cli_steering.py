@@ -50,7 +50,7 @@ def steer_args(work: Path, out: Path, *, data: str = "tiny/capitals.jsonl", circ
 
 
 def test_steering_writes_artifacts(monkeypatch, capsys, work: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    code, err = call(monkeypatch, capsys, *steer_args(work, tmp_path))
+    code, err = call(*steer_args(work, tmp_path))
     assert code == 0, err
     rep = read_json(tmp_path / "lrp.json")
     assert rep["format"] == "circuitlab.steering/1" and rep["kind"] == "task"
@@ -86,7 +86,7 @@ def test_steering_bad_input_writes_nothing(  # type: ignore[no-untyped-def]
     else:
         kwargs["data"] = "bad/refusal.jsonl"
     out = tmp_path / "out"
-    code, err = call(monkeypatch, capsys, *steer_args(work, out, **kwargs))
+    code, err = call(*steer_args(work, out, **kwargs))
     assert code == 2 and match in err, err
     assert not out.exists() or not any(out.iterdir())
 
@@ -95,7 +95,7 @@ def test_caa_and_caa_steering(monkeypatch, capsys, work: Path, tmp_path: Path) -
     vec = tmp_path / "caa" / "refusal.safetensors"
     model, data = work / "models" / "tiny", work / "tiny" / "refusal.jsonl"
     code, err = call(
-        monkeypatch, capsys, "caa", "--model", model, "--data", data, "--params", CAA,
+        "caa", "--model", model, "--data", data, "--params", CAA,
         "--steering", STEER, "--out", vec, "--metrics", tmp_path / "caa.json",
     )  # fmt: skip
     assert code == 0, err
@@ -105,7 +105,7 @@ def test_caa_and_caa_steering(monkeypatch, capsys, work: Path, tmp_path: Path) -
     assert read_json(tmp_path / "caa.json")["layer"] == int(meta["layer"])
     out = tmp_path / "steer"
     code, err = call(
-        monkeypatch, capsys, "caa-steering", "--model", model, "--data", data, "--vectors", vec,
+        "caa-steering", "--model", model, "--data", data, "--vectors", vec,
         "--others", work / "tiny" / "capitals.jsonl", "--params", CAA, "--steering", STEER,
         "--out", out / "caa.json", "--metrics", out / "m.json", "--plot", out / "caa.png",
     )  # fmt: skip
@@ -116,7 +116,7 @@ def test_caa_and_caa_steering(monkeypatch, capsys, work: Path, tmp_path: Path) -
     # a layer outside the model: clear error, no vectors written
     bad = tmp_path / "bad" / "refusal.safetensors"
     code, err = call(
-        monkeypatch, capsys, "caa", "--model", model, "--data", data,
+        "caa", "--model", model, "--data", data,
         "--params", json.dumps({"layers": [7]}), "--steering", STEER, "--out", bad,
         "--metrics", tmp_path / "bad" / "m.json",
     )  # fmt: skip

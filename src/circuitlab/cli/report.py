@@ -21,7 +21,8 @@ def report(
     out: Path = typer.Option(..., callback=output_path, help="data/report/index.html"),
 ) -> None:
     """The self-contained HTML report of a run (figures inlined, nothing fetched)."""
-    from circuitlab.report.html import parse_manifest, write_report
+    from circuitlab.report.manifest import parse_manifest
+    from circuitlab.report.render import write_report
 
     write_report(parse_manifest(parse_json_option(manifest, "--manifest")), out)
     typer.echo(f"wrote {out}")

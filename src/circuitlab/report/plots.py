@@ -1,10 +1,15 @@
-"""Figures written next to the metrics (matplotlib, Agg backend, PNG)."""
+"""Every figure circuitlab draws (matplotlib, Agg backend): the PNG files written next to the
+metrics by the stages, and the figures drawn for the HTML report itself and inlined in it
+(training curve, edge-circuit graphs, Graphviz renderings, dose-response curves)."""
 
 from __future__ import annotations
 
+import base64
+import io
 import math
+import shutil
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -266,3 +271,147 @@ def steering_leakage(summary: Mapping[str, Any], path: str | Path, title: str) -
         fig.colorbar(im, ax=ax, shrink=0.8)
     fig.suptitle(title)
     _save(fig, path)
+
+
+# ------------------------------------------------------- figures inlined in the HTML report
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _fig_png(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    # no timestamp or software version in the PNG: same artifacts give the same bytes
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def loss_curve_png(curve: Sequence[Mapping[str, Any]], title: str) -> bytes | None:
+    points = [(p["step"], p["loss"]) for p in curve if p.get("loss") is not None]
+    if not points:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(layout="constrained", figsize=(6, 3))
+    ax.plot([s for s, _ in points], [v for _, v in points], lw=1.2)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("training loss")
+    lo, hi = min(v for _, v in points), max(v for _, v in points)
+    if lo > 0 and hi / lo > 10:  # log scale only when the loss falls by more than a decade
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    return _fig_png(fig)
+
+
+def circuit_graph_png(kept: Sequence[str], n_layers: int, title: str) -> bytes | None:
+    """Layered drawing of an edge circuit, used when Graphviz's `dot` is not installed:
+    embeddings at the top, unembedding at the bottom, one column per head index (a head's
+    Q/K/V inputs in a row just above its output, joined to it by a dotted line), MLPs and the
+    residual ends in the middle column."""
+    from circuitlab.acdc.graph import Node
+
+    pairs = [tuple(e.split("->", 1)) for e in kept]
+    if not pairs:
+        return None
+    nodes = sorted({n for p in pairs for n in p})
+    parsed = {n: Node.parse(n) for n in nodes}
+    heads = [p.head for p in parsed.values() if p.head is not None]
+    centre = (max(heads, default=0)) / 2
+    pos: dict[str, tuple[float, float]] = {}
+    for n, node in parsed.items():
+        row = float(node.graph_layer(n_layers))
+        if node.head is None:
+            pos[n] = (0.0, -row)
+        else:
+            x = 3.6 * (node.head - centre)
+            if node.qkv:
+                x += 1.15 * ("QKV".index(node.qkv) - 1)
+                row -= 0.45
+            pos[n] = (x, -row)
+    plt = _plt()
+    xs = [x for x, _ in pos.values()]
+    ys = [y for _, y in pos.values()]
+    fig, ax = plt.subplots(
+        layout="constrained",
+        figsize=(max(4.0, 0.4 * (max(xs) - min(xs)) + 2), 0.9 * (max(ys) - min(ys)) + 1.6),
+    )
+    for n, node in parsed.items():
+        out = f"A{node.layer}.{node.head}" if node.qkv else None
+        if out in pos:
+            (x0, y0), (x1, y1) = pos[n], pos[out]
+            ax.plot([x0, x1], [y0, y1], ls=":", color="#99a", lw=0.8, zorder=1)
+    for s, d in pairs:
+        ax.annotate(
+            "",
+            xy=pos[d],
+            xytext=pos[s],
+            arrowprops={"arrowstyle": "->", "color": "#5b7fa8", "lw": 0.9, "shrinkA": 9,
+                        "shrinkB": 9, "connectionstyle": "arc3,rad=0.08"},
+        )  # fmt: skip
+    for n, (x, y) in pos.items():
+        colour = "#fde9c8" if n.startswith("MLP") else "#dbe8f6" if n.startswith("A") else "#eee"
+        ax.text(x, y, n, ha="center", va="center", fontsize=7, zorder=3,
+                bbox={"boxstyle": "round,pad=0.25", "fc": colour, "ec": "#667"})  # fmt: skip
+    ax.set_xlim(min(xs) - 1.2, max(xs) + 1.2)
+    ax.set_ylim(min(ys) - 0.6, max(ys) + 0.6)
+    ax.axis("off")
+    ax.set_title(title, fontsize=9)
+    return _fig_png(fig)
+
+
+def dot_png(dot_text: str) -> bytes | None:
+    """The DOT text rendered by Graphviz, when the `dot` executable exists."""
+    if shutil.which("dot") is None:
+        return None
+    import graphviz
+
+    try:
+        return graphviz.Source(dot_text).pipe(format="png")
+    except (graphviz.ExecutableNotFound, graphviz.CalledProcessError):
+        return None
+
+
+def dose_response_png(
+    curves: Mapping[str, Sequence[tuple[float, float, float | None]]],
+    ylabel: str,
+    title: str,
+    controls: bool = True,
+) -> bytes | None:
+    """Effect against multiplier, one line per arm, ± interval band. With `controls`, the
+    first arm is the intervention and the others are drawn as (dashed, muted) controls."""
+    if not any(curves.values()):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(layout="constrained", figsize=(6, 3.4))
+    for i, (label, pts) in enumerate(curves.items()):
+        pts = sorted(p for p in pts if p[1] is not None)
+        if not pts:
+            continue
+        x = [p[0] for p in pts]
+        y = [p[1] for p in pts]
+        ci = [p[2] or 0.0 for p in pts]
+        control = (controls and i > 0) or "random" in label
+        ax.plot(x, y, "s--" if control else "o-", label=label, color=None if not control else
+                ["grey", "tab:olive", "tab:brown", "tab:pink"][(i - 1) % 4])  # fmt: skip
+        if any(ci):
+            ax.fill_between(x, [a - b for a, b in zip(y, ci, strict=True)],
+                            [a + b for a, b in zip(y, ci, strict=True)], alpha=0.2, linewidth=0,
+                            color=ax.lines[-1].get_color())  # fmt: skip
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_xlabel("multiplier")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return _fig_png(fig)
