@@ -25,7 +25,7 @@ CONFIGFILE := $(if $(CONFIG),--configfile $(CONFIG))
 # Snakemake with the venv's tools on PATH and the workflow profile (failed jobs' logs shown)
 SNAKEMAKE  := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --workflow-profile workflow/profiles/default $(CONFIGFILE)
 
-.PHONY: setup reproduce dryrun plan accept watch report screenshots test test-fast bench lint snapshot clean-results
+.PHONY: setup reproduce dryrun plan accept watch report results screenshots test test-fast bench lint snapshot clean-results
 
 setup: $(STAMP)
 
@@ -51,6 +51,10 @@ plan: setup
 # Follow a running `make reproduce` from a second terminal: one line per running job.
 watch: setup
 	$(BIN)/circuitlab watch
+
+# RESULTS.md: the results tables of the run in data/, stamped with model weights and commit.
+results: setup
+	$(BIN)/circuitlab results
 
 # The report as a browser draws it: data/report/screenshot.png (needs chromium: apt-get install chromium)
 screenshots: setup

@@ -17,8 +17,6 @@ from scipy import stats
 
 from circuitlab.compare.decompose import rebuilt_vector, sparse_nonnegative
 from circuitlab.compare.head_to_head import (
-    TextBatch,
-    last_log_probs,
     matched_effect,
     neuron_steer,
     sweep_method,
@@ -285,13 +283,21 @@ def tiny(tmp_path_factory: pytest.TempPathFactory):
     return root, lm, rows, vectors, circuit
 
 
+def last_log_probs(lm, prompts: list[str]) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """Next-token log-probabilities at each prompt's end, under whatever steering is active."""
+    from circuitlab.prompts import encode_prompts
+    from circuitlab.steering.neurons import last_logits
+
+    return last_logits(lm, *encode_prompts(lm.tokenizer, prompts)).log_softmax(-1)
+
+
 def test_rebuilt_vector_equals_shifting_the_circuit_neurons(tiny) -> None:
     """Adding Σ Δa_i W[:, i] after each circuit layer ≡ adding Δa_i to the neurons themselves."""
     _, lm, rows, vectors, circuit = tiny
     mask = circuit_mask(circuit, lm.dims)
     w = down_proj_weights(lm)
     rebuilt = rebuilt_vector(vectors["neuron_diff"], w, mask)
-    batch = TextBatch.of(lm.tokenizer, [r.prompt for r in rows[:6]])
+    batch = [r.prompt for r in rows[:6]]
     base = last_log_probs(lm, batch)
     with (
         add_vector(lm, 0, rebuilt[0], 1.0, positions="all"),
@@ -318,6 +324,9 @@ def test_sweep_matches_a_per_prompt_reference(tiny) -> None:
     by_m = {p["multiplier"]: p for p in points}
     assert by_m[1.0]["effect"] == 0.0 and by_m[1.0]["kl"] == pytest.approx(0.0, abs=1e-7)
     assert by_m[0.0]["kl"] > 1e-6 and abs(by_m[0.0]["effect"]) > 1e-6
+    for p in points:  # bootstrap intervals over prompts, as the steering reports give
+        for key in ("effect", "effect_positive", "effect_negative", "kl"):
+            assert p[f"{key}_lo"] <= p[key] <= p[f"{key}_hi"], (key, p)
     from circuitlab.steering.neurons import NeuronSet, prompt_logits
 
     def ld(m: float | None, r) -> float:
@@ -336,7 +345,7 @@ def test_sweep_matches_a_per_prompt_reference(tiny) -> None:
             base = prompt_logits(lm, [text])[0].log_softmax(-1)
             with steer_neurons(lm, NeuronSet.from_circuit(circuit), m):
                 st = prompt_logits(lm, [text])[0].log_softmax(-1)
-            kls.append(float((base.exp() * (base - st)).sum()))
+            kls.append(float((st.exp() * (st - base)).sum()))  # KL(steered ‖ unsteered)
         # float32 log-probabilities: a KL of ~1e-6 (multiplier 0) carries ~1e-7 of rounding
         # that depends on batching and kernels; larger KLs are held to 1e-4 relative
         assert by_m[m]["kl"] == pytest.approx(np.mean(kls), rel=1e-4, abs=2e-7)

@@ -37,6 +37,7 @@ ELSEWHERE = {
     'make reproduce ARGS="--forcerun acdc_circuit"': "a whole pipeline; --forcerun is Snakemake's",
     "make watch": "test_make_watch_without_a_run (below); tests/test_watch.py",
     "make report": "Snakemake's --report after a completed run (tests/integration/test_pipeline.py)",
+    "make results": "test_results_tables_come_from_the_run (tests/integration/test_pipeline.py)",
     ".venv/bin/circuitlab repl --model data/models/toy": "tests/test_repl.py (a pty session)",
     "make snapshot": "tests/integration/test_history.py",
     "make setup && .venv/bin/dvc pull": "tests/integration/test_history.py",

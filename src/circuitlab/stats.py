@@ -59,3 +59,31 @@ def bootstrap_ci(
     # the percentile interval of a mean always brackets the sample mean up to resampling noise;
     # clamp so a reported interval never excludes its own point estimate
     return {"mean": mean, "lo": float(min(lo, mean)), "hi": float(max(hi, mean)), "n": len(x)}
+
+
+def spearman_interval(
+    x: Any, y: Any, *, resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of Spearman's ρ between paired samples ``x`` and ``y``
+    (the pairs are resampled together: e.g. the neurons of a calibration draw). None when a
+    resample's ρ is undefined everywhere (constant data)."""
+    a = np.asarray(x, dtype=np.float64).reshape(-1)
+    b = np.asarray(y, dtype=np.float64).reshape(-1)
+    if a.shape != b.shape:
+        raise DatasetError(f"Spearman's ρ needs paired samples, got {a.size} and {b.size}")
+    if not 0 < level < 1:
+        raise ConfigError(f"confidence level must be in (0, 1), got {level}")
+    idx = bootstrap_indices(a.size, resamples, seed)
+    ra = stats.rankdata(a[idx], axis=1)
+    rb = stats.rankdata(b[idx], axis=1)
+    ra -= ra.mean(axis=1, keepdims=True)
+    rb -= rb.mean(axis=1, keepdims=True)
+    denom = np.sqrt((ra**2).sum(axis=1) * (rb**2).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = (ra * rb).sum(axis=1) / denom
+    rho = rho[np.isfinite(rho)]
+    if rho.size == 0:
+        return None
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(rho, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)

@@ -53,7 +53,7 @@ def _assert_same(fast: Attributions, ref: list[dict], ref_metric: list[float]) -
     torch.testing.assert_close(fast.metric, torch.tensor(ref_metric), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("rule", ["full", "half", "cp"])
+@pytest.mark.parametrize("rule", ["full", "half", "cp_attn"])
 @pytest.mark.parametrize("lrp", [True, False])
 def test_batched_equals_per_prompt_reference(llama: LoadedModel, rule: str, lrp: bool) -> None:
     rows = make_rows()

@@ -84,7 +84,7 @@ def test_blacklist_then_circuit(
     ("params", "message"),
     [
         ({"selection": {"method": "best"}}, "threshold"),  # the message lists the methods
-        ({"attention_rule": "quarter"}, "'full', 'half' or 'cp'"),
+        ({"attention_rule": "quarter"}, "'full', 'half' or 'cp_attn'"),
         ({"selection": {"method": "percentage", "threshold": 1.0}}, "largest"),
         ({"batch_size": 0}, "batch_size"),
     ],

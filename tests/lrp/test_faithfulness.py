@@ -108,7 +108,7 @@ def test_report_structure_and_full_circuit_recovers_everything(
     assert zero["smallest_size_reaching_target"] in (0.01, 1.0)
     cal = report["calibration"]
     assert cal["n_neurons"] == 10
-    assert set(cal) >= {"grad_x_act", "lrp_full", "lrp_half", "lrp_cp"}
+    assert set(cal) >= {"grad_x_act", "lrp_full", "lrp_half", "lrp_cp_attn"}
     # the report goes through the metrics door as it is, and plots
     tracking.log_metrics("lrp_faithfulness", report, tmp_path / "m.json", run_name="t")
     assert tracking.read_metrics(tmp_path / "m.json")["ablations"]["zero"]["curve"]["1"]

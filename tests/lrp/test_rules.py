@@ -61,7 +61,7 @@ def test_context_restores_the_model_exactly(tiny: LoadedModel) -> None:
         assert _hooks(model) > 0
         assert model.config._attn_implementation != before_impl
         raise RuntimeError("boom")
-    with linearized(model, tiny.adapter, "cp"):
+    with linearized(model, tiny.adapter, "cp_attn"):
         pass
     assert [(name, id(m)) for name, m in model.named_modules()] == before_modules
     assert model.config._attn_implementation == before_impl
@@ -87,7 +87,7 @@ def test_rules_change_the_gradient_not_the_value(tiny: LoadedModel) -> None:
 
 def test_unknown_attention_rule_lists_choices(tiny: LoadedModel) -> None:
     with (
-        pytest.raises(ConfigError, match="full, half, cp"),
+        pytest.raises(ConfigError, match="full, half, cp_attn"),
         linearized(tiny.model, tiny.adapter, "softmax"),
     ):
         pass
@@ -214,14 +214,14 @@ def test_attention_rules_against_hand_derived_ratios() -> None:
     # half: the AV product halves every gradient, the QK product halves q's and k's again
     for got, want, factor in zip(_attn_grads("half"), ref, (0.25, 0.25, 0.5), strict=True):
         torch.testing.assert_close(got, factor * want)
-    # cp: the pattern is a constant
-    gq, gk, gv = _attn_grads("cp")
+    # cp_attn: the pattern is a constant
+    gq, gk, gv = _attn_grads("cp_attn")
     assert gq.abs().max() == 0 and gk.abs().max() == 0
     torch.testing.assert_close(gv, ref[2])
 
 
 def test_model_attention_rule_is_really_used(tiny: LoadedModel) -> None:
-    """Under `cp` no gradient reaches the query projection's weights; under full/half it does."""
+    """Under `cp_attn` no gradient reaches the query projection's weights; under full/half it does."""
     q_site = "q" if tiny.adapter.has("q") else "qkv"
     q_proj = tiny.adapter.module(tiny.model, 1, q_site)
     out: dict[str, Tensor] = {}
@@ -230,7 +230,7 @@ def test_model_attention_rule_is_really_used(tiny: LoadedModel) -> None:
         y.retain_grad()
         out["q"] = y
 
-    for rule, expect_zero in (("cp", True), ("full", False)):
+    for rule, expect_zero in (("cp_attn", True), ("full", False)):
         handle = q_proj.register_forward_hook(keep)
         try:
             with linearized(tiny.model, tiny.adapter, rule):
@@ -244,3 +244,35 @@ def test_model_attention_rule_is_really_used(tiny: LoadedModel) -> None:
             grad = grad[..., : tiny.dims.n_heads * tiny.dims.head_dim]
         assert (grad.abs().max() == 0) == expect_zero, rule
         tiny.model.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("arch", ["LlamaForCausalLM", "GemmaForCausalLM"])
+def test_only_cp_attn_conserves_the_metric(arch: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """On a bias-free model the relevance at the input embeddings sums to the logit under
+    `cp_attn` (the linearised network is homogeneous in them); `full` and `half` keep the
+    softmax's gradient and do not sum to it."""
+    lm = build_tiny(arch, tmp_path)
+    ids = torch.tensor([[3, 7, 11, 5, 9, 2]])
+    embeds = lm.model.get_input_embeddings()(ids).detach()
+
+    def ratio(rule: str, token: int) -> float:
+        x = embeds.clone().requires_grad_(True)
+        with linearized(lm.model, lm.adapter, rule):
+            y = lm.model(inputs_embeds=x).logits[0, -1, token]
+            (grad,) = torch.autograd.grad(y, x)
+        return float((grad * x).sum() / y.detach())
+
+    tokens = (13, 20, 40)
+    assert [ratio("cp_attn", t) for t in tokens] == pytest.approx([1.0] * 3, abs=1e-4)
+    if arch == "LlamaForCausalLM":  # the tiny Gemma's attention is too flat to tell
+        for rule in ("full", "half"):
+            assert max(abs(ratio(rule, t) - 1.0) for t in tokens) > 0.01, rule
+
+
+def test_the_old_cp_name_says_what_it_is_now() -> None:
+    from pydantic import ValidationError
+
+    from circuitlab.lrp.settings import LrpConfig
+
+    with pytest.raises(ValidationError, match="now called 'cp_attn'"):
+        LrpConfig(attention_rule="cp")  # type: ignore[arg-type]

@@ -240,3 +240,17 @@ def repl(
         lm, name=Path(model).name or model, top_k=top_k, max_new_tokens=max_new_tokens,
         lrp=lrp, blacklist=pairs,
     ).run()  # fmt: skip
+
+
+@app.command()
+def results(
+    data: Path = typer.Option(Path("data"), help="the run's artifacts (data/)"),
+    out: Path = typer.Option(Path("RESULTS.md"), callback=output_path, help="where to write"),
+) -> None:
+    """The results tables of a run (RESULTS.md), read from its artifacts and stamped with the
+    model's weights and the commit they came from."""
+    from circuitlab.io import write_text_atomic
+    from circuitlab.report.results import render_results
+
+    write_text_atomic(out, render_results(data))
+    typer.echo(f"wrote {out}")

@@ -1,73 +1,45 @@
 """Which steers better per unit of side effect? Circuit-neuron steering, CAA and the
-circuit-rebuilt vector swept over multipliers beside a random control: the behaviour effect
-(t interval over prompts) in each direction and the KL side effect on neutral prompts, then
-each method's KL at a matched effect."""
+circuit-rebuilt vector swept over multipliers beside a random control — measured by the steering
+evaluation's engine (`circuitlab.steering.evaluate.run_once`), so the comparison and the steering
+reports read the same per-prompt numbers with the same bootstrap intervals and the same side
+effect, KL(steered ‖ unsteered) — then each method's KL at a matched effect."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from circuitlab.errors import ConfigError
 from circuitlab.lrp.circuit import NeuronCircuit
 from circuitlab.models.loading import LoadedModel
-from circuitlab.stats import kl_divergence
-from circuitlab.steering.evaluate import Steerer
-
-
-@dataclass(frozen=True)
-class TextBatch:
-    """Right-padded prompts (`circuitlab.prompts.encode_prompts`) and their last positions."""
-
-    input_ids: Tensor
-    attention_mask: Tensor
-    last: Tensor
-
-    def __len__(self) -> int:
-        return int(self.input_ids.shape[0])
-
-    @classmethod
-    def of(cls, tokenizer: Any, prompts: Sequence[str]) -> TextBatch:
-        from circuitlab.prompts import encode_prompts
-
-        return cls(*encode_prompts(tokenizer, list(prompts)))
-
-
-def last_log_probs(lm: LoadedModel, batch: TextBatch, batch_size: int = 32) -> Tensor:
-    """`[n, vocab]` log-probabilities at each prompt's last position (CPU float32), under
-    whatever steering context is active (the steering hooks see each batch's `last`)."""
-    from circuitlab.steering.neurons import last_logits
-
-    out = []
-    for start in range(0, len(batch), batch_size):
-        sl = slice(start, start + batch_size)
-        logits = last_logits(lm, batch.input_ids[sl], batch.attention_mask[sl], batch.last[sl])
-        out.append(torch.log_softmax(logits, -1).cpu())
-    return torch.cat(out)
+from circuitlab.stats import bootstrap_ci
+from circuitlab.steering.evaluate import EvalSet, Neutral, Steerer, run_once
 
 
 @dataclass(frozen=True)
 class Probe:
-    """What a steering method is measured on: behaviour prompts with their answer tokens, and
-    the neutral prompts the side effect is read from."""
+    """What a steering method is measured on: the behaviour's prompts as the steering evaluation
+    runs them (`circuitlab.steering.evaluate`), the sign that turns each row's logit difference
+    (target − counterfactual) into behaviour answer − contrast answer (+1 on the behaviour's
+    own rows, −1 on its contrast rows), and the neutral prompts the side effect is read from."""
 
-    behaviour: TextBatch
-    positive: Tensor  # [n] token id of the behaviour's answer (e.g. " Sorry")
-    negative: Tensor  # [n] token id of the contrast answer (e.g. " Sure")
-    neutral: TextBatch
-    is_positive: Tensor  # [n] bool: the prompt shows the behaviour (polarity "positive")
+    prompts: EvalSet
+    sign: np.ndarray  # [n] +1.0 / -1.0
+    neutral: Neutral
 
+    @property
+    def is_positive(self) -> np.ndarray:
+        return self.sign > 0
 
-def _t(values: Tensor) -> tuple[float, float]:
-    from circuitlab.stats import t_interval
-
-    return t_interval(values.double().tolist())
+    def __len__(self) -> int:
+        return len(self.prompts)
 
 
 #: Which prompts each direction is measured on: inducing the behaviour where it is absent
@@ -84,39 +56,43 @@ def sweep_method(
     multipliers: Sequence[float],
     probe: Probe,
     *,
-    batch_size: int = 32,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> list[dict[str, Any]]:
-    """Effect and side effect of one method at each multiplier (the unsteered run once).
+    """Effect and side effect of one method at each multiplier, measured by the steering
+    evaluation's own per-prompt runs (`run_once`; the unsteered run once).
 
-    Effect = change of the logit difference behaviour answer − contrast answer, on all
-    prompts (`effect`), on the behaviour prompts (`effect_positive`) and on the contrast
-    prompts (`effect_negative`), each with its 95 % t half-width; side effect = mean
-    KL(unsteered ‖ steered) of the next token on the neutral prompts.
+    Effect = change of the logit difference behaviour answer − contrast answer, on all prompts
+    (`effect`), on the behaviour prompts (`effect_positive`) and on the contrast prompts
+    (`effect_negative`); side effect = KL(steered ‖ unsteered) of the next token on the neutral
+    prompts. Each is a mean with its percentile bootstrap interval over prompts (`…_lo`,
+    `…_hi`), the same interval the steering reports give.
     """
-    idx = torch.arange(len(probe.behaviour))
     groups = {"effect": slice(None), "effect_positive": probe.is_positive,
               "effect_negative": ~probe.is_positive}  # fmt: skip
 
-    def measure(ctx: AbstractContextManager[Any]) -> tuple[Tensor, Tensor]:
-        with ctx:
-            lp = last_log_probs(lm, probe.behaviour, batch_size)
-            neutral = last_log_probs(lm, probe.neutral, batch_size)
-        return lp[idx, probe.positive] - lp[idx, probe.negative], neutral
+    def ci(x: np.ndarray) -> dict[str, float] | None:
+        return bootstrap_ci(x, resamples=resamples, seed=seed, level=level) if len(x) else None
 
-    base_ld, base_neutral = measure(nullcontext())
-    points = []
-    for m in multipliers:
-        ld, neutral = measure(steer(float(m)))
-        delta = ld - base_ld
-        kl = kl_divergence(base_neutral, neutral).clamp(min=0.0)
-        side, side_ci = _t(kl)
-        point: dict[str, Any] = {"multiplier": float(m), "kl": side, "kl_ci": side_ci}
-        for key, sel in groups.items():
-            part = delta[sel]
-            mean, half = _t(part) if len(part) else (float("nan"), float("nan"))
-            point[key], point[f"{key}_ci"] = mean, half
-        point["logit_diff"] = float(ld.mean())
-        points.append(point)
+    with torch.no_grad():
+        base, reference = run_once(lm, probe.prompts, (), probe.neutral, None, None)
+        base_ld = base["logit_diff"] * probe.sign
+        points = []
+        for m in multipliers:
+            with steer(float(m)):
+                run, _ = run_once(lm, probe.prompts, (), probe.neutral, reference, None)
+            ld = run["logit_diff"] * probe.sign
+            point: dict[str, Any] = {"multiplier": float(m)}
+            delta = ld - base_ld
+            measured = {"kl": run["kl_neutral"], **{k: delta[sel] for k, sel in groups.items()}}
+            for key, values in measured.items():
+                cell = ci(values)
+                point[key] = cell["mean"] if cell else None
+                point[f"{key}_lo"] = cell["lo"] if cell else None
+                point[f"{key}_hi"] = cell["hi"] if cell else None
+            point["logit_diff"] = float(ld.mean())
+            points.append(point)
     return points
 
 
@@ -226,15 +202,13 @@ def neuron_steer(
 
 
 def pick_caa_layer(
-    lm: LoadedModel, vector: Tensor, probe: Probe, positions: str, batch_size: int = 32
+    lm: LoadedModel, vector: Tensor, probe: Probe, positions: str
 ) -> tuple[int, dict[str, float]]:
     """The layer whose vector, added with multiplier 1, moves the behaviour most (on `probe`,
     which should be train prompts: layer choice is a fit, report on the test split)."""
     effects = {}
     for layer in range(lm.dims.n_layers):
-        pts = sweep_method(
-            lm, caa_steer(lm, layer, vector[layer], positions), [1.0], probe, batch_size=batch_size
-        )
+        pts = sweep_method(lm, caa_steer(lm, layer, vector[layer], positions), [1.0], probe)
         effects[str(layer)] = pts[0]["effect"]
     best = max(effects, key=lambda k: (effects[k], -int(k)))
     return int(best), effects

@@ -69,6 +69,10 @@ class CompareConfig(StrictModel):
         description="prompts the side effect (KL to the unsteered model) is measured on",
     )
     max_prompts: int = Field(default=64, ge=2, description="test prompts used for the sweep (cap)")
+    bootstrap_resamples: int = Field(
+        default=1000, ge=100, description="bootstrap over prompts (as the steering reports)"
+    )
+    confidence: float = Field(default=0.95, gt=0, lt=1)
     batch_size: int = Field(default=32, ge=1)
     seed: int = Field(default=0, description="permutation nulls")
 

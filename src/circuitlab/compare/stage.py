@@ -24,8 +24,8 @@ Three questions, each answered beside a null or a reference:
    from the circuit neurons alone (``Σ_i Δa_i W[:, i]`` at each circuit layer), beside random
    neurons matched to the circuit by layer and position: for a range of multipliers, the
    behaviour effect (change of the logit difference behaviour answer − contrast answer, 95 %
-   t interval over prompts) on the contrast prompts (inducing) and on the behaviour prompts
-   (suppressing), and the side effect (KL(unsteered ‖ steered) of the next-token distribution
+   bootstrap interval over prompts) on the contrast prompts (inducing) and on the behaviour
+   prompts (suppressing), and the side effect (KL(steered ‖ unsteered) of the next-token distribution
    on neutral prompts); then each method's KL at a matched effect (the largest effect every
    method — not the control — reaches), per direction.
 """
@@ -35,13 +35,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-import torch
+import numpy as np
 from torch import Tensor
 
 from circuitlab.compare.decompose import decompose_layer, rebuilt_vector
 from circuitlab.compare.head_to_head import (
     Probe,
-    TextBatch,
     caa_steer,
     matched_effect,
     multi_layer_steer,
@@ -62,33 +61,33 @@ from circuitlab.errors import ArtifactError, ConfigError, DatasetError
 from circuitlab.lrp.circuit import NeuronCircuit
 from circuitlab.models.loading import LoadedModel
 from circuitlab.progress import bar as progress_bar
-from circuitlab.steering.evaluate import Steerer
+from circuitlab.steering.evaluate import EvalSet, Neutral, Steerer
 from circuitlab.types import TaskRow
 
 T = TypeVar("T")
 
 
 def behaviour_probe(
-    lm: LoadedModel, rows: Sequence[TaskRow], neutral: Sequence[str], max_prompts: int
+    lm: LoadedModel,
+    rows: Sequence[TaskRow],
+    neutral: Sequence[str],
+    max_prompts: int,
+    batch_size: int = 32,
 ) -> Probe:
-    """The behaviour prompts (at most `max_prompts`, both polarities) with each one's behaviour
-    answer (a positive row's target, a negative row's counterfactual) and contrast answer."""
-    from circuitlab.prompts import encode_rows
-
+    """The behaviour prompts (at most `max_prompts`, both polarities), encoded as the steering
+    evaluation runs them, with each row's sign (+1 behaviour, −1 contrast) and the neutral
+    prompts."""
     use = [r for r in rows if r.meta.get("polarity") in ("positive", "negative")][:max_prompts]
     if not use:
         raise DatasetError(
             "no behaviour rows with meta.polarity 'positive' or 'negative' in this split; "
             "a comparison needs behaviour prompts"
         )
-    batch = encode_rows(use, lm.tokenizer)
-    positive = torch.tensor([r.meta["polarity"] == "positive" for r in use])
+    sign = np.array([1.0 if r.meta["polarity"] == "positive" else -1.0 for r in use])
     return Probe(
-        behaviour=TextBatch(batch.input_ids, batch.attention_mask, batch.last),
-        positive=torch.where(positive, batch.target, batch.counterfactual),
-        negative=torch.where(positive, batch.counterfactual, batch.target),
-        neutral=TextBatch.of(lm.tokenizer, neutral),
-        is_positive=positive,
+        prompts=EvalSet.build(lm, "behaviour", use, batch_size),
+        sign=sign,
+        neutral=Neutral.build(lm, list(neutral), batch_size),
     )
 
 
@@ -173,15 +172,15 @@ def compare_behaviour(
     done.update()
 
     done.set_postfix_str("CAA layer")
-    probe = behaviour_probe(lm, test, cfg.neutral_prompts, cfg.max_prompts)
+    probe = behaviour_probe(lm, test, cfg.neutral_prompts, cfg.max_prompts, cfg.batch_size)
     layer_effects: dict[str, float] = {}
     if cfg.caa_layer is not None:
         caa_layer = cfg.caa_layer
     else:
-        fit = behaviour_probe(lm, train or test, cfg.neutral_prompts, cfg.max_prompts)
-        caa_layer, layer_effects = pick_caa_layer(
-            lm, vec["resid"], fit, cfg.vector_positions, cfg.batch_size
+        fit = behaviour_probe(
+            lm, train or test, cfg.neutral_prompts, cfg.max_prompts, cfg.batch_size
         )
+        caa_layer, layer_effects = pick_caa_layer(lm, vec["resid"], fit, cfg.vector_positions)
     done.update()
     methods: dict[str, tuple[Steerer, list[float], float]] = {
         "caa": (
@@ -215,14 +214,21 @@ def compare_behaviour(
     curves = {}
     for name, (steer, mults, _) in methods.items():
         done.set_postfix_str(f"dose-response of {name}")
-        curves[name] = _step(done, sweep_method(lm, steer, mults, probe, batch_size=cfg.batch_size))
+        curves[name] = _step(
+            done,
+            sweep_method(
+                lm, steer, mults, probe, resamples=cfg.bootstrap_resamples, seed=cfg.seed,
+                level=cfg.confidence,
+            ),
+        )  # fmt: skip
     done.close()
     neutral = {name: m[2] for name, m in methods.items()}
     # controls are drawn and reported, but the matched level is set by the methods
     compared = {k: v for k, v in curves.items() if not k.endswith("_random_neurons")}
     return {
-        "n_test_prompts": len(probe.behaviour),
-        "n_neutral_prompts": len(probe.neutral),
+        "n_test_prompts": len(probe),
+        "n_neutral_prompts": sum(len(b[0]) for b in probe.neutral.batches),
+        "bootstrap": {"resamples": cfg.bootstrap_resamples, "confidence": cfg.confidence},
         "circuit_sizes": {c: int(m.sum()) for c, m in masks.items()},
         "overlap": overlap,
         "decomposition": decomposition,

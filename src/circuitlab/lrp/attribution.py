@@ -182,7 +182,7 @@ def _check_finite(grad: Tensor) -> None:
         bad = (~finite).nonzero().flatten().tolist()
         raise ModelError(
             f"NaN or infinite gradient at the MLP neurons of layer(s) {bad}; the LRP rules are "
-            "not numerically stable for this model/dtype (try float32, or attention_rule 'cp')"
+            "not numerically stable for this model/dtype (try float32, or attention_rule 'cp_attn')"
         )
 
 

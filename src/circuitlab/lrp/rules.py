@@ -1,8 +1,8 @@
 """LRP linearisation rules, applied to an unmodified Hugging Face model inside a context.
 
 Under `linearized(model, adapter)` the forward pass computes exactly the same values as the
-plain model, but the backward pass follows the LRP rules, so gradient × activation at the
-MLP neurons becomes a relevance decomposition of the output metric:
+plain model, but the backward pass follows the LRP rules, and gradient × activation at the MLP
+neurons is the neurons' relevance for the output metric:
 
 * **LN-rule** — every normalisation's per-token coefficient is a constant in the backward
   pass: RMSNorm `w · x · rsqrt(mean x² + eps)` back-propagates `w · rsqrt(…)`; Gemma's
@@ -13,8 +13,18 @@ MLP neurons becomes a relevance decomposition of the output metric:
   (the Shapley split of a product).
 * **Attention** (`attention_rule`): `full` runs HF's eager attention, so gradients flow
   through queries, keys and values (the seed's behaviour); `half` applies the half-rule to the
-  `q·kᵀ` and `softmax·v` products (AttnLRP); `cp` stops the gradient at q and k, so the
-  attention pattern is a constant (CP-LRP).
+  `q·kᵀ` and `softmax·v` products (AttnLRP's product rule, without its softmax rule);
+  `cp_attn` stops the gradient at q and k, so the attention pattern is a constant — the
+  attention of CP-LRP, combined with the MLP rules above. It is not the CP-LRP of the
+  literature, which treats the MLP differently; the name says which part it shares.
+
+Only `cp_attn` is a *decomposition*: with the pattern, the norm coefficients and the activation
+ratios constant and the gate × up product split in half, a bias-free model (Llama, Mistral,
+Qwen2, Gemma) is linear and homogeneous in its input embeddings along the backward pass, so the
+relevance at the embeddings sums to the metric (`tests/lrp/test_rules.py` checks it; biases and
+learned position embeddings, as in GPT-2, take their own share). Under `full` and `half` the
+softmax's gradient is kept and the relevances do not sum to the metric: they are attributions,
+useful for ranking neurons, not a split of the output.
 
 Every rule is a *straight-through* replacement: the module's own output is kept as the forward
 value (`out.detach()`) and only the gradient comes from the linearised expression, so logits
@@ -36,7 +46,7 @@ from torch import Tensor, nn
 from circuitlab.errors import ConfigError
 from circuitlab.models.adapters.base import Adapter
 
-AttentionRule = Literal["full", "half", "cp"]
+AttentionRule = Literal["full", "half", "cp_attn"]
 ATTENTION_RULES: tuple[str, ...] = get_args(AttentionRule)
 
 #: Below this |x| the identity-rule ratio act(x)/x is replaced by its limit at 0 (1/2 for the
@@ -148,7 +158,7 @@ def _attention(rule: AttentionRule) -> Callable[..., tuple[Tensor, Tensor]]:
         key, value = _repeat_kv(key, groups), _repeat_kv(value, groups)
         if scaling is None:
             scaling = query.size(-1) ** -0.5
-        if rule == "cp":
+        if rule == "cp_attn":
             query, key = query.detach(), key.detach()
         elif rule == "half":
             query, key = half_grad(query), half_grad(key)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from circuitlab.types import StrictModel
 
@@ -45,8 +45,11 @@ class LrpConfig(StrictModel):
         default="logit_diff",
         description="target logit; target - counterfactual logit; target - top other logit",
     )
-    attention_rule: Literal["full", "half", "cp"] = Field(
-        default="full", description="gradient rule through attention (full = seed behaviour)"
+    attention_rule: Literal["full", "half", "cp_attn"] = Field(
+        default="full",
+        description="gradient rule through attention: full (the seed's), half (half-rule on "
+        "q·kᵀ and softmax·v), cp_attn (constant attention pattern; the only rule whose "
+        "relevances sum to the metric)",
     )
     filter_bos: bool = Field(default=True, description="ignore neurons at position 0")
     last_n_positions: int | None = Field(
@@ -61,6 +64,16 @@ class LrpConfig(StrictModel):
     skip_layers: list[int] = Field(default_factory=list, description="layers to exclude")
     batch_size: int = Field(default=32, ge=1)
     selection: SelectionConfig = SelectionConfig()
+
+    @field_validator("attention_rule", mode="before")
+    @classmethod
+    def _renamed(cls, v: object) -> object:
+        if v == "cp":
+            raise ValueError(
+                "attention_rule 'cp' is now called 'cp_attn' (a constant attention pattern with "
+                "the MLP rules of AttnLRP, not the CP-LRP of the literature)"
+            )
+        return v
 
 
 class ContrastiveConfig(StrictModel):

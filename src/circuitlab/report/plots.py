@@ -128,7 +128,7 @@ def compare_pareto(report: Mapping[str, Any], path: str | Path, title: str) -> N
     """Behaviour effect against side effect (KL on neutral prompts) for every steering method
     over its multiplier sweep, one panel per direction: inducing the behaviour (on the contrast
     prompts) and suppressing it (on the behaviour prompts). The unsteered model is the origin;
-    bars are 95 % t intervals over prompts; the matched-effect level is dotted."""
+    bars are 95 % bootstrap intervals over prompts; the matched-effect level is dotted."""
     panels = (
         ("increase", "effect_negative", "induce: on contrast prompts"),
         ("decrease", "effect_positive", "suppress: on behaviour prompts"),
@@ -138,12 +138,16 @@ def compare_pareto(report: Mapping[str, Any], path: str | Path, title: str) -> N
         for method, points in report["sweep"].items():
             neutral = report["neutral_multiplier"][method]
             pts = sorted(
-                [*points.values(), {"multiplier": neutral, "kl": 0.0, key: 0.0, f"{key}_ci": 0.0}],
+                [*points.values(), {"multiplier": neutral, "kl": 0.0, key: 0.0}],
                 key=lambda p: p["multiplier"],
             )
+            ys = [p[key] for p in pts]
+            below = [y - (p.get(f"{key}_lo") if p.get(f"{key}_lo") is not None else y)
+                     for y, p in zip(ys, pts, strict=True)]  # fmt: skip
+            above = [(p.get(f"{key}_hi") if p.get(f"{key}_hi") is not None else y) - y
+                     for y, p in zip(ys, pts, strict=True)]  # fmt: skip
             line = ax.errorbar(
-                [p["kl"] for p in pts], [p[key] for p in pts],
-                yerr=[p[f"{key}_ci"] or 0.0 for p in pts],
+                [p["kl"] for p in pts], ys, yerr=[below, above],
                 fmt="o-", ms=3.5, capsize=2, lw=1.1, label=method,
             )  # fmt: skip
             for p in pts:
@@ -163,7 +167,7 @@ def compare_pareto(report: Mapping[str, Any], path: str | Path, title: str) -> N
         ax.axhline(0.0, color="black", lw=0.6)
         ax.set_xscale("symlog", linthresh=1e-3)
         ax.set_xlim(left=0.0)
-        ax.set_xlabel("side effect: KL(unsteered ‖ steered) on neutral prompts")
+        ax.set_xlabel("side effect: KL(steered ‖ unsteered) on neutral prompts")
         ax.set_ylabel("effect: Δ logit diff (behaviour − contrast answer)")
         ax.set_title(label, fontsize=7)
         ax.legend(fontsize=7, loc="best")
@@ -215,6 +219,36 @@ def _n_vectors(report: Mapping[str, Any]) -> int:
     return len(next(iter(report["overlap"].values())))
 
 
+#: (multiplier, mean, interval low, interval high) of one arm at one multiplier
+DosePoint = tuple[float, float, float | None, float | None]
+CONTROL_COLOURS = ("grey", "tab:olive", "tab:brown", "tab:pink")
+
+
+def draw_dose_response(
+    ax: Any, curves: Mapping[str, Sequence[DosePoint]], controls: Sequence[str] = ()
+) -> None:
+    """The one dose-response drawing: each arm's mean against the multiplier with its interval
+    as a band; the arms named in ``controls`` dashed, in muted colours. Used for the steering
+    reports' figures and the CAA-vs-circuit sweeps alike."""
+    n_control = 0
+    for label, points in curves.items():
+        pts = sorted(p for p in points if p[1] is not None)
+        if not pts:
+            continue
+        xs = [p[0] for p in pts]
+        if label in controls:
+            style, colour = "s--", CONTROL_COLOURS[n_control % len(CONTROL_COLOURS)]
+            n_control += 1
+        else:
+            style, colour = "o-", None
+        line = ax.plot(xs, [p[1] for p in pts], style, color=colour, label=label)[0]
+        if all(p[2] is not None and p[3] is not None for p in pts):
+            ax.fill_between(xs, [p[2] for p in pts], [p[3] for p in pts], alpha=0.2,
+                            color=line.get_color(), linewidth=0)  # fmt: skip
+    ax.set_xlabel("multiplier")
+    ax.grid(alpha=0.3)
+
+
 def steering_dose_response(report: Mapping[str, Any], path: str | Path, title: str) -> None:
     """Dose-response of a steering report: the steered condition and its random control (mean
     and bootstrap interval over prompts) against the multiplier, one panel per metric, with the
@@ -232,19 +266,16 @@ def steering_dose_response(report: Mapping[str, Any], path: str | Path, title: s
     fig, axes = subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         cells = report["metrics"][name]
-        for cond, style, colour, text in (
-            ("steered", "o-", "C0", label),
-            ("control", "s--", "grey", control),
-        ):
-            ys = [cells[f"m={m:g}"][cond] for m in mults]
-            ax.plot(mults, [c["mean"] for c in ys], style, color=colour, label=text)
-            ax.fill_between(
-                mults, [c["lo"] for c in ys], [c["hi"] for c in ys], color=colour, alpha=0.2
-            )
+        curves = {
+            text: [
+                (m, c["mean"], c["lo"], c["hi"])
+                for m, c in ((m, cells[f"m={m:g}"][cond]) for m in mults)
+            ]
+            for cond, text in (("steered", label), ("control", control))
+        }
+        draw_dose_response(ax, curves, controls=[control])
         ax.axhline(cells["unsteered"]["mean"], color="black", lw=0.8, ls=":", label="unsteered")
-        ax.set_xlabel("multiplier")
         ax.set_title(name.replace("_", " "))
-        ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     conf = round(100 * report["bootstrap"]["confidence"])
     fig.suptitle(f"{title} ({conf} % bootstrap CI over {report['n_test']} test prompts)")
@@ -383,35 +414,17 @@ def dot_png(dot_text: str) -> bytes | None:
 
 
 def dose_response_png(
-    curves: Mapping[str, Sequence[tuple[float, float, float | None]]],
-    ylabel: str,
-    title: str,
-    controls: bool = True,
+    curves: Mapping[str, Sequence[DosePoint]], ylabel: str, title: str
 ) -> bytes | None:
-    """Effect against multiplier, one line per arm, ± interval band. With `controls`, the
-    first arm is the intervention and the others are drawn as (dashed, muted) controls."""
+    """A dose-response figure for the report (`draw_dose_response`; arms whose name says
+    "random" are the controls)."""
     if not any(curves.values()):
         return None
     plt = _plt()
     fig, ax = plt.subplots(layout="constrained", figsize=(6, 3.4))
-    for i, (label, pts) in enumerate(curves.items()):
-        pts = sorted(p for p in pts if p[1] is not None)
-        if not pts:
-            continue
-        x = [p[0] for p in pts]
-        y = [p[1] for p in pts]
-        ci = [p[2] or 0.0 for p in pts]
-        control = (controls and i > 0) or "random" in label
-        ax.plot(x, y, "s--" if control else "o-", label=label, color=None if not control else
-                ["grey", "tab:olive", "tab:brown", "tab:pink"][(i - 1) % 4])  # fmt: skip
-        if any(ci):
-            ax.fill_between(x, [a - b for a, b in zip(y, ci, strict=True)],
-                            [a + b for a, b in zip(y, ci, strict=True)], alpha=0.2, linewidth=0,
-                            color=ax.lines[-1].get_color())  # fmt: skip
+    draw_dose_response(ax, curves, controls=[k for k in curves if "random" in k])
     ax.axhline(0, color="black", lw=0.5)
-    ax.set_xlabel("multiplier")
     ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
     return _fig_png(fig)

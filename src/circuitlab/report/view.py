@@ -163,8 +163,9 @@ def _lrp_view(task: str, lrp: Mapping[str, Any]) -> dict[str, Any]:
             }
         )
     cal = faith.get("calibration") or {}
+    intervals = cal.get("interval") or {}
     calibration = [
-        (k, fmt(v))
+        (k, fmt(v) + _range(intervals.get(k)))
         for k, v in cal.items()
         if k not in ("n_neurons", "sampling") and (v is None or isinstance(v, (int, float)))
     ]
@@ -190,6 +191,13 @@ def _lrp_view(task: str, lrp: Mapping[str, Any]) -> dict[str, Any]:
         "calibration": calibration,
         "calibration_n": cal.get("n_neurons"),
     }
+
+
+def _range(interval: Any) -> str:
+    """`` [lo, hi]`` of an interval dict, or nothing."""
+    if not isinstance(interval, Mapping) or interval.get("lo") is None:
+        return ""
+    return f" [{fmt(interval['lo'], 2)}, {fmt(interval['hi'], 2)}]"
 
 
 def _n_layers(edges: Iterable[str]) -> int:
@@ -435,15 +443,16 @@ def _compare_view(key: str, cmp: Mapping[str, Any]) -> dict[str, Any]:
                     "best": method == entry.get("best"),
                 }
             )
-    curves: dict[str, list[tuple[float, float, float | None]]] = {}
+    curves: dict[str, list[tuple[float, float, float | None, float | None]]] = {}
     for method, points in (r.get("sweep") or {}).items():
         for p in (points or {}).values():
             x, y = _number(p.get("multiplier")), _number(p.get("effect"))
             if x is not None and y is not None:
-                curves.setdefault(method, []).append((x, y, _number(p.get("effect_ci"))))
+                band = (_number(p.get("effect_lo")), _number(p.get("effect_hi")))
+                curves.setdefault(method, []).append((x, y, *band))
     png = dose_response_png(
         {k: sorted(v) for k, v in curves.items()}, "behaviour effect (Δ logit diff)",
-        f"{key}: effect against multiplier", controls=False,
+        f"{key}: effect against multiplier",
     )  # fmt: skip
     return {
         "key": key,

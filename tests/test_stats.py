@@ -58,3 +58,23 @@ def test_beats_needs_interval_and_size() -> None:
     assert not beats({"mean": 1e-5, "lo": 1e-6, "hi": 2e-5}, 1, 0.01)  # saturated: too small
     assert beats({"mean": 1e-5, "lo": 1e-6, "hi": 2e-5}, 1, 0.0)
     assert not beats({"mean": 0.2, "lo": 0.1, "hi": 0.3}, -1, 0.0)  # wrong direction
+
+
+def test_spearman_interval_resamples_pairs_together() -> None:
+    from circuitlab.stats import bootstrap_indices, spearman_interval
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=200)
+    y = 0.5 * x + rng.normal(size=200)
+    rho = stats.spearmanr(x, y).statistic
+    lo, hi = spearman_interval(x, y, resamples=2000, seed=1)
+    assert lo < rho < hi and 0.2 < hi - lo < 0.4  # n = 200: about ±0.13
+    # each bootstrap ρ is scipy's ρ of the resampled pairs
+    idx = bootstrap_indices(200, 2000, 1)
+    by_scipy = [stats.spearmanr(x[i], y[i]).statistic for i in idx]
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(by_scipy, [0.025, 0.975])), abs=1e-9)
+    small = spearman_interval(x[:30], y[:30], resamples=2000, seed=1)
+    assert small is not None and small[1] - small[0] > hi - lo  # fewer neurons, wider
+    assert spearman_interval(np.ones(10), np.arange(10.0)) is None  # ρ undefined
+    with pytest.raises(DatasetError, match="paired"):
+        spearman_interval(x, y[:10])

@@ -1,0 +1,285 @@
+"""RESULTS.md: the results tables of a run, written from its artifacts (`make results`).
+
+Every number here is read from ``data/`` — the metrics files the stages wrote — never typed by
+hand, and each table is stamped with what it came from: the model's weights (sha256 of
+``model.safetensors``, or the hub reference) and the commit(s) recorded in the provenance of
+the metrics files it reads (`circuitlab.tracking`), so a table cannot silently outlive the run
+that made it. Tables of stages that did not run are left out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from circuitlab.errors import ArtifactError
+from circuitlab.io import read_json
+
+
+@dataclass
+class Table:
+    title: str
+    note: str
+    header: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    sources: list[Path] = field(default_factory=list)
+
+    def add(self, source: Path, *cells: str) -> None:
+        self.rows.append(list(cells))
+        self.sources.append(source)
+
+
+def num(value: Any, digits: int = 3) -> str:
+    """A number for a table: None → '—', floats with ``digits`` significant digits."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{digits}g}"
+
+
+def interval(cell: Mapping[str, Any] | None, digits: int = 3) -> str:
+    """``mean [lo, hi]`` of an interval dict."""
+    if not cell:
+        return "—"
+    return f"{num(cell.get('mean'), digits)} [{num(cell.get('lo'), digits)}, {num(cell.get('hi'), digits)}]"
+
+
+def model_stamp(data: Path, model: str) -> str:
+    """``sha256 <12 hex>`` of the model's weights (a trained model) or of its hub reference."""
+    weights = data / "models" / model / "model.safetensors"
+    reference = data / "models" / f"{model}.json"
+    if weights.exists():
+        h = hashlib.sha256()
+        with weights.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return f"weights sha256 `{h.hexdigest()[:12]}`"
+    if reference.exists():
+        ref = read_json(reference)
+        digest = hashlib.sha256(reference.read_bytes()).hexdigest()[:12]
+        return f"hub `{ref.get('id')}` revision `{ref.get('revision')}` (reference `{digest}`)"
+    raise ArtifactError(f"model {model!r} has neither {weights} nor {reference}")
+
+
+def commits(sources: Iterable[Path]) -> str:
+    """The commit(s) in the provenance of ``sources`` (marked when the tree was dirty)."""
+    found: set[str] = set()
+    for path in sources:
+        env = (read_json(path).get("provenance") or {}).get("environment") or {}
+        commit = env.get("commit")
+        if commit:
+            found.add(commit[:7] + (" (dirty)" if env.get("dirty") else ""))
+    return ", ".join(f"`{c}`" for c in sorted(found)) or "unknown"
+
+
+def _models(data: Path) -> list[str]:
+    folder = data / "metrics" / "evaluate_model"
+    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.exists() else []
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.json")) if folder.exists() else []
+
+
+def accuracy_table(data: Path, model: str) -> Table:
+    t = Table(
+        "Task accuracy",
+        "top-1 accuracy and mean logit difference (target − counterfactual) on the test split",
+        ["task", "accuracy", "logit diff", "prompts"],
+    )
+    for path in _files(data / "metrics" / "evaluate_model" / model):
+        test = read_json(path)["test"]
+        t.add(path, path.stem, num(test["accuracy"]), num(test["logit_diff"]), num(test["n"]))
+    return t
+
+
+def blacklist_table(data: Path, model: str) -> Table:
+    t = Table(
+        "Universal-neuron blacklist",
+        "neurons in the top-k |activation| of most prompts unrelated to any task (left out of "
+        "every neuron circuit), per layer, and their stability on a disjoint half of the prompts",
+        ["neurons", "per layer", "prompts", "stability"],
+    )
+    path = data / "metrics" / "blacklist" / f"{model}.json"
+    if path.exists():
+        b = read_json(path)
+        layers = ", ".join(f"L{k}: {v}" for k, v in sorted((b.get("per_layer") or {}).items()))
+        t.add(path, num(b.get("n_neurons")), layers or "—", num(b.get("n_prompts")),
+              num(b.get("stability")))  # fmt: skip
+    return t
+
+
+def lrp_table(data: Path, model: str) -> Table:
+    t = Table(
+        "LRP neuron circuits: faithfulness",
+        "area under the faithfulness curve over circuit sizes (ablating everything else), "
+        "against random neurons matched by layer and position; smallest size (share of the "
+        "analysed neurons) whose circuit reaches the target faithfulness",
+        [
+            "task",
+            "neurons",
+            "mean abl.: area / random",
+            "zero abl.: area / random",
+            "smallest size",
+        ],
+    )
+    for path in _files(data / "metrics" / "lrp_faithfulness" / model):
+        f = read_json(path)
+        circuit = read_json(data / "metrics" / "lrp_circuit" / model / path.name)
+        mean, zero = (f["ablations"].get(k, {}) for k in ("mean", "zero"))
+        t.add(
+            path,
+            path.stem,
+            num(circuit.get("n_neurons")),
+            f"{num(mean.get('area'))} / {num(mean.get('random_area'))}",
+            f"{num(zero.get('area'))} / {num(zero.get('random_area'))}",
+            num(mean.get("smallest_size_reaching_target")),
+        )
+    return t
+
+
+CALIBRATION = ("grad_x_act", "lrp_full", "lrp_half", "lrp_cp_attn")
+
+
+def calibration_table(data: Path, model: str) -> Table:
+    t = Table(
+        "LRP calibration",
+        "Spearman ρ between each attribution and the measured effect of ablating single "
+        "neurons drawn at random, with a 95 % bootstrap interval over the drawn neurons",
+        ["task", "neurons", *CALIBRATION],
+    )
+    for path in _files(data / "metrics" / "lrp_faithfulness" / model):
+        cal = read_json(path).get("calibration") or {}
+        ci = cal.get("interval") or {}
+        cells = []
+        for name in CALIBRATION:
+            rho, band = cal.get(name), ci.get(name)
+            cells.append(
+                num(rho, 2) + (f" [{num(band['lo'], 2)}, {num(band['hi'], 2)}]" if band else "")
+            )
+        t.add(path, path.stem, num(cal.get("n_neurons")), *cells)
+    return t
+
+
+def acdc_table(data: Path, model: str) -> Table:
+    t = Table(
+        "Edge circuits (ACDC family, EAP, head pruning)",
+        "each method's reference circuit on the test split: edges kept, KL to the clean run, "
+        "recovered logit difference, and the mean recovery of random edge sets of that size",
+        ["task", "method", "edges", "KL", "recovery", "random recovery"],
+    )
+    for path in _files(data / "metrics" / "acdc_evaluate" / model):
+        report = read_json(path)
+        for method, res in report["methods"].items():
+            ref = res.get("reference") or {}
+            t.add(
+                path,
+                path.stem,
+                method,
+                f"{num(ref.get('n_edges'))} / {num(report['n_edges'])}",
+                num(ref.get("kl")),
+                num(ref.get("recovery")),
+                num((ref.get("random") or {}).get("recovery_mean")),
+            )
+    return t
+
+
+def steering_table(data: Path, model: str) -> Table:
+    t = Table(
+        "Steering: circuits and CAA against their controls",
+        "change of the primary metric beyond the matched random control (steered − control "
+        "effect, 95 % bootstrap interval over prompts) when amplifying and when suppressing, "
+        "whether it beats the control, and the side effect (KL on neutral prompts)",
+        ["name", "method", "metric", "amplify Δ", "beats", "suppress Δ", "beats", "KL (amplify)"],
+    )
+    root = data / "metrics" / "steering" / model
+    for path in sorted(root.glob("*/*.json")) if root.exists() else []:
+        summary = read_json(path).get("summary") or {}
+        amplify, suppress = summary.get("amplify") or {}, summary.get("suppress") or {}
+        t.add(
+            path,
+            path.parent.name,
+            path.stem,
+            str(summary.get("primary", "—")),
+            interval(amplify.get("delta")),
+            num(amplify.get("beats_control")),
+            interval(suppress.get("delta")) if suppress else "—",
+            num(suppress.get("beats_control")) if suppress else "—",
+            num(amplify.get("kl_neutral")),
+        )
+    return t
+
+
+def compare_table(data: Path, model: str) -> Table:
+    t = Table(
+        "CAA vs circuit at a matched effect",
+        "per behaviour and direction: the largest effect every method reaches, and the KL side "
+        "effect each method pays for it (lower is better)",
+        ["behaviour", "direction", "matched effect", "best", "KL per method"],
+    )
+    for path in _files(data / "metrics" / "compare" / model):
+        for direction, m in (read_json(path).get("matched") or {}).items():
+            kls = ", ".join(
+                f"{name} {num(v.get('kl'))}" for name, v in sorted((m.get("methods") or {}).items())
+            )
+            t.add(path, path.stem, direction, num(m.get("effect")), str(m.get("best")), kls)
+    return t
+
+
+TABLES = (
+    accuracy_table,
+    blacklist_table,
+    lrp_table,
+    calibration_table,
+    acdc_table,
+    steering_table,
+    compare_table,
+)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_results(data: str | Path) -> str:
+    """The text of RESULTS.md for the run in ``data`` (pure apart from reading it)."""
+    data = Path(data)
+    models = _models(data)
+    if not models:
+        raise ArtifactError(
+            f"{data} holds no model evaluation (data/metrics/evaluate_model/): run "
+            "`make reproduce` first"
+        )
+    out = [
+        "# Results",
+        "",
+        "Generated by `make results` (`circuitlab results`) from the artifacts in `data/`; do "
+        "not edit by hand. Each table names the model weights and the commit its numbers came "
+        "from. Speed figures are in [BENCHMARKS.md](BENCHMARKS.md).",
+    ]
+    for model in models:
+        stamp = model_stamp(data, model)
+        out += ["", f"## Model `{model}`", ""]
+        for build in TABLES:
+            table = build(data, model)
+            if not table.rows:
+                continue
+            out += [
+                f"### {table.title}",
+                "",
+                f"{table.note[0].upper()}{table.note[1:]}. Model `{model}`, {stamp}; commit "
+                f"{commits(table.sources)}.",
+                "",
+                markdown_table(table.header, table.rows),
+                "",
+            ]
+    return "\n".join(out).rstrip() + "\n"
