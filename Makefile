@@ -25,7 +25,7 @@ CONFIGFILE := $(if $(CONFIG),--configfile $(CONFIG))
 # Snakemake with the venv's tools on PATH and the workflow profile (failed jobs' logs shown)
 SNAKEMAKE  := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --workflow-profile workflow/profiles/default $(CONFIGFILE)
 
-.PHONY: setup reproduce dryrun plan accept watch report results screenshots test test-fast bench lint snapshot clean-results
+.PHONY: setup reproduce dryrun plan accept watch report results screenshots test test-unit test-integration test-slow test-fast bench lint snapshot clean-results
 
 setup: $(STAMP)
 
@@ -56,9 +56,11 @@ watch: setup
 results: setup
 	$(BIN)/circuitlab results
 
-# The report as a browser draws it: data/report/screenshot.png (needs chromium: apt-get install chromium)
+# The report as a browser draws it: data/report/screenshot.png (the whole page) and
+# first-screen.png (what a reader sees first); needs chromium: apt-get install chromium
 screenshots: setup
 	$(BIN)/circuitlab screenshot
+	$(BIN)/circuitlab screenshot --first-screen --out data/report/first-screen.png
 
 # Snakemake's own report of the last run (rules, runtimes, the figures marked report(...)).
 report: setup
@@ -71,11 +73,29 @@ accept: setup
 	CIRCUITLAB_ACCEPT=1 $(SNAKEMAKE) --cores 1 --touch
 	$(BIN)/circuitlab altered --accept
 
+# The whole suite, on two pytest-xdist workers (tests sharing a costly fixture stay on one:
+# tests/conftest.py). TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+PYTEST := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+XDIST   = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+
 test: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+	$(PYTEST) $(XDIST) $(ARGS)
+
+# By cost, as TransformerLens sorts its suite: unit tests (seconds each), integration tests (a
+# CLI, the REPL, TransformerLens, the bad-input and safety checks), and the slow ones (a whole
+# Snakemake pipeline or a toy-model training).
+test-unit: setup
+	$(PYTEST) $(XDIST) -m "not slow" --ignore=tests/integration --ignore=tests/hardening --ignore=tests/interop $(ARGS)
+
+test-integration: setup
+	$(PYTEST) $(XDIST) -m "not slow" tests/integration tests/hardening tests/interop $(ARGS)
+
+test-slow: setup
+	$(PYTEST) $(XDIST) -m slow $(ARGS)
 
 test-fast: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow"
+	$(PYTEST) $(XDIST) -m "not slow" $(ARGS)
 
 bench: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tests/benchmarks/run.py $(BENCH_ARGS)

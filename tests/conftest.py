@@ -24,3 +24,16 @@ def _offline_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`make test` runs two workers, `--dist loadgroup`), keep what shares
+    a costly fixture on one worker: every test of the shared tiny pipeline run together (it runs
+    once per worker that needs it), every other module's tests together (their module-scoped
+    fixtures are built once)."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        shared = {"pipeline_run", "pipeline"} & set(getattr(item, "fixturenames", ()))
+        group = "pipeline" if shared else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))

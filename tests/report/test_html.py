@@ -3,6 +3,7 @@ each section's key numbers, and a missing or malformed input is a clear error wi
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -20,7 +21,7 @@ from circuitlab.errors import ArtifactError, ConfigError
 from circuitlab.io import write_json, write_text_atomic
 from circuitlab.lrp.circuit import NeuronCircuit
 from circuitlab.report.manifest import load_report_inputs, manifest_paths, parse_manifest
-from circuitlab.report.plots import circuit_graph_png
+from circuitlab.report.plots import circuit_graph_svg
 from circuitlab.report.render import render_report, write_report
 from circuitlab.report.view import fmt
 from cli_support import run
@@ -163,9 +164,11 @@ def compare_report() -> dict[str, Any]:
                 f"{x:g}": {
                     "multiplier": x,
                     "effect": y,
-                    "effect_ci": 0.1,
+                    "effect_lo": y - 0.1,
+                    "effect_hi": y + 0.1,
                     "kl": abs(y) / 10,
-                    "kl_ci": 0.01,
+                    "kl_lo": abs(y) / 20,
+                    "kl_hi": abs(y) / 5,
                     "logit_diff": y,
                 }
                 for x, y in p
@@ -291,9 +294,40 @@ def html(artifacts: dict[str, Any]) -> str:
 
 
 def test_report_is_self_contained(html: str) -> None:
-    # 3 LRP tasks × 2 figures, 2 ACDC tasks × (evaluation + 2 graphs), loss curve, compare
-    # figure + its dose-response, steering figure and leakage matrix
-    assert assert_self_contained(html) >= 6 + 6 + 1 + 2 + 2
+    # 3 LRP tasks × 2 figures, 2 ACDC tasks × (evaluation + the reference method's graph), loss
+    # curve, compare figure + its dose-response, steering figure and leakage matrix
+    assert assert_self_contained(html) >= 6 + 4 + 1 + 2 + 2
+
+
+def test_the_first_screen_answers_the_headline_questions(html: str) -> None:
+    """Before any section: which circuits beat their controls, and CAA vs circuit at a
+    matched effect, read from the steering and compare reports."""
+    headline = html.split('<section class="headline"', 1)[1].split("</section>", 1)[0]
+    assert html.index('<section class="headline"') < html.index("At a glance")
+    assert "Which circuits beat their controls?" in headline
+    assert "1 of 1 steered circuits" in headline
+    assert "−0.432 [−0.61, −0.25]" in headline or "-0.432 [-0.61, -0.25]" in headline
+    assert "CAA vs circuit at a matched effect" in headline
+    assert "lrp_neurons: 0.0432" in headline and "<b>lrp_neurons</b>" in headline
+
+
+@pytest.mark.skipif(
+    __import__("circuitlab.report.screenshot", fromlist=["x"]).find_browser() is None,
+    reason="no Chromium here (apt-get install chromium)",
+)
+def test_the_headline_is_on_the_first_screen_in_chromium(html: str, tmp_path: Path) -> None:
+    """As a reader's browser lays the page out (1280 × 800 window): both headline tables
+    start on the first screen, before any scrolling."""
+    from circuitlab.report.screenshot import first_screen_layout
+
+    page = tmp_path / "index.html"
+    page.write_text(html, encoding="utf-8")
+    tables = ["section.headline div:nth-child(1) table", "section.headline div:nth-child(2) table"]
+    layout = first_screen_layout(page, tables, width=1280, height=800)
+    for selector in tables:
+        box = layout["found"][selector]
+        assert box is not None, selector
+        assert 0 <= box["top"] < layout["viewport"], (selector, box, layout["viewport"])
 
 
 def test_report_shows_each_sections_key_numbers(html: str) -> None:
@@ -354,9 +388,36 @@ def test_acdc_graph_is_drawn_without_graphviz(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(plots.shutil, "which", lambda name: None)
     art = edge_circuit("acdc", "ioi")
-    png = mod._acdc_graph(art, art.circuits[0], "digraph {}")
-    assert png is not None and png.startswith("data:image/png;base64,")
-    assert circuit_graph_png([], 1, "empty") is None
+    uri = mod._acdc_graph(art, art.circuits[0], "digraph {}")
+    assert uri is not None and uri.startswith("data:image/svg+xml;base64,")
+    svg = base64.b64decode(uri.split(",", 1)[1]).decode()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg
+    # every node of the circuit is drawn, as text (not a bitmap)
+    kept = art.circuits[0].kept
+    nodes = {n for e in kept for n in e.split("->")}
+    assert all(f">{n}<" in svg or n in svg for n in nodes), nodes
+    assert mod._acdc_graph(art, art.circuits[0], "digraph {}") == uri  # same bytes each time
+    assert circuit_graph_svg([], 1, "empty") is None
+
+
+def test_inlined_pngs_are_drawn_for_a_screen() -> None:
+    """A wide figure is inlined at screen width in a palette: a fraction of its bytes."""
+    import io
+
+    from PIL import Image
+
+    from circuitlab.report.plots import SCREEN_WIDTH, compact_png, data_uri, subplots
+
+    fig, ax = subplots(figsize=(16, 5))
+    ax.plot(range(100), [i**0.5 for i in range(100)])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    png = buf.getvalue()
+    small = compact_png(png)
+    image = Image.open(io.BytesIO(small))
+    assert image.width == SCREEN_WIDTH and image.mode == "P"
+    assert len(small) < len(png) / 2
+    assert data_uri(png) == "data:image/png;base64," + base64.b64encode(small).decode()
 
 
 def test_every_listed_input_is_read_and_a_missing_one_names_its_rule(

@@ -119,12 +119,19 @@ def screenshot(
     ),
     width: int = typer.Option(1280, min=320, help="window width (CSS pixels)"),
     height: int = typer.Option(60000, min=320, help="window height: the page is long"),
+    first_screen: bool = typer.Option(
+        False, help="only the first screen (a 1280 × 800 window), as a reader first sees it"
+    ),
 ) -> None:
     """A headless-Chromium screenshot of the report, to look at every figure as a browser
-    draws it (`make screenshots`)."""
+    draws it, or at its first screen (`make screenshots` writes both)."""
     from circuitlab.report.screenshot import screenshot as shoot
 
-    typer.echo(f"wrote {shoot(report, out, width=width, height=height)}")
+    if first_screen:
+        shot = shoot(report, out, width=width, height=800, whole_page=False)
+    else:
+        shot = shoot(report, out, width=width, height=height)
+    typer.echo(f"wrote {shot}")
 
 
 @app.command()

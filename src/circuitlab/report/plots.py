@@ -305,8 +305,48 @@ def steering_leakage(summary: Mapping[str, Any], path: str | Path, title: str) -
 
 
 # ------------------------------------------------------- figures inlined in the HTML report
+#: Inlined PNGs are drawn for a screen: at most this wide, in an adaptive palette of this many
+#: colours (plots are flat colours; the report shrinks about fourfold, tests/report).
+SCREEN_WIDTH = 900
+PALETTE = 128
+
+
+def compact_png(png: bytes, max_width: int = SCREEN_WIDTH, colours: int = PALETTE) -> bytes:
+    """``png`` at screen resolution (downscaled to ``max_width`` if wider) in an adaptive
+    palette, optimised: the bytes the report inlines. Deterministic."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png))
+    if image.width > max_width:
+        height = round(image.height * max_width / image.width)
+        image = image.convert("RGBA").resize((max_width, height), Image.Resampling.LANCZOS)
+    flat = image.convert("RGB").quantize(
+        colors=colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+    )
+    out = io.BytesIO()
+    flat.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
 def data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    """A PNG as an inline ``data:`` URI, compacted for the screen (`compact_png`)."""
+    return "data:image/png;base64," + base64.b64encode(compact_png(png)).decode("ascii")
+
+
+def svg_uri(svg: bytes) -> str:
+    """A vector figure as an inline ``data:`` URI."""
+    return "data:image/svg+xml;base64," + base64.b64encode(svg).decode("ascii")
+
+
+def _fig_svg(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    # fixed element ids and no date: the same figure gives the same bytes
+    with plt.rc_context({"svg.hashsalt": "circuitlab", "svg.fonttype": "none"}):
+        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def _fig_png(fig: Any) -> bytes:
@@ -345,8 +385,8 @@ def loss_curve_png(curve: Sequence[Mapping[str, Any]], title: str) -> bytes | No
     return _fig_png(fig)
 
 
-def circuit_graph_png(kept: Sequence[str], n_layers: int, title: str) -> bytes | None:
-    """Layered drawing of an edge circuit, used when Graphviz's `dot` is not installed:
+def circuit_graph_svg(kept: Sequence[str], n_layers: int, title: str) -> bytes | None:
+    """Layered drawing of an edge circuit (SVG), used when Graphviz's `dot` is not installed:
     embeddings at the top, unembedding at the bottom, one column per head index (a head's
     Q/K/V inputs in a row just above its output, joined to it by a dotted line), MLPs and the
     residual ends in the middle column."""
@@ -398,17 +438,17 @@ def circuit_graph_png(kept: Sequence[str], n_layers: int, title: str) -> bytes |
     ax.set_ylim(min(ys) - 0.6, max(ys) + 0.6)
     ax.axis("off")
     ax.set_title(title, fontsize=9)
-    return _fig_png(fig)
+    return _fig_svg(fig)
 
 
-def dot_png(dot_text: str) -> bytes | None:
-    """The DOT text rendered by Graphviz, when the `dot` executable exists."""
+def dot_svg(dot_text: str) -> bytes | None:
+    """The DOT text rendered by Graphviz as SVG, when the `dot` executable exists."""
     if shutil.which("dot") is None:
         return None
     import graphviz
 
     try:
-        return graphviz.Source(dot_text).pipe(format="png")
+        return graphviz.Source(dot_text).pipe(format="svg")
     except (graphviz.ExecutableNotFound, graphviz.CalledProcessError):
         return None
 

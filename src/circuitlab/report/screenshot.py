@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from circuitlab.errors import CircuitlabError
 
@@ -17,9 +18,12 @@ def find_browser() -> str | None:
     return next((b for b in map(shutil.which, BROWSERS) if b), None)
 
 
-def screenshot(page: Path, out: Path, *, width: int = 1280, height: int = 60000) -> Path:
+def screenshot(
+    page: Path, out: Path, *, width: int = 1280, height: int = 60000, whole_page: bool = True
+) -> Path:
     """Render ``page`` (a local HTML file) headless at ``width`` × ``height`` CSS pixels into
-    ``out`` (PNG; the report is one long page, so the window is tall)."""
+    ``out`` (PNG). ``whole_page``: the report is one long page, so the window is tall and the
+    blank rest is cut; otherwise the picture is the first screen exactly as a reader sees it."""
     browser = find_browser()
     if browser is None:
         raise CircuitlabError(
@@ -42,7 +46,7 @@ def screenshot(page: Path, out: Path, *, width: int = 1280, height: int = 60000)
             raise CircuitlabError(f"{browser} did not finish the screenshot in 300 s") from None
     if proc.returncode != 0 or not out.is_file():
         raise CircuitlabError(f"{browser} failed ({proc.returncode}): {proc.stderr[-500:]}")
-    if _crop_blank_bottom(out) >= height:
+    if whole_page and _crop_blank_bottom(out) >= height:
         raise CircuitlabError(
             f"the page is longer than {height} px: the screenshot {out} is cut; raise --height"
         )
@@ -63,3 +67,50 @@ def _crop_blank_bottom(png: Path) -> int:
     if bottom < rgb.height:
         rgb.crop((0, 0, rgb.width, min(bottom + 16, rgb.height))).save(png)
     return bottom
+
+
+#: Measures the elements a reader should see first, once the page has loaded, and writes the
+#: result into the DOM that `--dump-dom` prints.
+_PROBE = """<script>
+window.addEventListener("load", () => {
+  const out = {viewport: window.innerHeight, width: window.innerWidth, found: {}};
+  for (const sel of %s) {
+    const el = document.querySelector(sel);
+    const r = el && el.getBoundingClientRect();
+    out.found[sel] = r ? {top: r.top, bottom: r.bottom, left: r.left, right: r.right} : null;
+  }
+  document.body.setAttribute("data-layout", JSON.stringify(out));
+});
+</script>"""
+
+
+def first_screen_layout(
+    page: Path, selectors: list[str], *, width: int = 1280, height: int = 800
+) -> dict[str, Any]:
+    """Where each of ``selectors`` lies when Chromium opens ``page`` in a ``width`` × ``height``
+    window, as a reader first sees it: ``{"viewport": h, "width": w, "found": {selector:
+    {top, bottom, left, right} or None}}`` in CSS pixels (top < viewport: on the first
+    screen)."""
+    import html as html_lib
+    import json
+    import re
+
+    browser = find_browser()
+    if browser is None:
+        raise CircuitlabError("no Chromium found (apt-get install chromium)")
+    text = page.read_text(encoding="utf-8")
+    probe = _PROBE % json.dumps(selectors)
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "page.html"
+        copy.write_text(text.replace("</body>", probe + "</body>"), encoding="utf-8")
+        cmd = [
+            browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+            f"--user-data-dir={Path(tmp) / 'profile'}", f"--window-size={width},{height}",
+            "--virtual-time-budget=10000", "--dump-dom", copy.as_uri(),
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    found = re.search(r'data-layout="([^"]*)"', proc.stdout)
+    if proc.returncode != 0 or found is None:
+        raise CircuitlabError(f"{browser} did not lay out {page} ({proc.returncode}): "
+                              f"{proc.stderr[-500:]}")  # fmt: skip
+    return json.loads(html_lib.unescape(found.group(1)))

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 from circuitlab.errors import ArtifactError
 from circuitlab.report.manifest import LoadedReport, ModelResults
 from circuitlab.report.plots import (
-    circuit_graph_png,
+    circuit_graph_svg,
     data_uri,
     dose_response_png,
-    dot_png,
+    dot_svg,
     loss_curve_png,
+    svg_uri,
 )
 
 if TYPE_CHECKING:
@@ -209,13 +210,15 @@ def _n_layers(edges: Iterable[str]) -> int:
 
 
 def _acdc_graph(art: Any, ref: Any, dot_text: str | None) -> str | None:
-    png = dot_png(dot_text) if dot_text else None
-    if png is None:
+    """The circuit as a vector figure: Graphviz's rendering of its DOT file when `dot` is
+    installed, else circuitlab's layered drawing."""
+    svg = dot_svg(dot_text) if dot_text else None
+    if svg is None:
         n_layers = _n_layers(art.edges)
-        png = circuit_graph_png(
+        svg = circuit_graph_svg(
             ref.kept, n_layers, f"{art.task}: {art.method} ({ref.label}, {len(ref.kept)} edges)"
         )
-    return data_uri(png) if png else None
+    return svg_uri(svg) if svg else None
 
 
 def _near_tau_checks(art: CircuitArtifact, circuit: EdgeCircuit) -> list[dict[str, str]]:
@@ -271,7 +274,11 @@ def _acdc_view(task: str, acdc: Mapping[str, Any]) -> dict[str, Any]:
                 "n_forward": fmt(art.n_forward),
                 "n_backward": fmt(art.n_backward),
                 "seconds": fmt(art.seconds),
-                "graph": _acdc_graph(art, circuit, acdc["dots"].get(method)),
+                # one figure per idea: the reference method's circuit is drawn; the others
+                # are compared in the tables (their DOT files are in data/circuits/)
+                "graph": _acdc_graph(art, circuit, acdc["dots"].get(method))
+                if method == ref_method
+                else None,
                 "edges": [{"edge": e, "score": fmt(scores.get(e))} for e in top_edges[:20]],
                 "more_edges": max(0, len(top_edges) - 20),
                 "is_reference": method == ref_method,
@@ -550,12 +557,62 @@ def _unavailable(backend: str) -> str | None:
     return "; ".join(stage for stage, why in STAGES.items() if why)
 
 
+def _interval_text(cell: Any) -> str:
+    """``mean [lo, hi]`` of a bootstrap cell."""
+    if not isinstance(cell, Mapping):
+        return "—"
+    return f"{fmt(cell.get('mean'))} [{fmt(cell.get('lo'), 2)}, {fmt(cell.get('hi'), 2)}]"
+
+
+def _headline(m: ModelResults) -> dict[str, Any] | None:
+    """The first screen's two answers. Which circuits beat their controls: every steering
+    report's verdict at its strongest suppression and amplification (steered − matched random
+    control, bootstrap interval over test prompts). CAA vs circuit: per behaviour and
+    direction, each method's side effect at the effect every method reaches."""
+    beats = []
+    for name, st in m.steering.items():
+        for method, r in st["results"].items():
+            summary = r.get("summary") or {}
+            row = {"name": name, "method": method,
+                   "metric": str(summary.get("primary", "—")).replace("_", " ")}  # fmt: skip
+            for arm in ("suppress", "amplify"):
+                v = summary.get(arm)
+                row[arm] = _interval_text(v.get("delta")) if isinstance(v, Mapping) else "—"
+                row[f"{arm}_beats"] = v.get("beats_control") if isinstance(v, Mapping) else None
+            beats.append(row)
+    matched = []
+    for behaviour, cmp in m.compare.items():
+        for direction, entry in (cmp["result"].get("matched") or {}).items():
+            kls = {k: v.get("kl") for k, v in (entry.get("methods") or {}).items()}
+            circuit = {k: v for k, v in kls.items() if k != "caa" and v is not None}
+            best_circuit = min(circuit, key=circuit.__getitem__) if circuit else None
+            matched.append(
+                {
+                    "behaviour": behaviour,
+                    "direction": direction,
+                    "effect": fmt(entry.get("effect")),
+                    "caa_kl": fmt(kls.get("caa")),
+                    "circuit": best_circuit or "—",
+                    "circuit_kl": fmt(circuit.get(best_circuit)) if best_circuit else "—",
+                    "best": entry.get("best") or "—",
+                }
+            )
+    if not beats and not matched:
+        return None
+    return {
+        "beats": beats,
+        "n_beat": sum(bool(r["suppress_beats"]) or bool(r["amplify_beats"]) for r in beats),
+        "matched": matched,
+    }
+
+
 def build_view(loaded: LoadedReport) -> dict[str, Any]:
     models = []
     for name, m in loaded.models.items():
         models.append(
             {
                 "name": name,
+                "headline": _headline(m),
                 "unavailable": _unavailable(m.backend),
                 "summary": _summary_rows(name, m),
                 "training": _training_view(name, m.training) if m.training else None,
