@@ -482,7 +482,7 @@ def test_cli_writes_artifacts_and_nothing_on_error(tiny, tmp_path, monkeypatch, 
     code, err = run(good)
     assert code == 0, err
     art = json.loads((out / "c.json").read_text())
-    assert art["format"] == "circuitlab.compare/1" and art["behaviour"] == "b"
+    assert art["format"] == "circuitlab.compare/2" and art["behaviour"] == "b"
     metrics = json.loads((out / "m.json").read_text())
     assert metrics["overlap"]["contrastive"]["resid"]["total_overlap_p"] > 0
     assert (out / "p.png").stat().st_size > 0 and (out / "o.png").stat().st_size > 0

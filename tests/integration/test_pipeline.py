@@ -175,3 +175,31 @@ def test_results_tables_come_from_the_run(pipeline: Path, tmp_path: Path) -> Non
     assert all(f"### {t}" in text for t in titles), text[:2000]
     empty = run("results", "--data", tmp_path / "nothing", "--out", tmp_path / "R.md")
     assert empty.returncode == 2 and "make reproduce" in empty.stderr
+
+
+@pytest.mark.slow
+def test_every_artifact_reads_back_through_its_model_to_the_same_bytes(
+    pipeline: Path, tmp_path: Path
+) -> None:
+    """Each JSON artifact of the run is written through its typed model: reading it back and
+    writing it again gives the file's own bytes."""
+    from circuitlab.blacklist.detect import BlacklistFile
+    from circuitlab.compare.artifact import CompareReport
+    from circuitlab.io import read_json, write_json
+    from circuitlab.lrp.circuit import NeuronCircuitFile
+    from circuitlab.steering.artifact import SteeringReport
+
+    data = pipeline / "data"
+    kinds = {
+        SteeringReport: sorted((data / "steering").rglob("*.json")),
+        CompareReport: sorted((data / "compare").rglob("*.json")),
+        NeuronCircuitFile: sorted((data / "circuits").rglob("lrp.json"))
+        + sorted((data / "circuits").rglob("contrastive.json")),
+        BlacklistFile: sorted((data / "blacklists").glob("*.json")),
+    }
+    for kind, paths in kinds.items():
+        assert paths, kind.__name__
+        for path in paths:
+            again = write_json(tmp_path / "again.json", kind.load(path).to_json())
+            assert again.read_bytes() == path.read_bytes(), path
+            assert read_json(path)["format"] == kind.FORMAT

@@ -156,13 +156,27 @@ def test_circuit_round_trip_and_seed_keys(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
-        ([1, 2], "no 'neurons' mapping"),
-        ({"neurons": {"1,2": 0.1}}, "'1,2'"),
-        ({"neurons": {"1,2,3": "x"}}, "'1,2,3'"),
+        ([1, 2], "top level: Input should be a valid dictionary"),
+        ({"neurons": {"1,2": 0.1}, "n_neurons": 1}, "'1,2'"),
+        (
+            {"neurons": {"1,2,3": "x"}, "n_neurons": 1},
+            "neurons.1,2,3: Input should be a valid number",
+        ),
+        ({"model": None}, "model: Input should be a valid string"),
+        ({"n_neurons": 5}, "n_neurons=5 but 1 neurons listed"),
+        ("drop task", "task: Field required"),  # no silent defaults
     ],
 )
 def test_malformed_circuit_is_a_clear_error(tmp_path: Path, payload: object, message: str) -> None:
+    valid = NeuronCircuit({(0, -1, 3): 0.5}, "tiny", "toy", "lrp", n_layers=2, d_mlp=8).to_json()
+    if payload == "drop task":
+        valid.pop("task")
+        payload = valid
+    elif isinstance(payload, dict):
+        payload = {**valid, **payload}
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(payload))
-    with pytest.raises(ArtifactError, match=message):
+    with pytest.raises(ArtifactError) as err:
         NeuronCircuit.load(path)
+    assert message in str(err.value) and str(path) in str(err.value), str(err.value)
+    assert "'lrp_circuit' rule" in str(err.value)

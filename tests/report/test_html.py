@@ -17,6 +17,7 @@ import pytest
 from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit, save_circuit, to_dot
 from circuitlab.acdc.trace import EdgeTrace
 from circuitlab.blacklist.detect import Blacklist
+from circuitlab.compare.settings import CompareConfig
 from circuitlab.errors import ArtifactError, ConfigError
 from circuitlab.io import write_json, write_text_atomic
 from circuitlab.lrp.circuit import NeuronCircuit
@@ -136,6 +137,13 @@ def compare_report() -> dict[str, Any]:
         "lrp_neurons": [(0.0, -0.5), (1.0, 0.0), (2.0, 0.7777)],
     }
     return {
+        "format": "circuitlab.compare/2",
+        "model": "toy",
+        "behaviour": "refusal",
+        "circuits": {"lrp": "data/circuits/toy/refusal/lrp.json"},
+        "vectors": "data/caa/toy/refusal.safetensors",
+        "params": CompareConfig().model_dump(mode="json"),
+        "bootstrap": {"resamples": 1000, "confidence": 0.95},
         "n_test_prompts": 12,
         "n_neutral_prompts": 8,
         "circuit_sizes": {"lrp": 30},
@@ -166,6 +174,12 @@ def compare_report() -> dict[str, Any]:
                     "effect": y,
                     "effect_lo": y - 0.1,
                     "effect_hi": y + 0.1,
+                    "effect_positive": -y,
+                    "effect_positive_lo": -y - 0.1,
+                    "effect_positive_hi": -y + 0.1,
+                    "effect_negative": y,
+                    "effect_negative_lo": y - 0.1,
+                    "effect_negative_hi": y + 0.1,
                     "kl": abs(y) / 10,
                     "kl_lo": abs(y) / 20,
                     "kl_hi": abs(y) / 5,
@@ -178,6 +192,7 @@ def compare_report() -> dict[str, Any]:
         "neutral_multiplier": {"caa": 0.0, "lrp_neurons": 1.0},
         "matched": {
             "increase": {
+                "measured_on": "effect_negative",
                 "effect": 0.6,
                 "best": "lrp_neurons",
                 "methods": {
@@ -185,7 +200,12 @@ def compare_report() -> dict[str, Any]:
                     "lrp_neurons": {"max_effect": 0.7777, "kl": 0.0432, "effect_per_kl": 13.89},
                 },
             },
-            "decrease": {"effect": None, "best": None, "methods": {}},
+            "decrease": {
+                "measured_on": "effect_positive",
+                "effect": None,
+                "best": None,
+                "methods": {},
+            },
         },
     }
 
@@ -244,15 +264,18 @@ def write_artifacts(root: Path) -> dict[str, Any]:
     (d / "compare/pareto.png").write_bytes(tiny_png(3))
     m["compare"] = {"refusal": {"result": str(d / "compare/refusal.json"),
                                 "plots": [str(d / "compare/pareto.png")]}}  # fmt: skip
-    cell = {"mean": -0.4321, "lo": -0.61, "hi": -0.25}
+    cell = {"mean": -0.4321, "lo": -0.61, "hi": -0.25, "n": 24}
     steering = {
         "format": "circuitlab.steering/1", "name": "capitals", "kind": "task", "method": "lrp",
-        "steering": "neurons", "positions": "all", "n_test": 24, "n_neurons": 3,
-        "multipliers": [0.0, 1.0, 2.0], "random_seeds": 5, "metrics": {}, "samples": [],
+        "model": "toy", "steering": "neurons", "positions": "all", "n_test": 24, "n_neurons": 3,
+        "neurons_per_layer": {"0": 1, "1": 2}, "metric_names": ["logit_diff"],
+        "unsteered_multiplier": 1.0, "bootstrap": {"resamples": 1000, "confidence": 0.95},
+        "leakage": {}, "multipliers": [0.0, 1.0, 2.0], "random_seeds": 5, "metrics": {},
+        "samples": {},
         "summary": {
             "primary": "logit_diff", "unsteered": 2.5,
             "suppress": {"multiplier": 0.0, "steered_effect": cell, "delta": cell,
-                         "control_effect": {"mean": -0.0123, "lo": -0.05, "hi": 0.02},
+                         "control_effect": {"mean": -0.0123, "lo": -0.05, "hi": 0.02, "n": 24},
                          "beats_control": True, "kl_neutral": 0.0876, "kl_neutral_control": 0.01},
         },
     }  # fmt: skip

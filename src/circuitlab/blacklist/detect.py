@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import torch
+from pydantic import Field, model_validator
 from torch import Tensor
 
-from circuitlab.errors import ArtifactError, ConfigError, DatasetError
-from circuitlab.io import read_json, write_json
+from circuitlab.artifact import Artifact
+from circuitlab.errors import ConfigError, DatasetError
 from circuitlab.progress import bar as progress_bar
 from circuitlab.prompts import pad_id, right_pad
 
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     from circuitlab.models.loading import LoadedModel
 
 Pair = tuple[int, int]  # (layer, neuron)
-FORMAT = "circuitlab.blacklist/1"
 MIN_PROMPTS = 20
 
 #: (n_layers, d_mlp) of Llama-3.x-8B.
@@ -52,11 +52,6 @@ KNOWN_LLAMA31_8B: frozenset[Pair] = frozenset(
         (23, 306), (20, 3972), (18, 7417), (16, 1241), (13, 4208), (11, 11321),
         (10, 11570), (9, 4255), (7, 6673), (6, 5866), (5, 7012), (2, 4786),
     }
-)  # fmt: skip
-
-_FIELDS = (
-    "format", "neurons", "n_prompts", "top_k", "threshold_fraction", "min_count",
-    "stability", "known", "n_layers", "d_mlp", "n_neurons",
 )  # fmt: skip
 
 
@@ -141,100 +136,102 @@ class Blacklist:
             )
 
     # -------------------------------------------------------------------- JSON
+    def to_file(self) -> BlacklistFile:
+        return BlacklistFile(
+            neurons={f"{ly},{n}": c for (ly, n), c in sorted(self.neurons.items())},
+            n_prompts=self.n_prompts,
+            top_k=self.top_k,
+            threshold_fraction=self.threshold_fraction,
+            min_count=self.min_count,
+            stability=self.stability,
+            known=sorted(self.known),
+            n_layers=self.n_layers,
+            d_mlp=self.d_mlp,
+            n_neurons=len(self.pairs()),
+        )
+
     def to_json(self) -> dict[str, Any]:
         """JSON object; neurons as ``{"layer,neuron": count}``, known as ``[[layer, neuron]]``."""
-        return {
-            "format": FORMAT,
-            "neurons": {f"{ly},{n}": c for (ly, n), c in sorted(self.neurons.items())},
-            "n_prompts": self.n_prompts,
-            "top_k": self.top_k,
-            "threshold_fraction": self.threshold_fraction,
-            "min_count": self.min_count,
-            "stability": self.stability,
-            "known": [[ly, n] for ly, n in sorted(self.known)],
-            "n_layers": self.n_layers,
-            "d_mlp": self.d_mlp,
-            "n_neurons": len(self.pairs()),
-        }
+        return self.to_file().to_json()
+
+    @classmethod
+    def from_file(cls, f: BlacklistFile) -> Blacklist:
+        return cls(
+            neurons={_pair(k): c for k, c in f.neurons.items()},
+            n_prompts=f.n_prompts,
+            top_k=f.top_k,
+            threshold_fraction=f.threshold_fraction,
+            stability=f.stability,
+            known=sorted(f.known),
+            n_layers=f.n_layers,
+            d_mlp=f.d_mlp,
+        )
 
     @classmethod
     def from_json(cls, data: Any, source: str = "blacklist") -> Blacklist:
         """Parse and check `to_json` output; ArtifactError naming `source` and the problem."""
-
-        def bad(problem: str) -> ArtifactError:
-            return ArtifactError(
-                f"{source}: not a valid circuitlab blacklist ({problem}); rerun the 'blacklist' "
-                "rule to regenerate it"
-            )
-
-        if not isinstance(data, Mapping):
-            raise bad(f"expected a JSON object, got {type(data).__name__}")
-        if data.get("format") != FORMAT:
-            raise bad(f"format is {data.get('format')!r}, expected {FORMAT!r}")
-        missing = [k for k in _FIELDS if k not in data]
-        unknown = sorted(set(data) - set(_FIELDS))
-        if missing or unknown:
-            raise bad(f"missing keys {missing}, unknown keys {unknown}")
-        ints: dict[str, int] = {}
-        for key in ("n_prompts", "top_k", "n_layers", "d_mlp", "min_count", "n_neurons"):
-            value = data[key]
-            if not _is_int(value) or value < (0 if key == "n_neurons" else 1):
-                raise bad(f"{key} must be a positive integer, got {value!r}")
-            ints[key] = int(value)
-        n_layers, d_mlp, n_prompts = ints["n_layers"], ints["d_mlp"], ints["n_prompts"]
-        fraction = data["threshold_fraction"]
-        if not _is_number(fraction) or not 0 < fraction <= 1:
-            raise bad(f"threshold_fraction must be in (0, 1], got {fraction!r}")
-        stability = data["stability"]
-        if stability is not None and (not _is_number(stability) or not 0 <= stability <= 1):
-            raise bad(f"stability must be null or in [0, 1], got {stability!r}")
-        if not isinstance(data["neurons"], Mapping):
-            raise bad("'neurons' must map 'layer,neuron' to a count")
-        neurons: dict[Pair, int] = {}
-        for key, count in data["neurons"].items():
-            pair = _parse_pair(str(key).split(","), n_layers, d_mlp)
-            if pair is None or not _is_int(count) or not 1 <= count <= n_prompts:
-                raise bad(
-                    f"neuron entry {key!r}: {count!r} — keys must be 'layer,neuron' within "
-                    f"{n_layers} layers × {d_mlp} neurons and counts in 1..{n_prompts}"
-                )
-            neurons[pair] = int(count)
-        if not isinstance(data["known"], list):
-            raise bad("'known' must be a list of [layer, neuron] pairs")
-        known: list[Pair] = []
-        for item in data["known"]:
-            pair = _parse_pair(item, n_layers, d_mlp) if isinstance(item, list) else None
-            if pair is None:
-                raise bad(f"known entry {item!r} is not a [layer, neuron] pair within the shape")
-            known.append(pair)
-        out = cls(
-            neurons=neurons,
-            n_prompts=n_prompts,
-            top_k=ints["top_k"],
-            threshold_fraction=float(fraction),
-            stability=None if stability is None else float(stability),
-            known=sorted(known),
-            n_layers=n_layers,
-            d_mlp=d_mlp,
-        )
-        if ints["top_k"] > d_mlp:
-            raise bad(f"top_k={ints['top_k']} exceeds d_mlp={d_mlp}")
-        if ints["min_count"] != out.min_count:
-            raise bad(f"min_count={ints['min_count']} disagrees with threshold and n_prompts")
-        if any(c < out.min_count for c in neurons.values()):
-            raise bad(f"a neuron's count is below min_count={out.min_count}")
-        if ints["n_neurons"] != len(out.pairs()):
-            raise bad(f"n_neurons={ints['n_neurons']} but the file lists {len(out.pairs())}")
-        return out
+        return cls.from_file(BlacklistFile.parse(data, source))
 
     def save(self, path: str | Path) -> Path:
         """Write the JSON atomically (sorted keys: same list, same bytes)."""
-        return write_json(path, self.to_json())
+        return self.to_file().save(path)
 
     @classmethod
     def load(cls, path: str | Path) -> Blacklist:
         """Read a saved blacklist; ArtifactError when missing, not JSON, or malformed."""
-        return cls.from_json(read_json(path, rule="blacklist"), str(path))
+        return cls.from_file(BlacklistFile.load(path))
+
+
+Count = Annotated[int, Field(strict=True, ge=1)]
+
+
+class BlacklistFile(Artifact):
+    """The blacklist file `data/blacklists/{model}.json`, as written and read (`Blacklist`
+    holds the meaning)."""
+
+    FORMAT = "circuitlab.blacklist/1"
+    RULE = "blacklist"
+
+    neurons: dict[str, Annotated[int, Field(strict=True)]]  # "layer,neuron" → count
+    n_prompts: Count
+    top_k: Count
+    threshold_fraction: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+    min_count: Count
+    stability: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None
+    known: list[tuple[Annotated[int, Field(strict=True)], Annotated[int, Field(strict=True)]]]
+    n_layers: Count
+    d_mlp: Count
+    n_neurons: Annotated[int, Field(strict=True, ge=0)]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BlacklistFile:
+        shape = f"within {self.n_layers} layers × {self.d_mlp} neurons"
+        for key, count in self.neurons.items():
+            pair = _parse_pair(key.split(","), self.n_layers, self.d_mlp)
+            if pair is None or not 1 <= count <= self.n_prompts:
+                raise ValueError(
+                    f"neuron entry {key!r}: {count!r} — keys must be 'layer,neuron' {shape} and "
+                    f"counts in 1..{self.n_prompts}"
+                )
+        for item in self.known:
+            if _parse_pair(list(item), self.n_layers, self.d_mlp) is None:
+                raise ValueError(f"known entry {list(item)!r} is not a [layer, neuron] {shape}")
+        if self.top_k > self.d_mlp:
+            raise ValueError(f"top_k={self.top_k} exceeds d_mlp={self.d_mlp}")
+        need = required_count(self.threshold_fraction, self.n_prompts)
+        if self.min_count != need:
+            raise ValueError(f"min_count={self.min_count} disagrees with threshold and n_prompts")
+        if any(c < need for c in self.neurons.values()):
+            raise ValueError(f"a neuron's count is below min_count={need}")
+        listed = {_pair(k) for k in self.neurons} | set(self.known)
+        if self.n_neurons != len(listed):
+            raise ValueError(f"n_neurons={self.n_neurons} but the file lists {len(listed)}")
+        return self
+
+
+def _pair(key: str) -> Pair:
+    layer, neuron = key.split(",")
+    return int(layer), int(neuron)
 
 
 def _is_int(value: Any) -> bool:

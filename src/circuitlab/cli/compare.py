@@ -54,9 +54,10 @@ def compare(
     """CAA vectors vs neuron circuits of a behaviour: overlaps with permutation nulls, sparse
     decomposition, and circuit steering vs CAA vs the circuit-rebuilt vector per unit KL."""
     from circuitlab import tracking
+    from circuitlab.compare.artifact import CompareReport
     from circuitlab.compare.settings import CompareConfig
     from circuitlab.compare.stage import compare_behaviour, metrics_view
-    from circuitlab.io import require, write_json
+    from circuitlab.io import require
     from circuitlab.lrp.circuit import NeuronCircuit
     from circuitlab.report.plots import compare_overlap, compare_pareto
     from circuitlab.steering.caa import load_vectors
@@ -80,18 +81,16 @@ def compare(
     title = f"{name} / {behaviour}: CAA vs circuit"
     compare_pareto(report, pareto_plot, title)
     compare_overlap(report, overlap_plot, title)
-    write_json(
-        out,
+    CompareReport.model_validate(
         {
-            "format": "circuitlab.compare/1",
             "model": name,
             "behaviour": behaviour,
             "circuits": {n: str(p) for n, p in zip(names, circuits, strict=True)},
             "vectors": str(vectors),
             "params": cfg.model_dump(mode="json"),
             **report,
-        },
-    )
+        }
+    ).save(out)
     tracking.log_metrics(
         "compare", metrics_view(report), metrics, config=cfg, run_name=f"compare/{name}/{behaviour}"
     )

@@ -39,12 +39,12 @@ def _write_steering(
     report: dict[str, Any], out: Path, metrics: Path, plot: Path, stage: str, run: str, cfg: Any
 ) -> None:
     from circuitlab import tracking
-    from circuitlab.io import write_json
     from circuitlab.report.plots import steering_dose_response
+    from circuitlab.steering.artifact import SteeringReport
     from circuitlab.steering.stages import metrics_view
 
     steering_dose_response(report, plot, run)
-    write_json(out, {"format": "circuitlab.steering/1", **report})
+    SteeringReport.model_validate(report).save(out)
     tracking.log_metrics(stage, metrics_view(report), metrics, config=cfg, run_name=run)
 
 

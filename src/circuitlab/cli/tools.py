@@ -151,8 +151,9 @@ def export(
     from circuitlab.acdc.artifact import load_circuit
     from circuitlab.interop.tl import export_edges, export_neurons, pick_circuit
     from circuitlab.io import read_json, write_json
-    from circuitlab.lrp.circuit import FORMAT as NEURON_FORMAT
-    from circuitlab.lrp.circuit import NeuronCircuit
+    from circuitlab.lrp.circuit import NeuronCircuit, NeuronCircuitFile
+
+    NEURON_FORMAT = NeuronCircuitFile.FORMAT
 
     kind = read_json(circuit).get("format")
     if kind == EDGE_FORMAT:

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from circuitlab.errors import ArtifactError
-from circuitlab.io import read_json, write_json
-from circuitlab.types import NeuronKey
+from pydantic import field_validator, model_validator
 
-FORMAT = "circuitlab.neuron_circuit/1"
+from circuitlab.artifact import Artifact
+from circuitlab.types import NeuronKey
 
 
 @dataclass(frozen=True)
@@ -43,61 +42,103 @@ class NeuronCircuit:
     def top(self, k: int) -> list[tuple[NeuronKey, float]]:
         return sorted(self.neurons.items(), key=lambda kv: -abs(kv[1]))[:k]
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "model": self.model,
-            "task": self.task,
-            "method": self.method,
-            "params": self.params,
-            "metric_value": self.metric_value,
-            "n_prompts": self.n_prompts,
-            "n_layers": self.n_layers,
-            "d_mlp": self.d_mlp,
-            "n_neurons": len(self.neurons),
-            "neurons": {f"{ly},{p},{n}": v for (ly, p, n), v in sorted(self.neurons.items())},
+    def to_file(self) -> NeuronCircuitFile:
+        return NeuronCircuitFile(
+            model=self.model,
+            task=self.task,
+            method=self.method,
+            params=self.params,
+            metric_value=self.metric_value,
+            n_prompts=self.n_prompts,
+            n_layers=self.n_layers,
+            d_mlp=self.d_mlp,
+            n_neurons=len(self.neurons),
+            neurons={f"{ly},{p},{n}": v for (ly, p, n), v in sorted(self.neurons.items())},
             # the seed's Circuit fields
-            "prompt": f"[{self.n_prompts} prompts of {self.task}, method={self.method}]",
-            "target_token": f"[{self.task}]",
-            "total_logit_diff": self.metric_value,
-        }
+            prompt=f"[{self.n_prompts} prompts of {self.task}, method={self.method}]",
+            target_token=f"[{self.task}]",
+            total_logit_diff=self.metric_value,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return self.to_file().to_json()
 
     def save(self, path: str | Path) -> None:
-        write_json(path, self.to_json())
+        self.to_file().save(path)
+
+    @classmethod
+    def from_file(cls, f: NeuronCircuitFile) -> NeuronCircuit:
+        return cls(
+            neurons={key: f.neurons[text] for key, text in f.keys().items()},
+            model=f.model,
+            task=f.task,
+            method=f.method,
+            params=dict(f.params),
+            metric_value=f.metric_value,
+            n_prompts=f.n_prompts,
+            n_layers=f.n_layers,
+            d_mlp=f.d_mlp,
+        )
 
     @classmethod
     def from_json(cls, data: Any, source: str = "circuit") -> NeuronCircuit:
-        if not isinstance(data, dict) or not isinstance(data.get("neurons"), dict):
-            raise ArtifactError(f"{source}: not a neuron circuit (no 'neurons' mapping)")
-        neurons: dict[NeuronKey, float] = {}
-        bad = []
-        for key, value in data["neurons"].items():
-            parts = str(key).split(",")
-            try:
-                ly, p, n = (int(x) for x in parts)
-                neurons[(ly, p, n)] = float(value)
-            except (ValueError, TypeError):
-                bad.append(key)
-        if bad:
-            raise ArtifactError(
-                f"{source}: neuron keys must be 'layer,position,neuron' integers with a numeric "
-                f"value; bad: {', '.join(map(repr, bad[:5]))}"
-            )
-        try:
-            return cls(
-                neurons=neurons,
-                model=str(data.get("model", "")),
-                task=str(data.get("task", "")),
-                method=str(data.get("method", "lrp")),
-                params=dict(data.get("params", {})),
-                metric_value=float(data.get("metric_value", data.get("total_logit_diff", 0.0))),
-                n_prompts=int(data.get("n_prompts", 0)),
-                n_layers=int(data.get("n_layers", 0)),
-                d_mlp=int(data.get("d_mlp", 0)),
-            )
-        except (TypeError, ValueError) as exc:
-            raise ArtifactError(f"{source}: malformed circuit fields ({exc})") from exc
+        return cls.from_file(NeuronCircuitFile.parse(data, source, _rule(source)))
 
     @classmethod
     def load(cls, path: str | Path) -> NeuronCircuit:
-        return cls.from_json(read_json(path), str(path))
+        return cls.from_file(NeuronCircuitFile.load(path, _rule(path)))
+
+
+def _rule(path: str | Path) -> str:
+    """The rule that writes a neuron circuit file: by its name (`contrastive.json`)."""
+    return "contrastive_circuit" if Path(path).stem == "contrastive" else "lrp_circuit"
+
+
+class NeuronCircuitFile(Artifact):
+    """The file of a neuron circuit, as written and read. Keys ``"layer,position,neuron"``."""
+
+    FORMAT = "circuitlab.neuron_circuit/1"
+    RULE = "lrp_circuit"
+
+    model: str
+    task: str
+    method: str
+    params: dict[str, Any]
+    metric_value: float
+    n_prompts: int
+    n_layers: int
+    d_mlp: int
+    n_neurons: int
+    neurons: dict[str, float]
+    prompt: str
+    target_token: str
+    total_logit_diff: float
+
+    @field_validator("neurons")
+    @classmethod
+    def _keys(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k in v if _parse_key(k) is None]
+        if bad:
+            raise ValueError(
+                "neuron keys must be 'layer,position,neuron' integers; bad: "
+                + ", ".join(map(repr, bad[:5]))
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _count(self) -> NeuronCircuitFile:
+        if self.n_neurons != len(self.neurons):
+            raise ValueError(f"n_neurons={self.n_neurons} but {len(self.neurons)} neurons listed")
+        return self
+
+    def keys(self) -> dict[NeuronKey, str]:
+        """Each neuron's key as (layer, position, neuron) → its text in the file."""
+        return {_parse_key(k): k for k in self.neurons}  # type: ignore[misc]
+
+
+def _parse_key(text: str) -> NeuronKey | None:
+    try:
+        ly, p, n = (int(x) for x in str(text).split(","))
+    except (ValueError, TypeError):
+        return None
+    return (ly, p, n)

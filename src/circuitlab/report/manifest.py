@@ -182,7 +182,9 @@ def load_report_inputs(manifest: ReportManifest) -> LoadedReport:
     """Read every artifact the manifest lists (and nothing else); errors name the rule."""
     from circuitlab.acdc.artifact import CircuitArtifact
     from circuitlab.blacklist.detect import Blacklist
+    from circuitlab.compare.artifact import CompareReport
     from circuitlab.lrp.circuit import NeuronCircuit
+    from circuitlab.steering.artifact import SteeringReport
 
     models: dict[str, ModelResults] = {}
     for name, m in manifest.models.items():
@@ -225,7 +227,9 @@ def load_report_inputs(manifest: ReportManifest) -> LoadedReport:
                 k: "caa_steering" if k == "caa" else manifest.steering_rule for k in st.results
             }
             lm.steering[key] = {
-                "results": {k: _obj(p, rules[k]) for k, p in st.results.items()},
+                "results": {
+                    k: SteeringReport.parse(_obj(p, rules[k]), p) for k, p in st.results.items()
+                },
                 # by file stem: a method's figure is named after it ({method}.png)
                 "plots": {
                     Path(p).stem: _png(p, rules.get(Path(p).stem, manifest.steering_rule))
@@ -239,7 +243,7 @@ def load_report_inputs(manifest: ReportManifest) -> LoadedReport:
             }
         for key, cmp in m.compare.items():
             lm.compare[key] = {
-                "result": _obj(cmp.result, manifest.compare_rule),
+                "result": CompareReport.parse(_obj(cmp.result, manifest.compare_rule), cmp.result),
                 "plots": [_png(p, manifest.compare_rule) for p in cmp.plots],
             }
         models[name] = lm

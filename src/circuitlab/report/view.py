@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from circuitlab.compare.artifact import CompareReport
 from circuitlab.errors import ArtifactError
 from circuitlab.report.manifest import LoadedReport, ModelResults
 from circuitlab.report.plots import (
@@ -18,6 +19,7 @@ from circuitlab.report.plots import (
     loss_curve_png,
     svg_uri,
 )
+from circuitlab.steering.artifact import Arm, Interval, SteeringReport
 
 if TYPE_CHECKING:
     from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit
@@ -340,39 +342,45 @@ def _interval(cell: Any) -> str:
     return f"{fmt(cell['mean'])} [{fmt(cell['lo'], 2)}, {fmt(cell['hi'], 2)}]"
 
 
-def _steering_row(method: str, r: Mapping[str, Any]) -> dict[str, Any]:
+def _cell(cell: Interval | None) -> str:
+    """``mean [lo, hi]`` of a bootstrap interval."""
+    if cell is None:
+        return "—"
+    return f"{fmt(cell.mean)} [{fmt(cell.lo, 2)}, {fmt(cell.hi, 2)}]"
+
+
+def _steering_row(method: str, r: SteeringReport) -> dict[str, Any]:
     """One steering report (`circuitlab.steering`): the verdicts at the strongest suppression
     and amplification (and CAA's chosen multiplier) against the random control."""
-    summary = r.get("summary") or {}
-    if r.get("steering") == "vector":
-        what = f"CAA vector, layer {fmt(r.get('layer'))}, norm {fmt(r.get('vector_norm'))}"
+    if r.steering == "vector":
+        what = f"CAA vector, layer {fmt(r.layer)}, norm {fmt(r.vector_norm)}"
     else:
-        what = f"{fmt(r.get('n_neurons'))} neurons ({r.get('positions', 'all')} positions)"
+        what = f"{fmt(r.n_neurons)} neurons ({r.positions} positions)"
     arms = []
     for label in ("suppress", "amplify", "chosen"):
-        v = summary.get(label)
-        if not isinstance(v, Mapping):
+        arm: Arm | None = getattr(r.summary, label)
+        if arm is None:
             continue
         arms.append(
             {
                 "label": "chosen (validation)" if label == "chosen" else label,
-                "multiplier": fmt(v.get("multiplier")),
-                "steered": _interval(v.get("steered_effect")),
-                "control": _interval(v.get("control_effect")),
-                "delta": _interval(v.get("delta")),
-                "beats": bool(v.get("beats_control")),
-                "kl": fmt(v.get("kl_neutral")),
-                "kl_control": fmt(v.get("kl_neutral_control")),
+                "multiplier": fmt(arm.multiplier),
+                "steered": _cell(arm.steered_effect),
+                "control": _cell(arm.control_effect),
+                "delta": _cell(arm.delta),
+                "beats": arm.beats_control,
+                "kl": fmt(arm.kl_neutral),
+                "kl_control": fmt(arm.kl_neutral_control),
             }
         )
     return {
         "method": method,
         "what": what,
-        "primary": str(summary.get("primary", "—")).replace("_", " "),
-        "unsteered": fmt(summary.get("unsteered")),
-        "n_test": fmt(r.get("n_test")),
-        "multipliers": ", ".join(fmt(_number(m)) for m in r.get("multipliers") or []),
-        "seeds": fmt(r.get("random_seeds")),
+        "primary": r.summary.primary.replace("_", " "),
+        "unsteered": fmt(r.summary.unsteered),
+        "n_test": fmt(r.n_test),
+        "multipliers": ", ".join(fmt(m) for m in r.multipliers),
+        "seeds": fmt(r.random_seeds),
         "arms": arms,
     }
 
@@ -409,65 +417,63 @@ def _steering_summary_view(summary: Mapping[str, Any] | None) -> dict[str, Any] 
 def _compare_view(key: str, cmp: Mapping[str, Any]) -> dict[str, Any]:
     """CAA vs circuit (`circuitlab.compare`): overlap with nulls, matched-effect side effects,
     the multiplier sweep of every method, and the stage's own figures."""
-    r = cmp["result"]
-    caa = r.get("caa") or {}
+    r: CompareReport = cmp["result"]
+    chosen = " (chosen by effect)" if r.caa.layer_chosen else ""
     facts = [
-        ("test prompts", fmt(r.get("n_test_prompts"))),
-        ("neutral prompts", fmt(r.get("n_neutral_prompts"))),
-        ("CAA layer", fmt(caa.get("layer")) + (" (chosen by effect)" if caa.get("layer_chosen") else "")),
-        ("CAA vector norm", fmt(caa.get("vector_norm"))),
-        *((f"{c} circuit neurons", fmt(n)) for c, n in (r.get("circuit_sizes") or {}).items()),
-    ]  # fmt: skip
-    overlap = []
-    for circuit, per_vector in (r.get("overlap") or {}).items():
-        for vector, o in (per_vector or {}).items():
-            overlap.append(
-                {
-                    "circuit": circuit,
-                    "vector": vector,
-                    "total": f"{fmt(o.get('total_overlap'))} / {fmt(o.get('total_checked'))}",
-                    "total_null": fmt(o.get("total_overlap_null_mean")),
-                    "total_p": fmt(o.get("total_overlap_p")),
-                    "ve": pct(o.get("mean_variance_explained")),
-                    "ve_null": pct(o.get("mean_variance_explained_null_mean")),
-                    "ve_p": fmt(o.get("mean_variance_explained_p")),
-                    "top": f"{fmt(o.get('top_overlap'))} / {fmt(o.get('top_overlap_of'))}",
-                    "top_null": fmt(o.get("top_overlap_null_mean")),
-                    "top_p": fmt(o.get("top_overlap_p")),
-                }
-            )
-    matched = []
-    for direction, entry in (r.get("matched") or {}).items():
-        for method, v in (entry.get("methods") or {}).items():
-            matched.append(
-                {
-                    "direction": direction,
-                    "target": fmt(entry.get("effect")),
-                    "method": method,
-                    "max_effect": fmt(v.get("max_effect")),
-                    "kl": fmt(v.get("kl")),
-                    "per_kl": fmt(v.get("effect_per_kl")),
-                    "best": method == entry.get("best"),
-                }
-            )
-    curves: dict[str, list[tuple[float, float, float | None, float | None]]] = {}
-    for method, points in (r.get("sweep") or {}).items():
-        for p in (points or {}).values():
-            x, y = _number(p.get("multiplier")), _number(p.get("effect"))
-            if x is not None and y is not None:
-                band = (_number(p.get("effect_lo")), _number(p.get("effect_hi")))
-                curves.setdefault(method, []).append((x, y, *band))
+        ("test prompts", fmt(r.n_test_prompts)),
+        ("neutral prompts", fmt(r.n_neutral_prompts)),
+        ("CAA layer", fmt(r.caa.layer) + chosen),
+        ("CAA vector norm", fmt(r.caa.vector_norm)),
+        *((f"{c} circuit neurons", fmt(n)) for c, n in r.circuit_sizes.items()),
+    ]
+    overlap = [
+        {
+            "circuit": circuit,
+            "vector": vector,
+            "total": f"{fmt(o.total_overlap)} / {fmt(o.total_checked)}",
+            "total_null": fmt(o.total_overlap_null_mean),
+            "total_p": fmt(o.total_overlap_p),
+            "ve": pct(o.mean_variance_explained),
+            "ve_null": pct(o.mean_variance_explained_null_mean),
+            "ve_p": fmt(o.mean_variance_explained_p),
+            "top": f"{fmt(o.top_overlap)} / {fmt(o.top_overlap_of)}",
+            "top_null": fmt(o.top_overlap_null_mean),
+            "top_p": fmt(o.top_overlap_p),
+        }
+        for circuit, per_vector in r.overlap.items()
+        for vector, o in per_vector.items()
+    ]
+    matched = [
+        {
+            "direction": direction,
+            "target": fmt(entry.effect),
+            "method": method,
+            "max_effect": fmt(m.max_effect),
+            "kl": fmt(m.kl),
+            "per_kl": fmt(m.effect_per_kl),
+            "best": method == entry.best,
+        }
+        for direction, entry in r.matched.items()
+        for method, m in entry.methods.items()
+    ]
+    curves = {
+        method: sorted(
+            (p.multiplier, p.effect, p.effect_lo, p.effect_hi)
+            for p in points.values()
+            if p.effect is not None
+        )
+        for method, points in r.sweep.items()
+    }
     png = dose_response_png(
-        {k: sorted(v) for k, v in curves.items()}, "behaviour effect (Δ logit diff)",
-        f"{key}: effect against multiplier",
-    )  # fmt: skip
+        curves, "behaviour effect (Δ logit diff)", f"{key}: effect against multiplier"
+    )
     return {
         "key": key,
         "facts": facts,
         "overlap": overlap,
         "matched": matched,
         "sweep_plot": data_uri(png) if png else None,
-        "neutral": [(k, fmt(v)) for k, v in (r.get("neutral_multiplier") or {}).items()],
+        "neutral": [(k, fmt(v)) for k, v in r.neutral_multiplier.items()],
         "plots": [data_uri(p) for p in cmp["plots"]],
     }
 
@@ -521,13 +527,13 @@ def _summary_rows(name: str, m: ModelResults) -> list[dict[str, str]]:
             if ref_method not in acdc["circuits"]:
                 ref_method = next(iter(acdc["circuits"]), None)
             ref = _get(acdc, "evaluation", "methods", ref_method or "", "reference", default={})
-        results = _get(m.steering.get(task), "results", default={}) or {}
+        results = m.steering[task]["results"] if task in m.steering else {}
         st_method = "lrp" if "lrp" in results else next(iter(results), None)
-        suppress = _get(results.get(st_method), "summary", "suppress", default=None)
+        suppress = results[st_method].summary.suppress if st_method else None
         steer = "—"
-        if isinstance(suppress, Mapping):
-            verdict = "beats control" if suppress.get("beats_control") else "not beyond control"
-            steer = f"Δ {fmt(_get(suppress, 'delta', 'mean'))} ({st_method}, {verdict})"
+        if suppress is not None:
+            verdict = "beats control" if suppress.beats_control else "not beyond control"
+            steer = f"Δ {fmt(suppress.delta.mean)} ({st_method}, {verdict})"
         rows.append(
             {
                 "task": task,
@@ -557,13 +563,6 @@ def _unavailable(backend: str) -> str | None:
     return "; ".join(stage for stage, why in STAGES.items() if why)
 
 
-def _interval_text(cell: Any) -> str:
-    """``mean [lo, hi]`` of a bootstrap cell."""
-    if not isinstance(cell, Mapping):
-        return "—"
-    return f"{fmt(cell.get('mean'))} [{fmt(cell.get('lo'), 2)}, {fmt(cell.get('hi'), 2)}]"
-
-
 def _headline(m: ModelResults) -> dict[str, Any] | None:
     """The first screen's two answers. Which circuits beat their controls: every steering
     report's verdict at its strongest suppression and amplification (steered − matched random
@@ -572,29 +571,32 @@ def _headline(m: ModelResults) -> dict[str, Any] | None:
     beats = []
     for name, st in m.steering.items():
         for method, r in st["results"].items():
-            summary = r.get("summary") or {}
-            row = {"name": name, "method": method,
-                   "metric": str(summary.get("primary", "—")).replace("_", " ")}  # fmt: skip
-            for arm in ("suppress", "amplify"):
-                v = summary.get(arm)
-                row[arm] = _interval_text(v.get("delta")) if isinstance(v, Mapping) else "—"
-                row[f"{arm}_beats"] = v.get("beats_control") if isinstance(v, Mapping) else None
+            row: dict[str, Any] = {
+                "name": name,
+                "method": method,
+                "metric": r.summary.primary.replace("_", " "),
+            }
+            for label in ("suppress", "amplify"):
+                arm: Arm | None = getattr(r.summary, label)
+                row[label] = _cell(arm.delta) if arm else "—"
+                row[f"{label}_beats"] = arm.beats_control if arm else None
             beats.append(row)
     matched = []
     for behaviour, cmp in m.compare.items():
-        for direction, entry in (cmp["result"].get("matched") or {}).items():
-            kls = {k: v.get("kl") for k, v in (entry.get("methods") or {}).items()}
+        report: CompareReport = cmp["result"]
+        for direction, entry in report.matched.items():
+            kls = {k: v.kl for k, v in entry.methods.items()}
             circuit = {k: v for k, v in kls.items() if k != "caa" and v is not None}
             best_circuit = min(circuit, key=circuit.__getitem__) if circuit else None
             matched.append(
                 {
                     "behaviour": behaviour,
                     "direction": direction,
-                    "effect": fmt(entry.get("effect")),
+                    "effect": fmt(entry.effect),
                     "caa_kl": fmt(kls.get("caa")),
                     "circuit": best_circuit or "—",
-                    "circuit_kl": fmt(circuit.get(best_circuit)) if best_circuit else "—",
-                    "best": entry.get("best") or "—",
+                    "circuit_kl": fmt(circuit[best_circuit]) if best_circuit else "—",
+                    "best": entry.best or "—",
                 }
             )
     if not beats and not matched:

@@ -1,0 +1,75 @@
+"""One typed model per artifact file: its format name and version, written and read through it.
+
+Every JSON artifact a stage writes is a subclass of `Artifact`: the class names its format
+(``circuitlab.steering/1``) and the rule that makes it; `save` writes exactly the model's fields
+(sorted keys, so the same content gives the same bytes) and `load` validates the file against
+the model, so a missing, renamed or mistyped field is an `ArtifactError` that names the file,
+the field and the rule to rerun — never a silent default further down (DESIGN principle 7).
+Readers then use attributes, not ``dict.get``. No torch here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+from pydantic import ValidationError, model_validator
+
+from circuitlab.errors import ArtifactError
+from circuitlab.io import read_json, require, write_json
+from circuitlab.types import StrictModel
+
+
+class Artifact(StrictModel):
+    """Base of every artifact file. Subclasses set `FORMAT` (``circuitlab.<kind>/<version>``)
+    and `RULE` (the Snakemake rule that writes it)."""
+
+    FORMAT: ClassVar[str]
+    RULE: ClassVar[str]
+
+    format: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _format(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            found = data.get("format")
+            if found is None:
+                data = {"format": cls.FORMAT, **data}
+            elif found != cls.FORMAT:
+                raise ValueError(
+                    f"format is {found!r}, this circuitlab reads {cls.FORMAT!r} (written by "
+                    "another version)"
+                )
+        return data
+
+    @classmethod
+    def parse(cls, data: Any, source: str, rule: str | None = None) -> Self:
+        """Validate ``data`` (a loaded JSON value) as this artifact; ArtifactError naming the
+        source, each bad field and the rule that makes the file (``rule``: when another rule
+        than `RULE` wrote this one)."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'top level'}: {e['msg']}"
+                for e in exc.errors()[:8]
+            )
+            more = f" (and {exc.error_count() - 8} more)" if exc.error_count() > 8 else ""
+            raise ArtifactError(
+                f"{source} is not a valid {cls.FORMAT} artifact: {problems}{more}. Rerun the "
+                f"'{rule or cls.RULE}' rule to rewrite it"
+            ) from None
+
+    @classmethod
+    def load(cls, path: str | Path, rule: str | None = None) -> Self:
+        """Read and validate the artifact at ``path`` (a missing file names its rule)."""
+        return cls.parse(read_json(require(path, rule or cls.RULE)), str(path), rule)
+
+    def to_json(self) -> dict[str, Any]:
+        """The file's JSON object: every field that was given (optional fields a kind of
+        artifact does not have are left out, not written as null)."""
+        return self.model_dump(mode="json", exclude_unset=True) | {"format": self.FORMAT}
+
+    def save(self, path: str | Path) -> Path:
+        return write_json(path, self.to_json())

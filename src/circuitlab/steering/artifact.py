@@ -1,0 +1,88 @@
+"""The steering report `data/steering/{model}/{name}/{method}.json` as a typed artifact (neuron
+steering of a circuit, or a CAA vector): the dose-response of every metric with bootstrap
+intervals, the leakage row, the verdicts against the controls, sample generations. No torch."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from circuitlab.artifact import Artifact
+from circuitlab.types import StrictModel
+
+
+class Interval(StrictModel):
+    """A mean over prompts with its percentile bootstrap interval."""
+
+    mean: float
+    lo: float
+    hi: float
+    n: int
+
+
+class Cell(StrictModel):
+    """One metric at one multiplier: steered, control (mean of the random controls), their
+    difference, and each one's change from the unsteered model."""
+
+    steered: Interval
+    control: Interval
+    delta: Interval
+    steered_effect: Interval
+    control_effect: Interval
+
+
+class Arm(StrictModel):
+    """The verdict at one multiplier: does steering beat its control on the primary metric."""
+
+    multiplier: float
+    steered_effect: Interval
+    control_effect: Interval
+    delta: Interval
+    beats_control: bool
+    kl_neutral: float
+    kl_neutral_control: float | None = None  # not for CAA's chosen multiplier
+
+
+class Verdicts(StrictModel):
+    primary: str
+    unsteered: float | None = None
+    suppress: Arm | None = None
+    amplify: Arm | None = None
+    chosen: Arm | None = None  # CAA: the multiplier chosen on the validation prompts
+
+
+class Bootstrap(StrictModel):
+    resamples: int
+    confidence: float
+
+
+class SteeringReport(Artifact):
+    FORMAT = "circuitlab.steering/1"
+    RULE = "steering"
+
+    model: str
+    name: str
+    kind: Literal["task", "behaviour"]
+    method: str  # lrp, contrastive, caa
+    steering: Literal["neurons", "vector"]
+    positions: str
+    n_test: int
+    metric_names: list[str]
+    multipliers: list[float]
+    unsteered_multiplier: float
+    random_seeds: int
+    bootstrap: Bootstrap
+    #: metric → {"unsteered": Interval, "m=…": Cell}
+    metrics: dict[str, dict[str, Cell | Interval]]
+    #: other task → {"m=…": change of its accuracy}
+    leakage: dict[str, dict[str, float]]
+    summary: Verdicts
+    #: "unsteered" / "m=…" → the first generated texts (behaviours)
+    samples: dict[str, list[str]]
+    # neuron steering
+    n_neurons: int | None = None
+    neurons_per_layer: dict[str, int] | None = None
+    # a CAA vector
+    layer: int | None = None
+    site: str | None = None
+    chosen_multiplier: float | None = None
+    vector_norm: float | None = None
