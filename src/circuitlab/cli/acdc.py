@@ -12,7 +12,7 @@ from circuitlab.cli.app import (
     PARAMS_HELP,
     app,
     load_stage_model,
-    model_input,
+    model_option,
     output_path,
     parse_params,
 )
@@ -22,9 +22,7 @@ from circuitlab.errors import ConfigError
 @app.command("acdc-circuit")
 def acdc_circuit(
     method: str = typer.Option(..., help="acdc | acdc_approx | acdc_window | head_pruning | eap"),
-    model: Path = typer.Option(
-        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
-    ),
+    model: Path = model_option(),
     data: Path = typer.Option(
         ...,
         callback=CHECKED_ROWS_IN,
@@ -65,9 +63,7 @@ def acdc_circuit(
 
 @app.command("acdc-evaluate")
 def acdc_evaluate(
-    model: Path = typer.Option(
-        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
-    ),
+    model: Path = model_option(),
     data: Path = typer.Option(
         ...,
         callback=CHECKED_ROWS_IN,

@@ -163,6 +163,18 @@ ADAPTER_MODEL_IN = {
 }
 
 
+MODEL_HELP = "data/models/{model} directory or {model}.json reference"
+
+
+def model_option(rule: str | None = None) -> Any:
+    """The `--model` option every stage shares: the artifact must exist (the error names the
+    rule that makes it) and, for a ``rule`` that needs circuitlab's adapter, must not be a
+    model on the TransformerLens backend — both checked before any stage code loads."""
+    return typer.Option(
+        ..., callback=ADAPTER_MODEL_IN[rule] if rule else model_input, help=MODEL_HELP
+    )
+
+
 def load_stage_model(path: Path) -> LoadedModel:
     """A stage's model with its tokenizer (stages run text prompts): must exist and load."""
     from circuitlab.models import load_model

@@ -7,12 +7,12 @@ from pathlib import Path
 import typer
 
 from circuitlab.cli.app import (
-    ADAPTER_MODEL_IN,
     CAA_IN,
     CHECKED_ROWS_IN,
     PARAMS_HELP,
     app,
     load_stage_model,
+    model_option,
     output_path,
     parse_params,
 )
@@ -21,11 +21,7 @@ from circuitlab.errors import ConfigError
 
 @app.command()
 def compare(
-    model: Path = typer.Option(
-        ...,
-        callback=ADAPTER_MODEL_IN["compare"],
-        help="data/models/{model} directory or {model}.json reference",
-    ),
+    model: Path = model_option("compare"),
     data: Path = typer.Option(
         ...,
         callback=CHECKED_ROWS_IN,

@@ -12,6 +12,7 @@ from circuitlab.cli.app import (
     ROWS_IN,
     app,
     model_input,
+    model_option,
     output_path,
     parse_params,
 )
@@ -49,9 +50,7 @@ def datasets(
 
 @app.command("check-dataset")
 def check_dataset(
-    model: Path = typer.Option(
-        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
-    ),
+    model: Path = model_option(),
     data: Path = typer.Option(..., callback=ROWS_IN, help="data/datasets/{task}.jsonl"),
     on_invalid: str = typer.Option("fail", help="fail | drop"),
     out: Path = typer.Option(

@@ -8,13 +8,13 @@ from pathlib import Path
 import typer
 
 from circuitlab.cli.app import (
-    ADAPTER_MODEL_IN,
     ATTRIBUTION_IN,
     BLACKLIST_IN,
     CHECKED_ROWS_IN,
     PARAMS_HELP,
     app,
     load_stage_model,
+    model_option,
     output_path,
     parse_params,
 )
@@ -23,11 +23,7 @@ from circuitlab.errors import ConfigError, DatasetError
 
 @app.command()
 def blacklist(
-    model: Path = typer.Option(
-        ...,
-        callback=ADAPTER_MODEL_IN["blacklist"],
-        help="data/models/{model} directory or {model}.json reference",
-    ),
+    model: Path = model_option("blacklist"),
     params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `blacklist` section)"),
     out: Path = typer.Option(..., callback=output_path, help="data/blacklists/{model}.json"),
     metrics: Path = typer.Option(
@@ -70,11 +66,7 @@ def blacklist(
 
 @app.command("lrp-attribution")
 def lrp_attribution(
-    model: Path = typer.Option(
-        ...,
-        callback=ADAPTER_MODEL_IN["lrp_attribution"],
-        help="data/models/{model} directory or {model}.json reference",
-    ),
+    model: Path = model_option("lrp_attribution"),
     data: Path = typer.Option(
         ...,
         callback=CHECKED_ROWS_IN,
@@ -164,11 +156,7 @@ def lrp_circuit(
 
 @app.command("lrp-faithfulness")
 def lrp_faithfulness(
-    model: Path = typer.Option(
-        ...,
-        callback=ADAPTER_MODEL_IN["lrp_faithfulness"],
-        help="data/models/{model} directory or {model}.json reference",
-    ),
+    model: Path = model_option("lrp_faithfulness"),
     data: Path = typer.Option(
         ...,
         callback=CHECKED_ROWS_IN,
@@ -234,11 +222,7 @@ def lrp_faithfulness(
 
 @app.command("contrastive-circuit")
 def contrastive_circuit(
-    model: Path = typer.Option(
-        ...,
-        callback=ADAPTER_MODEL_IN["contrastive_circuit"],
-        help="data/models/{model} directory or {model}.json reference",
-    ),
+    model: Path = model_option("contrastive_circuit"),
     data: Path = typer.Option(
         ...,
         callback=CHECKED_ROWS_IN,

@@ -12,7 +12,7 @@ from circuitlab.cli.app import (
     PARAMS_HELP,
     app,
     load_stage_model,
-    model_input,
+    model_option,
     output_dir,
     output_path,
     parse_json_option,
@@ -80,9 +80,7 @@ def model_ref(
 
 @app.command("evaluate-model")
 def evaluate_model(
-    model: Path = typer.Option(
-        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
-    ),
+    model: Path = model_option(),
     data: Path = typer.Option(
         ..., callback=CHECKED_ROWS_IN, help="data/datasets/{model}/{task}.jsonl"
     ),

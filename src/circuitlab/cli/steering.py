@@ -9,7 +9,6 @@ from typing import Any
 import typer
 
 from circuitlab.cli.app import (
-    ADAPTER_MODEL_IN,
     CAA_IN,
     CHECKED_ROWS_IN,
     CIRCUIT_IN,
@@ -18,7 +17,7 @@ from circuitlab.cli.app import (
     _set_threads,
     app,
     load_stage_model,
-    model_input,
+    model_option,
     output_path,
     parse_params,
 )
@@ -50,11 +49,7 @@ def _write_steering(
 
 @app.command()
 def steering(
-    model: Path = typer.Option(
-        ...,
-        callback=ADAPTER_MODEL_IN["steering"],
-        help="data/models/{model} directory or {model}.json reference",
-    ),
+    model: Path = model_option("steering"),
     data: Path = typer.Option(
         ...,
         callback=CHECKED_ROWS_IN,
@@ -102,9 +97,7 @@ def steering(
 
 @app.command()
 def caa(
-    model: Path = typer.Option(
-        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
-    ),
+    model: Path = model_option(),
     data: Path = typer.Option(
         ...,
         callback=CHECKED_ROWS_IN,
@@ -149,9 +142,7 @@ def caa(
 
 @app.command("caa-steering")
 def caa_steering(
-    model: Path = typer.Option(
-        ..., callback=model_input, help="data/models/{model} directory or {model}.json reference"
-    ),
+    model: Path = model_option(),
     data: Path = typer.Option(
         ...,
         callback=CHECKED_ROWS_IN,
