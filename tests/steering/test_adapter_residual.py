@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from steering_reference import hf_layers
 from torch import Tensor
 
 from circuitlab.errors import ModelError
+from reference.steering import hf_layers
 from tiny_models import CASES, build_tiny
 
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from steering_reference import PROMPTS, hf_down_weight, hf_layers, mean_difference
 
 from circuitlab.errors import ArtifactError
 from circuitlab.models import LoadedModel
@@ -23,6 +22,7 @@ from circuitlab.steering import (
     prompt_logits,
     save_vectors,
 )
+from reference.steering import PROMPTS, hf_down_weight, hf_layers, mean_difference
 
 POS = [*PROMPTS[:2], "w50 w51"]
 NEG = [*PROMPTS[2:], "w12 w13 w14 w15 w16"]
@@ -132,3 +132,26 @@ def test_vectors_round_trip(tmp_path: Path) -> None:
     with pytest.raises(SteeringError, match="strings"):
         save_vectors(tmp_path / "m.safetensors", vecs, {"n": 3})  # type: ignore[dict-item]
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_saved_vectors_are_the_same_bytes_every_time(tmp_path: Path) -> None:
+    """safetensors writes metadata from a Rust hash map (a new order in every process): the
+    saved file sorts it, so the same vectors give the same bytes (DVC and the rerun checks
+    see no change)."""
+    import random
+
+    from circuitlab.steering.caa import load_vectors, save_vectors
+
+    vectors = {"resid": torch.arange(12.0).reshape(3, 4), "mlp_out": torch.ones(3, 4)}
+    meta = {f"key{i}": f"value {i} ‖" for i in range(12)}
+    files = []
+    for i in range(5):
+        items = list(meta.items())
+        random.Random(i).shuffle(items)
+        files.append(
+            save_vectors(tmp_path / f"v{i}.safetensors", vectors, dict(items)).read_bytes()
+        )
+    assert len(set(files)) == 1
+    tensors, read_meta = load_vectors(tmp_path / "v0.safetensors")
+    assert read_meta == meta and set(tensors) == set(vectors)
+    assert all(torch.equal(tensors[k], vectors[k]) for k in vectors)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from steering_reference import PROMPTS, zero_neurons
 from torch import nn
 
 from circuitlab.lrp.circuit import NeuronCircuit
@@ -21,6 +20,7 @@ from circuitlab.steering import (
     steer_neurons,
     top_predictions,
 )
+from reference.steering import PROMPTS, zero_neurons
 
 TOKENS = [" w5", "w6", "w40"]
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 from steering_data import NEUTRAL, behaviour_rows, task_rows
-from steering_reference import zero_neurons
 
 from circuitlab.lrp.circuit import NeuronCircuit
 from circuitlab.models import LoadedModel
@@ -24,6 +23,7 @@ from circuitlab.steering.stages import (
     neuron_steering,
     split_validation,
 )
+from reference.steering import zero_neurons
 
 CFG = SteeringConfig(
     multipliers=[0.0, 1.0, 3.0], neutral_prompts=NEUTRAL, bootstrap_resamples=200,

@@ -12,6 +12,7 @@ with the transformer_lens backend, TransformerLens' ``hook_resid_post`` and ``ho
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import Tensor, nn
 
 from circuitlab.errors import ArtifactError
@@ -217,9 +218,25 @@ def save_vectors(path: str | Path, vectors: dict[str, Tensor], metadata: dict[st
     if bad:
         raise SteeringError(f"safetensors metadata must map strings to strings; bad keys {bad}")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in vectors.items()}
+    data = canonical_safetensors(save(tensors, metadata=dict(metadata)))
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=dict(metadata))
+        tmp.write_bytes(data)
     return Path(path)
+
+
+def canonical_safetensors(data: bytes) -> bytes:
+    """``data`` (a safetensors file) with its metadata in sorted order. The library writes the
+    metadata from a Rust hash map, whose order changes from process to process, so the same
+    vectors would give different bytes on every run (and look edited to DVC and to the rerun
+    checks); sorted, the same content gives the same file."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > n:  # cannot happen (same content, reordered); keep the file as written
+        return data
+    return data[:8] + text.ljust(n, b" ") + data[8 + n :]
 
 
 def load_vectors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
