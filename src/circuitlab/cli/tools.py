@@ -55,7 +55,7 @@ def plan(
     from rich.table import Table
 
     from circuitlab.provenance.manifest import altered as find_altered
-    from circuitlab.provenance.plan import dry_run, parse_dry_run
+    from circuitlab.provenance.plan import dry_run, missing_metadata, parse_dry_run
     from circuitlab.provenance.plan import plan as summarise
 
     exe = Path(sys.executable).parent / "snakemake"
@@ -75,6 +75,16 @@ def plan(
     except RuntimeError as exc:
         raise CircuitlabError(str(exc)) from None
     found = parse_dry_run(text)
+    blind = missing_metadata(text)
+    if blind:
+        rules = ", ".join(blind)
+        err_console.print(
+            f"Snakemake has no record of how the outputs of {rules} were made (their jobs ran "
+            "outside it, or before their outputs were declared as they are now), so a change "
+            "of their code or config cannot rerun them. Rebuild them with "
+            f'`make reproduce ARGS="--forcerun {" ".join(blind)}"`, or record the current code '
+            "and config as theirs with `make accept`."
+        )
     console = Console()
     if not found:
         console.print(

@@ -50,6 +50,13 @@ def parse_dry_run(text: str) -> list[Job]:
     return jobs
 
 
+def missing_metadata(text: str) -> list[str]:
+    """The rules whose finished jobs Snakemake has no record of (``Rules with missing
+    metadata: …`` in a dry run): a change of their code or config cannot trigger a rerun."""
+    found = re.search(r"^Rules with missing metadata: (.+)$", text, re.M)
+    return sorted(set(found[1].split())) if found else []
+
+
 def _literals(text: str) -> list[Any]:
     """Python literals written one after another with commas (Snakemake's params reprs)."""
     out = []
