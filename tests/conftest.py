@@ -26,14 +26,25 @@ def _offline_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MPLBACKEND", "Agg")
 
 
+#: Tests that run a Snakemake pipeline, a toy training or the CLI against one: under
+#: pytest-xdist they all share one worker, so two pipelines never compete for the two cores
+#: (and the shared tiny pipeline run is made once) while the other worker runs the rest.
+HEAVY = (
+    "tests/integration/",
+    "tests/hardening/test_killed_write.py",
+    "tests/provenance/test_golden.py",
+    "tests/test_readme.py",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`make test` runs two workers, `--dist loadgroup`), keep what shares
-    a costly fixture on one worker: every test of the shared tiny pipeline run together (it runs
-    once per worker that needs it), every other module's tests together (their module-scoped
-    fixtures are built once)."""
+    """Under pytest-xdist (`make test` runs two workers, `--dist loadgroup`): every heavy test
+    (`HEAVY`, or any that uses the shared pipeline run) in one group, every other module's tests
+    together (their module-scoped fixtures are built once)."""
     if not config.pluginmanager.hasplugin("xdist"):
         return
     for item in items:
+        path = item.nodeid.split("::")[0]
         shared = {"pipeline_run", "pipeline"} & set(getattr(item, "fixturenames", ()))
-        group = "pipeline" if shared else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+        heavy = shared or path.startswith(HEAVY) or item.get_closest_marker("slow")
+        item.add_marker(pytest.mark.xdist_group("heavy" if heavy else path))

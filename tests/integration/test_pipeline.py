@@ -141,10 +141,12 @@ def test_changing_one_task_reruns_only_that_task(pipeline: Path) -> None:
         assert len(load_rows(rows, split="test")) == 5
     finally:
         config.write_text(original)
-        restored = snakemake(pipeline)
-    # the dataset is rewritten as it was, which reruns nothing that reads it; the report reads
-    # the job's benchmark file (its wall time), so it is redrawn
-    assert jobs_run(restored) == {"datasets": 1, "report": 1, "all": 1}
+        # the dataset alone first: Snakemake plans every job downstream of a job it reruns in
+        # the same invocation, so restoring it by a full run would rerun its readers
+        snakemake(pipeline, str(rows.relative_to(pipeline)))
+    # rewritten as it was, the dataset reruns nothing that reads it; the report reads the
+    # job's benchmark file (its wall time), so it is redrawn
+    assert jobs_run(snakemake(pipeline)) == {"report": 1, "all": 1}
     assert jobs_run(snakemake(pipeline, "--dry-run")) == {}
 
 
