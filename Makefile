@@ -73,9 +73,10 @@ accept: setup
 	CIRCUITLAB_ACCEPT=1 $(SNAKEMAKE) --cores 1 --touch
 	$(BIN)/circuitlab altered --accept
 
-# The whole suite, on two pytest-xdist workers (tests sharing a costly fixture stay on one:
-# tests/conftest.py). TEST_WORKERS=0 runs it in one process.
-TEST_WORKERS ?= 2
+# The whole suite, in one process. TEST_WORKERS=2 spreads it over two pytest-xdist workers
+# (heavy tests stay on one: tests/conftest.py); on 2 cores that is not faster, because the
+# Snakemake pipelines of the integration tests already use both (BENCHMARKS.md).
+TEST_WORKERS ?= 0
 PYTEST := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 XDIST   = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 

@@ -38,7 +38,7 @@ HEAVY = (
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`make test` runs two workers, `--dist loadgroup`): every heavy test
+    """Under pytest-xdist (`make test TEST_WORKERS=2`, `--dist loadgroup`): every heavy test
     (`HEAVY`, or any that uses the shared pipeline run) in one group, every other module's tests
     together (their module-scoped fixtures are built once)."""
     if not config.pluginmanager.hasplugin("xdist"):
