@@ -32,16 +32,19 @@ class Artifact(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _format(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            found = data.get("format")
-            if found is None:
-                data = {"format": cls.FORMAT, **data}
-            elif found != cls.FORMAT:
-                raise ValueError(
-                    f"format is {found!r}, this circuitlab reads {cls.FORMAT!r} (written by "
-                    "another version)"
-                )
+        found = data.get("format") if isinstance(data, dict) else None
+        if found is not None and found != cls.FORMAT:
+            raise ValueError(
+                f"format is {found!r}, this circuitlab reads {cls.FORMAT!r} (written by "
+                "another version)"
+            )
         return data
+
+    @classmethod
+    def build(cls, **fields: Any) -> Self:
+        """The artifact a stage writes: ``fields`` under this kind's format (a field that does
+        not fit is a bug of the stage, so pydantic's own error)."""
+        return cls.model_validate({**fields, "format": cls.FORMAT})
 
     @classmethod
     def parse(cls, data: Any, source: str, rule: str | None = None) -> Self:
@@ -69,7 +72,7 @@ class Artifact(StrictModel):
     def to_json(self) -> dict[str, Any]:
         """The file's JSON object: every field that was given (optional fields a kind of
         artifact does not have are left out, not written as null)."""
-        return self.model_dump(mode="json", exclude_unset=True) | {"format": self.FORMAT}
+        return self.model_dump(mode="json", exclude_unset=True)
 
     def save(self, path: str | Path) -> Path:
         return write_json(path, self.to_json())

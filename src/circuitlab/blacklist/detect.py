@@ -137,7 +137,7 @@ class Blacklist:
 
     # -------------------------------------------------------------------- JSON
     def to_file(self) -> BlacklistFile:
-        return BlacklistFile(
+        return BlacklistFile.build(
             neurons={f"{ly},{n}": c for (ly, n), c in sorted(self.neurons.items())},
             n_prompts=self.n_prompts,
             top_k=self.top_k,

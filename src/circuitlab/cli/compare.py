@@ -77,15 +77,13 @@ def compare(
     title = f"{name} / {behaviour}: CAA vs circuit"
     compare_pareto(report, pareto_plot, title)
     compare_overlap(report, overlap_plot, title)
-    CompareReport.model_validate(
-        {
-            "model": name,
-            "behaviour": behaviour,
-            "circuits": {n: str(p) for n, p in zip(names, circuits, strict=True)},
-            "vectors": str(vectors),
-            "params": cfg.model_dump(mode="json"),
-            **report,
-        }
+    CompareReport.build(
+        model=name,
+        behaviour=behaviour,
+        circuits={n: str(p) for n, p in zip(names, circuits, strict=True)},
+        vectors=str(vectors),
+        params=cfg.model_dump(mode="json"),
+        **report,
     ).save(out)
     tracking.log_metrics(
         "compare", metrics_view(report), metrics, config=cfg, run_name=f"compare/{name}/{behaviour}"

@@ -43,7 +43,7 @@ def _write_steering(
     from circuitlab.steering.stages import metrics_view
 
     steering_dose_response(report, plot, run)
-    SteeringReport.model_validate(report).save(out)
+    SteeringReport.build(**report).save(out)
     tracking.log_metrics(stage, metrics_view(report), metrics, config=cfg, run_name=run)
 
 

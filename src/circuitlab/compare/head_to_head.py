@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from circuitlab.errors import ConfigError
 from circuitlab.lrp.circuit import NeuronCircuit
 from circuitlab.models.loading import LoadedModel
 from circuitlab.stats import bootstrap_ci
@@ -212,20 +211,3 @@ def pick_caa_layer(
         effects[str(layer)] = pts[0]["effect"]
     best = max(effects, key=lambda k: (effects[k], -int(k)))
     return int(best), effects
-
-
-def finite_or_none(x: float) -> float | None:
-    return x if math.isfinite(x) else None
-
-
-def check_multipliers(values: Sequence[Any], what: str) -> list[float]:
-    out = []
-    for v in values:
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{what}: multiplier {v!r} is not a number") from None
-        if not math.isfinite(f):
-            raise ConfigError(f"{what}: multiplier {v!r} is not finite")
-        out.append(f)
-    return out

@@ -43,7 +43,7 @@ class NeuronCircuit:
         return sorted(self.neurons.items(), key=lambda kv: -abs(kv[1]))[:k]
 
     def to_file(self) -> NeuronCircuitFile:
-        return NeuronCircuitFile(
+        return NeuronCircuitFile.build(
             model=self.model,
             task=self.task,
             method=self.method,

@@ -13,11 +13,15 @@ import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from circuitlab.errors import ArtifactError
-from circuitlab.io import read_json
+from circuitlab.io import read_json as _read_json
+
+#: each metrics file is read once, for its table and for the commit stamp
+read_json = lru_cache(maxsize=None)(_read_json)
 
 
 @dataclass
@@ -253,6 +257,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def render_results(data: str | Path) -> str:
     """The text of RESULTS.md for the run in ``data`` (pure apart from reading it)."""
     data = Path(data)
+    read_json.cache_clear()  # this run's files, read once each
     models = _models(data)
     if not models:
         raise ArtifactError(

@@ -333,15 +333,6 @@ def _number(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def _interval(cell: Any) -> str:
-    """A ``{mean, lo, hi}`` cell of a steering report as ``mean [lo, hi]``."""
-    if not isinstance(cell, Mapping) or cell.get("mean") is None:
-        return "—"
-    if cell.get("lo") is None or cell.get("hi") is None:
-        return fmt(cell["mean"])
-    return f"{fmt(cell['mean'])} [{fmt(cell['lo'], 2)}, {fmt(cell['hi'], 2)}]"
-
-
 def _cell(cell: Interval | None) -> str:
     """``mean [lo, hi]`` of a bootstrap interval."""
     if cell is None:
