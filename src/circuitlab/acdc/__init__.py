@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         approx_acdc,
         decision_agreement,
     )
+    from circuitlab.acdc.batch import PatchContext, encode_pairs
     from circuitlab.acdc.eap import EAPConfig, EAPResult, eap_scores, edge_attribution
     from circuitlab.acdc.fast import FastACDCResult, FastConfig, fast_acdc
     from circuitlab.acdc.graph import (
@@ -58,20 +59,11 @@ if TYPE_CHECKING:
     )
     from circuitlab.acdc.heads import HeadPruningConfig, HeadPruningResult, prune_heads
     from circuitlab.acdc.metrics import METRICS, get_metric
-    from circuitlab.acdc.patch import (
-        ABLATIONS,
-        Ablation,
-        PatchContext,
-        PatchModel,
-        encode_pairs,
-        evaluate_masks,
-        forward,
-        patchable,
-        prepare,
-        prepare_rows,
-    )
+    from circuitlab.acdc.patch import ABLATIONS, evaluate_masks, forward, prepare, prepare_rows
     from circuitlab.acdc.sequential import ACDCResult, SweepConfig, TauResult, sequential_acdc
     from circuitlab.acdc.trace import EdgeTrace, near_tau
+    from circuitlab.acdc.weights import PatchModel, patchable
+    from circuitlab.types import Ablation
 
 # attribute -> defining module, imported on first use (circuitlab.lazy)
 _WHERE = {
@@ -98,13 +90,13 @@ _WHERE = {
     "METRICS": "circuitlab.acdc.metrics",
     "get_metric": "circuitlab.acdc.metrics",
     "ABLATIONS": "circuitlab.acdc.patch",
-    "Ablation": "circuitlab.acdc.patch",
-    "PatchContext": "circuitlab.acdc.patch",
-    "PatchModel": "circuitlab.acdc.patch",
-    "encode_pairs": "circuitlab.acdc.patch",
+    "Ablation": "circuitlab.types",
+    "PatchContext": "circuitlab.acdc.batch",
+    "PatchModel": "circuitlab.acdc.weights",
+    "encode_pairs": "circuitlab.acdc.batch",
     "evaluate_masks": "circuitlab.acdc.patch",
     "forward": "circuitlab.acdc.patch",
-    "patchable": "circuitlab.acdc.patch",
+    "patchable": "circuitlab.acdc.weights",
     "prepare": "circuitlab.acdc.patch",
     "prepare_rows": "circuitlab.acdc.patch",
     "SweepConfig": "circuitlab.acdc.sequential",

@@ -41,8 +41,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from circuitlab.acdc.batch import ablated_sources, check_batch
 from circuitlab.acdc.graph import Block, Graph, build_graph
-from circuitlab.acdc.patch import ablated_sources, check_batch
 from circuitlab.errors import ModelError
 from circuitlab.models.adapters import ModelDims
 from circuitlab.models.bridge import parallel_blocks, require_hooks

@@ -5,7 +5,7 @@ ACDC visits destination blocks from the output backwards, so while it checks edg
 ``l`` every edge of its state is at block ``l`` or later: block ``l``'s sources are the clean
 ones, and its head outputs change only where the edges under test feed in. A state keeps
 block ``l``'s head outputs (`Heads`); a check of an edge into one Q input recomputes that head,
-into a K/V input the heads of that KV group, into ``MLP l`` none (`patch.head_outputs`), and
+into a K/V input the heads of that KV group, into ``MLP l`` none (`attention.head_outputs`), and
 the forward resumes after block ``l``'s attention. The same values as the full forward up to
 float rounding (the near-τ count says when that could matter).
 """
@@ -16,7 +16,8 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from circuitlab.acdc.patch import PatchContext, forward, head_outputs
+from circuitlab.acdc.attention import head_outputs
+from circuitlab.acdc.patch import PatchContext, forward
 
 #: a state's cached head outputs of the block being visited: (block, [1, B, H, S|1, d])
 Heads = tuple[int, Tensor] | None

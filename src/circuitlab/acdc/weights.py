@@ -1,0 +1,170 @@
+"""The patch layer's view of a model: per-block weights and modules read from the HF model
+(`patchable` → `PatchModel`), or a clear ModelError for an architecture the patch layer
+cannot reproduce exactly. Never mutates the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from circuitlab.acdc.graph import Graph, build_graph
+from circuitlab.errors import ModelError
+from circuitlab.models.adapters import ModelDims
+from circuitlab.models.loading import LoadedModel
+
+
+@dataclass(frozen=True, eq=False)
+class LayerWeights:
+    """One block's modules and per-head weights (views of, or reshaped, HF parameters)."""
+
+    ln_attn: nn.Module
+    ln_mlp: nn.Module
+    mlp: nn.Module
+    wq: Tensor  # [n_heads, head_dim, d_model]
+    bq: Tensor | None  # [n_heads, head_dim]
+    wk: Tensor  # [n_kv_heads, head_dim, d_model]
+    bk: Tensor | None
+    wv: Tensor  # [n_kv_heads, head_dim, d_model]
+    bv: Tensor | None
+    wo: Tensor  # [n_heads, d_model, head_dim]
+    bo: Tensor | None  # [d_model]
+    scaling: float
+    window: int | None  # sliding-window size, None for full attention
+
+
+@dataclass(frozen=True, eq=False)
+class PatchModel:
+    """A loaded HF model seen as an edge graph; build it with `patchable`. Never mutates the
+    model: it only reads its weights and calls its embedding, norm and MLP modules."""
+
+    loaded: LoadedModel
+    graph: Graph
+    layers: tuple[LayerWeights, ...] = field(repr=False)
+    embed: nn.Module = field(repr=False)
+    pos_embed: nn.Module | None = field(repr=False)
+    rotary: nn.Module | None = field(repr=False)
+    final_norm: nn.Module = field(repr=False)
+    unembed: nn.Module = field(repr=False)
+
+    @property
+    def dims(self) -> ModelDims:
+        return self.loaded.dims
+
+    @property
+    def device(self) -> torch.device:
+        return self.layers[0].wq.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.layers[0].wq.dtype
+
+
+def patchable(loaded: LoadedModel) -> PatchModel:
+    """The patch layer over a loaded model. Raises ModelError for an architecture whose
+    forward pass it cannot reproduce exactly (norms on attention/MLP outputs, per-head q/k
+    norms, soft-capping, unknown attention layer types), naming the feature. A model loaded
+    with the transformer_lens backend gets the same interface on its bridge's hooks
+    (`circuitlab.acdc.hooked`)."""
+    if loaded.adapter is None:  # the transformer_lens backend: patching on the bridge's hooks
+        from circuitlab.acdc.hooked import hooked
+
+        return hooked(loaded)  # type: ignore[return-value]
+    model, adapter = loaded.model, loaded.adapter
+    _check_supported(loaded)
+    dims = loaded.dims
+    layers = tuple(_layer_weights(loaded, layer) for layer in range(dims.n_layers))
+    rotary = None
+    if adapter.pos_embed is None:
+        rotary = getattr(getattr(model, "base_model", model), "rotary_emb", None)
+        if not isinstance(rotary, nn.Module):
+            raise ModelError(
+                f"{type(model).__name__}: no learned positions and no `rotary_emb` module on "
+                "the base model; the patch layer cannot build position encodings for it"
+            )
+    return PatchModel(
+        loaded=loaded,
+        graph=build_graph(dims),
+        layers=layers,
+        embed=adapter.root(model, "embed"),
+        pos_embed=adapter.root(model, "pos_embed") if adapter.pos_embed else None,
+        rotary=rotary,
+        final_norm=adapter.root(model, "final_norm"),
+        unembed=adapter.root(model, "unembed"),
+    )
+
+
+def _check_supported(loaded: LoadedModel) -> None:
+    adapter, config = loaded.adapter, loaded.model.config
+    reasons = []
+    if adapter.has("ln_attn_post") or adapter.has("ln_mlp_post"):
+        reasons.append("norms on the attention/MLP outputs make head outputs non-additive")
+    if adapter.has("q_norm") or adapter.has("k_norm"):
+        reasons.append("per-head q/k norms are not implemented")
+    if adapter.logit_softcap(config) or adapter.attn_logit_softcap(config):
+        reasons.append("logit soft-capping is not implemented")
+    kinds = set(getattr(config, "layer_types", None) or ())
+    if kinds - {"full_attention", "sliding_attention"}:
+        reasons.append(f"attention layer types {sorted(kinds)} are not implemented")
+    if len({p.device for p in loaded.model.parameters()}) > 1:
+        reasons.append("the model is sharded over several devices (device_map); load it on one")
+    if reasons:
+        arch = type(loaded.model).__name__
+        raise ModelError(
+            f"the ACDC patch layer cannot reproduce {arch} exactly: {'; '.join(reasons)}. "
+            "Supported: Llama, Mistral, Qwen2, Gemma (1) and GPT-2; use one of those for "
+            "ACDC/EAP/head pruning"
+        )
+
+
+def _layer_weights(loaded: LoadedModel, layer: int) -> LayerWeights:
+    model, adapter, dims = loaded.model, loaded.adapter, loaded.dims
+    h, g, hd, d = dims.n_heads, dims.n_kv_heads, dims.head_dim, dims.d_model
+
+    def w(site: str, n: int) -> tuple[Tensor, Tensor | None]:
+        weight = adapter.proj_weight(model, layer, site)
+        bias = adapter.proj_bias(model, layer, site)
+        if weight.shape != (n * hd, d):
+            raise ModelError(
+                f"layer {layer} {site}-projection has shape {tuple(weight.shape)}, "
+                f"expected {(n * hd, d)} from the config"
+            )
+        return weight.reshape(n, hd, d), (bias.reshape(n, hd) if bias is not None else None)
+
+    wq, bq = w("q", h)
+    wk, bk = w("k", g)
+    wv, bv = w("v", g)
+    wo = adapter.proj_weight(model, layer, "o")
+    if wo.shape != (d, h * hd):
+        raise ModelError(f"layer {layer} o-projection has shape {tuple(wo.shape)}")
+    attn = adapter.module(model, layer, "attn")
+    scaling = getattr(attn, "scaling", None)
+    if not isinstance(scaling, int | float):
+        raise ModelError(
+            f"{type(attn).__name__} has no numeric `scaling`; cannot reproduce its scores"
+        )
+    return LayerWeights(
+        ln_attn=adapter.module(model, layer, "ln_attn"),
+        ln_mlp=adapter.module(model, layer, "ln_mlp"),
+        mlp=adapter.module(model, layer, "mlp"),
+        wq=wq,
+        bq=bq,
+        wk=wk,
+        bk=bk,
+        wv=wv,
+        bv=bv,
+        wo=wo.reshape(d, h, hd).permute(1, 0, 2),
+        bo=adapter.proj_bias(model, layer, "o"),
+        scaling=float(scaling),
+        window=_window(model.config, layer),
+    )
+
+
+def _window(config: Any, layer: int) -> int | None:
+    size = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None)
+    if not size or (types is not None and types[layer] != "sliding_attention"):
+        return None
+    return int(size)
