@@ -17,7 +17,7 @@ from circuitlab.acdc.evaluate import auc, circuit_mask, evaluate_circuits, jacca
 from circuitlab.acdc.settings import AcdcConfig
 from circuitlab.errors import ArtifactError, DatasetError
 from circuitlab.models import LoadedModel
-from circuitlab.tracking import _clean_metrics
+from circuitlab.tracking.clean import clean_metrics
 from circuitlab.types import TaskRow
 
 LLAMA = "LlamaForCausalLM"
@@ -62,7 +62,7 @@ def test_full_and_empty_circuits_bracket_faithfulness(tiny: Callable[[str], Load
     assert report["kl_ablated"] > 0  # the ablation changed something
     assert full["random"]["kl_mean"] == pytest.approx(0.0, abs=1e-5)  # all edges: no choice
     assert report["n_prompts"] == 3 and report["n_edges"] == len(edges)
-    _clean_metrics("acdc_evaluate", report)  # nested dicts of scalars: loggable as is
+    clean_metrics("acdc_evaluate", report)  # nested dicts of scalars: loggable as is
 
 
 def test_methods_agreement_and_random_controls(tiny: Callable[[str], LoadedModel]) -> None:
