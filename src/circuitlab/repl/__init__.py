@@ -5,26 +5,24 @@ steering from `circuitlab.steering`, circuits from `circuitlab.lrp` (one prompt'
 attribution, then the top-k selection), circuit files in the `NeuronCircuit` format
 (`data/circuits/...` files load directly). It reads lines from an input stream and writes to
 an output stream, so tests drive it with scripted input. An error is printed and the loop goes
-on; Ctrl-C cancels the running command (or the line being typed), not the REPL; EOF quits.
+on; Ctrl-C cancels the running command (or the line being typed), not the REPL; EOF quits
+(the loop itself, and the line history, are `circuitlab.repl.shell`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
 import re
 import shlex
-import sys
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from circuitlab.errors import CircuitlabError
 from circuitlab.lrp.circuit import NeuronCircuit
 from circuitlab.lrp.settings import LrpConfig, SelectionConfig
 from circuitlab.models.loading import LoadedModel
+from circuitlab.repl.shell import Shell
 from circuitlab.steering.neurons import (
     NeuronSet,
     SteeringError,
@@ -54,49 +52,9 @@ class NextToken:
     top: list[tuple[str, float]]
 
 
-#: overrides where the REPL keeps its line history (default: the user's cache directory)
-ENV_HISTORY = "CIRCUITLAB_REPL_HISTORY"
-
-
-def history_path() -> Path:
-    """``$CIRCUITLAB_REPL_HISTORY``, else ``$XDG_CACHE_HOME/circuitlab/repl_history``
-    (``~/.cache/…`` when XDG_CACHE_HOME is unset)."""
-    if env := os.environ.get(ENV_HISTORY):
-        return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "circuitlab" / "repl_history"
-
-
-class LineHistory:
-    """Line editing (arrows, Ctrl-R) and a history kept between sessions, through readline;
-    a no-op where readline is missing."""
-
-    def __init__(self, path: Path, length: int = 1000) -> None:
-        self.path, self.length = path, length
-        self.readline: Any = None
-
-    def __enter__(self) -> LineHistory:
-        try:
-            import readline
-        except ImportError:  # e.g. Windows without pyreadline3
-            return self
-        self.readline = readline
-        readline.set_history_length(self.length)
-        with contextlib.suppress(OSError):
-            readline.read_history_file(self.path)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.readline is None:
-            return
-        with contextlib.suppress(OSError):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.readline.write_history_file(self.path)
-
-
-class Repl:
-    """The command loop. `run()` reads `stdin` until `quit` or EOF; `execute(line)` runs one
-    line and returns False when the REPL should stop."""
+class Repl(Shell):
+    """The circuit commands over `Shell`'s loop: `run()` reads `stdin` until `quit` or EOF;
+    `execute(line)` runs one line and returns False when the REPL should stop."""
 
     prompt_text = "circuit> "
 
@@ -113,8 +71,7 @@ class Repl:
         blacklist: frozenset[tuple[int, int]] = frozenset(),
     ) -> None:
         self.lm = lm
-        self.stdin = stdin if stdin is not None else sys.stdin
-        self.stdout = stdout if stdout is not None else sys.stdout
+        super().__init__(stdin, stdout)
         self.name = name or lm.spec.id
         self.top_k = top_k
         self.max_new_tokens = max_new_tokens
@@ -123,7 +80,7 @@ class Repl:
         self.prompt: str | None = None
         self.circuit: NeuronCircuit | None = None
         self.multiplier = 1.0
-        self.commands: dict[str, Callable[[str], bool | None]] = {
+        self.commands = {
             "prompt": self.do_prompt,
             "discover": self.do_discover,
             "ablate": self.do_ablate,
@@ -139,69 +96,18 @@ class Repl:
             "exit": self.do_quit,
         }
 
-    # ------------------------------------------------------------------------- loop
-    def say(self, text: str = "") -> None:
-        self.stdout.write(text + "\n")
-        self.stdout.flush()
-
-    def read_line(self) -> str | None:
-        """One line of input (None at EOF); a terminal gets line editing through input()."""
-        if self.stdin is sys.stdin and sys.stdin.isatty():
-            try:
-                return input(self.prompt_text)
-            except EOFError:
-                return None
-        self.stdout.write(self.prompt_text)
-        self.stdout.flush()
-        line = self.stdin.readline()
-        return None if line == "" else line
-
-    def run(self) -> None:
+    def banner(self) -> list[str]:
         d = self.lm.dims
-        self.say(f"circuitlab REPL — model {self.name} ({d.n_layers} layers × {d.d_mlp} neurons)")
-        self.say("Type 'help' for commands, 'quit' (or Ctrl-D) to exit.")
+        lines = [
+            f"circuitlab REPL — model {self.name} ({d.n_layers} layers × {d.d_mlp} neurons)",
+            "Type 'help' for commands, 'quit' (or Ctrl-D) to exit.",
+        ]
         if self.lm.adapter is None:
-            self.say(
+            lines.append(
                 "This model runs with backend: transformer_lens: prompt, top and info work; "
                 "discover, ablate, amplify and sweep need circuitlab's architecture adapter."
             )
-        tty = self.stdin is sys.stdin and sys.stdin.isatty()
-        with LineHistory(history_path()) if tty else nullcontext():
-            self.loop()
-
-    def loop(self) -> None:
-        while True:
-            try:
-                line = self.read_line()
-            except KeyboardInterrupt:
-                self.say("\n(Ctrl-C: line cancelled; type 'quit' to exit)")
-                continue
-            if line is None:
-                self.say("")
-                self.do_quit("")
-                return
-            if not self.execute(line):
-                return
-
-    def execute(self, line: str) -> bool:
-        """Run one command line; False when the REPL should stop. Never raises for bad input."""
-        line = line.strip()
-        if not line or line.startswith("#"):
-            return True
-        word, _, arg = line.partition(" ")
-        cmd = self.commands.get(word.lower())
-        if cmd is None:
-            self.say(f"unknown command {word!r}; type 'help' for the list")
-            return True
-        try:
-            return cmd(arg.strip()) is not True
-        except KeyboardInterrupt:
-            self.say("(Ctrl-C: command cancelled)")
-        except CircuitlabError as exc:
-            self.say(f"error: {exc}")
-        except Exception as exc:  # a bug or a library failure: show it, keep the session
-            self.say(f"error: {type(exc).__name__}: {exc}")
-        return True
+        return lines
 
     # ----------------------------------------------------------------------- helpers
     def need_prompt(self) -> str:
@@ -466,24 +372,6 @@ class Repl:
         self.say(f"prompt: {self.prompt!r}" if self.prompt else "prompt: (none)")
         self.say(self.summary() if self.circuit else "circuit: (none)")
         self.say(f"multiplier: {self.multiplier:g}")
-
-    def do_help(self, arg: str) -> None:
-        """help [command] — list the commands or describe one."""
-        if arg:
-            cmd = self.commands.get(arg.lower())
-            self.say((cmd.__doc__ or "").strip() if cmd else f"unknown command {arg!r}")
-            return
-        seen = set()
-        for cmd in self.commands.values():
-            if cmd in seen:
-                continue
-            seen.add(cmd)
-            self.say("  " + (cmd.__doc__ or "").strip().splitlines()[0])
-
-    def do_quit(self, _arg: str) -> bool:
-        """quit | exit — leave the REPL (Ctrl-D too)."""
-        self.say("bye")
-        return True
 
     def summary(self) -> str:
         c = self.need_circuit()
