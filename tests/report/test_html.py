@@ -406,12 +406,12 @@ def test_report_shows_each_sections_key_numbers(html: str) -> None:
 
 
 def test_acdc_graph_is_drawn_without_graphviz(monkeypatch: pytest.MonkeyPatch) -> None:
+    import circuitlab.report.circuits_view as mod
     import circuitlab.report.plots as plots
-    import circuitlab.report.view as mod
 
     monkeypatch.setattr(plots.shutil, "which", lambda name: None)
     art = edge_circuit("acdc", "ioi")
-    uri = mod._acdc_graph(art, art.circuits[0], "digraph {}")
+    uri = mod.acdc_graph(art, art.circuits[0], "digraph {}")
     assert uri is not None and uri.startswith("data:image/svg+xml;base64,")
     svg = base64.b64decode(uri.split(",", 1)[1]).decode()
     assert svg.lstrip().startswith("<?xml") and "<svg" in svg
@@ -419,7 +419,7 @@ def test_acdc_graph_is_drawn_without_graphviz(monkeypatch: pytest.MonkeyPatch) -
     kept = art.circuits[0].kept
     nodes = {n for e in kept for n in e.split("->")}
     assert all(f">{n}<" in svg or n in svg for n in nodes), nodes
-    assert mod._acdc_graph(art, art.circuits[0], "digraph {}") == uri  # same bytes each time
+    assert mod.acdc_graph(art, art.circuits[0], "digraph {}") == uri  # same bytes each time
     assert circuit_graph_svg([], 1, "empty") is None
 
 
