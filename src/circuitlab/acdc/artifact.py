@@ -35,17 +35,19 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import model_validator
 
 from circuitlab.acdc.graph import Node
 from circuitlab.acdc.trace import EdgeTrace
+from circuitlab.artifact import Artifact
 from circuitlab.errors import ArtifactError, ConfigError
-from circuitlab.io import atomic_path, read_json, write_json, write_text_atomic
+from circuitlab.io import atomic_path, write_text_atomic
+from circuitlab.types import StrictModel
 
-# 2: no stored reference (chosen at evaluation); 3: per-edge traces, n_prompts_available
-FORMAT = "circuitlab.edge_circuit/3"
+# the file's format (`CircuitFile`) — 2: no stored reference (chosen at evaluation); 3: per-edge
+# traces, n_prompts_available
 ScoreKind = Literal["prune_tau", "abs_attribution", "head_delta"]
 
 
@@ -97,16 +99,19 @@ class CircuitArtifact:
         return dict(zip(self.edges, self.scores, strict=True))
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "method": self.method,
-            "model": self.model,
-            "task": self.task,
-            "n_edges": len(self.edges),
-            "edges": list(self.edges),
-            "scores": {e: _dump_score(s) for e, s in zip(self.edges, self.scores, strict=True)},
-            "score_kind": self.score_kind,
-            "circuits": [
+        return self.to_file().to_json()
+
+    def to_file(self) -> CircuitFile:
+        """The artifact as its file model (`CircuitFile`)."""
+        return CircuitFile.build(
+            method=self.method,
+            model=self.model,
+            task=self.task,
+            n_edges=len(self.edges),
+            edges=list(self.edges),
+            scores={e: _dump_score(s) for e, s in zip(self.edges, self.scores, strict=True)},
+            score_kind=self.score_kind,
+            circuits=[
                 {
                     "label": c.label,
                     "tau": c.tau,
@@ -118,43 +123,24 @@ class CircuitArtifact:
                 }
                 for c in self.circuits
             ],
-            "metric_values": dict(self.metric_values),
-            "n_forward": self.n_forward,
-            "n_backward": self.n_backward,
-            "seconds": self.seconds,
-            "n_prompts": self.n_prompts,
-            "n_prompts_available": self.n_prompts_available,
-            "params": dict(self.params),
-            "details": dict(self.details),
-        }
+            metric_values=dict(self.metric_values),
+            n_forward=self.n_forward,
+            n_backward=self.n_backward,
+            seconds=self.seconds,
+            n_prompts=self.n_prompts,
+            n_prompts_available=self.n_prompts_available,
+            params=dict(self.params),
+            details=dict(self.details),
+        )
 
     @classmethod
     def from_json(cls, data: Any, where: str = "circuit") -> CircuitArtifact:
-        """Validate a JSON object; ArtifactError naming the bad field otherwise."""
-        try:
-            f = _File.model_validate(data)
-        except ValidationError as exc:
-            errs = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
-                for e in exc.errors()[:5]
-            )
-            raise ArtifactError(f"{where} is not an edge-circuit artifact: {errs}") from None
-        if f.format != FORMAT:
-            raise ArtifactError(f"{where}: format {f.format!r} is not {FORMAT!r}")
-        if set(f.scores) != set(f.edges) or len(f.edges) != f.n_edges:
-            raise ArtifactError(f"{where}: scores and edges do not name the same {f.n_edges} edges")
-        known = set(f.edges)
-        for c in f.circuits:
-            unknown = [e for e in c.kept if e not in known]
-            if unknown or len(c.kept) != c.n_kept:
-                raise ArtifactError(
-                    f"{where}: circuit {c.label!r} keeps unknown edges {unknown[:3]} "
-                    f"or n_kept={c.n_kept} != {len(c.kept)}"
-                )
-            if c.trace is not None and not all(0 <= e < f.n_edges for e in c.trace.edge):
-                raise ArtifactError(f"{where}: circuit {c.label!r}: trace edge index out of range")
-        if not f.circuits:
-            raise ArtifactError(f"{where}: no circuits")
+        """Validate a JSON object (`CircuitFile`); ArtifactError naming ``where``, each bad
+        field and the rule to rerun otherwise."""
+        return cls.from_file(CircuitFile.parse(data, where))
+
+    @classmethod
+    def from_file(cls, f: CircuitFile) -> CircuitArtifact:
         return cls(
             method=f.method,
             model=f.model,
@@ -178,14 +164,13 @@ class CircuitArtifact:
             seconds=f.seconds,
             n_prompts=f.n_prompts,
             n_prompts_available=f.n_prompts_available,
-            params=f.params,
-            metric_values=f.metric_values,
-            details=f.details,
+            params=dict(f.params),
+            metric_values=dict(f.metric_values),
+            details=dict(f.details),
         )
 
 
-class _Trace(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Trace(StrictModel):
     edge: list[int]
     baseline: list[float]
     faithfulness: list[float]
@@ -202,8 +187,7 @@ class _Trace(BaseModel):
         return self
 
 
-class _Circuit(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Circuit(StrictModel):
     label: str
     tau: float | None
     n_kept: int
@@ -213,9 +197,14 @@ class _Circuit(BaseModel):
     trace: _Trace | None
 
 
-class _File(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    format: str
+class CircuitFile(Artifact):
+    """``data/circuits/{model}/{task}/{method}.json`` as written: the fields of
+    `CircuitArtifact` in JSON form (``"inf"`` scores, counts beside lists), checked for
+    consistency (scores and kept edges name the graph's edges, at least one circuit)."""
+
+    FORMAT: ClassVar[str] = "circuitlab.edge_circuit/3"
+    RULE: ClassVar[str] = "acdc_circuit"
+
     method: str
     model: str
     task: str
@@ -233,6 +222,24 @@ class _File(BaseModel):
     params: dict[str, Any]
     details: dict[str, Any]
 
+    @model_validator(mode="after")
+    def _consistent(self) -> CircuitFile:
+        if set(self.scores) != set(self.edges) or len(self.edges) != self.n_edges:
+            raise ValueError(f"scores and edges do not name the same {self.n_edges} edges")
+        if not self.circuits:
+            raise ValueError("no circuits")
+        known = set(self.edges)
+        for c in self.circuits:
+            unknown = [e for e in c.kept if e not in known]
+            if unknown or len(c.kept) != c.n_kept:
+                raise ValueError(
+                    f"circuit {c.label!r} keeps unknown edges {unknown[:3]} "
+                    f"or n_kept={c.n_kept} != {len(c.kept)}"
+                )
+            if c.trace is not None and not all(0 <= e < self.n_edges for e in c.trace.edge):
+                raise ValueError(f"circuit {c.label!r}: trace edge index out of range")
+        return self
+
 
 def _dump_score(value: float) -> float | str | None:
     if math.isinf(value) and value > 0:
@@ -247,11 +254,11 @@ def _load_score(value: float | str | None) -> float:
 
 
 def save_circuit(path: str | Path, artifact: CircuitArtifact) -> Path:
-    return write_json(path, artifact.to_json())
+    return artifact.to_file().save(path)
 
 
-def load_circuit(path: str | Path, rule: str | None = "acdc_circuit") -> CircuitArtifact:
-    return CircuitArtifact.from_json(read_json(path, rule=rule), str(path))
+def load_circuit(path: str | Path, rule: str | None = None) -> CircuitArtifact:
+    return CircuitArtifact.from_file(CircuitFile.load(path, rule))
 
 
 # ------------------------------------------------------------------------------ picture

@@ -157,26 +157,23 @@ def export(
     label: str = typer.Option(None, help="edge circuits: the circuit with this label (top=40…)"),
 ) -> None:
     """Write a circuit in TransformerLens 4 hook names (circuitlab.interop.tl), for a TL user."""
-    from circuitlab.acdc.artifact import FORMAT as EDGE_FORMAT
-    from circuitlab.acdc.artifact import load_circuit
+    from circuitlab.acdc.artifact import CircuitFile, load_circuit
     from circuitlab.interop.tl import export_edges, export_neurons, pick_circuit
     from circuitlab.io import read_json, write_json
     from circuitlab.lrp.circuit import NeuronCircuit, NeuronCircuitFile
 
-    NEURON_FORMAT = NeuronCircuitFile.FORMAT
-
     kind = read_json(circuit).get("format")
-    if kind == EDGE_FORMAT:
+    if kind == CircuitFile.FORMAT:
         art = load_circuit(circuit)
         data = export_edges(art, pick_circuit(art, tau, label))
-    elif kind == NEURON_FORMAT:
+    elif kind == NeuronCircuitFile.FORMAT:
         if tau is not None or label is not None:
             raise ConfigError("--tau and --label choose among an edge artifact's circuits")
         data = export_neurons(NeuronCircuit.load(circuit))
     else:
         raise ConfigError(
-            f"{circuit} is neither an edge circuit ({EDGE_FORMAT}) nor a neuron circuit "
-            f"({NEURON_FORMAT}); its format is {kind!r}"
+            f"{circuit} is neither an edge circuit ({CircuitFile.FORMAT}) nor a neuron circuit "
+            f"({NeuronCircuitFile.FORMAT}); its format is {kind!r}"
         )
     write_json(out, data)
     n = len(data["kept"]) if data["kind"] == "edges" else len(data["neurons"])
