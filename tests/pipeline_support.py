@@ -78,11 +78,14 @@ def make_workdir(work: Path, config: dict | None = None) -> Path:
 
 
 def snakemake_env(workdir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a test's Snakemake run. W&B is disabled: a job's offline W&B run costs
+    about a second of CPU, and only the shared run's tests look at W&B (that run sets its own
+    mode: tests/integration/conftest.py)."""
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "CIRCUITLAB_ROOT": str(workdir),
-        "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
+        "WANDB_MODE": "disabled",
         **extra,
     }
     env.pop("CIRCUITLAB_RUN_GROUP", None)
