@@ -75,10 +75,57 @@ def test_a_missing_artifact_names_its_rule(tmp_path: Path) -> None:
 
 
 def test_every_artifact_kind_names_its_format_and_rule() -> None:
+    from circuitlab.acdc.artifact import CircuitFile
     from circuitlab.blacklist.detect import BlacklistFile
     from circuitlab.compare.artifact import CompareReport
     from circuitlab.lrp.circuit import NeuronCircuitFile
 
-    for kind in (SteeringReport, CompareReport, NeuronCircuitFile, BlacklistFile):
+    for kind in (SteeringReport, CompareReport, NeuronCircuitFile, BlacklistFile, CircuitFile):
         assert issubclass(kind, Artifact)
         assert kind.FORMAT.startswith("circuitlab.") and "/" in kind.FORMAT and kind.RULE
+
+
+def evaluation_metrics() -> dict:
+    split = {"accuracy": 0.9, "logit_diff": 2.5, "pairwise_accuracy": 1.0, "n": 8}
+    return {"train": dict(split), "test": dict(split)}
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m["test"].pop("accuracy"), "test.accuracy: Field required"),
+        (lambda m: m.__setitem__("tset", m.pop("test")), "tset: Extra inputs"),
+        (lambda m: m["test"].__setitem__("n", "eight"), "test.n: Input should be a valid integer"),
+    ],
+)
+def test_a_metrics_file_with_a_missing_renamed_or_mistyped_field_names_the_file(
+    tmp_path: Path, edit, message: str
+) -> None:  # type: ignore[no-untyped-def]
+    from circuitlab.models.metrics import EvaluationMetrics
+
+    good = tmp_path / "good.json"
+    write_json(good, {**evaluation_metrics(), "provenance": {"environment": {}}})
+    assert EvaluationMetrics.load(good).test.accuracy == 0.9
+    raw = evaluation_metrics()
+    edit(raw)
+    path = write_json(tmp_path / "capitals.json", raw)
+    with pytest.raises(ArtifactError) as err:
+        EvaluationMetrics.load(path)
+    text = str(err.value)
+    assert str(path) in text and message in text and "'evaluate_model' rule" in text, text
+
+
+def test_a_stage_whose_metrics_do_not_fit_their_model_writes_nothing(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from circuitlab import tracking
+    from circuitlab.models.metrics import EvaluationMetrics
+
+    raw = evaluation_metrics()
+    raw["test"]["acc"] = raw["test"].pop("accuracy")  # a stage that renamed a metric
+    out = tmp_path / "m.json"
+    with pytest.raises(ValidationError, match="accuracy"):
+        tracking.log_metrics("evaluate_model", raw, out, schema=EvaluationMetrics)
+    assert not out.exists()
+    tracking.log_metrics("evaluate_model", evaluation_metrics(), out, schema=EvaluationMetrics)
+    assert EvaluationMetrics.load(out).provenance  # the record log_metrics adds fits too

@@ -1,17 +1,21 @@
-"""One typed model per artifact file: its format name and version, written and read through it.
+"""One typed model per file a stage writes: its format name and version, written and read
+through it.
 
 Every JSON artifact a stage writes is a subclass of `Artifact`: the class names its format
 (``circuitlab.steering/1``) and the rule that makes it; `save` writes exactly the model's fields
 (sorted keys, so the same content gives the same bytes) and `load` validates the file against
 the model, so a missing, renamed or mistyped field is an `ArtifactError` that names the file,
 the field and the rule to rerun — never a silent default further down (DESIGN principle 7).
-Readers then use attributes, not ``dict.get``. No torch here.
+Readers then use attributes, not ``dict.get``. A stage's metrics file (``data/metrics/…``,
+written by `circuitlab.tracking.log_metrics`) is a subclass of `Metrics`: no format field, but
+the same contract — checked when written, validated when read. No torch here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 from pydantic import ValidationError, model_validator
 
@@ -51,18 +55,7 @@ class Artifact(StrictModel):
         """Validate ``data`` (a loaded JSON value) as this artifact; ArtifactError naming the
         source, each bad field and the rule that makes the file (``rule``: when another rule
         than `RULE` wrote this one)."""
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'top level'}: {e['msg']}"
-                for e in exc.errors()[:8]
-            )
-            more = f" (and {exc.error_count() - 8} more)" if exc.error_count() > 8 else ""
-            raise ArtifactError(
-                f"{source} is not a valid {cls.FORMAT} artifact: {problems}{more}. Rerun the "
-                f"'{rule or cls.RULE}' rule to rewrite it"
-            ) from None
+        return _validate(cls, data, source, f"a valid {cls.FORMAT} artifact", rule or cls.RULE)
 
     @classmethod
     def load(cls, path: str | Path, rule: str | None = None) -> Self:
@@ -76,3 +69,50 @@ class Artifact(StrictModel):
 
     def save(self, path: str | Path) -> Path:
         return write_json(path, self.to_json())
+
+
+class Metrics(StrictModel):
+    """Base of a stage's metrics file, ``data/metrics/{rule}/….json``: the stage's numbers as
+    `circuitlab.tracking.log_metrics` writes them, plus its ``provenance`` record. The file has
+    no format field (it is also the W&B summary and DVC's metrics file); the subclass is the
+    contract instead: the stage checks its numbers against it before they are written
+    (`check`), and readers load the file through it, so a missing, renamed or mistyped field
+    fails at the writer or names the file and the rule — never a "–" in a table."""
+
+    RULE: ClassVar[str]
+
+    provenance: dict[str, Any] | None = None  # absent only before log_metrics adds it
+
+    @classmethod
+    def check(cls, metrics: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``metrics`` unchanged if they fit this model (what a stage passes to log_metrics);
+        pydantic's error otherwise (a bug of the stage)."""
+        cls.model_validate(dict(metrics))
+        return metrics
+
+    @classmethod
+    def parse(cls, data: Any, source: str, rule: str | None = None) -> Self:
+        return _validate(cls, data, source, f"a valid {cls.RULE} metrics file", rule or cls.RULE)
+
+    @classmethod
+    def load(cls, path: str | Path, rule: str | None = None) -> Self:
+        return cls.parse(read_json(require(path, rule or cls.RULE)), str(path), rule)
+
+
+_Model = TypeVar("_Model", bound=StrictModel)
+
+
+def _validate(cls: type[_Model], data: Any, source: str, what: str, rule: str) -> _Model:
+    """``cls.model_validate(data)``, or an ArtifactError naming the source, each bad field (up
+    to 8) and the rule to rerun."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'top level'}: {e['msg']}"
+            for e in exc.errors()[:8]
+        )
+        more = f" (and {exc.error_count() - 8} more)" if exc.error_count() > 8 else ""
+        raise ArtifactError(
+            f"{source} is not {what}: {problems}{more}. Rerun the '{rule}' rule to rewrite it"
+        ) from None

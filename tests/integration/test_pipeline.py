@@ -185,6 +185,7 @@ def test_every_artifact_reads_back_through_its_model_to_the_same_bytes(
 ) -> None:
     """Each JSON artifact of the run is written through its typed model: reading it back and
     writing it again gives the file's own bytes."""
+    from circuitlab.acdc.artifact import CircuitFile
     from circuitlab.blacklist.detect import BlacklistFile
     from circuitlab.compare.artifact import CompareReport
     from circuitlab.io import read_json, write_json
@@ -192,12 +193,14 @@ def test_every_artifact_reads_back_through_its_model_to_the_same_bytes(
     from circuitlab.steering.artifact import SteeringReport
 
     data = pipeline / "data"
+    neuron = ("lrp.json", "contrastive.json")
     kinds = {
         SteeringReport: sorted((data / "steering").rglob("*.json")),
         CompareReport: sorted((data / "compare").rglob("*.json")),
         NeuronCircuitFile: sorted((data / "circuits").rglob("lrp.json"))
         + sorted((data / "circuits").rglob("contrastive.json")),
         BlacklistFile: sorted((data / "blacklists").glob("*.json")),
+        CircuitFile: sorted(p for p in (data / "circuits").rglob("*.json") if p.name not in neuron),
     }
     for kind, paths in kinds.items():
         assert paths, kind.__name__
@@ -205,3 +208,31 @@ def test_every_artifact_reads_back_through_its_model_to_the_same_bytes(
             again = write_json(tmp_path / "again.json", kind.load(path).to_json())
             assert again.read_bytes() == path.read_bytes(), path
             assert read_json(path)["format"] == kind.FORMAT
+    assert len(kinds[CircuitFile]) == 2 * len(EDGE_METHODS)
+
+
+def test_every_metrics_file_the_report_reads_fits_its_model(pipeline: Path) -> None:
+    """The metrics files the report and RESULTS.md read load through their typed models, and
+    the model keeps every number of the file (nothing the stage wrote is dropped)."""
+    from circuitlab.acdc.artifact import EdgeEvaluation
+    from circuitlab.blacklist.metrics import BlacklistMetrics
+    from circuitlab.io import read_json
+    from circuitlab.lrp.metrics import FaithfulnessMetrics, LrpCircuitMetrics
+    from circuitlab.models.metrics import EvaluationMetrics, TrainingMetrics
+    from circuitlab.steering.artifact import SteeringSummary
+
+    metrics = pipeline / "data" / "metrics"
+    kinds = {
+        TrainingMetrics: sorted((metrics / "train_toy_model").glob("*.json")),
+        EvaluationMetrics: sorted((metrics / "evaluate_model").rglob("*.json")),
+        BlacklistMetrics: sorted((metrics / "blacklist").glob("*.json")),
+        LrpCircuitMetrics: sorted((metrics / "lrp_circuit").rglob("*.json")),
+        FaithfulnessMetrics: sorted((metrics / "lrp_faithfulness").rglob("*.json")),
+        EdgeEvaluation: sorted((metrics / "acdc_evaluate").rglob("*.json")),
+        SteeringSummary: sorted((metrics / "steering").rglob("summary.json")),
+    }
+    for kind, paths in kinds.items():
+        assert paths, kind.__name__
+        for path in paths:
+            model = kind.load(path)
+            assert model.model_dump(mode="json", exclude_unset=True) == read_json(path), path

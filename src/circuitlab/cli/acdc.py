@@ -89,7 +89,7 @@ def acdc_evaluate(
     """Faithfulness of every method's edge circuits on the test split, random controls, agreement;
     the reference circuit of each method drawn."""
     from circuitlab import tracking
-    from circuitlab.acdc.artifact import load_circuit, render_png, to_dot
+    from circuitlab.acdc.artifact import EdgeEvaluation, load_circuit, render_png, to_dot
     from circuitlab.acdc.evaluate import evaluate_circuits
     from circuitlab.acdc.settings import AcdcConfig
     from circuitlab.io import write_text_atomic
@@ -110,5 +110,10 @@ def acdc_evaluate(
         write_text_atomic(dot, text)
         report["methods"][art.method]["rendered"] = render_png(text, dot.with_suffix(".png"))
     tracking.log_metrics(
-        "acdc_evaluate", report, metrics, config=cfg, run_name=f"acdc_evaluate/{name}/{task}"
+        "acdc_evaluate",
+        report,
+        metrics,
+        config=cfg,
+        run_name=f"acdc_evaluate/{name}/{task}",
+        schema=EdgeEvaluation,
     )

@@ -33,6 +33,7 @@ def blacklist(
     """Universal neurons: top-k |activation| at the last position of most diverse prompts."""
     from circuitlab import tracking
     from circuitlab.blacklist.detect import detect_universal_neurons
+    from circuitlab.blacklist.metrics import BlacklistMetrics
     from circuitlab.blacklist.settings import BlacklistConfig
 
     cfg = parse_params(BlacklistConfig, params)
@@ -61,6 +62,7 @@ def blacklist(
         metrics,
         config=cfg,
         run_name=f"blacklist/{model.stem}",
+        schema=BlacklistMetrics,
     )
 
 
@@ -138,6 +140,7 @@ def lrp_circuit(
     from circuitlab.io import require
     from circuitlab.lrp.attribution import Attributions
     from circuitlab.lrp.discover import select_lrp
+    from circuitlab.lrp.metrics import LrpCircuitMetrics
     from circuitlab.lrp.settings import LrpConfig
     from circuitlab.report.plots import neurons_per_layer
 
@@ -150,7 +153,12 @@ def lrp_circuit(
     if plot is not None:
         neurons_per_layer(circuit.per_layer(), plot, f"{name} / {task}: LRP circuit neurons")
     tracking.log_metrics(
-        "lrp_circuit", result, metrics, config=cfg, run_name=f"lrp_circuit/{name}/{task}"
+        "lrp_circuit",
+        result,
+        metrics,
+        config=cfg,
+        run_name=f"lrp_circuit/{name}/{task}",
+        schema=LrpCircuitMetrics,
     )
 
 
@@ -182,6 +190,7 @@ def lrp_faithfulness(
     from circuitlab.io import require
     from circuitlab.lrp.attribution import Attributions, options
     from circuitlab.lrp.faithfulness import evaluate_faithfulness
+    from circuitlab.lrp.metrics import FaithfulnessMetrics
     from circuitlab.lrp.selection import aggregate
     from circuitlab.lrp.settings import FaithfulnessConfig, LrpConfig
     from circuitlab.report.plots import faithfulness_curves
@@ -217,6 +226,7 @@ def lrp_faithfulness(
         metrics,
         config={"lrp": cfg.model_dump(mode="json"), "faithfulness": fcfg.model_dump(mode="json")},
         run_name=f"lrp_faithfulness/{name}/{task}",
+        schema=FaithfulnessMetrics,
     )
 
 

@@ -39,6 +39,7 @@ def train_toy_model(
     """Train the embedded default model on the task corpus and save it with save_pretrained."""
     from circuitlab import tracking
     from circuitlab.io import atomic_path
+    from circuitlab.models.metrics import TrainingMetrics
     from circuitlab.models.toy import build_toy_model
     from circuitlab.models.toy.settings import ToyModelConfig
 
@@ -62,6 +63,7 @@ def train_toy_model(
         steps=result.loss_steps,
         plots_out=plot,
         run_name=f"train_toy_model/{name}",
+        schema=TrainingMetrics,
     )
 
 
@@ -93,6 +95,7 @@ def evaluate_model(
     """Top-1 accuracy and logit difference on a task's test split (and train split, for contrast)."""
     from circuitlab import tracking
     from circuitlab.models.evaluate import accuracy_gate, evaluate_task
+    from circuitlab.models.metrics import EvaluationMetrics
     from circuitlab.tasks.io import load_rows
 
     rows = load_rows(data, rule="check_dataset")
@@ -105,5 +108,6 @@ def evaluate_model(
         out,
         config={"model": str(model), "task": task, "batch_size": batch_size},
         run_name=f"evaluate_model/{model.stem}/{task}",
+        schema=EvaluationMetrics,
     )
     accuracy_gate(scores, min_accuracy, model_name=model.stem, task=task)

@@ -206,6 +206,7 @@ def steering_summary(
     from circuitlab import tracking
     from circuitlab.io import read_json, require
     from circuitlab.report.plots import steering_leakage
+    from circuitlab.steering.artifact import SteeringSummary
     from circuitlab.steering.stages import leakage_matrix
 
     loaded = [read_json(require(p, "steering")) for p in reports]
@@ -213,5 +214,9 @@ def steering_summary(
     model_name = reports[0].parent.parent.name
     steering_leakage(summary, plot, f"{model_name}: steering leakage (test split)")
     tracking.log_metrics(
-        "steering_summary", summary, metrics, run_name=f"steering_summary/{model_name}"
+        "steering_summary",
+        summary,
+        metrics,
+        run_name=f"steering_summary/{model_name}",
+        schema=SteeringSummary,
     )

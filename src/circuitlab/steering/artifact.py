@@ -4,9 +4,9 @@ intervals, the leakage row, the verdicts against the controls, sample generation
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-from circuitlab.artifact import Artifact
+from circuitlab.artifact import Artifact, Metrics
 from circuitlab.types import StrictModel
 
 
@@ -86,3 +86,27 @@ class SteeringReport(Artifact):
     site: str | None = None
     chosen_multiplier: float | None = None
     vector_norm: float | None = None
+
+
+class Verdict(StrictModel):
+    """One steering report's verdicts in the summary: the primary metric and, for each
+    direction it was steered in, whether it beat its random control and by how much."""
+
+    primary: str
+    suppress_beats_control: bool | None = None
+    suppress_delta: float | None = None
+    amplify_beats_control: bool | None = None
+    amplify_delta: float | None = None
+
+
+class SteeringSummary(Metrics):
+    """``data/metrics/steering/{model}/summary.json`` (`circuitlab.steering.stages
+    .leakage_matrix`): every report's verdicts (rows ``{name}/{method}``) and the task × task
+    leakage matrix per direction (``suppress``/``amplify`` → row → other task → change of its
+    accuracy)."""
+
+    RULE: ClassVar[str] = "steering_summary"
+
+    verdicts: dict[str, Verdict]
+    leakage: dict[str, dict[str, dict[str, float | None]]]
+    n_reports: int

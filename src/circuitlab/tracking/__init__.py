@@ -56,6 +56,8 @@ from circuitlab.tracking.wandb_run import (
 if TYPE_CHECKING:
     import pydantic
 
+    from circuitlab.artifact import Metrics
+
 __all__ = [
     "PROVENANCE_KEY",
     "TrackingWarning",
@@ -81,6 +83,7 @@ def log_metrics(
     tags: Mapping[str, str] | None = None,
     run_name: str | None = None,
     steps: Sequence[int] | None = None,
+    schema: type[Metrics] | None = None,
 ) -> dict[str, Any]:
     """Write `metrics` to `out` (and `series` to `plots_out`) and log both to one W&B run.
 
@@ -101,6 +104,8 @@ def log_metrics(
         run_name: appended to the stage in the W&B run name, e.g. the rule's wildcards.
         steps: the step number of each series entry (default 0, 1, 2, …), e.g. the
             optimiser steps at which a loss was recorded.
+        schema: the metrics file's typed model (`circuitlab.artifact.Metrics`), which its
+            readers load it through: the metrics must fit it, or nothing is written.
 
     Returns:
         The metrics as written to `out` (plain Python values, non-finite numbers as None).
@@ -114,6 +119,8 @@ def log_metrics(
     clean = clean_metrics(stage, metrics)
     if PROVENANCE_KEY in clean:
         raise CircuitlabError(f"stage {stage!r}: {PROVENANCE_KEY!r} is reserved for the record")
+    if schema is not None:
+        schema.check(clean)
     flat = flatten(stage, clean)
     cleaned_series = clean_series(stage, series) if series is not None else None
     if plots_out is not None and not cleaned_series:
