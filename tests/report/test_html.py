@@ -73,13 +73,18 @@ def faithfulness_report() -> dict[str, Any]:
                 "metric_none": 0.0,
             }
         },
-        "calibration": {"grad_x_act": 0.61, "lrp_half": 0.7342, "n_neurons": 20, "sampling": "x"},
+        "calibration": {
+            "grad_x_act": 0.61, "lrp_half": 0.7342, "n_neurons": 20, "sampling": "x",
+            "interval": {"kind": "bootstrap", "grad_x_act": {"lo": 0.4, "hi": 0.8},
+                         "lrp_half": None},
+        },
         "metric": "logit_diff",
         "metric_full": 2.5,
         "n_test_prompts": 16,
         "target_faithfulness": 0.8,
         "n_cells": 1000,
-    }
+        "grid": {"layers": 4, "positions": 4, "neurons": 64},
+    }  # fmt: skip
 
 
 def acdc_trace(kept: tuple[str, ...]) -> EdgeTrace:
@@ -119,11 +124,13 @@ def acdc_evaluation() -> dict[str, Any]:
         "methods": {"acdc": res(5, 0.8771), "eap": res(4, 0.6543)},
         "agreement": {
             "jaccard": {"acdc_vs_eap": 0.4286},
+            "jaccard_over_taus": {},
             "roc_auc": {"eap": 0.9375},
             "reference_method": "acdc",
         },
         "n_edges": len(EDGES),
         "n_prompts": 8,
+        "n_prompts_available": 12,
         "ablation": "resample",
         "ld_clean": 3.0,
         "ld_ablated": 0.5,
@@ -236,7 +243,9 @@ def write_artifacts(root: Path) -> dict[str, Any]:
                       model="toy", task=task, method="lrp", n_prompts=32, n_layers=4,
                       d_mlp=64, metric_value=3.1).save(base / "circuit.json")  # fmt: skip
         write_json(base / "metrics.json", {"share_of_all_neurons": 0.0117, "blacklisted": 2,
-                   "share_of_total_attribution": 0.42, "attribution_seconds": 0.5})  # fmt: skip
+                   "share_of_total_attribution": 0.42, "attribution_seconds": 0.5,
+                   "n_neurons": 3, "n_prompts": 32, "n_positions": 4, "metric_mean": 3.1,
+                   "attribution_sum": 2.9, "neurons_per_layer": {"0": 1, "2": 1, "3": 1}})  # fmt: skip
         write_json(base / "faithfulness.json", faithfulness_report())
         for name in ("neurons.png", "faithfulness.png"):
             (base / name).write_bytes(tiny_png(1))

@@ -8,12 +8,13 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from circuitlab.errors import ArtifactError
-from circuitlab.report.format import bracket_range, dig, fmt, pct, plus_minus
+from circuitlab.report.format import bracket_range, fmt, pct, plus_minus
 from circuitlab.report.plots import circuit_graph_svg, data_uri, dot_svg, loss_curve_png, svg_uri
 
 if TYPE_CHECKING:
-    from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit
+    from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit, EdgeEvaluation
+    from circuitlab.lrp.metrics import FaithfulnessMetrics, LrpCircuitMetrics
+    from circuitlab.models.metrics import EvaluationMetrics
 
 
 def training_view(name: str, t: Mapping[str, Any]) -> dict[str, Any]:
@@ -22,31 +23,29 @@ def training_view(name: str, t: Mapping[str, Any]) -> dict[str, Any]:
     first = next((p.get("loss") for p in t["curve"] if p.get("loss") is not None), None)
     return {
         "metrics": [
-            ("final loss", fmt(metrics.get("final_loss"))),
+            ("final loss", fmt(metrics.final_loss)),
             ("first recorded loss", fmt(first)),
-            ("parameters", fmt(metrics.get("n_parameters"))),
-            ("vocabulary", fmt(metrics.get("vocab_size"))),
-            ("corpus sentences", fmt(metrics.get("corpus_sentences"))),
-            ("training time (s)", fmt(metrics.get("train_seconds"))),
+            ("parameters", fmt(metrics.n_parameters)),
+            ("vocabulary", fmt(metrics.vocab_size)),
+            ("corpus sentences", fmt(metrics.corpus_sentences)),
+            ("training time (s)", fmt(metrics.train_seconds)),
         ],
         "plot": data_uri(png) if png else None,
     }
 
 
-def evaluation_rows(evaluation: Mapping[str, Mapping[str, Any]]) -> list[dict[str, str]]:
-    rows = []
-    for task, ev in evaluation.items():
-        rows.append(
-            {
-                "task": task,
-                "test_acc": pct(dig(ev, "test", "accuracy")),
-                "train_acc": pct(dig(ev, "train", "accuracy")),
-                "pairwise": pct(dig(ev, "test", "pairwise_accuracy")),
-                "logit_diff": fmt(dig(ev, "test", "logit_diff")),
-                "n": fmt(dig(ev, "test", "n")),
-            }
-        )
-    return rows
+def evaluation_rows(evaluation: Mapping[str, EvaluationMetrics]) -> list[dict[str, str]]:
+    return [
+        {
+            "task": task,
+            "test_acc": pct(ev.test.accuracy),
+            "train_acc": pct(ev.train.accuracy),
+            "pairwise": pct(ev.test.pairwise_accuracy),
+            "logit_diff": fmt(ev.test.logit_diff),
+            "n": fmt(ev.test.n),
+        }
+        for task, ev in evaluation.items()
+    ]
 
 
 def blacklist_view(bl: Any) -> dict[str, Any]:
@@ -82,66 +81,58 @@ def _neuron_rows(circuit: Any, k: int = 12) -> list[dict[str, Any]]:
 
 
 def lrp_view(task: str, lrp: Mapping[str, Any]) -> dict[str, Any]:
-    circuit, metrics, faith = lrp["circuit"], lrp["metrics"], lrp["faithfulness"]
-    target = faith.get("target_faithfulness")
+    circuit = lrp["circuit"]
+    metrics: LrpCircuitMetrics = lrp["metrics"]
+    faith: FaithfulnessMetrics = lrp["faithfulness"]
     ablations = []
-    for name, res in (faith.get("ablations") or {}).items():
-        curve = sorted((res.get("curve") or {}).values(), key=lambda r: r.get("size", 0))
+    for name, res in faith.ablations.items():
+        curve = res.points()
         ablations.append(
             {
                 "name": name,
-                "area": fmt(res.get("area")),
-                "random_area": fmt(res.get("random_area")),
-                "beats": bool(res.get("sizes_beating_random"))
-                and (res.get("area") or 0) > (res.get("random_area") or 0),
-                "smallest": pct(res.get("smallest_size_reaching_target")),
-                "sizes_beating_random": f"{res.get('sizes_beating_random', 0)} of {len(curve)}",
+                "area": fmt(res.area),
+                "random_area": fmt(res.random_area),
+                "beats": bool(res.sizes_beating_random)
+                and (res.area or 0) > (res.random_area or 0),
+                "smallest": pct(res.smallest_size_reaching_target),
+                "sizes_beating_random": f"{res.sizes_beating_random} of {len(curve)}",
                 "curve": [
                     {
-                        "size": pct(r.get("size")),
-                        "n": fmt(r.get("n_neurons")),
-                        "faith": fmt(r.get("faithfulness")),
-                        "random": plus_minus(
-                            r.get("random_faithfulness"), r.get("random_faithfulness_ci")
-                        ),
-                        "drop": fmt(r.get("removal_drop")),
-                        "random_drop": plus_minus(
-                            r.get("random_removal_drop"), r.get("random_removal_drop_ci")
-                        ),
-                        "beats": bool(r.get("beats_random")),
+                        "size": pct(r.size),
+                        "n": fmt(r.n_neurons),
+                        "faith": fmt(r.faithfulness),
+                        "random": plus_minus(r.random_faithfulness, r.random_faithfulness_ci),
+                        "drop": fmt(r.removal_drop),
+                        "random_drop": plus_minus(r.random_removal_drop, r.random_removal_drop_ci),
+                        "beats": r.beats_random,
                     }
                     for r in curve
                 ],
             }
         )
-    cal = faith.get("calibration") or {}
-    intervals = cal.get("interval") or {}
-    calibration = [
-        (k, fmt(v) + bracket_range(intervals.get(k)))
-        for k, v in cal.items()
-        if k not in ("n_neurons", "sampling") and (v is None or isinstance(v, (int, float)))
-    ]
+    cal = faith.calibration
+    calibration = [(k, fmt(v) + bracket_range(cal.bounds(k))) for k, v in cal.rho().items()]
     return {
         "task": task,
         "numbers": [
             ("circuit neurons", fmt(len(circuit))),
-            ("share of analysed neurons", pct(metrics.get("share_of_all_neurons"))),
-            ("share of total attribution", pct(metrics.get("share_of_total_attribution"))),
-            ("blacklisted (skipped)", fmt(metrics.get("blacklisted"))),
+            ("share of analysed neurons", pct(metrics.share_of_all_neurons)),
+            ("share of total attribution", pct(metrics.share_of_total_attribution)),
+            ("blacklisted (skipped)", fmt(metrics.blacklisted)),
             ("discovery prompts (train)", fmt(circuit.n_prompts)),
             ("metric on discovery prompts", fmt(circuit.metric_value)),
-            ("test prompts (faithfulness)", fmt(faith.get("n_test_prompts"))),
-            ("full-model metric (test)", fmt(faith.get("metric_full"))),
-            ("attribution time (s)", fmt(metrics.get("attribution_seconds"))),
+            ("test prompts (faithfulness)", fmt(faith.n_test_prompts)),
+            ("full-model metric (test)", fmt(faith.metric_full)),
+            ("attribution time (s)", fmt(metrics.attribution_seconds)),
         ],
         "per_layer": sorted(circuit.per_layer().items()),
         "top": _neuron_rows(circuit),
         "neurons_plot": data_uri(lrp["neurons_plot"]),
         "faithfulness_plot": data_uri(lrp["faithfulness_plot"]),
-        "target": pct(target),
+        "target": pct(faith.target_faithfulness),
         "ablations": ablations,
         "calibration": calibration,
-        "calibration_n": cal.get("n_neurons"),
+        "calibration_n": cal.n_neurons,
     }
 
 
@@ -183,35 +174,31 @@ def _near_tau_checks(art: CircuitArtifact, circuit: EdgeCircuit) -> list[dict[st
 
 
 def acdc_view(task: str, acdc: Mapping[str, Any]) -> dict[str, Any]:
-    ev = acdc["evaluation"]
+    ev: EdgeEvaluation = acdc["evaluation"]
     arts = acdc["circuits"]
-    if "reference_tau" not in ev:
-        raise ArtifactError(
-            f"{task}: the edge-circuit evaluation has no reference_tau: it predates the "
-            "circuits' format; rerun acdc_evaluate"
-        )
-    agreement = ev.get("agreement") or {}
-    ref_method = agreement.get("reference_method")
+    agreement = ev.agreement
+    ref_method = agreement.reference_method
     if ref_method not in arts:
         ref_method = "acdc" if "acdc" in arts else next(iter(arts), None)
     methods = []
     for method, art in arts.items():
-        res = dig(ev, "methods", method, default={}) or {}
-        ref = res.get("reference") or {}
-        rnd = ref.get("random") or {}
-        circuit = art.reference_circuit(ev["reference_tau"])
-        scores = art.scores_by_name()
-        top_edges = sorted(circuit.kept, key=lambda e: -scores.get(e, 0.0))
+        scores = ev.methods.get(method)
+        ref = scores.reference if scores is not None else None
+        circuit = art.reference_circuit(ev.reference_tau)
+        by_name = art.scores_by_name()
+        top_edges = sorted(circuit.kept, key=lambda e: -by_name.get(e, 0.0))
         methods.append(
             {
                 "method": method,
                 "label": circuit.label,
                 "n_kept": len(circuit.kept),
                 "fraction": pct(len(circuit.kept) / max(len(art.edges), 1)),
-                "recovery": fmt(ref.get("recovery")),
-                "random_recovery": plus_minus(rnd.get("recovery_mean"), rnd.get("recovery_ci")),
-                "kl": fmt(ref.get("kl")),
-                "random_kl": plus_minus(rnd.get("kl_mean"), rnd.get("kl_ci")),
+                "recovery": fmt(ref.recovery if ref else None),
+                "random_recovery": plus_minus(ref.random.recovery_mean, ref.random.recovery_ci)
+                if ref
+                else "—",
+                "kl": fmt(ref.kl if ref else None),
+                "random_kl": plus_minus(ref.random.kl_mean, ref.random.kl_ci) if ref else "—",
                 "n_circuits": len(art.circuits),
                 "near_tau": fmt(circuit.n_near_tau),
                 "near_edges": _near_tau_checks(art, circuit),
@@ -223,13 +210,12 @@ def acdc_view(task: str, acdc: Mapping[str, Any]) -> dict[str, Any]:
                 "graph": acdc_graph(art, circuit, acdc["dots"].get(method))
                 if method == ref_method
                 else None,
-                "edges": [{"edge": e, "score": fmt(scores.get(e))} for e in top_edges[:20]],
+                "edges": [{"edge": e, "score": fmt(by_name.get(e))} for e in top_edges[:20]],
                 "more_edges": max(0, len(top_edges) - 20),
                 "is_reference": method == ref_method,
             }
         )
     methods.sort(key=lambda m: (not m["is_reference"],))
-    jaccard = agreement.get("jaccard") or {}
     names = list(arts)
     matrix = []
     for a in names:
@@ -238,26 +224,24 @@ def acdc_view(task: str, acdc: Mapping[str, Any]) -> dict[str, Any]:
             if a == b:
                 row.append({"text": "1", "shade": 1.0})
                 continue
-            v = jaccard.get(f"{a}_vs_{b}", jaccard.get(f"{b}_vs_{a}"))
-            row.append({"text": fmt(v), "shade": float(v) if isinstance(v, (int, float)) else None})
+            v = agreement.pair(a, b)
+            row.append({"text": fmt(v), "shade": v})
         matrix.append({"method": a, "cells": row})
-    roc = [(m, fmt(v)) for m, v in (agreement.get("roc_auc") or {}).items()]
-    n_edges = ev.get("n_edges") or (len(next(iter(arts.values())).edges) if arts else None)
     return {
         "task": task,
         "numbers": [
-            ("graph edges", fmt(n_edges)),
-            ("evaluation prompts (test)", fmt(ev.get("n_prompts"))),
-            ("ablation", fmt(ev.get("ablation"))),
-            ("logit diff, clean", fmt(ev.get("ld_clean"))),
-            ("logit diff, all ablated", fmt(ev.get("ld_ablated"))),
-            ("KL, all ablated", fmt(ev.get("kl_ablated"))),
+            ("graph edges", fmt(ev.n_edges)),
+            ("evaluation prompts (test)", fmt(ev.n_prompts)),
+            ("ablation", fmt(ev.ablation)),
+            ("logit diff, clean", fmt(ev.ld_clean)),
+            ("logit diff, all ablated", fmt(ev.ld_ablated)),
+            ("KL, all ablated", fmt(ev.kl_ablated)),
         ],
         "methods": methods,
         "plot": data_uri(acdc["plot"]),
         "reference_method": ref_method,
         "jaccard": {"names": names, "rows": matrix} if len(names) > 1 else None,
-        "roc_auc": roc,
+        "roc_auc": [(m, fmt(v)) for m, v in agreement.roc_auc.items()],
     }
 
 

@@ -4,10 +4,12 @@ intervals as ``mean ± half`` or ``mean [lo, hi]``, and a missing value as ``—
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from circuitlab.steering.artifact import Interval
+
+if TYPE_CHECKING:
+    from circuitlab.lrp.metrics import Bounds
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -35,25 +37,17 @@ def pct(value: Any) -> str:
     return "—" if value is None else f"{100 * float(value):.1f} %"
 
 
-def dig(d: Any, *keys: str, default: Any = None) -> Any:
-    for k in keys:
-        if not isinstance(d, Mapping) or k not in d:
-            return default
-        d = d[k]
-    return d
-
-
 def plus_minus(mean: Any, half: Any) -> str:
     if mean is None:
         return "—"
     return fmt(mean) if half is None else f"{fmt(mean)} ± {fmt(half, 2)}"
 
 
-def bracket_range(interval: Any) -> str:
-    """`` [lo, hi]`` of an interval dict, or nothing."""
-    if not isinstance(interval, Mapping) or interval.get("lo") is None:
+def bracket_range(bounds: Bounds | None) -> str:
+    """`` [lo, hi]`` of an interval's bounds, or nothing."""
+    if bounds is None:
         return ""
-    return f" [{fmt(interval['lo'], 2)}, {fmt(interval['hi'], 2)}]"
+    return f" [{fmt(bounds.lo, 2)}, {fmt(bounds.hi, 2)}]"
 
 
 def interval_cell(cell: Interval | None) -> str:

@@ -129,8 +129,9 @@ def parse_manifest(data: Any, source: str = "--manifest") -> ReportManifest:
 @dataclass
 class ModelResults:
     backend: str = "native"
-    training: dict[str, Any] | None = None  # {"metrics": {...}, "curve": [{step, loss}, ...]}
-    evaluation: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # {"metrics": TrainingMetrics, "curve": [{step, loss}, ...]}
+    training: dict[str, Any] | None = None
+    evaluation: dict[str, Any] = field(default_factory=dict)  # task -> EvaluationMetrics
     blacklist: Any = None  # circuitlab.blacklist.detect.Blacklist
     lrp: dict[str, dict[str, Any]] = field(default_factory=dict)
     acdc: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -180,11 +181,13 @@ def read_benchmark(path: str, rule: str) -> dict[str, Any]:
 
 def load_report_inputs(manifest: ReportManifest) -> LoadedReport:
     """Read every artifact the manifest lists (and nothing else); errors name the rule."""
-    from circuitlab.acdc.artifact import CircuitArtifact
+    from circuitlab.acdc.artifact import CircuitArtifact, EdgeEvaluation
     from circuitlab.blacklist.detect import Blacklist
     from circuitlab.compare.artifact import CompareReport
     from circuitlab.lrp.circuit import NeuronCircuit
-    from circuitlab.steering.artifact import SteeringReport
+    from circuitlab.lrp.metrics import FaithfulnessMetrics, LrpCircuitMetrics
+    from circuitlab.models.metrics import EvaluationMetrics, TrainingMetrics
+    from circuitlab.steering.artifact import SteeringReport, SteeringSummary
 
     models: dict[str, ModelResults] = {}
     for name, m in manifest.models.items():
@@ -193,16 +196,16 @@ def load_report_inputs(manifest: ReportManifest) -> LoadedReport:
             curve = read_json(m.training.curve, rule="train_toy_model")
             if not isinstance(curve, list):
                 raise ArtifactError(f"{m.training.curve}: expected a list of {{step, loss}}")
-            lm.training = {"metrics": _obj(m.training.metrics, "train_toy_model"), "curve": curve}
-        lm.evaluation = {t: _obj(p, "evaluate_model") for t, p in m.evaluation.items()}
+            lm.training = {"metrics": TrainingMetrics.load(m.training.metrics), "curve": curve}
+        lm.evaluation = {t: EvaluationMetrics.load(p) for t, p in m.evaluation.items()}
         if m.blacklist is not None:
             lm.blacklist = Blacklist.from_json(_obj(m.blacklist, "blacklist"), m.blacklist)
         for task, lrp in m.lrp.items():
             lm.lrp[task] = {
                 "circuit": NeuronCircuit.from_json(_obj(lrp.circuit, "lrp_circuit"), lrp.circuit),
-                "metrics": _obj(lrp.metrics, "lrp_circuit"),
+                "metrics": LrpCircuitMetrics.load(lrp.metrics),
                 "neurons_plot": _png(lrp.neurons_plot, "lrp_circuit"),
-                "faithfulness": _obj(lrp.faithfulness, "lrp_faithfulness"),
+                "faithfulness": FaithfulnessMetrics.load(lrp.faithfulness),
                 "faithfulness_plot": _png(lrp.faithfulness_plot, "lrp_faithfulness"),
             }
         for task, acdc in m.acdc.items():
@@ -215,7 +218,7 @@ def load_report_inputs(manifest: ReportManifest) -> LoadedReport:
                     method: require(p, "acdc_evaluate").read_text(encoding="utf-8")
                     for method, p in acdc.dots.items()
                 },
-                "evaluation": _obj(acdc.evaluation, "acdc_evaluate"),
+                "evaluation": EdgeEvaluation.load(acdc.evaluation),
                 "plot": _png(acdc.plot, "acdc_evaluate"),
             }
         lm.contrastive = {
@@ -238,7 +241,7 @@ def load_report_inputs(manifest: ReportManifest) -> LoadedReport:
             }
         if m.steering_summary is not None:
             lm.steering_summary = {
-                "metrics": _obj(m.steering_summary.metrics, "steering_summary"),
+                "metrics": SteeringSummary.load(m.steering_summary.metrics),
                 "plot": _png(m.steering_summary.plot, "steering_summary"),
             }
         for key, cmp in m.compare.items():

@@ -11,17 +11,30 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from circuitlab.acdc.artifact import EdgeEvaluation
+from circuitlab.artifact import Artifact, Metrics
+from circuitlab.blacklist.metrics import BlacklistMetrics
+from circuitlab.compare.artifact import CompareReport
 from circuitlab.errors import ArtifactError
-from circuitlab.io import read_json as _read_json
+from circuitlab.io import read_json
+from circuitlab.lrp.metrics import FaithfulnessMetrics, LrpCircuitMetrics
+from circuitlab.models.metrics import EvaluationMetrics
+from circuitlab.steering.artifact import Interval, SteeringReport
 
-#: each metrics file is read once, for its table and for the commit stamp
-read_json = lru_cache(maxsize=None)(_read_json)
+_File = TypeVar("_File", bound=Artifact | Metrics)
+
+
+@cache
+def load(kind: type[_File], path: Path, rule: str | None = None) -> _File:
+    """The file at ``path`` through its typed model (``rule``: when another rule than the
+    model's writes it)."""
+    return kind.load(path, rule)
 
 
 @dataclass
@@ -30,6 +43,7 @@ class Table:
     note: str
     header: list[str]
     rows: list[list[str]] = field(default_factory=list)
+    #: the metrics file of each row, whose provenance record stamps the table
     sources: list[Path] = field(default_factory=list)
 
     def add(self, source: Path, *cells: str) -> None:
@@ -48,11 +62,11 @@ def num(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
-def interval(cell: Mapping[str, Any] | None, digits: int = 3) -> str:
-    """``mean [lo, hi]`` of an interval dict."""
-    if not cell:
+def interval(cell: Interval | None, digits: int = 3) -> str:
+    """``mean [lo, hi]`` of a bootstrap interval."""
+    if cell is None:
         return "—"
-    return f"{num(cell.get('mean'), digits)} [{num(cell.get('lo'), digits)}, {num(cell.get('hi'), digits)}]"
+    return f"{num(cell.mean, digits)} [{num(cell.lo, digits)}, {num(cell.hi, digits)}]"
 
 
 def model_stamp(data: Path, model: str) -> str:
@@ -73,7 +87,8 @@ def model_stamp(data: Path, model: str) -> str:
 
 
 def commits(sources: Iterable[Path]) -> str:
-    """The commit(s) in the provenance of ``sources`` (marked when the tree was dirty)."""
+    """The commit(s) in the provenance record of the metrics files ``sources`` (marked when the
+    tree was dirty)."""
     found: set[str] = set()
     for path in sources:
         env = (read_json(path).get("provenance") or {}).get("environment") or {}
@@ -88,6 +103,10 @@ def _models(data: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.exists() else []
 
 
+def _layer(item: tuple[str, int]) -> int:
+    return int(item[0])
+
+
 def _files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.json")) if folder.exists() else []
 
@@ -99,8 +118,9 @@ def accuracy_table(data: Path, model: str) -> Table:
         ["task", "accuracy", "logit diff", "prompts"],
     )
     for path in _files(data / "metrics" / "evaluate_model" / model):
-        test = read_json(path)["test"]
-        t.add(path, path.stem, num(test["accuracy"]), num(test["logit_diff"]), num(test["n"]))
+        test = load(EvaluationMetrics, path).test
+        t.add(path, path.stem, num(test.accuracy), num(test.logit_diff),
+              num(test.n))  # fmt: skip
     return t
 
 
@@ -113,10 +133,10 @@ def blacklist_table(data: Path, model: str) -> Table:
     )
     path = data / "metrics" / "blacklist" / f"{model}.json"
     if path.exists():
-        b = read_json(path)
-        layers = ", ".join(f"L{k}: {v}" for k, v in sorted((b.get("per_layer") or {}).items()))
-        t.add(path, num(b.get("n_neurons")), layers or "—", num(b.get("n_prompts")),
-              num(b.get("stability")))  # fmt: skip
+        b = load(BlacklistMetrics, path)
+        layers = ", ".join(f"L{k}: {v}" for k, v in sorted(b.per_layer.items(), key=_layer))
+        t.add(path, num(b.n_neurons), layers or "—", num(b.n_prompts),
+              num(b.stability))  # fmt: skip
     return t
 
 
@@ -135,16 +155,16 @@ def lrp_table(data: Path, model: str) -> Table:
         ],
     )
     for path in _files(data / "metrics" / "lrp_faithfulness" / model):
-        f = read_json(path)
-        circuit = read_json(data / "metrics" / "lrp_circuit" / model / path.name)
-        mean, zero = (f["ablations"].get(k, {}) for k in ("mean", "zero"))
+        f = load(FaithfulnessMetrics, path)
+        circuit = load(LrpCircuitMetrics, data / "metrics" / "lrp_circuit" / model / path.name)
+        mean, zero = (f.ablations.get(k) for k in ("mean", "zero"))
         t.add(
             path,
             path.stem,
-            num(circuit.get("n_neurons")),
-            f"{num(mean.get('area'))} / {num(mean.get('random_area'))}",
-            f"{num(zero.get('area'))} / {num(zero.get('random_area'))}",
-            num(mean.get("smallest_size_reaching_target")),
+            num(circuit.n_neurons),
+            f"{num(mean.area)} / {num(mean.random_area)}" if mean else "—",
+            f"{num(zero.area)} / {num(zero.random_area)}" if zero else "—",
+            num(mean.smallest_size_reaching_target) if mean else "—",
         )
     return t
 
@@ -160,15 +180,15 @@ def calibration_table(data: Path, model: str) -> Table:
         ["task", "neurons", *CALIBRATION],
     )
     for path in _files(data / "metrics" / "lrp_faithfulness" / model):
-        cal = read_json(path).get("calibration") or {}
-        ci = cal.get("interval") or {}
+        cal = load(FaithfulnessMetrics, path).calibration
+        rho = cal.rho()
         cells = []
         for name in CALIBRATION:
-            rho, band = cal.get(name), ci.get(name)
+            band = cal.bounds(name) if name in rho else None
             cells.append(
-                num(rho, 2) + (f" [{num(band['lo'], 2)}, {num(band['hi'], 2)}]" if band else "")
+                num(rho.get(name), 2) + (f" [{num(band.lo, 2)}, {num(band.hi, 2)}]" if band else "")
             )
-        t.add(path, path.stem, num(cal.get("n_neurons")), *cells)
+        t.add(path, path.stem, num(cal.n_neurons), *cells)
     return t
 
 
@@ -180,17 +200,17 @@ def acdc_table(data: Path, model: str) -> Table:
         ["task", "method", "edges", "KL", "recovery", "random recovery"],
     )
     for path in _files(data / "metrics" / "acdc_evaluate" / model):
-        report = read_json(path)
-        for method, res in report["methods"].items():
-            ref = res.get("reference") or {}
+        report = load(EdgeEvaluation, path)
+        for method, res in report.methods.items():
+            ref = res.reference
             t.add(
                 path,
                 path.stem,
                 method,
-                f"{num(ref.get('n_edges'))} / {num(report['n_edges'])}",
-                num(ref.get("kl")),
-                num(ref.get("recovery")),
-                num((ref.get("random") or {}).get("recovery_mean")),
+                f"{num(ref.n_edges)} / {num(report.n_edges)}",
+                num(ref.kl),
+                num(ref.recovery),
+                num(ref.random.recovery_mean),
             )
     return t
 
@@ -203,20 +223,21 @@ def steering_table(data: Path, model: str) -> Table:
         "whether it beats the control, and the side effect (KL on neutral prompts)",
         ["name", "method", "metric", "amplify Δ", "beats", "suppress Δ", "beats", "KL (amplify)"],
     )
-    root = data / "metrics" / "steering" / model
+    root = data / "steering" / model
     for path in sorted(root.glob("*/*.json")) if root.exists() else []:
-        summary = read_json(path).get("summary") or {}
-        amplify, suppress = summary.get("amplify") or {}, summary.get("suppress") or {}
+        rule = "caa_steering" if path.stem == "caa" else "steering"
+        summary = load(SteeringReport, path, rule).summary
+        amplify, suppress = summary.amplify, summary.suppress
         t.add(
-            path,
+            data / "metrics" / "steering" / model / path.parent.name / path.name,
             path.parent.name,
             path.stem,
-            str(summary.get("primary", "—")),
-            interval(amplify.get("delta")),
-            num(amplify.get("beats_control")),
-            interval(suppress.get("delta")) if suppress else "—",
-            num(suppress.get("beats_control")) if suppress else "—",
-            num(amplify.get("kl_neutral")),
+            summary.primary,
+            interval(amplify.delta) if amplify else "—",
+            num(amplify.beats_control) if amplify else "—",
+            interval(suppress.delta) if suppress else "—",
+            num(suppress.beats_control) if suppress else "—",
+            num(amplify.kl_neutral) if amplify else "—",
         )
     return t
 
@@ -228,12 +249,11 @@ def compare_table(data: Path, model: str) -> Table:
         "effect each method pays for it (lower is better)",
         ["behaviour", "direction", "matched effect", "best", "KL per method"],
     )
-    for path in _files(data / "metrics" / "compare" / model):
-        for direction, m in (read_json(path).get("matched") or {}).items():
-            kls = ", ".join(
-                f"{name} {num(v.get('kl'))}" for name, v in sorted((m.get("methods") or {}).items())
-            )
-            t.add(path, path.stem, direction, num(m.get("effect")), str(m.get("best")), kls)
+    for path in _files(data / "compare" / model):
+        for direction, m in load(CompareReport, path).matched.items():
+            kls = ", ".join(f"{name} {num(v.kl)}" for name, v in sorted(m.methods.items()))
+            t.add(data / "metrics" / "compare" / model / path.name, path.stem, direction,
+                  num(m.effect), str(m.best), kls)  # fmt: skip
     return t
 
 
@@ -257,7 +277,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def render_results(data: str | Path) -> str:
     """The text of RESULTS.md for the run in ``data`` (pure apart from reading it)."""
     data = Path(data)
-    read_json.cache_clear()  # this run's files, read once each
+    load.cache_clear()  # this run's files
     models = _models(data)
     if not models:
         raise ArtifactError(

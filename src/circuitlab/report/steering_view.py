@@ -9,7 +9,7 @@ from typing import Any
 from circuitlab.compare.artifact import CompareReport
 from circuitlab.report.format import fmt, interval_cell, pct
 from circuitlab.report.plots import data_uri, dose_response_png
-from circuitlab.steering.artifact import Arm, SteeringReport
+from circuitlab.steering.artifact import Arm, SteeringReport, SteeringSummary
 
 
 def _steering_row(method: str, r: SteeringReport) -> dict[str, Any]:
@@ -62,18 +62,18 @@ def steering_view(key: str, st: Mapping[str, Any]) -> dict[str, Any]:
 def steering_summary_view(summary: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if summary is None:
         return None
-    verdicts = []
-    for row, v in (summary["metrics"].get("verdicts") or {}).items():
-        verdicts.append(
-            {
-                "row": row,
-                "primary": str(v.get("primary", "—")).replace("_", " "),
-                "suppress": v.get("suppress_beats_control"),
-                "suppress_delta": fmt(v.get("suppress_delta")),
-                "amplify": v.get("amplify_beats_control"),
-                "amplify_delta": fmt(v.get("amplify_delta")),
-            }
-        )
+    metrics: SteeringSummary = summary["metrics"]
+    verdicts = [
+        {
+            "row": row,
+            "primary": v.primary.replace("_", " "),
+            "suppress": v.suppress_beats_control,
+            "suppress_delta": fmt(v.suppress_delta),
+            "amplify": v.amplify_beats_control,
+            "amplify_delta": fmt(v.amplify_delta),
+        }
+        for row, v in metrics.verdicts.items()
+    ]
     return {"verdicts": verdicts, "plot": data_uri(summary["plot"])}
 
 

@@ -9,7 +9,7 @@ and the timing table; each section's view is in `circuitlab.report.circuits_view
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from circuitlab.compare.artifact import CompareReport
 from circuitlab.report.circuits_view import (
@@ -20,10 +20,13 @@ from circuitlab.report.circuits_view import (
     lrp_view,
     training_view,
 )
-from circuitlab.report.format import dig, fmt, interval_cell, pct
+from circuitlab.report.format import fmt, interval_cell, pct
 from circuitlab.report.manifest import LoadedReport, ModelResults
 from circuitlab.report.steering_view import compare_view, steering_summary_view, steering_view
 from circuitlab.steering.artifact import Arm
+
+if TYPE_CHECKING:
+    from circuitlab.acdc.artifact import EdgeEvaluation
 
 __all__ = ["build_view", "fmt", "pct"]
 
@@ -67,16 +70,17 @@ def _summary_rows(name: str, m: ModelResults) -> list[dict[str, str]]:
     rows = []
     for task in tasks:
         lrp = m.lrp.get(task)
-        faith = dig(lrp, "faithfulness", "ablations", default={}) if lrp else {}
-        first = next(iter(faith.values()), {}) if faith else {}
+        curves = lrp["faithfulness"].ablations if lrp else {}
+        first = next(iter(curves.values()), None)
         acdc = m.acdc.get(task)
-        ref = {}
-        ref_method = None
+        ref, ref_method = None, None
         if acdc:
-            ref_method = dig(acdc, "evaluation", "agreement", "reference_method")
+            ev: EdgeEvaluation = acdc["evaluation"]
+            ref_method = ev.agreement.reference_method
             if ref_method not in acdc["circuits"]:
                 ref_method = next(iter(acdc["circuits"]), None)
-            ref = dig(acdc, "evaluation", "methods", ref_method or "", "reference", default={})
+            scores = ev.methods.get(ref_method or "")
+            ref = scores.reference if scores is not None else None
         results = m.steering[task]["results"] if task in m.steering else {}
         st_method = "lrp" if "lrp" in results else next(iter(results), None)
         suppress = results[st_method].summary.suppress if st_method else None
@@ -84,21 +88,18 @@ def _summary_rows(name: str, m: ModelResults) -> list[dict[str, str]]:
         if suppress is not None:
             verdict = "beats control" if suppress.beats_control else "not beyond control"
             steer = f"Δ {fmt(suppress.delta.mean)} ({st_method}, {verdict})"
+        evaluation = m.evaluation.get(task)
         rows.append(
             {
                 "task": task,
                 "steering": steer,
-                "test_acc": pct(dig(m.evaluation.get(task), "test", "accuracy")),
+                "test_acc": pct(evaluation.test.accuracy) if evaluation else "—",
                 "lrp_n": fmt(len(lrp["circuit"])) if lrp else "—",
-                "lrp_area": (
-                    f"{fmt(first.get('area'))} vs {fmt(first.get('random_area'))}" if first else "—"
-                ),
-                "acdc": (f"{fmt(ref.get('n_edges'))} edges ({ref_method})" if ref else "—"),
-                "recovery": (
-                    f"{fmt(ref.get('recovery'))} vs {fmt(dig(ref, 'random', 'recovery_mean'))}"
-                    if ref
-                    else "—"
-                ),
+                "lrp_area": f"{fmt(first.area)} vs {fmt(first.random_area)}" if first else "—",
+                "acdc": f"{fmt(ref.n_edges)} edges ({ref_method})" if ref else "—",
+                "recovery": f"{fmt(ref.recovery)} vs {fmt(ref.random.recovery_mean)}"
+                if ref
+                else "—",
             }
         )
     return rows
