@@ -37,6 +37,7 @@ HEAVY = (
 )
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups off the markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (`make test TEST_WORKERS=2`, `--dist loadgroup`): every heavy test
     (`HEAVY`, or any that uses the shared pipeline run) in one group, every other module's tests
