@@ -78,7 +78,7 @@ accept: setup
 # Snakemake pipelines of the integration tests already use both (BENCHMARKS.md).
 TEST_WORKERS ?= 0
 PYTEST := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
-XDIST   = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+XDIST   = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 
 test: setup
 	$(PYTEST) $(XDIST) $(ARGS)

@@ -26,9 +26,10 @@ def _offline_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MPLBACKEND", "Agg")
 
 
-#: Tests that run a Snakemake pipeline, a toy training or the CLI against one: under
-#: pytest-xdist they all share one worker, so two pipelines never compete for the two cores
-#: (and the shared tiny pipeline run is made once) while the other worker runs the rest.
+#: Tests that run a Snakemake pipeline, a toy training or the CLI against one (every user of
+#: the shared pipeline run is under tests/integration/): under pytest-xdist they all run on one
+#: worker, so two pipelines never compete for the two cores and the shared run is made once,
+#: while the other worker runs the rest.
 HEAVY = (
     "tests/integration/",
     "tests/hardening/test_killed_write.py",
@@ -37,15 +38,25 @@ HEAVY = (
 )
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups off the markers
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """`make test TEST_WORKERS=2`: xdist's load-by-scope scheduling with the heavy tests as one
+    scope and every other module as its own (its module-scoped fixtures are built once).
+
+    Not ``--dist loadgroup`` with ``xdist_group`` marks: pytest-xdist 3.8 groups by appending
+    the group to ``item._nodeid``, which pytest 9.2 no longer reads (it keeps ``item._id``), so
+    the groups were silently ignored and both workers built the shared pipeline run."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class HeavyApart(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "heavy" if path.startswith(HEAVY) else path
+
+    return HeavyApart(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`make test TEST_WORKERS=2`, `--dist loadgroup`): every heavy test
-    (`HEAVY`, or any that uses the shared pipeline run) in one group, every other module's tests
-    together (their module-scoped fixtures are built once)."""
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        path = item.nodeid.split("::")[0]
-        shared = {"pipeline_run", "pipeline"} & set(getattr(item, "fixturenames", ()))
-        heavy = shared or path.startswith(HEAVY) or item.get_closest_marker("slow")
-        item.add_marker(pytest.mark.xdist_group("heavy" if heavy else path))
+    """On an xdist worker: the heavy tests first, so their worker starts the longest chain at
+    once (xdist hands out scopes in collection order). One process keeps the usual order."""
+    if hasattr(config, "workerinput"):
+        items.sort(key=lambda item: not item.nodeid.startswith(HEAVY))
