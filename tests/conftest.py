@@ -26,10 +26,14 @@ def _offline_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MPLBACKEND", "Agg")
 
 
-#: Tests that run a Snakemake pipeline, a toy training or the CLI against one (every user of
-#: the shared pipeline run is under tests/integration/): under pytest-xdist they all run on one
-#: worker, so two pipelines never compete for the two cores and the shared run is made once,
-#: while the other worker runs the rest.
+#: Tests that use the shared pipeline run (tests/integration/conftest.py), and the other tests
+#: that run a Snakemake pipeline, a toy training or the CLI against one. Under pytest-xdist each
+#: group runs on one worker, in this order, so the shared run is made once and at most two
+#: pipelines share the two cores, while the unit tests fill the gaps.
+SHARED_RUN = tuple(
+    f"tests/integration/test_{name}.py"
+    for name in ("pipeline", "reruns", "provenance", "offline", "report", "determinism", "history")
+)
 HEAVY = (
     "tests/integration/",
     "tests/hardening/test_killed_write.py",
@@ -38,9 +42,20 @@ HEAVY = (
 )
 
 
+def _scope(nodeid: str) -> tuple[int, str]:
+    """(rank, xdist scope) of a test: the shared run's users, the other heavy tests, then each
+    remaining module on its own."""
+    path = nodeid.split("::", 1)[0]
+    if path.startswith(SHARED_RUN):
+        return 0, "shared-run"
+    if path.startswith(HEAVY):
+        return 1, "heavy"
+    return 2, path
+
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
-    """`make test TEST_WORKERS=2`: xdist's load-by-scope scheduling with the heavy tests as one
-    scope and every other module as its own (its module-scoped fixtures are built once).
+    """`make test TEST_WORKERS=2`: xdist's load-by-scope scheduling over `_scope`, in collection
+    order (the heavy scopes first: they are the longest chains).
 
     Not ``--dist loadgroup`` with ``xdist_group`` marks: pytest-xdist 3.8 groups by appending
     the group to ``item._nodeid``, which pytest 9.2 no longer reads (it keeps ``item._id``), so
@@ -49,14 +64,23 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
 
     class HeavyApart(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            return "heavy" if path.startswith(HEAVY) else path
+            return _scope(nodeid)[1]
 
+    config.option.loadscopereorder = False  # keep the order below, not largest scope first
     return HeavyApart(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On an xdist worker: the heavy tests first, so their worker starts the longest chain at
-    once (xdist hands out scopes in collection order). One process keeps the usual order."""
+    """Every user of the shared run is in `SHARED_RUN` (else a second xdist worker would build
+    it again). On an xdist worker: the heavy scopes first, so each worker starts one of the two
+    long chains at once (xdist hands out scopes in collection order); one process keeps the
+    usual order."""
+    for item in items:
+        uses = {"pipeline_run", "pipeline"} & set(getattr(item, "fixturenames", ()))
+        if uses and _scope(item.nodeid)[1] != "shared-run":
+            raise pytest.UsageError(
+                f"{item.nodeid} uses the shared pipeline run: add its module to SHARED_RUN in "
+                "tests/conftest.py"
+            )
     if hasattr(config, "workerinput"):
-        items.sort(key=lambda item: not item.nodeid.startswith(HEAVY))
+        items.sort(key=lambda item: _scope(item.nodeid)[0])
