@@ -73,10 +73,11 @@ accept: setup
 	CIRCUITLAB_ACCEPT=1 $(SNAKEMAKE) --cores 1 --touch
 	$(BIN)/circuitlab altered --accept
 
-# The whole suite, in one process. TEST_WORKERS=2 spreads it over two pytest-xdist workers
-# (heavy tests stay on one: tests/conftest.py); on 2 cores that is not faster, because the
-# Snakemake pipelines of the integration tests already use both (BENCHMARKS.md).
-TEST_WORKERS ?= 0
+# The whole suite on two pytest-xdist workers: the tests around the shared pipeline run on one,
+# the other pipelines and trainings then the unit tests on the other (tests/conftest.py); on 2
+# cores 7 min 52 s against 11 min 37 s in one process (BENCHMARKS.md). TEST_WORKERS=0: one
+# process (the usual test order, one test's output at a time).
+TEST_WORKERS ?= 2
 PYTEST := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 XDIST   = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 
