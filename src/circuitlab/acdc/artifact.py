@@ -262,6 +262,30 @@ def load_circuit(path: str | Path, rule: str | None = None) -> CircuitArtifact:
 
 
 # --------------------------------------------------------------------- evaluation file
+class DiscoveredCircuit(StrictModel):
+    label: str
+    tau: float | None
+    n_kept: int
+    metric: float | None  # the discovery metric the circuit reached on the train prompts
+
+
+class DiscoveryMetrics(Metrics):
+    """``data/metrics/acdc_circuit/{model}/{task}/{method}.json``: one discovery run's counts
+    (`circuitlab.acdc.discover.circuit_metrics`); ``details`` are the method's own scalars."""
+
+    RULE: ClassVar[str] = "acdc_circuit"
+
+    method: str
+    n_edges: int
+    n_prompts: int
+    n_prompts_available: int | None
+    seconds: float
+    n_forward: int
+    n_backward: int
+    circuits: dict[str, DiscoveredCircuit]  # "00", "01", … in the artifact's order
+    details: dict[str, int | float | str | bool]
+
+
 class RandomControl(StrictModel):
     """Random edge sets of a circuit's size: mean and 95 % t half-width of KL and recovery."""
 

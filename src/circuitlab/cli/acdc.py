@@ -38,7 +38,7 @@ def acdc_circuit(
 ) -> None:
     """Edge circuit of a task's train split with one method (ACDC variants, head pruning, EAP)."""
     from circuitlab import tracking
-    from circuitlab.acdc.artifact import CircuitArtifact, save_circuit
+    from circuitlab.acdc.artifact import CircuitArtifact, DiscoveryMetrics, save_circuit
     from circuitlab.acdc.discover import discover
     from circuitlab.acdc.settings import ACDC_METHODS, AcdcConfig
     from circuitlab.tasks.io import load_rows
@@ -58,6 +58,7 @@ def acdc_circuit(
         metrics,
         config=cfg,
         run_name=f"acdc_circuit/{name}/{task}/{method}",
+        schema=DiscoveryMetrics,
     )
 
 

@@ -33,6 +33,7 @@ def datasets(
     from circuitlab import tracking
     from circuitlab.io import write_jsonl
     from circuitlab.tasks import build_rows, get_family
+    from circuitlab.tasks.metrics import DatasetMetrics
 
     family = get_family(task)
     p = parse_params(family.params, params)
@@ -45,6 +46,7 @@ def datasets(
         metrics,
         config={"task": task, "seed": seed, **p.model_dump()},
         run_name=f"datasets/{task}",
+        schema=DatasetMetrics,
     )
 
 
@@ -68,6 +70,7 @@ def check_dataset(
     from circuitlab.models.loading import load_tokenizer
     from circuitlab.tasks import check_for_tokenizer
     from circuitlab.tasks.io import load_rows
+    from circuitlab.tasks.metrics import TokenCheckMetrics
 
     if on_invalid not in ("fail", "drop"):
         raise ConfigError(f"--on-invalid must be 'fail' or 'drop', got {on_invalid!r}")
@@ -82,4 +85,5 @@ def check_dataset(
         metrics,
         config={"task": task, "model": str(model), "on_invalid": on_invalid},
         run_name=f"check_dataset/{model.stem}/{task}",
+        schema=TokenCheckMetrics,
     )

@@ -93,6 +93,7 @@ def lrp_attribution(
     from circuitlab.blacklist.detect import Blacklist
     from circuitlab.io import require
     from circuitlab.lrp.attribution import attribute_lrp
+    from circuitlab.lrp.metrics import LrpAttributionMetrics
     from circuitlab.lrp.settings import LrpConfig
     from circuitlab.tasks.io import load_rows
 
@@ -109,7 +110,12 @@ def lrp_attribution(
     attr.save(raw)
     config = cfg.model_dump(mode="json", exclude={"selection"})
     tracking.log_metrics(
-        "lrp_attribution", result, metrics, config=config, run_name=f"lrp_attribution/{name}/{task}"
+        "lrp_attribution",
+        result,
+        metrics,
+        config=config,
+        run_name=f"lrp_attribution/{name}/{task}",
+        schema=LrpAttributionMetrics,
     )
 
 
@@ -250,6 +256,7 @@ def contrastive_circuit(
     """Contrastive neurons of a behaviour: mean activation, positive minus negative prompts."""
     from circuitlab import tracking
     from circuitlab.lrp.discover import discover_contrastive
+    from circuitlab.lrp.metrics import ContrastiveMetrics
     from circuitlab.tasks.io import load_rows
 
     try:
@@ -276,4 +283,5 @@ def contrastive_circuit(
         metrics,
         config={"top_k": top_k, "skip_layers": skip},
         run_name=f"contrastive_circuit/{name}/{behaviour}",
+        schema=ContrastiveMetrics,
     )

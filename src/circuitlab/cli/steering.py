@@ -118,6 +118,7 @@ def caa(
 ) -> None:
     """CAA vectors of a behaviour's train split; layer and multiplier chosen on a validation part."""
     from circuitlab import tracking
+    from circuitlab.steering.artifact import CaaSelection
     from circuitlab.steering.caa import save_vectors
     from circuitlab.steering.settings import CaaConfig, SteeringConfig
     from circuitlab.steering.stages import build_caa
@@ -137,6 +138,7 @@ def caa(
         metrics,
         config={"caa": cfg.model_dump(mode="json"), "seed": seed},
         run_name=f"caa/{model_name}/{name}",
+        schema=CaaSelection,
     )
 
 

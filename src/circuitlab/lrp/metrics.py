@@ -114,3 +114,25 @@ class FaithfulnessMetrics(Metrics):
     ablations: dict[str, AblationCurve]
     target_faithfulness: float
     calibration: Calibration
+
+
+class LrpAttributionMetrics(Metrics):
+    """``data/metrics/lrp_attribution/{model}/{task}.json`` (`circuitlab.lrp.discover`)."""
+
+    RULE: ClassVar[str] = "lrp_attribution"
+
+    n_prompts: int
+    n_positions: int
+    blacklisted: int
+    attribution_seconds: float
+
+
+class ContrastiveMetrics(Metrics):
+    """``data/metrics/contrastive_circuit/{model}/{behaviour}.json``."""
+
+    RULE: ClassVar[str] = "contrastive_circuit"
+
+    n_neurons: int
+    n_prompts: int
+    max_abs_difference: float | None
+    neurons_per_layer: dict[str, int]

@@ -110,3 +110,24 @@ class SteeringSummary(Metrics):
     verdicts: dict[str, Verdict]
     leakage: dict[str, dict[str, dict[str, float | None]]]
     n_reports: int
+
+
+class CaaSelection(Metrics):
+    """``data/metrics/caa/{model}/{behaviour}.json``: the layer and multiplier CAA chose on its
+    validation prompts, within the KL budget or not, the vectors' norms per site and layer, and
+    the whole validation ``grid`` (``layer=…`` → ``m=…`` → rate rise, KL, ok)."""
+
+    RULE: ClassVar[str] = "caa"
+
+    layer: int
+    multiplier: float
+    site: str
+    n_fit: int
+    n_validation: int
+    within_budget: bool
+    max_kl: float
+    validation_rate_unsteered: float | None
+    validation_rate_rise: float | None
+    validation_kl_neutral: float | None
+    vector_norms: dict[str, dict[str, float | None]]
+    grid: dict[str, dict[str, dict[str, float | bool | None]]]
