@@ -21,8 +21,8 @@ from circuitlab.compare.settings import CompareConfig
 from circuitlab.errors import ArtifactError, ConfigError
 from circuitlab.io import write_json, write_text_atomic
 from circuitlab.lrp.circuit import NeuronCircuit
+from circuitlab.report.inline import circuit_graph_svg
 from circuitlab.report.manifest import load_report_inputs, manifest_paths, parse_manifest
-from circuitlab.report.plots import circuit_graph_svg
 from circuitlab.report.render import render_report, write_report
 from circuitlab.report.view import fmt
 from cli_support import run
@@ -416,9 +416,9 @@ def test_report_shows_each_sections_key_numbers(html: str) -> None:
 
 def test_acdc_graph_is_drawn_without_graphviz(monkeypatch: pytest.MonkeyPatch) -> None:
     import circuitlab.report.circuits_view as mod
-    import circuitlab.report.plots as plots
+    import circuitlab.report.inline as inline
 
-    monkeypatch.setattr(plots.shutil, "which", lambda name: None)
+    monkeypatch.setattr(inline.shutil, "which", lambda name: None)
     art = edge_circuit("acdc", "ioi")
     uri = mod.acdc_graph(art, art.circuits[0], "digraph {}")
     assert uri is not None and uri.startswith("data:image/svg+xml;base64,")
@@ -438,7 +438,8 @@ def test_inlined_pngs_are_drawn_for_a_screen() -> None:
 
     from PIL import Image
 
-    from circuitlab.report.plots import SCREEN_WIDTH, compact_png, data_uri, subplots
+    from circuitlab.report.inline import SCREEN_WIDTH, compact_png, data_uri
+    from circuitlab.report.plots import subplots
 
     fig, ax = subplots(figsize=(16, 5))
     ax.plot(range(100), [i**0.5 for i in range(100)])

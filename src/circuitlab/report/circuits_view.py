@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from circuitlab.report.format import bracket_range, fmt, pct, plus_minus
-from circuitlab.report.plots import circuit_graph_svg, data_uri, dot_svg, loss_curve_png, svg_uri
+from circuitlab.report.inline import circuit_graph_svg, data_uri, dot_svg, loss_curve_png, svg_uri
 
 if TYPE_CHECKING:
     from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit, EdgeEvaluation

@@ -8,7 +8,7 @@ from typing import Any
 
 from circuitlab.compare.artifact import CompareReport
 from circuitlab.report.format import fmt, interval_cell, pct
-from circuitlab.report.plots import data_uri, dose_response_png
+from circuitlab.report.inline import data_uri, dose_response_png
 from circuitlab.steering.artifact import Arm, SteeringReport, SteeringSummary
 
 
