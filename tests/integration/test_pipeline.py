@@ -186,7 +186,7 @@ def test_every_artifact_reads_back_through_its_model_to_the_same_bytes(
     """Each JSON artifact of the run is written through its typed model: reading it back and
     writing it again gives the file's own bytes."""
     from circuitlab.acdc.artifact import CircuitFile
-    from circuitlab.blacklist.detect import BlacklistFile
+    from circuitlab.blacklist.artifact import BlacklistFile
     from circuitlab.compare.artifact import CompareReport
     from circuitlab.io import read_json, write_json
     from circuitlab.lrp.circuit import NeuronCircuitFile
@@ -216,7 +216,7 @@ def test_every_metrics_file_fits_its_model(pipeline: Path) -> None:
     every number of the file (nothing the stage wrote is dropped). The steering and CAA-vs-circuit
     metrics are views of their typed reports (data/steering/…, data/compare/…: read back in
     the test above) and have no model of their own."""
-    from circuitlab.acdc.artifact import DiscoveryMetrics, EdgeEvaluation
+    from circuitlab.acdc.scores import DiscoveryMetrics, EdgeEvaluation
     from circuitlab.blacklist.metrics import BlacklistMetrics
     from circuitlab.io import read_json
     from circuitlab.lrp.metrics import (

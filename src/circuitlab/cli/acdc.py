@@ -38,8 +38,9 @@ def acdc_circuit(
 ) -> None:
     """Edge circuit of a task's train split with one method (ACDC variants, head pruning, EAP)."""
     from circuitlab import tracking
-    from circuitlab.acdc.artifact import CircuitArtifact, DiscoveryMetrics, save_circuit
+    from circuitlab.acdc.artifact import CircuitArtifact, save_circuit
     from circuitlab.acdc.discover import discover
+    from circuitlab.acdc.scores import DiscoveryMetrics
     from circuitlab.acdc.settings import ACDC_METHODS, AcdcConfig
     from circuitlab.tasks.io import load_rows
 
@@ -90,8 +91,9 @@ def acdc_evaluate(
     """Faithfulness of every method's edge circuits on the test split, random controls, agreement;
     the reference circuit of each method drawn."""
     from circuitlab import tracking
-    from circuitlab.acdc.artifact import EdgeEvaluation, load_circuit, render_png, to_dot
+    from circuitlab.acdc.artifact import load_circuit, render_png, to_dot
     from circuitlab.acdc.evaluate import evaluate_circuits
+    from circuitlab.acdc.scores import EdgeEvaluation
     from circuitlab.acdc.settings import AcdcConfig
     from circuitlab.io import write_text_atomic
     from circuitlab.report.plots import acdc_faithfulness

@@ -12,7 +12,8 @@ from circuitlab.report.format import bracket_range, fmt, pct, plus_minus
 from circuitlab.report.inline import circuit_graph_svg, data_uri, dot_svg, loss_curve_png, svg_uri
 
 if TYPE_CHECKING:
-    from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit, EdgeEvaluation
+    from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit
+    from circuitlab.acdc.scores import EdgeEvaluation
     from circuitlab.lrp.metrics import FaithfulnessMetrics, LrpCircuitMetrics
     from circuitlab.models.metrics import EvaluationMetrics
 

@@ -132,7 +132,7 @@ class ModelResults:
     # {"metrics": TrainingMetrics, "curve": [{step, loss}, ...]}
     training: dict[str, Any] | None = None
     evaluation: dict[str, Any] = field(default_factory=dict)  # task -> EvaluationMetrics
-    blacklist: Any = None  # circuitlab.blacklist.detect.Blacklist
+    blacklist: Any = None  # circuitlab.blacklist.artifact.Blacklist
     lrp: dict[str, dict[str, Any]] = field(default_factory=dict)
     acdc: dict[str, dict[str, Any]] = field(default_factory=dict)
     contrastive: dict[str, Any] = field(default_factory=dict)  # behaviour -> NeuronCircuit
@@ -181,8 +181,9 @@ def read_benchmark(path: str, rule: str) -> dict[str, Any]:
 
 def load_report_inputs(manifest: ReportManifest) -> LoadedReport:
     """Read every artifact the manifest lists (and nothing else); errors name the rule."""
-    from circuitlab.acdc.artifact import CircuitArtifact, EdgeEvaluation
-    from circuitlab.blacklist.detect import Blacklist
+    from circuitlab.acdc.artifact import CircuitArtifact
+    from circuitlab.acdc.scores import EdgeEvaluation
+    from circuitlab.blacklist.artifact import Blacklist
     from circuitlab.compare.artifact import CompareReport
     from circuitlab.lrp.circuit import NeuronCircuit
     from circuitlab.lrp.metrics import FaithfulnessMetrics, LrpCircuitMetrics

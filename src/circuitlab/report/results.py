@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from circuitlab.acdc.artifact import EdgeEvaluation
+from circuitlab.acdc.scores import EdgeEvaluation
 from circuitlab.artifact import Artifact, Metrics
 from circuitlab.blacklist.metrics import BlacklistMetrics
 from circuitlab.compare.artifact import CompareReport

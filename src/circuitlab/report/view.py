@@ -26,7 +26,7 @@ from circuitlab.report.steering_view import compare_view, steering_summary_view,
 from circuitlab.steering.artifact import Arm
 
 if TYPE_CHECKING:
-    from circuitlab.acdc.artifact import EdgeEvaluation
+    from circuitlab.acdc.scores import EdgeEvaluation
 
 __all__ = ["build_view", "fmt", "pct"]
 
