@@ -76,7 +76,7 @@ def test_a_missing_artifact_names_its_rule(tmp_path: Path) -> None:
 
 def test_every_artifact_kind_names_its_format_and_rule() -> None:
     from circuitlab.acdc.artifact import CircuitFile
-    from circuitlab.blacklist.detect import BlacklistFile
+    from circuitlab.blacklist.artifact import BlacklistFile
     from circuitlab.compare.artifact import CompareReport
     from circuitlab.lrp.circuit import NeuronCircuitFile
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from circuitlab.blacklist.detect import Blacklist
+from circuitlab.blacklist.artifact import Blacklist
 from circuitlab.io import write_jsonl
 from circuitlab.lrp.circuit import NeuronCircuit
 from cli_support import call

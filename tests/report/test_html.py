@@ -16,7 +16,7 @@ import pytest
 
 from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit, save_circuit, to_dot
 from circuitlab.acdc.trace import EdgeTrace
-from circuitlab.blacklist.detect import Blacklist
+from circuitlab.blacklist.artifact import Blacklist
 from circuitlab.compare.settings import CompareConfig
 from circuitlab.errors import ArtifactError, ConfigError
 from circuitlab.io import write_json, write_text_atomic

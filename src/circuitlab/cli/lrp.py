@@ -90,7 +90,7 @@ def lrp_attribution(
     """LRP attributions of a task's train split (batched gradient × activation under the rules):
     the expensive half of an LRP circuit, which `lrp-circuit` selects from."""
     from circuitlab import tracking
-    from circuitlab.blacklist.detect import Blacklist
+    from circuitlab.blacklist.artifact import Blacklist
     from circuitlab.io import require
     from circuitlab.lrp.attribution import attribute_lrp
     from circuitlab.lrp.metrics import LrpAttributionMetrics

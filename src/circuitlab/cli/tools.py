@@ -236,7 +236,7 @@ def repl(
     params: str = typer.Option("{}", help=PARAMS_HELP + " (the `lrp` section for `discover`)"),
 ) -> None:
     """Interactive circuit exploration: prompt, discover, ablate, amplify, sweep, top, save/load."""
-    from circuitlab.blacklist.detect import Blacklist
+    from circuitlab.blacklist.artifact import Blacklist
     from circuitlab.io import require
     from circuitlab.lrp.settings import LrpConfig
     from circuitlab.models.loading import load_model
