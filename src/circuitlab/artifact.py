@@ -15,21 +15,54 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self
 
 from pydantic import ValidationError, model_validator
 
 from circuitlab.errors import ArtifactError
-from circuitlab.io import read_json, require, write_json
+from circuitlab.io import read_json, write_json
 from circuitlab.types import StrictModel
 
 
-class Artifact(StrictModel):
+class _TypedFile(StrictModel):
+    """What both kinds of file share: the rule that writes it, and `parse`/`load`, which name
+    the file, each bad field and the rule to rerun."""
+
+    RULE: ClassVar[str]
+
+    @classmethod
+    def _kind(cls) -> str:
+        raise NotImplementedError
+
+    @classmethod
+    def parse(cls, data: Any, source: str, rule: str | None = None) -> Self:
+        """Validate ``data`` (a loaded JSON value) as this kind of file; ArtifactError naming
+        the source, each bad field (up to 8) and the rule that makes the file (``rule``: when
+        another rule than `RULE` wrote this one)."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'top level'}: {e['msg']}"
+                for e in exc.errors()[:8]
+            )
+            more = f" (and {exc.error_count() - 8} more)" if exc.error_count() > 8 else ""
+            raise ArtifactError(
+                f"{source} is not {cls._kind()}: {problems}{more}. Rerun the "
+                f"'{rule or cls.RULE}' rule to rewrite it"
+            ) from None
+
+    @classmethod
+    def load(cls, path: str | Path, rule: str | None = None) -> Self:
+        """Read and validate the file at ``path`` (a missing file names its rule)."""
+        return cls.parse(read_json(path, rule=rule or cls.RULE), str(path), rule)
+
+
+class Artifact(_TypedFile):
     """Base of every artifact file. Subclasses set `FORMAT` (``circuitlab.<kind>/<version>``)
     and `RULE` (the Snakemake rule that writes it)."""
 
     FORMAT: ClassVar[str]
-    RULE: ClassVar[str]
 
     format: str
 
@@ -51,16 +84,8 @@ class Artifact(StrictModel):
         return cls.model_validate({**fields, "format": cls.FORMAT})
 
     @classmethod
-    def parse(cls, data: Any, source: str, rule: str | None = None) -> Self:
-        """Validate ``data`` (a loaded JSON value) as this artifact; ArtifactError naming the
-        source, each bad field and the rule that makes the file (``rule``: when another rule
-        than `RULE` wrote this one)."""
-        return _validate(cls, data, source, f"a valid {cls.FORMAT} artifact", rule or cls.RULE)
-
-    @classmethod
-    def load(cls, path: str | Path, rule: str | None = None) -> Self:
-        """Read and validate the artifact at ``path`` (a missing file names its rule)."""
-        return cls.parse(read_json(require(path, rule or cls.RULE)), str(path), rule)
+    def _kind(cls) -> str:
+        return f"a valid {cls.FORMAT} artifact"
 
     def to_json(self) -> dict[str, Any]:
         """The file's JSON object: every field that was given (optional fields a kind of
@@ -71,7 +96,7 @@ class Artifact(StrictModel):
         return write_json(path, self.to_json())
 
 
-class Metrics(StrictModel):
+class Metrics(_TypedFile):
     """Base of a stage's metrics file, ``data/metrics/{rule}/….json``: the stage's numbers as
     `circuitlab.tracking.log_metrics` writes them, plus its ``provenance`` record. The file has
     no format field (it is also the W&B summary and DVC's metrics file); the subclass is the
@@ -79,40 +104,14 @@ class Metrics(StrictModel):
     (`check`), and readers load the file through it, so a missing, renamed or mistyped field
     fails at the writer or names the file and the rule — never a "–" in a table."""
 
-    RULE: ClassVar[str]
-
     provenance: dict[str, Any] | None = None  # absent only before log_metrics adds it
 
     @classmethod
-    def check(cls, metrics: Mapping[str, Any]) -> Mapping[str, Any]:
-        """``metrics`` unchanged if they fit this model (what a stage passes to log_metrics);
-        pydantic's error otherwise (a bug of the stage)."""
+    def check(cls, metrics: Mapping[str, Any]) -> None:
+        """Pydantic's error unless ``metrics`` (what a stage passes to log_metrics) fit this
+        model: a bug of the stage."""
         cls.model_validate(dict(metrics))
-        return metrics
 
     @classmethod
-    def parse(cls, data: Any, source: str, rule: str | None = None) -> Self:
-        return _validate(cls, data, source, f"a valid {cls.RULE} metrics file", rule or cls.RULE)
-
-    @classmethod
-    def load(cls, path: str | Path, rule: str | None = None) -> Self:
-        return cls.parse(read_json(require(path, rule or cls.RULE)), str(path), rule)
-
-
-_Model = TypeVar("_Model", bound=StrictModel)
-
-
-def _validate(cls: type[_Model], data: Any, source: str, what: str, rule: str) -> _Model:
-    """``cls.model_validate(data)``, or an ArtifactError naming the source, each bad field (up
-    to 8) and the rule to rerun."""
-    try:
-        return cls.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'top level'}: {e['msg']}"
-            for e in exc.errors()[:8]
-        )
-        more = f" (and {exc.error_count() - 8} more)" if exc.error_count() > 8 else ""
-        raise ArtifactError(
-            f"{source} is not {what}: {problems}{more}. Rerun the '{rule}' rule to rewrite it"
-        ) from None
+    def _kind(cls) -> str:
+        return f"a valid {cls.RULE} metrics file"

@@ -4,7 +4,7 @@ calibration against single-neuron ablations). No torch."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import ConfigDict, model_validator
 
@@ -76,7 +76,7 @@ class Calibration(StrictModel):
 
     n_neurons: int
     sampling: str
-    interval: dict[str, Any]
+    interval: dict[str, Bounds | str | None]
 
     @model_validator(mode="after")
     def _variants(self) -> Calibration:
@@ -85,11 +85,12 @@ class Calibration(StrictModel):
                 raise ValueError(f"{name}: a Spearman ρ must be a number or null, got {rho!r}")
         for name, bounds in self.interval.items():
             if name == "kind":
-                continue
-            if name not in (self.model_extra or {}):
+                if not isinstance(bounds, str):
+                    raise ValueError("interval.kind must say what the interval is")
+            elif name not in (self.model_extra or {}):
                 raise ValueError(f"interval.{name}: no such attribution variant")
-            if bounds is not None:
-                Bounds.model_validate(bounds)
+            elif isinstance(bounds, str):
+                raise ValueError(f"interval.{name}: expected {{lo, hi}} or null")
         return self
 
     def rho(self) -> dict[str, float | None]:
@@ -98,7 +99,7 @@ class Calibration(StrictModel):
 
     def bounds(self, variant: str) -> Bounds | None:
         found = self.interval.get(variant)
-        return Bounds.model_validate(found) if found is not None else None
+        return found if isinstance(found, Bounds) else None
 
 
 class FaithfulnessMetrics(Metrics):

@@ -22,7 +22,7 @@ from circuitlab.artifact import Artifact, Metrics
 from circuitlab.blacklist.metrics import BlacklistMetrics
 from circuitlab.compare.artifact import CompareReport
 from circuitlab.errors import ArtifactError
-from circuitlab.io import read_json
+from circuitlab.io import read_json, require
 from circuitlab.lrp.metrics import FaithfulnessMetrics, LrpCircuitMetrics
 from circuitlab.models.metrics import EvaluationMetrics
 from circuitlab.steering.artifact import Interval, SteeringReport
@@ -31,10 +31,16 @@ _File = TypeVar("_File", bound=Artifact | Metrics)
 
 
 @cache
+def _json(path: Path) -> Any:
+    """Each file is read once: for its table and for the commit stamp."""
+    return read_json(path)
+
+
 def load(kind: type[_File], path: Path, rule: str | None = None) -> _File:
-    """The file at ``path`` through its typed model (``rule``: when another rule than the
-    model's writes it)."""
-    return kind.load(path, rule)
+    """The file at ``path`` through its typed model (a missing file names ``rule``, or the
+    model's own rule)."""
+    require(path, rule or kind.RULE)
+    return kind.parse(_json(path), str(path), rule)
 
 
 @dataclass
@@ -91,7 +97,7 @@ def commits(sources: Iterable[Path]) -> str:
     tree was dirty)."""
     found: set[str] = set()
     for path in sources:
-        env = (read_json(path).get("provenance") or {}).get("environment") or {}
+        env = (_json(path).get("provenance") or {}).get("environment") or {}
         commit = env.get("commit")
         if commit:
             found.add(commit[:7] + (" (dirty)" if env.get("dirty") else ""))
@@ -277,7 +283,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def render_results(data: str | Path) -> str:
     """The text of RESULTS.md for the run in ``data`` (pure apart from reading it)."""
     data = Path(data)
-    load.cache_clear()  # this run's files
+    _json.cache_clear()  # this run's files
     models = _models(data)
     if not models:
         raise ArtifactError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from circuitlab.artifact import Metrics
+from circuitlab.tasks.tokencheck import TokenCheckReport
 
 
 class DatasetMetrics(Metrics):
@@ -17,16 +18,8 @@ class DatasetMetrics(Metrics):
     n_test: int
 
 
-class TokenCheckMetrics(Metrics):
-    """``data/metrics/check_dataset/{model}/{task}.json``: the tokenizer check of a task's rows
-    (`circuitlab.tasks.tokencheck.TokenCheckReport`)."""
+class TokenCheckMetrics(Metrics, TokenCheckReport):
+    """``data/metrics/check_dataset/{model}/{task}.json``: the tokenizer check of a task's rows,
+    `circuitlab.tasks.tokencheck.TokenCheckReport` as written."""
 
     RULE: ClassVar[str] = "check_dataset"
-
-    task: str
-    tokenizer: str
-    n_rows: int
-    n_kept: int
-    n_dropped: int
-    reasons: dict[str, int]
-    offending: dict[str, str]
