@@ -93,3 +93,10 @@ def test_make_watch_without_a_run(tmp_path: Path) -> None:
         cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 0 and "no Snakemake run found" in proc.stdout
+
+
+def test_the_page_make_report_writes_is_git_ignored() -> None:
+    import subprocess
+
+    proc = subprocess.run(["git", "check-ignore", "-q", "report.html"], cwd=ROOT, check=False)
+    assert proc.returncode == 0, "report.html (`make report`) would be committed by `git add .`"

@@ -287,3 +287,13 @@ def test_a_bridge_model_says_what_it_cannot_do(tiny) -> None:
     assert "top 3:" in text
     assert text.count("needs circuitlab's architecture adapter") == 2  # ablate and discover
     assert "ablated" not in text
+
+
+def test_save_to_an_unwritable_path_says_so_in_one_line(tiny, tmp_path: Path) -> None:
+    _, lm = tiny
+    mine = tmp_path / "mine.json"
+    NeuronCircuit({(0, -1, 1): 1.0}, "m", "t", "lrp", n_layers=2, d_mlp=64).save(mine)
+    r, text = session(lm, f"load {mine}\nsave /proc/circuitlab/c.json\ninfo\n")
+    assert "cannot write output /proc/circuitlab/c.json" in text
+    assert "Traceback" not in text and ".tmp" not in text
+    assert r.circuit is not None  # the loop went on

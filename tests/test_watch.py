@@ -85,3 +85,33 @@ def test_last_line_of_a_missing_or_empty_log(tmp_path: Path) -> None:
     assert last_line(tmp_path / "nope.log") == "(no log yet)"
     (tmp_path / "e.log").write_text("\n\n")
     assert last_line(tmp_path / "e.log") == "(empty log)"
+
+
+def test_started_with_a_run_it_waits_for_the_new_log_not_the_last_finished_one(
+    tmp_path: Path,
+) -> None:
+    """`make watch` beside `make reproduce`: the newest log is the previous run's, finished;
+    watch waits for the new run's log and follows it to its end."""
+    import os
+    import threading
+    import time
+
+    folder = tmp_path / ".snakemake" / "log"
+    folder.mkdir(parents=True)
+    old = folder / "2026-12-01T000000.000000.snakemake.log"
+    old.write_text(RUN_LOG + "Nothing to be done (all requested files are present).\n")
+    os.utime(old, (time.time() - 60, time.time() - 60))
+
+    def start_run() -> None:
+        time.sleep(0.5)
+        new = folder / "2026-12-06T000000.000000.snakemake.log"
+        new.write_text(RUN_LOG)
+        time.sleep(0.5)
+        with new.open("a") as f:
+            f.write("Finished jobid: 7 (Rule: acdc_circuit)\nFinished jobid: 9 (Rule: x)\n"
+                    "3 of 3 steps (100%) done\nComplete log(s): x\n")  # fmt: skip
+
+    threading.Thread(target=start_run).start()
+    out = io.StringIO()
+    state = watch(tmp_path, interval=0.1, wait=10, console=Console(file=out, width=200))
+    assert state is not None and state.log.name.startswith("2026-12-06") and state.done == 3

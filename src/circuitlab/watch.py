@@ -127,10 +127,18 @@ def watch(
     interval: float = 1.0,
     once: bool = False,
     console: Console | None = None,
+    wait: float = 30.0,
 ) -> RunState | None:
-    """Show the latest run until it ends (``once``: one snapshot). None when there is no run."""
+    """Show the latest run until it ends (``once``: one snapshot). None when there is no run.
+
+    Started together with `make reproduce`, the newest log on disk is the previous, finished
+    run's (Snakemake parses the workflow before it opens its log): a finished log older than
+    this call, or no log while a run holds the lock, is waited on for up to ``wait`` seconds
+    for the new run to appear."""
     console = console or Console()
     path = latest_run_log(workdir)
+    if not once and _stale(path, workdir, time.time()):
+        path = _await_new_log(path, workdir, console, wait=wait, interval=interval)
     if path is None:
         console.print(
             "no Snakemake run found (.snakemake/log/ is empty): start one with `make reproduce`"
@@ -151,7 +159,35 @@ def watch(
     return state
 
 
+def _locked(workdir: Path) -> bool:
+    return any((workdir / ".snakemake" / "locks").glob("*.lock"))
+
+
+def _stale(path: Path | None, workdir: Path, since: float) -> bool:
+    """Whether `path` cannot be the run being started: it ended before `since`, or there is no
+    log yet while a run holds the lock."""
+    if path is None:
+        return _locked(workdir)
+    return parse_run_log(path).ended and path.stat().st_mtime < since
+
+
+def _await_new_log(
+    path: Path | None, workdir: Path, console: Console, *, wait: float, interval: float
+) -> Path | None:
+    """The first log newer than `path` to appear within `wait` seconds, else `path`."""
+    deadline = time.time() + wait
+    with console.status(
+        f"waiting up to {wait:.0f} s for a new run (the newest log, "
+        f"{path.name if path else 'none yet'}, is of a finished run)"
+    ):
+        while time.time() < deadline:
+            newest = latest_run_log(workdir)
+            if newest is not None and newest != path:
+                return newest
+            time.sleep(min(interval, 0.5))
+    return path
+
+
 def _abandoned(log: Path, workdir: Path, idle_s: float = 10.0) -> bool:
     """The run holds no Snakemake lock and its log has been still for ``idle_s``."""
-    locked = any((workdir / ".snakemake" / "locks").glob("*.lock"))
-    return not locked and time.time() - log.stat().st_mtime > idle_s
+    return not _locked(workdir) and time.time() - log.stat().st_mtime > idle_s

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -23,6 +24,9 @@ from circuitlab.cli.app import (
     parse_params,
 )
 from circuitlab.errors import CircuitlabError, ConfigError
+
+if TYPE_CHECKING:
+    from circuitlab.provenance.plan import ConfigKeys
 
 
 @app.command()
@@ -67,8 +71,11 @@ def plan(
     args = ["--configfile", str(configfile)] if configfile is not None else []
     for c in find_altered(workdir):
         err_console.print(
-            f"{c.why} by hand since its job wrote it: {c.path} — the next run sets it aside "
-            "and rebuilds it with what depends on it"
+            f"{c.why} by hand since its job wrote it: {c.path} — the next run rebuilds it "
+            "(forced) with what depends on it",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
         )
     try:
         text = dry_run(workdir, snakemake, args)
@@ -95,13 +102,32 @@ def plan(
     table.add_column("rule")
     table.add_column("jobs", justify="right")
     table.add_column("why (jobs)")
-    for rule, (n, reasons) in summarise(found).items():
+    for rule, (n, reasons) in summarise(found, _config_keys(workdir, configfile)).items():
         why = "\n".join(f"{r} ({c})" if c != n else r for r, c in reasons.most_common())
         table.add_row(rule, str(n), why)
     console.print(table)
     if jobs:
         for job in found:
-            console.print(f"{job.rule} [{job.wildcards}]: " + "; ".join(job.why), highlight=False)
+            console.print(
+                f"{job.rule}[{job.wildcards}]: " + "; ".join(job.why),
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
+def _config_keys(workdir: Path, overlay: Path | None) -> ConfigKeys:
+    """The run's resolved config as dotted keys (defaults included), to name the key behind a
+    changed param; empty when the config cannot be read (the dry run has said why)."""
+    from circuitlab.config import load_config
+    from circuitlab.provenance.plan import ConfigKeys, flatten
+
+    overlays = [overlay] if overlay is not None else []
+    try:
+        cfg = load_config(workdir / "config" / "config.yaml", *overlays)
+        return ConfigKeys(flatten(cfg.model_dump(mode="json")))
+    except (CircuitlabError, OSError, ValueError):
+        return ConfigKeys()
 
 
 @app.command()
@@ -153,8 +179,14 @@ def export(
         "neuron circuit (…/lrp.json, …/contrastive.json)",
     ),
     out: Path = typer.Option(..., callback=output_path, help="the export (JSON)"),
-    tau: float = typer.Option(None, help="edge circuits: the τ of the sweep nearest this"),
-    label: str = typer.Option(None, help="edge circuits: the circuit with this label (top=40…)"),
+    tau: float = typer.Option(
+        None,
+        help="edge circuits: the circuit at this τ of the sweep (default: the reference "
+        "circuit the report draws, at the config's acdc.reference_tau)",
+    ),
+    label: str = typer.Option(
+        None, help="edge circuits: the circuit with this label (a wrong one lists them)"
+    ),
 ) -> None:
     """Write a circuit in TransformerLens 4 hook names (circuitlab.interop.tl), for a TL user."""
     from circuitlab.acdc.artifact import CircuitFile, load_circuit
@@ -165,7 +197,8 @@ def export(
     kind = read_json(circuit).get("format")
     if kind == CircuitFile.FORMAT:
         art = load_circuit(circuit)
-        data = export_edges(art, pick_circuit(art, tau, label))
+        chosen, why = pick_circuit(art, tau, label, _reference_tau())
+        data = export_edges(art, chosen)
     elif kind == NeuronCircuitFile.FORMAT:
         if tau is not None or label is not None:
             raise ConfigError("--tau and --label choose among an edge artifact's circuits")
@@ -177,7 +210,21 @@ def export(
         )
     write_json(out, data)
     n = len(data["kept"]) if data["kind"] == "edges" else len(data["neurons"])
-    typer.echo(f"wrote {out}: {n} {data['kind']} in TransformerLens hook names")
+    which = f" ({why})" if data["kind"] == "edges" else ""
+    typer.echo(f"wrote {out}: {n} {data['kind']}{which} in TransformerLens hook names")
+
+
+def _reference_tau() -> float:
+    """The project's acdc.reference_tau (config/config.yaml here, else the default)."""
+    from circuitlab.acdc.settings import AcdcConfig
+    from circuitlab.config import load_config
+
+    if Path("config/config.yaml").exists():
+        try:
+            return load_config("config/config.yaml").acdc.reference_tau
+        except CircuitlabError:
+            pass  # not this project's config: the default
+    return AcdcConfig().reference_tau
 
 
 @app.command()

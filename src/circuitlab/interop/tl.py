@@ -32,7 +32,7 @@ from typing import Any
 
 from torch import Tensor
 
-from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit, nearest
+from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit
 from circuitlab.acdc.graph import Node
 from circuitlab.errors import ArtifactError, ConfigError
 from circuitlab.lrp.circuit import NeuronCircuit
@@ -83,22 +83,35 @@ def edge_hooks(edge: str) -> dict[str, Any]:
     return {"edge": edge, "src": source_hook(src), "dst": dest_hook(dst)}
 
 
-def pick_circuit(art: CircuitArtifact, tau: float | None, label: str | None) -> EdgeCircuit:
-    """One circuit of an artifact: by label, by the τ nearest ``tau``, else the first."""
+def pick_circuit(
+    art: CircuitArtifact, tau: float | None, label: str | None, reference_tau: float
+) -> tuple[EdgeCircuit, str]:
+    """One circuit of an artifact and why it was chosen: by ``label``, by its τ (``tau`` must
+    be one of the sweep's, to a relative 1e-6), else the reference circuit the report draws
+    (the τ nearest ``reference_tau``; a ranking's first circuit)."""
     if label is not None:
         for c in art.circuits:
             if c.label == label:
-                return c
-        labels = [c.label for c in art.circuits]
+                return c, f"label {label}"
+        labels = ", ".join(c.label for c in art.circuits)
         raise ArtifactError(
             f"no circuit labelled {label!r} in this {art.method} artifact: {labels}"
         )
     if tau is not None:
         taus = [c.tau for c in art.circuits]
         if any(t is None for t in taus):
-            raise ArtifactError(f"{art.method} circuits have no τ; choose one by --label")
-        return art.circuits[nearest(taus, tau)]  # type: ignore[arg-type]
-    return art.circuits[0]
+            labels = ", ".join(c.label for c in art.circuits)
+            raise ArtifactError(f"{art.method} circuits have no τ; choose one by --label: {labels}")
+        for c in art.circuits:
+            if abs(c.tau - tau) <= 1e-6 * abs(tau):  # type: ignore[operator]
+                return c, f"τ = {c.tau:g}"
+        raise ArtifactError(
+            f"no circuit at τ = {tau:g} in this {art.method} artifact; its τ sweep: "
+            + ", ".join(f"{t:g}" for t in taus)  # type: ignore[str-format]
+        )
+    c = art.reference_circuit(reference_tau)
+    how = f"τ = {c.tau:g}, " if c.tau is not None else f"{c.label}, "
+    return c, how + f"the reference circuit (acdc.reference_tau {reference_tau:g}) the report draws"
 
 
 def export_kept(edges: Sequence[str], kept: Iterable[str], **about: Any) -> dict[str, Any]:

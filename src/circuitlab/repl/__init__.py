@@ -336,9 +336,14 @@ class Repl(Shell):
         """save <file> — write the circuit (NeuronCircuit JSON)."""
         if not arg:
             raise ReplError("usage: save <file>")
+        from circuitlab.io import check_writable
+
         circuit = self.need_circuit()
-        path = Path(_one_path(arg))
-        circuit.save(path)
+        path = check_writable(Path(_one_path(arg)))
+        try:
+            circuit.save(path)
+        except OSError as exc:  # e.g. the disk full, or the folder made read-only meanwhile
+            raise ReplError(f"cannot write {path}: {exc.strerror or exc}") from None
         self.say(f"saved {len(circuit)} neurons to {path}")
 
     def do_load(self, arg: str) -> None:
