@@ -36,7 +36,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# Artifacts edited by hand since their job wrote them are set aside and rebuilt (`circuitlab altered`).
+# Outputs edited or deleted by hand since their job wrote them are rebuilt in this run (an edit
+# is copied to .snakemake/circuitlab/edited/ first); README, "Edited, damaged or deleted files".
 reproduce: setup
 	$(SNAKEMAKE) --cores $(CORES) $(ARGS)
 
@@ -112,5 +113,8 @@ lint: setup
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 
+# Deletes every result; keeps the edits a run copied aside (.snakemake/circuitlab/edited/).
 clean-results:
-	rm -rf data/datasets data/models data/metrics data/plots data/report logs .snakemake
+	rm -rf data/datasets data/models data/metrics data/plots data/report logs
+	find .snakemake -mindepth 1 -maxdepth 1 ! -name circuitlab -exec rm -rf {} + 2>/dev/null || true
+	find .snakemake/circuitlab -mindepth 1 -maxdepth 1 ! -name edited -exec rm -rf {} + 2>/dev/null || true

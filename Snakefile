@@ -29,37 +29,6 @@ if _out is not None and not _out.show_failed_logs and not _out.dryrun:
         "does) to see a failed job's log here; `make watch` follows the running jobs.\n"
     )
 
-# Artifacts edited by hand since their job wrote them (circuitlab.provenance.manifest): a run
-# sets them aside (kept under .snakemake/circuitlab/edited/) so Snakemake rebuilds them and what
-# depends on them; a dry run only lists them.
-from circuitlab.provenance.manifest import altered, set_aside
-
-_changed = altered(Path("."))
-if _changed:
-    # Only the main process of a run that executes jobs acts: a dry run, a report, a job's own
-    # Snakemake (SLURM) or `make accept` (which records the files on disk as current) lists.
-    _flags = ("--report", "--summary", "--detailed-summary", "--lint", "--dag", "--rulegraph",
-              "--filegraph", "--unlock", "--touch", "-t", "--cleanup-metadata", "--list-changes")
-    _dry = (
-        (_out is not None and _out.dryrun)
-        or not getattr(workflow, "is_main_process", True)
-        or os.environ.get("CIRCUITLAB_ACCEPT") == "1"
-        or any(Path(".snakemake/locks").glob("*.lock"))  # another run is writing
-        or any(a in _flags or a.startswith("--list") for a in sys.argv[1:])
-    )
-    _what = ", ".join(f"{c.path} ({c.why})" for c in _changed[:5])
-    _what += f" and {len(_changed) - 5} more" if len(_changed) > 5 else ""
-    if _dry:
-        sys.stderr.write(
-            f"circuitlab: changed by hand since their job wrote them: {_what}; a run rebuilds them\n"
-        )
-    else:
-        _moved = set_aside(_changed)
-        sys.stderr.write(
-            f"circuitlab: changed by hand since their job wrote them: {_what}; set aside under "
-            f".snakemake/circuitlab/edited/ and rebuilt: {', '.join(_moved)}\n"
-        )
-
 # The pydantic model first: a typo gets one short message naming the key and the allowed ones
 # (the schema's validation below would print the whole schema).
 try:
@@ -92,3 +61,12 @@ rule all:
     default_target: True
     input:
         final_outputs(),
+
+
+# Never lose a file (README, "Edited, damaged or deleted files"): the recorded outputs of this
+# run's jobs edited or deleted since their job wrote them are forced, so they are rebuilt in this
+# very run with what depends on them; a dry run and `make plan` force the same. Nothing is moved:
+# an edited file is copied aside and stays in place until its job rewrites it.
+from circuitlab.provenance import guard
+
+guard.install(workflow, final_outputs(), dry=_out is not None and _out.dryrun)

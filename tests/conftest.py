@@ -32,7 +32,16 @@ def _offline_env(monkeypatch: pytest.MonkeyPatch) -> None:
 #: pipelines share the two cores, while the unit tests fill the gaps.
 SHARED_RUN = tuple(
     f"tests/integration/test_{name}.py"
-    for name in ("pipeline", "reruns", "provenance", "offline", "report", "determinism", "history")
+    for name in (
+        "pipeline",
+        "reruns",
+        "provenance",
+        "offline",
+        "report",
+        "determinism",
+        "history",
+        "chaos",
+    )
 )
 HEAVY = (
     "tests/integration/",

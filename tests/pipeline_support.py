@@ -8,6 +8,7 @@ restore what they change.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -228,3 +230,54 @@ def edited_config(work: Path, change: Callable[[dict], None]) -> contextlib.Abst
         return yaml.safe_dump(cfg)
 
     return edited(work / "config" / "config.yaml", edit)
+
+
+# ------------------------------------------------------------------ comparing two runs' files
+# Artifacts are bit-identical between runs of the same config (DESIGN principle 8) except JSON
+# fields that are wall-clock durations (keys named `seconds` or ending in `_seconds`) and
+# Snakemake's `benchmark:` records under data/benchmarks/ (measurements of the machine, not
+# results); the report page shows both, so it differs in its timing cells only.
+
+
+def is_timing(key: str) -> bool:
+    return key == "seconds" or key.endswith("_seconds")
+
+
+def without_timing(value: Any) -> tuple[Any, int]:
+    """(value minus timing keys, how many were removed)."""
+    if isinstance(value, dict):
+        out, removed = {}, 0
+        for k, v in value.items():
+            if is_timing(k):
+                removed += 1
+                continue
+            out[k], n = without_timing(v)
+            removed += n
+        return out, removed
+    if isinstance(value, list):
+        items = [without_timing(v) for v in value]
+        return [v for v, _ in items], sum(n for _, n in items)
+    return value, 0
+
+
+def digest(path: Path) -> tuple[str, int]:
+    """sha256 of the file's bytes, or of its canonical JSON minus timing fields."""
+    data = path.read_bytes()
+    removed = 0
+    if path.suffix == ".json":
+        obj, removed = without_timing(json.loads(data))
+        data = json.dumps(obj, sort_keys=True).encode()
+    return hashlib.sha256(data).hexdigest(), removed
+
+
+TIMING_ONLY = ("data/benchmarks/", "data/report/index.html")
+
+
+def artifact_digests(work: Path) -> dict[str, str]:
+    """Every file under `work`/data but the timing records (`TIMING_ONLY`): path → `digest`."""
+    out = {}
+    for path in sorted((work / "data").rglob("*")):
+        rel = path.relative_to(work).as_posix()
+        if path.is_file() and not rel.startswith(TIMING_ONLY) and not path.name.startswith("."):
+            out[rel] = digest(path)[0]
+    return out

@@ -13,48 +13,14 @@ nothing else is.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from pipeline_support import EDGE_METHODS, make_workdir, snakemake
+from pipeline_support import EDGE_METHODS, digest, make_workdir, snakemake, without_timing
 
 TASK = "induction"
-
-
-def is_timing(key: str) -> bool:
-    return key == "seconds" or key.endswith("_seconds")
-
-
-def without_timing(value: Any) -> tuple[Any, int]:
-    """(value minus timing keys, how many were removed)."""
-    if isinstance(value, dict):
-        out, removed = {}, 0
-        for k, v in value.items():
-            if is_timing(k):
-                removed += 1
-                continue
-            out[k], n = without_timing(v)
-            removed += n
-        return out, removed
-    if isinstance(value, list):
-        items = [without_timing(v) for v in value]
-        return [v for v, _ in items], sum(n for _, n in items)
-    return value, 0
-
-
-def digest(path: Path) -> tuple[str, int]:
-    """sha256 of the file's bytes, or of its canonical JSON minus timing fields."""
-    data = path.read_bytes()
-    removed = 0
-    if path.suffix == ".json":
-        obj, removed = without_timing(json.loads(data))
-        data = json.dumps(obj, sort_keys=True).encode()
-    return hashlib.sha256(data).hexdigest(), removed
 
 
 def targets(model: str) -> list[str]:

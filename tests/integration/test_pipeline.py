@@ -89,23 +89,6 @@ def test_second_run_does_nothing(pipeline: Path) -> None:
 
 
 @pytest.mark.slow
-def test_an_artifact_edited_by_hand_is_set_aside_and_rebuilt(pipeline: Path) -> None:
-    """Snakemake alone would keep the edit (it is newer than every input); the workflow's record
-    of what each job wrote finds it: a dry run lists it, a run sets it aside and rebuilds it."""
-    summary = pipeline / "data" / "metrics" / "steering" / "tiny" / "summary.json"
-    original = summary.read_text()
-    summary.write_text(original.replace("{", '{"edited": 1, ', 1))
-    dry = snakemake(pipeline, "--dry-run")
-    assert "changed by hand since their job wrote them" in dry.stderr and summary.exists()
-    proc = snakemake(pipeline)
-    assert jobs_run(proc) == {"steering_summary": 1, "report": 1, "all": 1}
-    assert "set aside" in proc.stderr and summary.read_text() == original
-    kept = list((pipeline / ".snakemake" / "circuitlab" / "edited").rglob("summary.json"))
-    assert len(kept) == 1 and '"edited": 1' in kept[0].read_text()
-    assert jobs_run(snakemake(pipeline)) == {}
-
-
-@pytest.mark.slow
 def test_changing_one_task_reruns_only_that_task(pipeline: Path) -> None:
     """The plan after one task's `n_test` changes holds that task's jobs and what reads them,
     nothing else (Snakemake's dry run: the jobs a run would execute); the dataset job of that

@@ -1,6 +1,7 @@
-"""Artifacts changed by hand are found and rebuilt: a pipeline job records what it wrote; a
-later edit is listed (dry runs, `make plan`) and set aside by a run (kept, never deleted), so
-Snakemake rebuilds it; `make accept` records what is on disk as current."""
+"""Artifacts changed by hand are found and repaired: a pipeline job records what it wrote; a
+later edit or deletion is found, forced in the next run if a job of its graph writes it (named
+and left alone if not), the edit copied aside first (never moved, never lost); `make accept`
+records what is on disk as current."""
 
 from __future__ import annotations
 
@@ -8,18 +9,26 @@ from pathlib import Path
 
 import pytest
 
-from circuitlab.provenance.manifest import EDITED, accept, altered, record_outputs, set_aside
+from circuitlab.provenance.manifest import (
+    EDITED,
+    Altered,
+    accept,
+    altered,
+    keep_edits,
+    record_outputs,
+    repairs,
+)
 from cli_support import run
 
 
-def test_edited_and_deleted_outputs_are_found_set_aside_and_accepted(tmp_path: Path) -> None:
+def test_edited_and_deleted_outputs_are_found_forced_kept_and_accepted(tmp_path: Path) -> None:
     rows = tmp_path / "data" / "datasets" / "ioi.jsonl"
     model = tmp_path / "data" / "models" / "toy"
     rows.parent.mkdir(parents=True)
     model.mkdir(parents=True)
     rows.write_text('{"id": 1}\n')
     (model / "model.safetensors").write_bytes(b"weights")
-    (model / "config.json").write_text("{}")
+    (model / "tokenizer.json").write_text("{}")
     other = tmp_path / "data" / "metrics" / "m.json"
     other.parent.mkdir(parents=True)
     other.write_text("{}")
@@ -27,24 +36,41 @@ def test_edited_and_deleted_outputs_are_found_set_aside_and_accepted(tmp_path: P
     assert altered(tmp_path) == []
 
     rows.write_text('{"id": 2}\n')  # edited by hand
-    (model / "config.json").unlink()  # deleted inside a directory output
-    other.unlink()  # a deleted declared output: Snakemake reruns its job by itself
-    found = {(c.path, c.why) for c in altered(tmp_path)}
-    assert found == {
+    (model / "tokenizer.json").unlink()  # deleted inside the model directory
+    other.unlink()  # a deleted output
+    found = altered(tmp_path)
+    assert {(c.path, c.why) for c in found} == {
         ("data/datasets/ioi.jsonl", "edited"),
-        ("data/models/toy/config.json", "deleted"),
+        ("data/models/toy/tokenizer.json", "deleted"),
+        ("data/metrics/m.json", "deleted"),
     }
 
-    moved = set_aside(altered(tmp_path), tmp_path)
-    assert sorted(moved) == ["data/datasets/ioi.jsonl", "data/models/toy/model.safetensors"]
-    assert not rows.exists() and not (model / "model.safetensors").exists()  # Snakemake rebuilds
-    kept = list((tmp_path / EDITED).rglob("ioi.jsonl"))
-    assert len(kept) == 1 and kept[0].read_text() == '{"id": 2}\n'  # the edit is kept
+    graph = ["data/datasets/ioi.jsonl", "data/models/toy/tokenizer.json", "data/x.json"]
+    plan = repairs(found, graph)
+    assert {c.path for c in plan.forced} == {
+        "data/datasets/ioi.jsonl",
+        "data/models/toy/tokenizer.json",
+    }
+    assert [c.path for c in plan.outside] == ["data/metrics/m.json"]  # no job writes it now
+
+    kept = keep_edits(plan.forced, tmp_path)
+    assert [k.relative_to(tmp_path / EDITED).parts[1:] for k in kept] == [
+        ("data", "datasets", "ioi.jsonl")
+    ]
+    assert kept[0].read_text() == '{"id": 2}\n'  # the edit is kept …
+    assert rows.read_text() == '{"id": 2}\n'  # … and nothing moved: its job replaces it
+    assert (model / "model.safetensors").read_bytes() == b"weights"  # the weights stay put
+    assert keep_edits(plan.forced, tmp_path) == kept  # the same edit is kept once
+    assert len([p for p in (tmp_path / EDITED).rglob("*") if p.is_file()]) == 1
 
     rows.write_text('{"id": 3}\n')  # e.g. `dvc checkout` of another version
-    (model / "model.safetensors").write_bytes(b"weights")
-    (model / "config.json").write_text("{}")
+    (model / "tokenizer.json").write_text("{}")
     assert accept(tmp_path) == 2 and altered(tmp_path) == []  # `make accept`
+
+
+def test_repairs_match_paths_as_written(tmp_path: Path) -> None:
+    changes = [Altered("data/a.json", "edited")]
+    assert repairs(changes, ["./data/a.json"]).forced == tuple(changes)
 
 
 def test_only_pipeline_jobs_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,3 +103,21 @@ def test_cli_records_its_outputs_and_lists_changes(tmp_path: Path) -> None:
     out.write_text(out.read_text().replace('"train"', '"test"', 1))
     changed = run("altered", cwd=tmp_path, env=env)
     assert changed.stdout.strip() == "edited since its job wrote it: data/datasets/sva.jsonl"
+
+
+def test_clean_results_keeps_the_edits_a_run_copied_aside(tmp_path: Path) -> None:
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    kept = tmp_path / EDITED / "0123456789ab" / "data" / "datasets" / "a.jsonl"
+    records = tmp_path / ".snakemake" / "circuitlab" / "outputs" / "r.json"
+    metadata = tmp_path / ".snakemake" / "metadata" / "x"
+    for path in (kept, records, metadata, tmp_path / "data" / "metrics" / "m.json"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    subprocess.run(
+        ["make", "-s", "-f", str(root / "Makefile"), "clean-results"], cwd=tmp_path, check=True
+    )
+    assert kept.read_text() == "x"
+    assert not records.exists() and not metadata.exists()
+    assert not (tmp_path / "data" / "metrics").exists()

@@ -7,6 +7,9 @@ import sys
 import time
 from pathlib import Path
 
+from snakemake.io import apply_wildcards
+
+from circuitlab.jobs import is_native, pipeline_jobs, steering_jobs
 from circuitlab.provenance import ENV_CODE_CACHE, numerics
 from circuitlab.provenance.code import CodeIndex, plugins_for
 
@@ -42,9 +45,8 @@ MODELS = CFG.active_models()
 TOY_MODELS = [m for m, spec in MODELS.items() if spec.source == "toy"]
 HUB_MODELS = [m for m, spec in MODELS.items() if spec.source == "hf"]
 # Models loaded with `backend: transformer_lens` (an architecture circuitlab has no adapter for)
-# run the hook-only stages; the stages that need an adapter are left out of their targets.
-NATIVE_MODELS = [m for m, spec in MODELS.items() if getattr(spec, "backend", "native") == "native"]
-BRIDGE_MODELS = [m for m in MODELS if m not in NATIVE_MODELS]
+# run the hook-only stages: the job graph (circuitlab.jobs) leaves the others out.
+BRIDGE_MODELS = [m for m in MODELS if not is_native(CFG, m)]
 if BRIDGE_MODELS:
     from circuitlab.models.bridge import STAGES as _STAGES
 
@@ -54,29 +56,40 @@ if BRIDGE_MODELS:
         f"{'; '.join(s for s, why in _STAGES.items() if why)} (README, 'Models')\n"
     )
 
-
-def behaviour_methods(model):
-    """The steering methods of a model's behaviours: neuron circuits need the adapter."""
-    return [*CFG.steering.behaviour_methods, "caa"] if model in NATIVE_MODELS else ["caa"]
-
-
-def steering_report_paths(model):
-    """The steering reports a model's summary reads (steering_summary's inputs): neuron circuits
-    of tasks and behaviours (native backend) and CAA of behaviours."""
-    tasks = EDGE_TASKS if model in NATIVE_MODELS else []
-    return [
-        *(f"data/steering/{model}/{t}/lrp.json" for t in tasks),
-        *(
-            f"data/steering/{model}/{b}/{k}.json"
-            for b in CFG.behaviour_names()
-            for k in behaviour_methods(model)
-        ),
-    ]
-
-
 # edge circuits need a counterfactual answer: tasks only, not behaviours
 EDGE_TASKS = CFG.task_names()
 ACDC_METHODS = list(CFG.acdc.methods)
+
+# The job graph (circuitlab.jobs): every job this config makes. `rule all` asks for every output
+# of every one of them, the report reads their files, the guard forces the damaged ones.
+JOBS = pipeline_jobs(CFG)
+
+
+def job_outputs(job):
+    """A job's declared outputs by name (a list output stays a list), as its rule declares
+    them, filled with the job's wildcards."""
+    declared = getattr(rules, job.rule).output
+    wc = job.wc
+
+    def fill(pattern):
+        return apply_wildcards(str(pattern), wc)
+
+    return {
+        name: [fill(p) for p in value] if isinstance(value, list) else fill(value)
+        for name, value in declared.items()
+    }
+
+
+def job_files(job):
+    """Every output file of a job (named or not)."""
+    return [apply_wildcards(str(p), job.wc) for p in getattr(rules, job.rule).output]
+
+
+def job_benchmark(job):
+    """The job's `benchmark:` file, or None when its rule declares none."""
+    pattern = getattr(rules, job.rule).rule.benchmark
+    return None if pattern is None else apply_wildcards(str(pattern), job.wc)
+
 
 # One W&B group per `snakemake` invocation; every job of this run logs into it.
 os.environ.setdefault("CIRCUITLAB_RUN_GROUP", time.strftime("run-%Y%m%d-%H%M%S"))
@@ -124,35 +137,6 @@ def model_arg(wildcards):
 
 
 def final_outputs():
-    models, native = list(MODELS), NATIVE_MODELS
-    return [
-        *expand("data/metrics/evaluate_model/{model}/{task}.json", model=models, task=DATASETS),
-        *expand("data/circuits/{model}/{task}/lrp.json", model=native, task=DATASETS),
-        *expand("data/metrics/lrp_faithfulness/{model}/{task}.json", model=native, task=DATASETS),
-        *expand(
-            "data/circuits/{model}/{task}/{method}.json",
-            model=models,
-            task=EDGE_TASKS,
-            method=ACDC_METHODS,
-        ),
-        *expand("data/metrics/acdc_evaluate/{model}/{task}.json", model=models, task=EDGE_TASKS),
-        *expand(
-            "data/circuits/{model}/{behaviour}/contrastive.json",
-            model=native,
-            behaviour=CFG.behaviour_names(),
-        ),
-        *expand("data/steering/{model}/{task}/lrp.json", model=native, task=EDGE_TASKS),
-        *(
-            f"data/steering/{m}/{b}/{k}.json"
-            for m in models
-            for b in CFG.behaviour_names()
-            for k in behaviour_methods(m)
-        ),
-        *(f"data/metrics/steering/{m}/summary.json" for m in models if steering_report_paths(m)),
-        *expand(
-            "data/compare/{model}/{behaviour}.json",
-            model=native,
-            behaviour=CFG.behaviour_names(),
-        ),
-        "data/report/index.html",
-    ]
+    """Every output of every job: a run ends with a complete data/ (an intermediate deleted by
+    hand is rebuilt too, not only when something downstream has to run)."""
+    return [f for job in JOBS for f in job_files(job)]

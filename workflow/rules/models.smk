@@ -22,7 +22,7 @@ rule train_toy_model:
 
 rule model_ref:
     output:
-        "data/models/{hub}.json",
+        ref="data/models/{hub}.json",
     params:
         code=code("model-ref"),
         cfg=lambda w: json_arg(MODELS[w.hub]),
@@ -39,7 +39,7 @@ rule evaluate_model:
         model=model_artifact,
         rows="data/datasets/{model}/{task}.jsonl",
     output:
-        "data/metrics/evaluate_model/{model}/{task}.json",
+        metrics="data/metrics/evaluate_model/{model}/{task}.json",
     params:
         model=model_arg,
         code=code("evaluate-model"),

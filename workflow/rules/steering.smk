@@ -102,7 +102,8 @@ rule caa_steering:
 
 
 def steering_reports(wildcards):
-    return steering_report_paths(wildcards.model)
+    """The reports of the model's steering jobs (circuitlab.jobs.steering_jobs)."""
+    return [job_outputs(job)["report"] for job in steering_jobs(CFG, wildcards.model)]
 
 
 rule steering_summary:

@@ -14,6 +14,7 @@ from circuitlab.cli.app import (
     load_stage_model,
     model_option,
     output_path,
+    output_paths,
     parse_params,
 )
 from circuitlab.errors import ConfigError
@@ -83,6 +84,7 @@ def acdc_evaluate(
     ),
     dots: list[Path] = typer.Option(
         None,
+        callback=output_paths,
         help="data/circuits/{model}/{task}/{method}.dot, one per --circuits in the same order: "
         "the reference circuit (`reference_tau`) as Graphviz DOT, a PNG beside it when "
         "Graphviz's `dot` is installed",

@@ -91,6 +91,11 @@ output_path = _output(directory=False)
 output_dir = _output(directory=True)
 
 
+def output_paths(paths: list[Path] | None) -> list[Path] | None:
+    """Callback of a repeated output option: each path as `output_path`."""
+    return None if paths is None else [output_path(p) for p in paths]  # type: ignore[misc]
+
+
 def input_of(rule: str) -> Callable[[Path | None], Path | None]:
     """Callback of an input option: the file must exist before the stage starts; the error
     names ``rule``, the pipeline rule that makes it."""

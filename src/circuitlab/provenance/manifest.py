@@ -1,17 +1,19 @@
 """Artifacts changed by hand: each pipeline job records the sha256 of what it wrote, so a file
-edited or deleted afterwards is found and rebuilt.
+edited or deleted afterwards is found and rebuilt in the next run, and the edit is kept.
 
 Snakemake reruns a job whose output is missing or older than its inputs, but not one whose
 output was edited in place (a dataset row fixed by hand, a model file overwritten): the edit is
 newer than everything. Every `circuitlab` stage run by the pipeline (``CIRCUITLAB_RECORD``,
 set by the workflow) records its outputs in ``.snakemake/circuitlab/outputs/`` (one small file
-per output, so parallel jobs never write the same file). Before a run, the Snakefile sets the
-edited ones aside (`set_aside`: moved to ``.snakemake/circuitlab/edited/``, never deleted), so
-they are missing and Snakemake rebuilds them and what depends on them, whatever the config and
-targets of the run; dry runs and `make plan` only list them (`altered`). Files inside a
-directory output (the toy model) are recorded one by one; a deleted declared output is
-Snakemake's own business. `make accept` (after `dvc checkout`, say) records what is on disk
-now as current (`accept`).
+per output, so parallel jobs never write the same file). Before a run, the Snakefile asks
+`repairs` which recorded outputs of this run's job graph were edited or deleted and adds them
+to Snakemake's ``--forcerun``: they become targets of that very run, their jobs rerun (with
+what depends on them), and `make plan`'s dry run lists exactly those jobs. Nothing is moved:
+an edited file is copied to ``.snakemake/circuitlab/edited/<sha256[:12]>/<path>``
+(`keep_edits`) and stays in place until its job rewrites it, so a run that stops early loses
+nothing and the next one repairs it. A recorded output that is not part of this run's graph
+(an overlay config without its task, say) is named and left as it is. `make accept` (after
+`dvc checkout`, say) records what is on disk now as current (`accept`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import hashlib
 import json
 import os
 import shutil
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,16 +89,15 @@ def _entries(root: Path) -> list[tuple[Path, dict]]:
 
 
 def altered(root: Path = Path(".")) -> list[Altered]:
-    """Recorded outputs that now differ from what their job wrote (or, inside a directory
-    output, are missing)."""
+    """Recorded outputs that now differ from what their job wrote: ``edited`` (other bytes),
+    ``deleted`` (gone) or ``unreadable``."""
     out: list[Altered] = []
     for _, entry in _entries(root):
         for rel, digest in sorted(entry["files"].items()):
             path = root / rel
             try:
                 if not path.exists():
-                    if rel != entry["output"]:  # a declared output: Snakemake reruns it
-                        out.append(Altered(rel, "deleted"))
+                    out.append(Altered(rel, "deleted"))
                 elif sha256(path) != digest:
                     out.append(Altered(rel, "edited"))
             except OSError:
@@ -105,25 +105,44 @@ def altered(root: Path = Path(".")) -> list[Altered]:
     return out
 
 
-def set_aside(changes: Iterable[Altered], root: Path = Path(".")) -> list[str]:
-    """Move edited files to ``.snakemake/circuitlab/edited/<time>/<path>`` (kept, not deleted)
-    so Snakemake sees them missing and rebuilds them; a directory output loses its declared
-    file too. Returns what was moved."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    moved = []
+@dataclass(frozen=True)
+class Repairs:
+    """What the next run does about altered outputs: `forced` are outputs of its job graph
+    (their jobs rerun in that run); `outside` are not (no job of this config writes them: they
+    are named and left as they are)."""
+
+    forced: tuple[Altered, ...]
+    outside: tuple[Altered, ...]
+
+
+def repairs(changes: Iterable[Altered], outputs: Iterable[str]) -> Repairs:
+    """Split `changes` by whether a job of the run's graph declares them (`outputs`: every
+    output file of every job, relative to the root)."""
+    declared = {os.path.normpath(p) for p in outputs}
+    changes = list(changes)
+    return Repairs(
+        forced=tuple(c for c in changes if os.path.normpath(c.path) in declared),
+        outside=tuple(c for c in changes if os.path.normpath(c.path) not in declared),
+    )
+
+
+def keep_edits(changes: Iterable[Altered], root: Path = Path(".")) -> list[Path]:
+    """Copy each edited file to ``.snakemake/circuitlab/edited/<sha256[:12]>/<path>`` (the
+    original stays where it is until its job rewrites it); the same edit is kept once. Returns
+    where each one is kept."""
+    kept = []
     for c in changes:
-        targets = [c.path]
-        parent = Path(c.path).parent
-        if c.why == "deleted" and (root / parent / "model.safetensors").exists():
-            targets = [str(parent / "model.safetensors")]  # rebuild the directory's job
-        for rel in targets:
-            src = root / rel
-            if src.exists():
-                dest = root / EDITED / stamp / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(src, dest)
-                moved.append(rel)
-    return moved
+        src = root / c.path
+        if c.why != "edited" or not src.is_file():
+            continue
+        dest = root / EDITED / sha256(src)[:12] / c.path
+        if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+            shutil.copy2(src, tmp)
+            os.replace(tmp, dest)
+        kept.append(dest)
+    return kept
 
 
 def accept(root: Path = Path(".")) -> int:

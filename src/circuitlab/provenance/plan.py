@@ -86,11 +86,12 @@ def _is_code(value: Any) -> bool:
     )
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one mapping of dotted keys."""
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for k, v in value.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
         return out
     return {prefix: value}
 
@@ -113,20 +114,62 @@ def _code_change(before: str, now: str) -> list[str]:
     return out
 
 
-def _config_change(before: Any, now: Any) -> list[str]:
+@dataclass(frozen=True)
+class ConfigKeys:
+    """The run's resolved config (every key, defaults included) flattened to dotted keys, to
+    name the config key behind a param: Snakemake's reason gives a param's values, not its
+    name, and a rule's JSON slice holds a section's keys without the section."""
+
+    flat: dict[str, Any] = field(default_factory=dict)
+
+    def name(self, key: str | None, value: Any) -> str:
+        """The dotted config key(s) now holding `value` whose name ends with `key` (any name
+        when `key` is None); `key` itself (or "a param") when no key or too many match."""
+        ends = (lambda k: True) if key is None else (lambda k: k == key or k.endswith("." + key))
+        found = sorted(k for k, v in self.flat.items() if ends(k) and v == value)
+        if len(found) == 1:
+            return found[0]
+        if 1 < len(found) <= 3:
+            return " or ".join(found)
+        return key if key is not None else "a param"
+
+
+def _is_manifest(value: Any) -> bool:
+    """The report rule's manifest param: the list of files the report reads."""
+    return isinstance(value, dict) and {"models", "benchmarks"} <= value.keys()
+
+
+def _manifest_change(before: dict, now: dict) -> list[str]:
+    def files(m: dict) -> set[str]:
+        return {str(v) for k, v in flatten(m).items() if isinstance(v, str) and "/" in v} | {
+            b.get("path") for b in m.get("benchmarks", []) if isinstance(b, dict)
+        }
+
+    old, new = files(before), files(now)
+    added, removed = len(new - old), len(old - new)
+    if not added and not removed:
+        return ["the report's list of files is reordered or relabelled"]
+    return [f"the report reads {added} file(s) more and {removed} fewer (the job graph changed)"]
+
+
+def _config_change(before: Any, now: Any, keys: ConfigKeys) -> list[str]:
+    if _is_manifest(before) and _is_manifest(now):
+        return _manifest_change(before, now)
     if isinstance(before, dict) and isinstance(now, dict):
-        old, new = _flatten(before), _flatten(now)
-        keys = sorted(k for k in old.keys() | new.keys() if old.get(k, "∅") != new.get(k, "∅"))
+        old, new = flatten(before), flatten(now)
+        changed = sorted(k for k in old.keys() | new.keys() if old.get(k, "∅") != new.get(k, "∅"))
         return [
-            f"config {k}: {_short(old[k]) if k in old else '(unset)'} → "
+            f"config {keys.name(k, new[k]) if k in new else k}: "
+            f"{_short(old[k]) if k in old else '(unset)'} → "
             f"{_short(new[k]) if k in new else '(unset)'}"
-            for k in keys
+            for k in changed
         ]
-    return [f"param {_short(before)} → {_short(now)}"]
+    return [f"config {keys.name(None, now)}: {_short(before)} → {_short(now)}"]
 
 
-def explain_params(reason: str) -> list[str]:
+def explain_params(reason: str, keys: ConfigKeys | None = None) -> list[str]:
     """Sentences for Snakemake's 'Params have changed …: before: … now: …' reason."""
+    keys = keys or ConfigKeys()
     m = re.search(r"before: (.*?) now: (.*)$", reason)
     if not m:
         return ["params changed"]
@@ -153,7 +196,9 @@ def explain_params(reason: str) -> list[str]:
             match = old_rest[0]
         if match is not None:
             old_rest.remove(match)
-            out += _config_change(match, value)
+            out += _config_change(match, value, keys)
+        elif _is_manifest(value):
+            out.append("the report's list of files is new")
         else:
             out.append(f"new param {_short(value)}")
     out += [f"param removed: {_short(v)}" for v in old_rest]
@@ -164,7 +209,7 @@ def _paths(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
 
-def explain(reason: str) -> list[str]:
+def explain(reason: str, keys: ConfigKeys | None = None) -> list[str]:
     """One job's Snakemake reason as sentences (several reasons are joined by '; ')."""
     out: list[str] = []
     for part in re.split(r";\s*(?=[A-Z])", reason):
@@ -177,24 +222,26 @@ def explain(reason: str) -> list[str]:
             names = _paths(part.split(":", 1)[1]) if ":" in part else []
             out += [f"input changed: {p}" for p in names] or ["an input changed"]
         elif part.startswith("Params have changed"):
-            out += explain_params(part)
+            out += explain_params(part, keys)
         elif part.startswith("Code has changed"):
             out.append("the rule's shell command changed")
         elif part.startswith("Set of input files has changed"):
             out.append("the set of inputs changed (e.g. a method added or removed)")
         elif part.startswith("Forced execution"):
-            out.append("forced (--forcerun)")
+            out.append("forced: an output edited or deleted by hand (above), or --forcerun")
         elif part:
             out.append(part[0].lower() + part[1:])
     return out
 
 
-def plan(jobs: Sequence[Job]) -> dict[str, tuple[int, Counter[str]]]:
+def plan(
+    jobs: Sequence[Job], keys: ConfigKeys | None = None
+) -> dict[str, tuple[int, Counter[str]]]:
     """Rule -> (number of jobs, how many of them have each reason)."""
     counts = Counter(j.rule for j in jobs)
     reasons: dict[str, Counter[str]] = defaultdict(Counter)
     for job in jobs:
-        job.why = explain(job.reason)
+        job.why = explain(job.reason, keys)
         reasons[job.rule].update(set(job.why))
     return {rule: (n, reasons[rule]) for rule, n in counts.items()}
 

@@ -1,14 +1,15 @@
 """What the report reads: `ReportManifest`, the explicit list of artifacts per model and
-section (the Snakemake rule builds it in `workflow/rules/report.smk` from the rules' own outputs,
-and its inputs are exactly `manifest_paths(manifest)`: nothing is globbed from ``data/``), and
-`load_report_inputs`, which reads and validates every listed artifact (a missing one is an
-`ArtifactError` naming the rule that makes it)."""
+section (`manifest_for` builds it from the job graph, `circuitlab.jobs`, and the rules' own
+outputs; the report rule's inputs are exactly `manifest_paths(manifest)`: nothing is globbed
+from ``data/``), and `load_report_inputs`, which reads and validates every listed artifact (a
+missing one is an `ArtifactError` naming the rule that makes it)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -17,10 +18,11 @@ from pydantic import Field
 
 from circuitlab.errors import ArtifactError
 from circuitlab.io import read_json, require
+from circuitlab.jobs import Job, is_native, model_jobs, pipeline_jobs
 from circuitlab.types import StrictModel
 
 if TYPE_CHECKING:
-    pass
+    from circuitlab.config import Config
 
 
 # ------------------------------------------------------------------------------ manifest
@@ -115,6 +117,85 @@ def manifest_paths(manifest: ReportManifest) -> list[str]:
             out += [cmp.result, *cmp.plots]
     out += [b.path for b in manifest.benchmarks]
     return list(dict.fromkeys(out))
+
+
+#: a job's declared outputs by name (a list for a list output), as its rule declares them
+OutputsOf = Callable[[Job], dict[str, Any]]
+#: a job's `benchmark:` file, or None when its rule declares none
+BenchmarkOf = Callable[[Job], "str | None"]
+
+
+def manifest_for(cfg: Config, outputs: OutputsOf, benchmark: BenchmarkOf) -> ReportManifest:
+    """The manifest of every artifact the report of a run of `cfg` shows: the files of the
+    jobs of `circuitlab.jobs.pipeline_jobs`, by section, and each job's benchmark (the timing
+    table, in job order). `outputs` and `benchmark` read the paths off the Snakemake rules."""
+    models: dict[str, dict[str, Any]] = {}
+    for m in cfg.active_models():
+        by_rule: dict[str, list[Job]] = {}
+        for job in model_jobs(cfg, m):
+            by_rule.setdefault(job.rule, []).append(job)
+
+        entry: dict[str, Any] = {"evaluation": {}, "lrp": {}, "acdc": {}, "contrastive": {}}
+        if not is_native(cfg, m):
+            entry["backend"] = "transformer_lens"
+        for job in by_rule.get("train_toy_model", []):
+            entry["training"] = {"metrics": outputs(job)["metrics"], "curve": outputs(job)["plot"]}
+        for job in by_rule.get("evaluate_model", []):
+            entry["evaluation"][job.wc["task"]] = outputs(job)["metrics"]
+        for job in by_rule.get("blacklist", []):
+            entry["blacklist"] = outputs(job)["blacklist"]
+        for job in by_rule.get("lrp_circuit", []):
+            faith = outputs(Job("lrp_faithfulness", job.wildcards))
+            entry["lrp"][job.wc["task"]] = {
+                "circuit": outputs(job)["circuit"],
+                "metrics": outputs(job)["metrics"],
+                "neurons_plot": outputs(job)["plot"],
+                "faithfulness": faith["metrics"],
+                "faithfulness_plot": faith["plot"],
+            }
+        methods = list(cfg.acdc.methods)
+        for job in by_rule.get("acdc_evaluate", []):
+            wc = job.wc
+            files = outputs(job)
+            entry["acdc"][wc["task"]] = {
+                "circuits": {
+                    k: outputs(Job.of("acdc_circuit", **wc, method=k))["circuit"] for k in methods
+                },
+                "dots": dict(zip(methods, files["dots"], strict=True)),
+                "evaluation": files["metrics"],
+                "plot": files["plot"],
+            }
+        for job in by_rule.get("contrastive_circuit", []):
+            entry["contrastive"][job.wc["behaviour"]] = outputs(job)["circuit"]
+        steering: dict[str, dict[str, Any]] = {}
+        for job in [j for j in model_jobs(cfg, m) if j.rule in ("steering", "caa_steering")]:
+            name = job.wc.get("task") or job.wc["behaviour"]
+            method = job.wc.get("circuit", "caa")
+            section = steering.setdefault(name, {"results": {}, "plots": []})
+            section["results"][method] = outputs(job)["report"]
+            section["plots"].append(outputs(job)["plot"])
+        entry["steering"] = steering
+        for job in by_rule.get("steering_summary", []):
+            entry["steering_summary"] = {
+                "metrics": outputs(job)["metrics"],
+                "plot": outputs(job)["plot"],
+            }
+        if "compare" in by_rule:
+            entry["compare"] = {
+                job.wc["behaviour"]: {
+                    "result": outputs(job)["report"],
+                    "plots": [outputs(job)["pareto"], outputs(job)["overlap"]],
+                }
+                for job in by_rule["compare"]
+            }
+        models[m] = entry
+    benchmarks = []
+    for job in pipeline_jobs(cfg):
+        path = benchmark(job)
+        if path is not None:
+            label = "/".join(v for _, v in job.wildcards) or job.rule
+            benchmarks.append({"rule": job.rule, "job": label, "path": path})
+    return ReportManifest.model_validate({"models": models, "benchmarks": benchmarks})
 
 
 def parse_manifest(data: Any, source: str = "--manifest") -> ReportManifest:
