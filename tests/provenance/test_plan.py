@@ -3,6 +3,8 @@ cannot rerun on a change because it has no record of their jobs."""
 
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -33,3 +35,40 @@ def test_plan_says_which_rules_a_change_cannot_rerun(
     assert "Nothing to be done" in ran.stdout
     assert "no record of how the outputs of train_toy_model were made" in ran.stderr
     assert "--forcerun train_toy_model" in ran.stderr and "make accept" in ran.stderr
+
+
+def param(value: dict) -> str:
+    """A JSON-slice param as Snakemake's reason writes it: the repr of the shell-quoted JSON
+    (workflow/rules/common.smk:json_arg)."""
+    return repr(shlex.quote(json.dumps(value, sort_keys=True, separators=(",", ":"))))
+
+
+def test_a_changed_param_is_named_by_its_config_key() -> None:
+    keys = plan.ConfigKeys(
+        {"evaluation.min_accuracy": 0.85, "evaluation.batch_size": 64, "acdc.eap_sizes": [0.3],
+         "lrp.batch_size": 64, "compare.top_k": 20}
+    )  # fmt: skip
+    # a scalar param (Snakemake's reason has values only): the key now holding the new value
+    assert plan.explain_params(
+        "Params have changed since last execution: before: 0.9 now: 0.85", keys
+    ) == ["config evaluation.min_accuracy: 0.9 → 0.85"]
+    # a JSON slice of a section: its key qualified by the section
+    reason = f"Params have changed: before: {param({'eap_sizes': [0.01]})} now: " + param(
+        {"eap_sizes": [0.3]}
+    )
+    assert plan.explain_params(reason, keys) == ["config acdc.eap_sizes: [0.01] → [0.3]"]
+    # ambiguous: a few candidates are named, too many are not guessed
+    assert keys.name(None, 64) == "evaluation.batch_size or lrp.batch_size"
+    assert plan.ConfigKeys({f"k{i}": 1 for i in range(5)}).name(None, 1) == "a param"
+
+
+def test_the_report_manifest_param_reads_as_one_line() -> None:
+    old = {"models": {"toy": {"lrp": {"ioi": {"circuit": "data/c/ioi.json"}}}}, "benchmarks": []}
+    new = {
+        "models": {"toy": {"lrp": {"sva": {"circuit": "data/c/sva.json"}}}},
+        "benchmarks": [{"path": "data/benchmarks/x.tsv"}],
+    }
+    text = f"Params have changed: before: {param(old)} now: {param(new)}"
+    assert plan.explain_params(text) == [
+        "the report reads 2 file(s) more and 1 fewer (the job graph changed)"
+    ]
