@@ -22,6 +22,9 @@ CONFIG ?=
 ARGS   ?=
 REPORT ?= report.html
 CONFIGFILE := $(if $(CONFIG),--configfile $(CONFIG))
+# A wrong CONFIG (no such file, bad YAML, an unknown key) fails here in one line, before
+# Snakemake (which would print a traceback for a missing --configfile).
+CHECK_CONFIG = $(if $(CONFIG),$(BIN)/circuitlab validate-config $(CONFIG) > /dev/null &&)
 # Snakemake with the venv's tools on PATH and the workflow profile (failed jobs' logs shown)
 SNAKEMAKE  := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --workflow-profile workflow/profiles/default $(CONFIGFILE)
 
@@ -39,15 +42,15 @@ $(STAMP): pyproject.toml
 # Outputs edited or deleted by hand since their job wrote them are rebuilt in this run (an edit
 # is copied to .snakemake/circuitlab/edited/ first); README, "Edited, damaged or deleted files".
 reproduce: setup
-	$(SNAKEMAKE) --cores $(CORES) $(ARGS)
+	$(CHECK_CONFIG) $(SNAKEMAKE) --cores $(CORES) $(ARGS)
 
 # The jobs a run would execute (Snakemake's dry run; `make plan` says why, per rule).
 dryrun: setup
-	$(SNAKEMAKE) -n $(ARGS)
+	$(CHECK_CONFIG) $(SNAKEMAKE) -n $(ARGS)
 
 # What `make reproduce` would run, per rule, and why (config keys, code modules, inputs).
 plan: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/circuitlab plan $(CONFIGFILE)
+	$(CHECK_CONFIG) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/circuitlab plan $(CONFIGFILE)
 
 # Follow a running `make reproduce` from a second terminal: one line per running job.
 watch: setup
@@ -65,13 +68,13 @@ screenshots: setup
 
 # Snakemake's own report of the last run (rules, runtimes, the figures marked report(...)).
 report: setup
-	$(SNAKEMAKE) --report $(REPORT)
+	$(CHECK_CONFIG) $(SNAKEMAKE) --report $(REPORT)
 
 # Keep the existing results after a change you know does not alter them (a refactor the code
 # fingerprint sees as new code, say): records the current config and code as the ones every
 # finished output was made with. Runs nothing; check `make plan` first.
 accept: setup
-	CIRCUITLAB_ACCEPT=1 $(SNAKEMAKE) --cores 1 --touch
+	$(CHECK_CONFIG) CIRCUITLAB_ACCEPT=1 $(SNAKEMAKE) --cores 1 --touch
 	$(BIN)/circuitlab altered --accept
 
 # The whole suite on two pytest-xdist workers: the tests around the shared pipeline run on one,

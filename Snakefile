@@ -10,8 +10,18 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from circuitlab.config import load_config
+from circuitlab.config import load_config, read_config_yaml
 from circuitlab.errors import ConfigError
+
+
+# The base config's YAML is read here first: a syntax error is one line with its line number
+# (Snakemake's own message has none). An overlay given with --configfile is read by Snakemake
+# before this file runs: `make … CONFIG=…` checks it first (`circuitlab validate-config`).
+try:
+    read_config_yaml("config/config.yaml")
+except ConfigError as exc:
+    sys.stderr.write(f"{exc}\n")
+    sys.exit(1)
 
 
 configfile: "config/config.yaml"

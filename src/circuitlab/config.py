@@ -112,7 +112,12 @@ def read_config_yaml(path: str | Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(
+            f"{path}{where}: not valid YAML ({problem}); fix the file there"
+        ) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of config keys, got {type(raw).__name__}")
     return raw

@@ -159,7 +159,7 @@ def _datasets(params: str) -> Args:
 CASES: dict[str, tuple[Args, str]] = {
     # config files
     "config: unknown key": (_validate("typo.yaml"), "lrpp"),
-    "config: YAML syntax": (_validate("syntax.yaml"), "is not valid YAML"),
+    "config: YAML syntax": (_validate("syntax.yaml"), "not valid YAML"),
     "config: every model disabled": (_validate("all_off.yaml"), "every model is disabled"),
     "config: model name with a space": (_validate("bad_name.yaml"), "may only hold letters"),
     "config: no task enabled": (_validate("no_task.yaml"), "no task or behaviour is enabled"),

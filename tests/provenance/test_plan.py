@@ -72,3 +72,25 @@ def test_the_report_manifest_param_reads_as_one_line() -> None:
     assert plan.explain_params(text) == [
         "the report reads 2 file(s) more and 1 fewer (the job graph changed)"
     ]
+
+
+def test_a_failed_dry_run_is_its_error_without_the_traceback() -> None:
+    text = """Building DAG of jobs...
+Traceback (most recent call last):
+  File "/x/snakemake/cli.py", line 2100, in main
+    obj = open(configpath, encoding="utf-8")
+          ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+FileNotFoundError: [Errno 2] No such file or directory: 'nope.yaml'
+"""
+    assert plan.snakemake_error(text) == (
+        "FileNotFoundError: [Errno 2] No such file or directory: 'nope.yaml'"
+    )
+
+
+def test_plan_with_a_missing_overlay_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "Snakefile").write_text("")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text("models: {toy: {source: toy}}\n")
+    ran = run("plan", "--workdir", tmp_path, "--configfile", tmp_path / "nope.yaml")
+    assert ran.returncode == 2 and "does not exist" in ran.stderr
+    assert len(ran.stderr.strip().splitlines()) <= 2, ran.stderr

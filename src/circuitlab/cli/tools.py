@@ -68,7 +68,12 @@ def plan(
         raise CircuitlabError("snakemake is not installed here: run `make setup` first")
     if not (workdir / "Snakefile").exists():
         raise CircuitlabError(f"{workdir.resolve()} has no Snakefile: run in the project folder")
+    configfile = configfile.resolve() if configfile is not None else None
     args = ["--configfile", str(configfile)] if configfile is not None else []
+    if configfile is not None:  # a wrong overlay in one line, not Snakemake's traceback
+        from circuitlab.config import load_config
+
+        load_config(workdir / "config" / "config.yaml", configfile)
     for c in find_altered(workdir):
         err_console.print(
             f"{c.why} by hand since its job wrote it: {c.path} — the next run rebuilds it "

@@ -252,5 +252,21 @@ def dry_run(workdir: Path, snakemake: str, args: Sequence[str]) -> str:
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
     text = proc.stdout + proc.stderr
     if proc.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed:\n{text[-3000:]}")
+        raise RuntimeError(f"`{' '.join(cmd)}` failed:\n{snakemake_error(text)}")
     return text
+
+
+def snakemake_error(text: str, most: int = 8) -> str:
+    """What a failed Snakemake run says, without its traceback: the lines from its last error
+    on (Python's frames and the code they quote left out), at most `most` of them."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    starts = [
+        i for i, line in enumerate(lines)
+        if re.match(r"^(\w*(Error|Exception)\b|error:|circuitlab:)", line)
+    ]  # fmt: skip
+    tail = lines[starts[-1] :] if starts else lines[-most:]
+    kept = [
+        line for line in tail
+        if not line.startswith(("Traceback", "  File ")) and not re.match(r"^\s+[\^~]+\s*$", line)
+    ]  # fmt: skip
+    return "\n".join(kept[:most])
