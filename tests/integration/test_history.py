@@ -100,7 +100,9 @@ def test_two_runs_compare_with_dvc(repo: Path) -> None:
         "old": old, "new": old - 1, "diff": -1,
     }  # fmt: skip
     metrics = json.loads(sh(repo, DVC, "metrics", "diff", "HEAD~1", "--json"))
-    assert metrics["data/metrics/datasets/capitals.json"]["n_test"]["diff"] == -1
+    assert metrics["data/summary/datasets/capitals.json"]["test"]["diff"] == -1
+    full = json.loads(sh(repo, DVC, "metrics", "diff", "HEAD~1", "data/metrics/datasets", "--json"))
+    assert full["data/metrics/datasets/capitals.json"]["n_test"]["diff"] == -1
     shown = json.loads(sh(repo, DVC, "metrics", "show", "--json"))
     assert shown, "dvc metrics show found no metrics"
     table = sh(repo, DVC, "exp", "show", "--md")

@@ -234,3 +234,62 @@ def test_every_metrics_file_fits_its_model(pipeline: Path) -> None:
         assert model.model_dump(mode="json", exclude_unset=True) == read_json(path), path
         seen.add(kind)
     assert seen == {*kinds.values(), SteeringSummary}
+
+
+@pytest.mark.slow
+def test_dvc_metrics_show_fits_a_terminal(pipeline: Path, tmp_path: Path) -> None:
+    """DVC's metrics are the stages' headlines (data/summary/): the whole `dvc metrics show`
+    stays small and each stage folder's table within 250 characters, results only; every
+    headline path of `circuitlab.tracking.headline` is found in some file of the run."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from circuitlab.tracking.headline import HEADLINES
+
+    dvc = [str(Path(sys.executable).parent / "dvc")]
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    shutil.copytree(pipeline / "data" / "summary", tmp_path / "data" / "summary")
+    shutil.copy(Path(__file__).resolve().parents[2] / "dvc.yaml", tmp_path / "dvc.yaml")
+
+    def dvc_run(*args: str) -> str:
+        proc = subprocess.run(
+            [*dvc, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    dvc_run("init", "--no-scm", "-q")
+    whole = dvc_run("metrics", "show")
+    assert 0 < len(whole.encode()) <= 200_000
+    stages = sorted(p.name for p in (tmp_path / "data" / "summary").iterdir())
+    assert set(stages) == {
+        "datasets",
+        "check_dataset",
+        "train_toy_model",
+        "evaluate_model",
+        "blacklist",
+        "lrp_attribution",
+        "lrp_circuit",
+        "lrp_faithfulness",
+        "contrastive_circuit",
+        "acdc_circuit",
+        "acdc_evaluate",
+        "steering",
+        "caa",
+        "compare",
+    }  # fmt: skip  (steering holds steering, caa_steering and steering_summary)
+    widths = {}
+    for stage in stages:
+        table = dvc_run("metrics", "show", f"data/summary/{stage}")
+        assert "provenance" not in table
+        widths[stage] = max(len(line) for line in table.splitlines())
+    assert max(widths.values()) <= 250, widths
+    found = set()
+    for path in (pipeline / "data" / "summary").rglob("*.json"):
+        found |= set(json.loads(path.read_text()))
+    for stage, columns in HEADLINES.items():
+        for column in columns:
+            if "{}" not in column:
+                assert column in found, f"{stage}: {column} is in no summary of the run"

@@ -75,4 +75,3 @@ def test_golden_fingerprint_matches_on_this_machine() -> None:
         f"golden hashes differ on this machine ({where}) from every recorded family "
         f"(parts that differ: {differ}); this machine gives {parts}"
     )
-

@@ -14,7 +14,7 @@ rule acdc_circuit:
         gate=ancient("data/metrics/evaluate_model/{model}/{task}.json"),
     output:
         circuit="data/circuits/{model}/{task}/{method}.json",
-        metrics="data/metrics/acdc_circuit/{model}/{task}/{method}.json",
+        **metrics_output("data/metrics/acdc_circuit/{model}/{task}/{method}.json"),
     wildcard_constraints:
         task=alternatives(EDGE_TASKS),
         method=alternatives(ACDC_METHODS),
@@ -38,7 +38,7 @@ rule acdc_evaluate:
         rows="data/datasets/{model}/{task}.jsonl",
         circuits=expand("data/circuits/{{model}}/{{task}}/{method}.json", method=ACDC_METHODS),
     output:
-        metrics="data/metrics/acdc_evaluate/{model}/{task}.json",
+        **metrics_output("data/metrics/acdc_evaluate/{model}/{task}.json"),
         # the reference circuit (acdc.reference_tau) of each method: drawing is cheap, so it
         # sits here and a new reference_tau reruns no discovery
         dots=expand("data/circuits/{{model}}/{{task}}/{method}.dot", method=ACDC_METHODS),

@@ -12,6 +12,7 @@ from snakemake.io import apply_wildcards
 from circuitlab.jobs import is_native, pipeline_jobs, steering_jobs
 from circuitlab.provenance import ENV_CODE_CACHE, numerics
 from circuitlab.provenance.code import CodeIndex, plugins_for
+from circuitlab.tracking.headline import summary_path
 
 # CFG, the validated config, is made in the Snakefile (before the schema's own validation).
 
@@ -63,6 +64,12 @@ ACDC_METHODS = list(CFG.acdc.methods)
 # The job graph (circuitlab.jobs): every job this config makes. `rule all` asks for every output
 # of every one of them, the report reads their files, the guard forces the damaged ones.
 JOBS = pipeline_jobs(CFG)
+
+
+def metrics_output(path):
+    """A stage's metrics JSON and, beside it under data/summary/, its headline values (the
+    files DVC lists as metrics; circuitlab.tracking.headline), as a rule's named outputs."""
+    return {"metrics": path, "summary": str(summary_path(path))}
 
 
 def job_outputs(job):

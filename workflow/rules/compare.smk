@@ -13,7 +13,7 @@ rule compare:
         vectors="data/caa/{model}/{behaviour}.safetensors",
     output:
         report="data/compare/{model}/{behaviour}.json",
-        metrics="data/metrics/compare/{model}/{behaviour}.json",
+        **metrics_output("data/metrics/compare/{model}/{behaviour}.json"),
         pareto=report(
             "data/plots/compare/{model}/{behaviour}_pareto.png",
             caption="../report/compare_pareto.rst",

@@ -1,7 +1,7 @@
 rule datasets:
     output:
         rows="data/datasets/{task}.jsonl",
-        metrics="data/metrics/datasets/{task}.json",
+        **metrics_output("data/metrics/datasets/{task}.json"),
     params:
         code=code("datasets"),
         cfg=lambda w: json_arg(CFG.dataset_params(w.task)),
@@ -21,7 +21,7 @@ rule check_dataset:
         rows="data/datasets/{task}.jsonl",
     output:
         rows="data/datasets/{model}/{task}.jsonl",
-        metrics="data/metrics/check_dataset/{model}/{task}.json",
+        **metrics_output("data/metrics/check_dataset/{model}/{task}.json"),
     params:
         model=model_arg,
         code=code("check-dataset"),

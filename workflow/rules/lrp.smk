@@ -10,7 +10,7 @@ rule blacklist:
         model=model_artifact,
     output:
         blacklist="data/blacklists/{model}.json",
-        metrics="data/metrics/blacklist/{model}.json",
+        **metrics_output("data/metrics/blacklist/{model}.json"),
     params:
         model=model_arg,
         code=code("blacklist"),
@@ -32,7 +32,7 @@ rule lrp_attribution:
         gate=ancient("data/metrics/evaluate_model/{model}/{task}.json"),
     output:
         raw="data/circuits/{model}/{task}/lrp.raw.safetensors",
-        metrics="data/metrics/lrp_attribution/{model}/{task}.json",
+        **metrics_output("data/metrics/lrp_attribution/{model}/{task}.json"),
     params:
         model=model_arg,
         code=code("lrp-attribution"),
@@ -53,7 +53,7 @@ rule lrp_circuit:
         attribution="data/metrics/lrp_attribution/{model}/{task}.json",
     output:
         circuit="data/circuits/{model}/{task}/lrp.json",
-        metrics="data/metrics/lrp_circuit/{model}/{task}.json",
+        **metrics_output("data/metrics/lrp_circuit/{model}/{task}.json"),
         plot=report(
             "data/plots/lrp_circuit/{model}/{task}.png",
             caption="../report/lrp_circuit.rst",
@@ -80,7 +80,7 @@ rule lrp_faithfulness:
         rows="data/datasets/{model}/{task}.jsonl",
         raw="data/circuits/{model}/{task}/lrp.raw.safetensors",
     output:
-        metrics="data/metrics/lrp_faithfulness/{model}/{task}.json",
+        **metrics_output("data/metrics/lrp_faithfulness/{model}/{task}.json"),
         plot=report(
             "data/plots/lrp_faithfulness/{model}/{task}.png",
             caption="../report/lrp_faithfulness.rst",
@@ -112,7 +112,7 @@ rule contrastive_circuit:
         gate=ancient("data/metrics/evaluate_model/{model}/{behaviour}.json"),
     output:
         circuit="data/circuits/{model}/{behaviour}/contrastive.json",
-        metrics="data/metrics/contrastive_circuit/{model}/{behaviour}.json",
+        **metrics_output("data/metrics/contrastive_circuit/{model}/{behaviour}.json"),
     params:
         model=model_arg,
         code=code("contrastive-circuit"),

@@ -1,7 +1,7 @@
 rule train_toy_model:
     output:
         model=expand("data/models/{{toy}}/{name}", name=TOY_MODEL_FILES),
-        metrics="data/metrics/train_toy_model/{toy}.json",
+        **metrics_output("data/metrics/train_toy_model/{toy}.json"),
         plot="data/plots/train_toy_model/{toy}.json",
     params:
         out=lambda w: f"data/models/{w.toy}",
@@ -39,7 +39,7 @@ rule evaluate_model:
         model=model_artifact,
         rows="data/datasets/{model}/{task}.jsonl",
     output:
-        metrics="data/metrics/evaluate_model/{model}/{task}.json",
+        **metrics_output("data/metrics/evaluate_model/{model}/{task}.json"),
     params:
         model=model_arg,
         code=code("evaluate-model"),
@@ -51,4 +51,4 @@ rule evaluate_model:
         "data/benchmarks/evaluate_model/{model}/{task}.tsv",
     shell:
         "circuitlab evaluate-model --model {params.model} --data {input.rows}"
-        " --batch-size {params.batch_size} --min-accuracy {params.min_accuracy} --out {output} > {log} 2>&1"
+        " --batch-size {params.batch_size} --min-accuracy {params.min_accuracy} --out {output.metrics} > {log} 2>&1"

@@ -15,7 +15,7 @@ rule steering:
         others=expand("data/datasets/{{model}}/{other}.jsonl", other=EDGE_TASKS),
     output:
         report="data/steering/{model}/{task}/{circuit}.json",
-        metrics="data/metrics/steering/{model}/{task}/{circuit}.json",
+        **metrics_output("data/metrics/steering/{model}/{task}/{circuit}.json"),
         plot=report(
             "data/plots/steering/{model}/{task}/{circuit}.png",
             caption="../report/steering.rst",
@@ -48,7 +48,7 @@ rule caa:
         gate=ancient("data/metrics/evaluate_model/{model}/{behaviour}.json"),
     output:
         vectors="data/caa/{model}/{behaviour}.safetensors",
-        metrics="data/metrics/caa/{model}/{behaviour}.json",
+        **metrics_output("data/metrics/caa/{model}/{behaviour}.json"),
     params:
         model=model_arg,
         code=code("caa"),
@@ -75,7 +75,7 @@ rule caa_steering:
         others=expand("data/datasets/{{model}}/{other}.jsonl", other=EDGE_TASKS),
     output:
         report="data/steering/{model}/{behaviour}/caa.json",
-        metrics="data/metrics/steering/{model}/{behaviour}/caa.json",
+        **metrics_output("data/metrics/steering/{model}/{behaviour}/caa.json"),
         plot=report(
             "data/plots/steering/{model}/{behaviour}/caa.png",
             caption="../report/caa_steering.rst",
@@ -110,7 +110,7 @@ rule steering_summary:
     input:
         reports=steering_reports,
     output:
-        metrics="data/metrics/steering/{model}/summary.json",
+        **metrics_output("data/metrics/steering/{model}/summary.json"),
         plot=report(
             "data/plots/steering/{model}/leakage.png",
             caption="../report/steering_leakage.rst",

@@ -78,10 +78,14 @@ def _output(directory: bool) -> Callable[[Path | None], Path | None]:
 
     def check(path: Path | None) -> Path | None:
         from circuitlab.io import check_writable
+        from circuitlab.tracking.headline import summary_path
 
         if path is None:
             return None
         _OUTPUTS.add(path)
+        summary = summary_path(path)
+        if summary is not None:  # a metrics file brings its summary (circuitlab.tracking.headline)
+            _OUTPUTS.add(summary)
         return check_writable(path, directory=directory)
 
     return check

@@ -1,8 +1,9 @@
 """The one door for metrics: every number a stage produces goes through `log_metrics` once.
 
-It is written to the stage's metrics JSON (the file DVC reads; sorted keys, no timestamps, so
-the same numbers give the same bytes), optionally a per-step series to a DVC-plots file, and
-logged to one Weights & Biases run.
+It is written to the stage's metrics JSON (sorted keys, no timestamps, so the same numbers give
+the same bytes; the report and RESULTS.md read it), with the stage's headline values beside it
+under ``data/summary/`` (the files DVC lists as metrics: `circuitlab.tracking.headline`),
+optionally a per-step series to a DVC-plots file, and logged to one Weights & Biases run.
 
 W&B is offline by default and never reaches the network unless asked to:
 
@@ -45,6 +46,7 @@ from circuitlab.tracking.clean import (
     flatten,
     jsonable_config,
 )
+from circuitlab.tracking.headline import headline, summary_path
 from circuitlab.tracking.wandb_run import (
     TrackingWarning,
     log_to_wandb,
@@ -145,6 +147,9 @@ def log_metrics(
 
     provenance = job_record()
     write_json(out, {**clean, PROVENANCE_KEY: provenance})
+    summary = summary_path(out)
+    if summary is not None:  # DVC's view: the stage's headline (tracking.headline)
+        write_json(summary, headline(stage, clean))
     if plots_out is not None and cleaned_series:
         _write_plot(Path(plots_out), cleaned_series, x)
 
