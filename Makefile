@@ -118,6 +118,6 @@ lint: setup
 
 # Deletes every result; keeps the edits a run copied aside (.snakemake/circuitlab/edited/).
 clean-results:
-	rm -rf data/datasets data/models data/metrics data/plots data/report logs
+	rm -rf data/datasets data/models data/metrics data/summary data/plots data/report logs
 	find .snakemake -mindepth 1 -maxdepth 1 ! -name circuitlab -exec rm -rf {} + 2>/dev/null || true
 	find .snakemake/circuitlab -mindepth 1 -maxdepth 1 ! -name edited -exec rm -rf {} + 2>/dev/null || true

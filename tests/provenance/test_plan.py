@@ -94,3 +94,13 @@ def test_plan_with_a_missing_overlay_is_one_line(tmp_path: Path) -> None:
     ran = run("plan", "--workdir", tmp_path, "--configfile", tmp_path / "nope.yaml")
     assert ran.returncode == 2 and "does not exist" in ran.stderr
     assert len(ran.stderr.strip().splitlines()) <= 2, ran.stderr
+
+
+def test_disabling_a_task_names_it() -> None:
+    """The toy model's corpus param loses the task's (empty) entry: that is the reason."""
+    keys = plan.ConfigKeys({"tasks.capitals": None, "tasks.induction.seq_len": 6})
+    before = param({"capitals": {}, "induction": {"seq_len": 6}, "refusal": {}})
+    now = param({"induction": {"seq_len": 6}, "refusal": {}})
+    assert plan.explain_params(f"Params have changed: before: {before} now: {now}", keys) == [
+        "config tasks.capitals: {} → (unset)"
+    ]

@@ -87,8 +87,9 @@ def _is_code(value: Any) -> bool:
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested mappings as one mapping of dotted keys."""
-    if isinstance(value, dict):
+    """Nested mappings as one mapping of dotted keys (an empty mapping is a value: a task with
+    no parameters of its own is still a key)."""
+    if isinstance(value, dict) and (value or not prefix):
         out: dict[str, Any] = {}
         for k, v in value.items():
             out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
@@ -122,11 +123,12 @@ class ConfigKeys:
 
     flat: dict[str, Any] = field(default_factory=dict)
 
-    def name(self, key: str | None, value: Any) -> str:
-        """The dotted config key(s) now holding `value` whose name ends with `key` (any name
-        when `key` is None); `key` itself (or "a param") when no key or too many match."""
+    def name(self, key: str | None, value: Any = ...) -> str:
+        """The dotted config key(s) now holding `value` (any value when not given: a key the
+        change removed) whose name ends with `key` (any name when `key` is None); `key` itself
+        (or "a param") when no key or too many match."""
         ends = (lambda k: True) if key is None else (lambda k: k == key or k.endswith("." + key))
-        found = sorted(k for k, v in self.flat.items() if ends(k) and v == value)
+        found = sorted(k for k, v in self.flat.items() if ends(k) and (value is ... or v == value))
         if len(found) == 1:
             return found[0]
         if 1 < len(found) <= 3:
@@ -159,7 +161,7 @@ def _config_change(before: Any, now: Any, keys: ConfigKeys) -> list[str]:
         old, new = flatten(before), flatten(now)
         changed = sorted(k for k in old.keys() | new.keys() if old.get(k, "∅") != new.get(k, "∅"))
         return [
-            f"config {keys.name(k, new[k]) if k in new else k}: "
+            f"config {keys.name(k, new[k]) if k in new else keys.name(k)}: "
             f"{_short(old[k]) if k in old else '(unset)'} → "
             f"{_short(new[k]) if k in new else '(unset)'}"
             for k in changed
