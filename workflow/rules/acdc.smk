@@ -27,7 +27,8 @@ rule acdc_circuit:
     benchmark:
         "data/benchmarks/acdc_circuit/{model}/{task}/{method}.tsv",
     shell:
-        "circuitlab acdc-circuit --method {wildcards.method} --model {params.model}"
+        "circuitlab acdc-circuit --model-name {wildcards.model} --task {wildcards.task}"
+        " --method {wildcards.method} --model {params.model}"
         " --data {input.rows} --params {params.cfg} --out {output.circuit}"
         " --metrics {output.metrics} > {log} 2>&1"
 
@@ -62,6 +63,7 @@ rule acdc_evaluate:
     benchmark:
         "data/benchmarks/acdc_evaluate/{model}/{task}.tsv",
     shell:
-        "circuitlab acdc-evaluate --model {params.model} --data {input.rows} {params.circuits}"
+        "circuitlab acdc-evaluate --model-name {wildcards.model} --task {wildcards.task}"
+        " --model {params.model} --data {input.rows} {params.circuits}"
         " {params.dots} --params {params.cfg} --metrics {output.metrics} --plot {output.plot}"
         " > {log} 2>&1"

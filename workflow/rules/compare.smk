@@ -38,7 +38,8 @@ rule compare:
     benchmark:
         "data/benchmarks/compare/{model}/{behaviour}.tsv",
     shell:
-        "circuitlab compare --model {params.model} --data {input.rows} {params.circuits}"
+        "circuitlab compare --model-name {wildcards.model} --task {wildcards.behaviour}"
+        " --model {params.model} --data {input.rows} {params.circuits}"
         " --vectors {input.vectors} --params {params.cfg} --out {output.report}"
         " --metrics {output.metrics} --pareto-plot {output.pareto}"
         " --overlap-plot {output.overlap} > {log} 2>&1"

@@ -31,5 +31,6 @@ rule check_dataset:
     benchmark:
         "data/benchmarks/check_dataset/{model}/{task}.tsv",
     shell:
-        "circuitlab check-dataset --model {params.model} --data {input.rows}"
+        "circuitlab check-dataset --model-name {wildcards.model} --task {wildcards.task}"
+        " --model {params.model} --data {input.rows}"
         " --on-invalid {params.on_invalid} --out {output.rows} --metrics {output.metrics} > {log} 2>&1"

@@ -20,7 +20,8 @@ rule blacklist:
     benchmark:
         "data/benchmarks/blacklist/{model}.tsv",
     shell:
-        "circuitlab blacklist --model {params.model} --params {params.cfg}"
+        "circuitlab blacklist --model-name {wildcards.model}"
+        " --model {params.model} --params {params.cfg}"
         " --out {output.blacklist} --metrics {output.metrics} > {log} 2>&1"
 
 
@@ -42,7 +43,8 @@ rule lrp_attribution:
     benchmark:
         "data/benchmarks/lrp_attribution/{model}/{task}.tsv",
     shell:
-        "circuitlab lrp-attribution --model {params.model} --data {input.rows}"
+        "circuitlab lrp-attribution --model-name {wildcards.model} --task {wildcards.task}"
+        " --model {params.model} --data {input.rows}"
         " --blacklist {input.blacklist} --params {params.cfg} --raw {output.raw}"
         " --metrics {output.metrics} > {log} 2>&1"
 
@@ -69,7 +71,8 @@ rule lrp_circuit:
     benchmark:
         "data/benchmarks/lrp_circuit/{model}/{task}.tsv",
     shell:
-        "circuitlab lrp-circuit --raw {input.raw} --attribution {input.attribution}"
+        "circuitlab lrp-circuit --model-name {wildcards.model} --task {wildcards.task}"
+        " --raw {input.raw} --attribution {input.attribution}"
         " --params {params.cfg} --out {output.circuit} --metrics {output.metrics}"
         " --plot {output.plot} > {log} 2>&1"
 
@@ -100,7 +103,8 @@ rule lrp_faithfulness:
     benchmark:
         "data/benchmarks/lrp_faithfulness/{model}/{task}.tsv",
     shell:
-        "circuitlab lrp-faithfulness --model {params.model} --data {input.rows} --raw {input.raw}"
+        "circuitlab lrp-faithfulness --model-name {wildcards.model} --task {wildcards.task}"
+        " --model {params.model} --data {input.rows} --raw {input.raw}"
         " --params {params.cfg} --faithfulness {params.faithfulness} --seed {params.seed}"
         " --metrics {output.metrics} --plot {output.plot} > {log} 2>&1"
 
@@ -123,6 +127,7 @@ rule contrastive_circuit:
     benchmark:
         "data/benchmarks/contrastive_circuit/{model}/{behaviour}.tsv",
     shell:
-        "circuitlab contrastive-circuit --model {params.model} --data {input.rows}"
+        "circuitlab contrastive-circuit --model-name {wildcards.model} --task {wildcards.behaviour}"
+        " --model {params.model} --data {input.rows}"
         " --top-k {params.top_k} --skip-layers '{params.skip}' --out {output.circuit}"
         " --metrics {output.metrics} > {log} 2>&1"

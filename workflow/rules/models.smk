@@ -50,5 +50,6 @@ rule evaluate_model:
     benchmark:
         "data/benchmarks/evaluate_model/{model}/{task}.tsv",
     shell:
-        "circuitlab evaluate-model --model {params.model} --data {input.rows}"
+        "circuitlab evaluate-model --model-name {wildcards.model} --task {wildcards.task}"
+        " --model {params.model} --data {input.rows}"
         " --batch-size {params.batch_size} --min-accuracy {params.min_accuracy} --out {output.metrics} > {log} 2>&1"

@@ -36,7 +36,8 @@ rule steering:
     benchmark:
         "data/benchmarks/steering/{model}/{task}/{circuit}.tsv",
     shell:
-        "circuitlab steering --model {params.model} --data {input.rows} --circuit {input.circuit}"
+        "circuitlab steering --model-name {wildcards.model} --task {wildcards.task}"
+        " --model {params.model} --data {input.rows} --circuit {input.circuit}"
         " {params.others} --params {params.cfg} --out {output.report}"
         " --metrics {output.metrics} --plot {output.plot} --threads {threads} > {log} 2>&1"
 
@@ -62,7 +63,8 @@ rule caa:
     benchmark:
         "data/benchmarks/caa/{model}/{behaviour}.tsv",
     shell:
-        "circuitlab caa --model {params.model} --data {input.rows} --params {params.cfg}"
+        "circuitlab caa --model-name {wildcards.model} --task {wildcards.behaviour}"
+        " --model {params.model} --data {input.rows} --params {params.cfg}"
         " --steering {params.steering} --seed {params.seed} --out {output.vectors}"
         " --metrics {output.metrics} --threads {threads} > {log} 2>&1"
 
@@ -95,7 +97,8 @@ rule caa_steering:
     benchmark:
         "data/benchmarks/caa_steering/{model}/{behaviour}.tsv",
     shell:
-        "circuitlab caa-steering --model {params.model} --data {input.rows}"
+        "circuitlab caa-steering --model-name {wildcards.model} --task {wildcards.behaviour}"
+        " --model {params.model} --data {input.rows}"
         " --vectors {input.vectors} {params.others} --params {params.cfg}"
         " --steering {params.steering} --out {output.report} --metrics {output.metrics}"
         " --plot {output.plot} --threads {threads} > {log} 2>&1"
@@ -124,5 +127,6 @@ rule steering_summary:
     log:
         "logs/steering_summary/{model}.log",
     shell:
-        "circuitlab steering-summary {params.reports} --metrics {output.metrics}"
+        "circuitlab steering-summary --model-name {wildcards.model}"
+        " {params.reports} --metrics {output.metrics}"
         " --plot {output.plot} > {log} 2>&1"

@@ -11,11 +11,14 @@ from circuitlab.cli.app import (
     CHECKED_ROWS_IN,
     PARAMS_HELP,
     app,
+    job_names,
     load_stage_model,
+    model_name_option,
     model_option,
     output_path,
     output_paths,
     parse_params,
+    task_option,
 )
 from circuitlab.errors import ConfigError
 
@@ -30,6 +33,8 @@ def acdc_circuit(
         help="data/datasets/{model}/{task}.jsonl (checked rows)",
     ),
     params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `acdc` section)"),
+    model_name: str = model_name_option(),
+    task: str = task_option(),
     out: Path = typer.Option(
         ..., callback=output_path, help="data/circuits/{model}/{task}/{method}.json"
     ),
@@ -50,7 +55,7 @@ def acdc_circuit(
         raise ConfigError(f"--method {method!r} is unknown; choose one of {list(ACDC_METHODS)}")
     rows = load_rows(data, rule="check_dataset", split="train")
     lm = load_stage_model(model)
-    task, name = data.stem, data.parent.name
+    name, task = job_names(data, model_name, task)
     result, numbers = discover(lm, rows, cfg, method, model=name, task=task)
     art = CircuitArtifact.from_json(result, f"{method} circuit")
     save_circuit(out, art)
@@ -76,6 +81,8 @@ def acdc_evaluate(
         ..., help="data/circuits/{model}/{task}/{method}.json (repeat the option per method)"
     ),
     params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `acdc` section)"),
+    model_name: str = model_name_option(),
+    task: str = task_option(),
     metrics: Path = typer.Option(
         ..., callback=output_path, help="data/metrics/acdc_evaluate/{model}/{task}.json"
     ),
@@ -107,7 +114,7 @@ def acdc_evaluate(
     arts = [load_circuit(p) for p in circuits]
     rows = load_rows(data, rule="check_dataset")
     lm = load_stage_model(model)
-    task, name = data.stem, data.parent.name
+    name, task = job_names(data, model_name, task)
     report = evaluate_circuits(lm, rows, arts, cfg)
     acdc_faithfulness(report, plot, f"{name} / {task}: edge circuits (test split)")
     for art, dot in zip(arts, dots or [], strict=False):

@@ -184,6 +184,31 @@ def model_option(rule: str | None = None) -> Any:
     )
 
 
+def model_name_option() -> Any:
+    """`--model-name`: the model's name in the pipeline (the rule's ``{model}``), recorded in
+    what the stage writes. The pipeline always passes it; by hand it defaults to the name
+    `job_names` reads off the input path."""
+    return typer.Option(
+        None, help="the model's name in the pipeline (default: read off the input's path)"
+    )
+
+
+def task_option() -> Any:
+    """`--task`: the task or behaviour the stage runs on (the rule's ``{task}`` or
+    ``{behaviour}``); defaults as `model_name_option`."""
+    return typer.Option(
+        None, help="the task or behaviour (default: the input file's name, <task>.jsonl)"
+    )
+
+
+def job_names(path: Path, model_name: str | None, task: str | None) -> tuple[str, str]:
+    """(model name, task) of a stage run: as given on the command line (the pipeline gives
+    both), else read off the path of its checked rows, ``data/datasets/<model>/<task>.jsonl``,
+    or of a file laid out the same way (``…/<model>/<task>/<file>`` for a circuit's raw
+    scores: pass the folder)."""
+    return model_name or path.parent.name, task or path.stem
+
+
 def load_stage_model(path: Path) -> LoadedModel:
     """A stage's model with its tokenizer (stages run text prompts): must exist and load."""
     from circuitlab.models import load_model

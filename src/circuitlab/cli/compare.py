@@ -11,10 +11,14 @@ from circuitlab.cli.app import (
     CHECKED_ROWS_IN,
     PARAMS_HELP,
     app,
+    circuit_input,
+    job_names,
     load_stage_model,
+    model_name_option,
     model_option,
     output_path,
     parse_params,
+    task_option,
 )
 from circuitlab.errors import ConfigError
 
@@ -34,6 +38,8 @@ def compare(
         ..., callback=CAA_IN, help="data/caa/{model}/{behaviour}.safetensors"
     ),
     params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `compare` section)"),
+    model_name: str = model_name_option(),
+    task: str = task_option(),
     out: Path = typer.Option(
         ..., callback=output_path, help="data/compare/{model}/{behaviour}.json"
     ),
@@ -53,26 +59,22 @@ def compare(
     from circuitlab.compare.artifact import CompareReport
     from circuitlab.compare.settings import CompareConfig
     from circuitlab.compare.stage import compare_behaviour, metrics_view
-    from circuitlab.io import require
     from circuitlab.lrp.circuit import NeuronCircuit
     from circuitlab.report.plots import compare_overlap, compare_pareto
     from circuitlab.steering.caa import load_vectors
     from circuitlab.tasks.io import load_rows
 
     cfg = parse_params(CompareConfig, params)
-    names = [c.stem for c in circuits]
+    # each circuit by the method its artifact records (lrp, contrastive), not its file name
+    by_path = {path: NeuronCircuit.load(circuit_input(path)) for path in circuits}
+    names = [c.method for c in by_path.values()]
     if len(set(names)) != len(names):
-        raise ConfigError(f"--circuits names (file stems) must be distinct, got {names}")
-    loaded = {
-        name: NeuronCircuit.load(
-            require(path, "lrp_circuit" if name == "lrp" else f"{name}_circuit")
-        )
-        for name, path in zip(names, circuits, strict=True)
-    }
+        raise ConfigError(f"--circuits must be circuits of distinct methods, got {names}")
+    loaded = {c.method: c for c in by_path.values()}
     tensors, _meta = load_vectors(vectors)
     rows = load_rows(data, rule="check_dataset")
     lm = load_stage_model(model)
-    behaviour, name = data.stem, data.parent.name
+    name, behaviour = job_names(data, model_name, task)
     report = compare_behaviour(lm, rows, loaded, tensors, cfg)
     title = f"{name} / {behaviour}: CAA vs circuit"
     compare_pareto(report, pareto_plot, title)
@@ -80,7 +82,7 @@ def compare(
     CompareReport.build(
         model=name,
         behaviour=behaviour,
-        circuits={n: str(p) for n, p in zip(names, circuits, strict=True)},
+        circuits={c.method: str(p) for p, c in by_path.items()},
         vectors=str(vectors),
         params=cfg.model_dump(mode="json"),
         **report,

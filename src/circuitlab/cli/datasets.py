@@ -12,9 +12,11 @@ from circuitlab.cli.app import (
     ROWS_IN,
     app,
     model_input,
+    model_name_option,
     model_option,
     output_path,
     parse_params,
+    task_option,
 )
 from circuitlab.errors import ConfigError
 
@@ -55,6 +57,8 @@ def check_dataset(
     model: Path = model_option(),
     data: Path = typer.Option(..., callback=ROWS_IN, help="data/datasets/{task}.jsonl"),
     on_invalid: str = typer.Option("fail", help="fail | drop"),
+    model_name: str = model_name_option(),
+    task: str = task_option(),
     out: Path = typer.Option(
         ...,
         callback=output_path,
@@ -76,7 +80,7 @@ def check_dataset(
         raise ConfigError(f"--on-invalid must be 'fail' or 'drop', got {on_invalid!r}")
     rows = load_rows(data, rule="datasets")
     tokenizer = load_tokenizer(model_input(model))
-    task = data.stem
+    name, task = model_name or model.stem, task or data.stem
     kept, report = check_for_tokenizer(rows, tokenizer, task=task, on_invalid=on_invalid)  # type: ignore[arg-type]
     write_jsonl(out, (r.model_dump() for r in kept))
     tracking.log_metrics(
@@ -84,6 +88,6 @@ def check_dataset(
         report.model_dump(mode="json"),
         metrics,
         config={"task": task, "model": str(model), "on_invalid": on_invalid},
-        run_name=f"check_dataset/{model.stem}/{task}",
+        run_name=f"check_dataset/{name}/{task}",
         schema=TokenCheckMetrics,
     )

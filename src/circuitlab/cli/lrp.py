@@ -13,10 +13,13 @@ from circuitlab.cli.app import (
     CHECKED_ROWS_IN,
     PARAMS_HELP,
     app,
+    job_names,
     load_stage_model,
+    model_name_option,
     model_option,
     output_path,
     parse_params,
+    task_option,
 )
 from circuitlab.errors import ConfigError, DatasetError
 
@@ -25,6 +28,7 @@ from circuitlab.errors import ConfigError, DatasetError
 def blacklist(
     model: Path = model_option("blacklist"),
     params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `blacklist` section)"),
+    model_name: str = model_name_option(),
     out: Path = typer.Option(..., callback=output_path, help="data/blacklists/{model}.json"),
     metrics: Path = typer.Option(
         ..., callback=output_path, help="data/metrics/blacklist/{model}.json"
@@ -61,7 +65,7 @@ def blacklist(
         },
         metrics,
         config=cfg,
-        run_name=f"blacklist/{model.stem}",
+        run_name=f"blacklist/{model_name or model.stem}",
         schema=BlacklistMetrics,
     )
 
@@ -80,6 +84,8 @@ def lrp_attribution(
     params: str = typer.Option(
         "{}", help=PARAMS_HELP + " (the config's `lrp` section; `selection` is not read)"
     ),
+    model_name: str = model_name_option(),
+    task: str = task_option(),
     raw: Path = typer.Option(
         ..., callback=output_path, help="data/circuits/{model}/{task}/lrp.raw.safetensors"
     ),
@@ -105,7 +111,7 @@ def lrp_attribution(
         bl = Blacklist.load(require(blacklist_file, "blacklist"))
         bl.check_shape(lm.dims)
         pairs = bl.pairs()
-    task, name = data.stem, data.parent.name
+    name, task = job_names(data, model_name, task)
     attr, result = attribute_lrp(lm, rows, cfg, task=task, blacklist=pairs)
     attr.save(raw)
     config = cfg.model_dump(mode="json", exclude={"selection"})
@@ -132,6 +138,8 @@ def lrp_circuit(
         help="data/metrics/lrp_attribution/{model}/{task}.json (that step's metrics)",
     ),
     params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `lrp` section)"),
+    model_name: str = model_name_option(),
+    task: str = task_option(),
     out: Path = typer.Option(
         ..., callback=output_path, help="data/circuits/{model}/{task}/lrp.json"
     ),
@@ -153,7 +161,7 @@ def lrp_circuit(
     cfg = parse_params(LrpConfig, params)
     attr = Attributions.load(require(raw, "lrp_attribution"))
     step = tracking.read_metrics(require(attribution, "lrp_attribution"))
-    task, name = raw.parent.name, raw.parent.parent.name
+    name, task = job_names(raw.parent, model_name, task)
     circuit, result = select_lrp(attr, cfg, step, model=name, task=task)
     circuit.save(out)
     if plot is not None:
@@ -184,6 +192,8 @@ def lrp_faithfulness(
     params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `lrp` section)"),
     faithfulness: str = typer.Option("{}", help=PARAMS_HELP + " (`faithfulness` section)"),
     seed: int = typer.Option(0),
+    model_name: str = model_name_option(),
+    task: str = task_option(),
     metrics: Path = typer.Option(
         ..., callback=output_path, help="data/metrics/lrp_faithfulness/{model}/{task}.json"
     ),
@@ -211,7 +221,7 @@ def lrp_faithfulness(
         raise DatasetError(f"{data}: faithfulness needs both train and test rows")
     attr = Attributions.load(require(raw, "lrp_attribution"))
     lm = load_stage_model(model)
-    task, name = data.stem, data.parent.name
+    name, task = job_names(data, model_name, task)
     report = evaluate_faithfulness(
         lm,
         train,
@@ -246,6 +256,8 @@ def contrastive_circuit(
     ),
     top_k: int = typer.Option(200, min=1),
     skip_layers: str = typer.Option("", help="comma-separated layers to exclude"),
+    model_name: str = model_name_option(),
+    task: str = task_option(),
     out: Path = typer.Option(
         ..., callback=output_path, help="data/circuits/{model}/{behaviour}/contrastive.json"
     ),
@@ -267,7 +279,7 @@ def contrastive_circuit(
         ) from exc
     rows = load_rows(data, rule="check_dataset", split="train")
     lm = load_stage_model(model)
-    behaviour, name = data.stem, data.parent.name
+    name, behaviour = job_names(data, model_name, task)
     circuit = discover_contrastive(
         lm, rows, model=name, behaviour=behaviour, top_k=top_k, skip_layers=skip
     )

@@ -12,11 +12,13 @@ from circuitlab.cli.app import (
     PARAMS_HELP,
     app,
     load_stage_model,
+    model_name_option,
     model_option,
     output_dir,
     output_path,
     parse_json_option,
     parse_params,
+    task_option,
 )
 
 
@@ -88,6 +90,8 @@ def evaluate_model(
     ),
     batch_size: int = typer.Option(64, min=1),
     min_accuracy: float = typer.Option(0.9, min=0.0, max=1.0),
+    model_name: str = model_name_option(),
+    task: str = task_option(),
     out: Path = typer.Option(
         ..., callback=output_path, help="data/metrics/evaluate_model/{model}/{task}.json"
     ),
@@ -100,14 +104,14 @@ def evaluate_model(
 
     rows = load_rows(data, rule="check_dataset")
     loaded = load_stage_model(model)
-    task = data.stem
+    name, task = model_name or model.stem, task or data.stem
     scores = evaluate_task(loaded.model, loaded.tokenizer, rows, batch_size)
     tracking.log_metrics(
         "evaluate_model",
         scores,
         out,
         config={"model": str(model), "task": task, "batch_size": batch_size},
-        run_name=f"evaluate_model/{model.stem}/{task}",
+        run_name=f"evaluate_model/{name}/{task}",
         schema=EvaluationMetrics,
     )
-    accuracy_gate(scores, min_accuracy, model_name=model.stem, task=task)
+    accuracy_gate(scores, min_accuracy, model_name=name, task=task)

@@ -16,10 +16,14 @@ from circuitlab.cli.app import (
     THREADS_HELP,
     _set_threads,
     app,
+    circuit_input,
+    job_names,
     load_stage_model,
+    model_name_option,
     model_option,
     output_path,
     parse_params,
+    task_option,
 )
 
 
@@ -62,6 +66,8 @@ def steering(
         None, help="data/datasets/{model}/{task}.jsonl of the other tasks (repeat; leakage)"
     ),
     params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `steering` section)"),
+    model_name: str = model_name_option(),
+    task: str = task_option(),
     out: Path = typer.Option(
         ..., callback=output_path, help="data/steering/{model}/{name}/{method}.json"
     ),
@@ -74,7 +80,6 @@ def steering(
     threads: int = typer.Option(None, min=1, help=THREADS_HELP),
 ) -> None:
     """Steer a circuit's neurons on the test split: dose-response, side effects, random controls."""
-    from circuitlab.io import require
     from circuitlab.lrp.circuit import NeuronCircuit
     from circuitlab.steering.settings import SteeringConfig
     from circuitlab.steering.stages import neuron_steering
@@ -83,8 +88,8 @@ def steering(
 
     _set_threads(threads)
     cfg = parse_params(SteeringConfig, params)
-    name, model_name = data.stem, data.parent.name
-    circ = NeuronCircuit.load(require(circuit, f"{circuit.stem}_circuit"))
+    model_name, name = job_names(data, model_name, task)
+    circ = NeuronCircuit.load(circuit_input(circuit))
     test = load_rows(data, rule="check_dataset", split="test")
     other = _test_sets(others, name)
     lm = load_stage_model(model)
@@ -108,6 +113,8 @@ def caa(
         "{}", "--steering", help=PARAMS_HELP + " (the `steering` section: neutral prompts)"
     ),
     seed: int = typer.Option(0, help="validation split seed"),
+    model_name: str = model_name_option(),
+    task: str = task_option(),
     out: Path = typer.Option(
         ..., callback=output_path, help="data/caa/{model}/{behaviour}.safetensors"
     ),
@@ -127,7 +134,7 @@ def caa(
     _set_threads(threads)
     cfg = parse_params(CaaConfig, params)
     scfg = parse_params(SteeringConfig, steering_params, "--steering")
-    name, model_name = data.stem, data.parent.name
+    model_name, name = job_names(data, model_name, task)
     train = load_rows(data, rule="check_dataset", split="train")
     lm = load_stage_model(model)
     vectors, meta, selection = build_caa(lm, train, cfg, scfg, name=name, seed=seed)
@@ -160,6 +167,8 @@ def caa_steering(
     steering_params: str = typer.Option(
         "{}", "--steering", help=PARAMS_HELP + " (the `steering` section)"
     ),
+    model_name: str = model_name_option(),
+    task: str = task_option(),
     out: Path = typer.Option(
         ..., callback=output_path, help="data/steering/{model}/{behaviour}/caa.json"
     ),
@@ -180,7 +189,7 @@ def caa_steering(
     _set_threads(threads)
     cfg = parse_params(CaaConfig, params)
     scfg = parse_params(SteeringConfig, steering_params, "--steering")
-    name, model_name = data.stem, data.parent.name
+    model_name, name = job_names(data, model_name, task)
     tensors, meta = load_vectors(vectors)
     test = load_rows(data, rule="check_dataset", split="test")
     other = _test_sets(others, name)
@@ -197,6 +206,7 @@ def steering_summary(
     reports: list[Path] = typer.Option(
         ..., help="data/steering/{model}/{name}/{method}.json (repeat per report)"
     ),
+    model_name: str = model_name_option(),
     metrics: Path = typer.Option(
         ..., callback=output_path, help="data/metrics/steering/{model}/summary.json"
     ),
@@ -213,7 +223,7 @@ def steering_summary(
 
     loaded = [read_json(require(p, "steering")) for p in reports]
     summary = leakage_matrix(loaded)
-    model_name = reports[0].parent.parent.name
+    model_name = model_name or reports[0].parent.parent.name
     steering_leakage(summary, plot, f"{model_name}: steering leakage (test split)")
     tracking.log_metrics(
         "steering_summary",
