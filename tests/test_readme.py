@@ -44,7 +44,7 @@ ELSEWHERE = {
     "make accept": "tests/integration/test_history.py (as snakemake --touch)",
     ".venv/bin/dvc params diff HEAD~1": "tests/integration/test_history.py",
     ".venv/bin/dvc metrics diff HEAD~1": "tests/integration/test_history.py",
-    ".venv/bin/dvc metrics diff HEAD~1 data/metrics/datasets": "tests/integration/test_history.py",
+    ".venv/bin/dvc metrics diff HEAD~1 --targets data/metrics/datasets": "tests/integration/test_history.py",
     ".venv/bin/dvc exp show": "tests/integration/test_history.py",
     ".venv/bin/dvc plots diff HEAD~1": "writes dvc_plots/ (git-ignored); the plots are data/plots",
     "sha256sum data/models/toy/model.safetensors": "tests/integration/test_determinism.py",

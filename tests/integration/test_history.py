@@ -101,7 +101,9 @@ def test_two_runs_compare_with_dvc(repo: Path) -> None:
     }  # fmt: skip
     metrics = json.loads(sh(repo, DVC, "metrics", "diff", "HEAD~1", "--json"))
     assert metrics["data/summary/datasets/capitals.json"]["test"]["diff"] == -1
-    full = json.loads(sh(repo, DVC, "metrics", "diff", "HEAD~1", "data/metrics/datasets", "--json"))
+    full = json.loads(
+        sh(repo, DVC, "metrics", "diff", "HEAD~1", "--targets", "data/metrics/datasets", "--json")
+    )
     assert full["data/metrics/datasets/capitals.json"]["n_test"]["diff"] == -1
     shown = json.loads(sh(repo, DVC, "metrics", "show", "--json"))
     assert shown, "dvc metrics show found no metrics"
