@@ -12,7 +12,7 @@ import pytest
 
 from circuitlab.errors import CircuitlabError
 from circuitlab.provenance import guard
-from circuitlab.provenance.manifest import EDITED, record_outputs
+from circuitlab.provenance.manifest import EDITED, altered, record_outputs
 
 
 @dataclass
@@ -57,6 +57,11 @@ def test_damaged_outputs_are_forced_when_the_dag_is_prepared(tmp_path: Path, dry
     assert rows.read_text() == "edited\n"  # nothing moved: the forced job replaces it
     kept = [p for p in (tmp_path / EDITED).rglob("*") if p.is_file()]
     assert [p.read_text() for p in kept] == ([] if dry else ["edited\n"])
+    # a run stopped before the forced job ran: the edit is still found, the next run repairs it
+    assert {(c.path, c.why) for c in altered(tmp_path)} == {
+        ("data/datasets/a.jsonl", "edited"),
+        ("data/models/m/model.safetensors", "deleted"),
+    }
 
 
 @pytest.mark.parametrize(
