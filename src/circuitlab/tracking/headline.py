@@ -11,9 +11,9 @@ one `dvc metrics show data/metrics/<rule>` away.
 `HEADLINES` maps a stage to ``{column: path}``: a dotted path into the stage's metrics; a ``*``
 segment matches every key there and ``{}`` in the column name takes the matched key (e.g. one
 column per edge-discovery method). A path a file does not have is left out of its summary (a
-CAA steering report has no neuron circuit, say); `tests/test_headline.py` checks that every
-path is found in the tiny pipeline's files and that each stage folder prints within 250
-characters.
+CAA steering report has no neuron circuit, say); `tests/integration/test_pipeline.py`
+(`test_dvc_metrics_show_fits_a_terminal`) checks that every path is found in the tiny
+pipeline's files and that each stage folder prints within 250 characters.
 """
 
 from __future__ import annotations
