@@ -67,10 +67,13 @@ include: "workflow/rules/compare.smk"
 include: "workflow/rules/report.smk"
 
 
+FINAL_OUTPUTS = final_outputs()
+
+
 rule all:
     default_target: True
     input:
-        final_outputs(),
+        FINAL_OUTPUTS,
 
 
 # Never lose a file (README, "Edited, damaged or deleted files"): the recorded outputs of this
@@ -79,4 +82,4 @@ rule all:
 # an edited file is copied aside and stays in place until its job rewrites it.
 from circuitlab.provenance import guard
 
-guard.install(workflow, final_outputs(), dry=_out is not None and _out.dryrun)
+guard.install(workflow, FINAL_OUTPUTS, dry=_out is not None and _out.dryrun)

@@ -69,17 +69,13 @@ def runs(cfg: Config, model: str, rule: str) -> bool:
     return rule not in ADAPTER_RULES or is_native(cfg, model)
 
 
-def behaviour_methods(cfg: Config, model: str) -> list[str]:
-    """How a model's behaviours are steered: its circuits (native backend only) and CAA."""
-    return [*cfg.steering.behaviour_methods, "caa"] if runs(cfg, model, "steering") else ["caa"]
-
-
 def steering_jobs(cfg: Config, model: str) -> list[Job]:
     """The steering evaluations of a model, in report order: each task's LRP circuit, then each
-    behaviour's circuits and CAA vectors (`steering_summary` reads their reports)."""
+    behaviour's circuits and CAA vectors (`steering_summary` reads their reports); neuron
+    circuits only where the model's backend runs `steering`."""
     jobs = [Job.of("steering", model=model, task=t, circuit="lrp") for t in cfg.task_names()]
     for b in cfg.behaviour_names():
-        for k in behaviour_methods(cfg, model):
+        for k in [*cfg.steering.behaviour_methods, "caa"]:
             if k == "caa":
                 jobs.append(Job.of("caa_steering", model=model, behaviour=b))
             else:

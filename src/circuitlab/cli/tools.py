@@ -70,10 +70,7 @@ def plan(
         raise CircuitlabError(f"{workdir.resolve()} has no Snakefile: run in the project folder")
     configfile = configfile.resolve() if configfile is not None else None
     args = ["--configfile", str(configfile)] if configfile is not None else []
-    if configfile is not None:  # a wrong overlay in one line, not Snakemake's traceback
-        from circuitlab.config import load_config
-
-        load_config(workdir / "config" / "config.yaml", configfile)
+    keys = _config_keys(workdir, configfile)
     for c in find_altered(workdir):
         err_console.print(
             f"{c.why} by hand since its job wrote it: {c.path} — the next run rebuilds it "
@@ -107,7 +104,7 @@ def plan(
     table.add_column("rule")
     table.add_column("jobs", justify="right")
     table.add_column("why (jobs)")
-    for rule, (n, reasons) in summarise(found, _config_keys(workdir, configfile)).items():
+    for rule, (n, reasons) in summarise(found, keys).items():
         why = "\n".join(f"{r} ({c})" if c != n else r for r, c in reasons.most_common())
         table.add_row(rule, str(n), why)
     console.print(table)
@@ -123,16 +120,19 @@ def plan(
 
 def _config_keys(workdir: Path, overlay: Path | None) -> ConfigKeys:
     """The run's resolved config as dotted keys (defaults included), to name the key behind a
-    changed param; empty when the config cannot be read (the dry run has said why)."""
+    changed param. A wrong `overlay` is an error here, in one line (not Snakemake's traceback);
+    a base config that cannot be read gives no keys (the dry run says why)."""
     from circuitlab.config import load_config
     from circuitlab.provenance.plan import ConfigKeys, flatten
 
     overlays = [overlay] if overlay is not None else []
     try:
         cfg = load_config(workdir / "config" / "config.yaml", *overlays)
-        return ConfigKeys(flatten(cfg.model_dump(mode="json")))
     except (CircuitlabError, OSError, ValueError):
+        if overlay is not None:
+            raise
         return ConfigKeys()
+    return ConfigKeys(flatten(cfg.model_dump(mode="json")))
 
 
 @app.command()

@@ -131,60 +131,61 @@ def manifest_for(cfg: Config, outputs: OutputsOf, benchmark: BenchmarkOf) -> Rep
     table, in job order). `outputs` and `benchmark` read the paths off the Snakemake rules."""
     models: dict[str, dict[str, Any]] = {}
     for m in cfg.active_models():
+        jobs = model_jobs(cfg, m)
+        files = {job: outputs(job) for job in jobs}
         by_rule: dict[str, list[Job]] = {}
-        for job in model_jobs(cfg, m):
+        for job in jobs:
             by_rule.setdefault(job.rule, []).append(job)
 
         entry: dict[str, Any] = {"evaluation": {}, "lrp": {}, "acdc": {}, "contrastive": {}}
         if not is_native(cfg, m):
             entry["backend"] = "transformer_lens"
         for job in by_rule.get("train_toy_model", []):
-            entry["training"] = {"metrics": outputs(job)["metrics"], "curve": outputs(job)["plot"]}
+            entry["training"] = {"metrics": files[job]["metrics"], "curve": files[job]["plot"]}
         for job in by_rule.get("evaluate_model", []):
-            entry["evaluation"][job.wc["task"]] = outputs(job)["metrics"]
+            entry["evaluation"][job.wc["task"]] = files[job]["metrics"]
         for job in by_rule.get("blacklist", []):
-            entry["blacklist"] = outputs(job)["blacklist"]
+            entry["blacklist"] = files[job]["blacklist"]
         for job in by_rule.get("lrp_circuit", []):
-            faith = outputs(Job("lrp_faithfulness", job.wildcards))
+            faith = files[Job("lrp_faithfulness", job.wildcards)]
             entry["lrp"][job.wc["task"]] = {
-                "circuit": outputs(job)["circuit"],
-                "metrics": outputs(job)["metrics"],
-                "neurons_plot": outputs(job)["plot"],
+                "circuit": files[job]["circuit"],
+                "metrics": files[job]["metrics"],
+                "neurons_plot": files[job]["plot"],
                 "faithfulness": faith["metrics"],
                 "faithfulness_plot": faith["plot"],
             }
         methods = list(cfg.acdc.methods)
         for job in by_rule.get("acdc_evaluate", []):
             wc = job.wc
-            files = outputs(job)
             entry["acdc"][wc["task"]] = {
                 "circuits": {
-                    k: outputs(Job.of("acdc_circuit", **wc, method=k))["circuit"] for k in methods
+                    k: files[Job.of("acdc_circuit", **wc, method=k)]["circuit"] for k in methods
                 },
-                "dots": dict(zip(methods, files["dots"], strict=True)),
-                "evaluation": files["metrics"],
-                "plot": files["plot"],
+                "dots": dict(zip(methods, files[job]["dots"], strict=True)),
+                "evaluation": files[job]["metrics"],
+                "plot": files[job]["plot"],
             }
         for job in by_rule.get("contrastive_circuit", []):
-            entry["contrastive"][job.wc["behaviour"]] = outputs(job)["circuit"]
+            entry["contrastive"][job.wc["behaviour"]] = files[job]["circuit"]
         steering: dict[str, dict[str, Any]] = {}
-        for job in [j for j in model_jobs(cfg, m) if j.rule in ("steering", "caa_steering")]:
+        for job in [j for j in jobs if j.rule in ("steering", "caa_steering")]:
             name = job.wc.get("task") or job.wc["behaviour"]
             method = job.wc.get("circuit", "caa")
             section = steering.setdefault(name, {"results": {}, "plots": []})
-            section["results"][method] = outputs(job)["report"]
-            section["plots"].append(outputs(job)["plot"])
+            section["results"][method] = files[job]["report"]
+            section["plots"].append(files[job]["plot"])
         entry["steering"] = steering
         for job in by_rule.get("steering_summary", []):
             entry["steering_summary"] = {
-                "metrics": outputs(job)["metrics"],
-                "plot": outputs(job)["plot"],
+                "metrics": files[job]["metrics"],
+                "plot": files[job]["plot"],
             }
         if "compare" in by_rule:
             entry["compare"] = {
                 job.wc["behaviour"]: {
-                    "result": outputs(job)["report"],
-                    "plots": [outputs(job)["pareto"], outputs(job)["overlap"]],
+                    "result": files[job]["report"],
+                    "plots": [files[job]["pareto"], files[job]["overlap"]],
                 }
                 for job in by_rule["compare"]
             }
