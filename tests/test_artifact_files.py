@@ -23,14 +23,17 @@ def steering_report() -> dict:
                                         "control_effect")}  # fmt: skip
     arm = {"multiplier": 0.0, "steered_effect": interval(-1.0), "control_effect": interval(0.0),
            "delta": interval(-1.0), "beats_control": True, "kl_neutral": 0.02,
-           "kl_neutral_control": 0.01}  # fmt: skip
+           "kl_neutral_control": 0.01, "in_budget": True, "candidates": 1, "confidence": 0.95,
+           "accuracy_drop": 0.0}  # fmt: skip
     return {
-        "format": "circuitlab.steering/1", "model": "toy", "name": "capitals", "kind": "task",
+        "format": "circuitlab.steering/2", "model": "toy", "name": "capitals", "kind": "task",
         "method": "lrp", "steering": "neurons", "positions": "all", "n_test": 8,
         "metric_names": ["logit_diff"], "multipliers": [0.0, 1.0], "unsteered_multiplier": 1.0,
         "random_seeds": 5, "bootstrap": {"resamples": 1000, "confidence": 0.95},
         "metrics": {"logit_diff": {"unsteered": interval(2.0), "m=0": cell}},
         "leakage": {"ioi": {"m=0": -0.1}}, "samples": {},
+        "budget": {"max_kl": 0.5, "max_accuracy_drop": 0.05, "multipliers": {
+            "m=0": {"kl_neutral": 0.02, "accuracy_drop": 0.0, "in_budget": True}}},
         "summary": {"primary": "logit_diff", "unsteered": 2.0, "suppress": arm},
         "n_neurons": 3, "neurons_per_layer": {"0": 3},
     }  # fmt: skip

@@ -275,17 +275,27 @@ def write_artifacts(root: Path) -> dict[str, Any]:
                                 "plots": [str(d / "compare/pareto.png")]}}  # fmt: skip
     cell = {"mean": -0.4321, "lo": -0.61, "hi": -0.25, "n": 24}
     steering = {
-        "format": "circuitlab.steering/1", "name": "capitals", "kind": "task", "method": "lrp",
+        "format": "circuitlab.steering/2", "name": "capitals", "kind": "task", "method": "lrp",
         "model": "toy", "steering": "neurons", "positions": "all", "n_test": 24, "n_neurons": 3,
         "neurons_per_layer": {"0": 1, "1": 2}, "metric_names": ["logit_diff"],
         "unsteered_multiplier": 1.0, "bootstrap": {"resamples": 1000, "confidence": 0.95},
         "leakage": {}, "multipliers": [0.0, 1.0, 2.0], "random_seeds": 5, "metrics": {},
         "samples": {},
+        "budget": {"max_kl": 0.5, "max_accuracy_drop": 0.05, "multipliers": {
+            "m=0": {"kl_neutral": 0.0876, "accuracy_drop": 0.0, "in_budget": True},
+            "m=1": {"kl_neutral": 0.0, "accuracy_drop": 0.0, "in_budget": True},
+            "m=2": {"kl_neutral": 3.25, "accuracy_drop": 0.5, "in_budget": False}}},
         "summary": {
             "primary": "logit_diff", "unsteered": 2.5,
             "suppress": {"multiplier": 0.0, "steered_effect": cell, "delta": cell,
                          "control_effect": {"mean": -0.0123, "lo": -0.05, "hi": 0.02, "n": 24},
-                         "beats_control": True, "kl_neutral": 0.0876, "kl_neutral_control": 0.01},
+                         "beats_control": True, "kl_neutral": 0.0876, "kl_neutral_control": 0.01,
+                         "in_budget": True, "candidates": 1, "confidence": 0.95,
+                         "accuracy_drop": 0.0},
+            "amplify": {"multiplier": 2.0, "steered_effect": cell, "delta": cell,
+                        "control_effect": cell, "beats_control": False, "kl_neutral": 3.25,
+                        "kl_neutral_control": 0.01, "in_budget": False, "candidates": 0,
+                        "confidence": 0.95, "accuracy_drop": 0.5},
         },
     }  # fmt: skip
     write_json(d / "steering/capitals/lrp.json", steering)
@@ -298,7 +308,10 @@ def write_artifacts(root: Path) -> dict[str, Any]:
     }
     write_json(d / "steering/summary.json", {"n_reports": 1, "leakage": {}, "verdicts": {
         "capitals/lrp": {"primary": "logit_diff", "suppress_beats_control": True,
-                         "suppress_delta": -0.4321}}})  # fmt: skip
+                         "suppress_delta": -0.4321, "suppress_in_budget": True,
+                         "amplify_beats_control": False, "amplify_in_budget": False}},
+        "counts": {"suppress": {"rows": 1, "beat": 1, "no_budget": 0},
+                   "amplify": {"rows": 1, "beat": 0, "no_budget": 1}}})  # fmt: skip
     (d / "steering/leakage.png").write_bytes(tiny_png(5))
     m["steering_summary"] = {
         "metrics": str(d / "steering/summary.json"),
@@ -337,8 +350,13 @@ def test_the_first_screen_answers_the_headline_questions(html: str) -> None:
     headline = html.split('<section class="headline"', 1)[1].split("</section>", 1)[0]
     assert html.index('<section class="headline"') < html.index("At a glance")
     assert "Which circuits beat their controls?" in headline
-    assert "1 of 1 steered circuits" in headline
-    assert "−0.432 [−0.61, −0.25]" in headline or "-0.432 [-0.61, -0.25]" in headline
+    assert "1 of 1 steered circuits" in headline and "within the side-effect budget" in headline
+    assert (
+        "1 of 2 (row, direction) verdicts beat their control, and 1 had no multiplier" in headline
+    )
+    assert "−0.432 [−0.61, −0.25] at ×0" in headline or "-0.432 [-0.61, -0.25] at ×0" in headline
+    # the amplify arm's only multiplier is outside the budget: said, never counted
+    assert "no multiplier within budget (mildest ×2: KL 3.25)" in headline
     assert "CAA vs circuit at a matched effect" in headline
     assert "lrp_neurons: 0.0432" in headline and "<b>lrp_neurons</b>" in headline
 

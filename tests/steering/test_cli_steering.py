@@ -53,7 +53,7 @@ def test_steering_writes_artifacts(monkeypatch, capsys, work: Path, tmp_path: Pa
     code, err = call(*steer_args(work, tmp_path))
     assert code == 0, err
     rep = read_json(tmp_path / "lrp.json")
-    assert rep["format"] == "circuitlab.steering/1" and rep["kind"] == "task"
+    assert rep["format"] == "circuitlab.steering/2" and rep["kind"] == "task"
     assert rep["model"] == "tiny" and set(rep["leakage"]) == {"ioi"}
     metrics = read_json(tmp_path / "metrics.json")
     assert (

@@ -32,6 +32,7 @@ rule compare:
         model=model_arg,
         code=code("compare"),
         cfg=json_arg(CFG.compare),
+        budget=json_arg(CFG.steering.budget),
         circuits=lambda wildcards, input: " ".join(f"--circuits {c}" for c in input.circuits),
     log:
         "logs/compare/{model}/{behaviour}.log",
@@ -40,6 +41,7 @@ rule compare:
     shell:
         "circuitlab compare --model-name {wildcards.model} --task {wildcards.behaviour}"
         " --model {params.model} --data {input.rows} {params.circuits}"
-        " --vectors {input.vectors} --params {params.cfg} --out {output.report}"
+        " --vectors {input.vectors} --params {params.cfg} --budget {params.budget}"
+        " --out {output.report}"
         " --metrics {output.metrics} --pareto-plot {output.pareto}"
         " --overlap-plot {output.overlap} > {log} 2>&1"

@@ -55,7 +55,13 @@ rule caa:
         code=code("caa"),
         cfg=json_arg(CFG.caa),
         # only what the selection reads, so a change of the steering sweep does not rebuild CAA
-        steering=json_arg({"neutral_prompts": CFG.steering.neutral_prompts}),
+        # what the selection reads of the steering section: the neutral prompts and the budget
+        steering=json_arg(
+            {
+                "neutral_prompts": CFG.steering.neutral_prompts,
+                "budget": CFG.steering.budget.model_dump(mode="json"),
+            }
+        ),
         seed=CFG.seed,
     threads: 1
     log:

@@ -92,6 +92,7 @@ class Matched(StrictModel):
     effect: float | None
     methods: dict[str, MatchedMethod]
     best: str | None
+    max_kl: float | None = None  # the KL budget: sweep points beyond it were not used
 
 
 class CompareReport(Artifact):

@@ -117,27 +117,52 @@ def _direction(points: Sequence[Mapping[str, Any]], neutral: float, sign: int) -
     return side
 
 
+def within_budget(points: Sequence[Mapping[str, Any]], max_kl: float | None) -> list[Any]:
+    """The points of one side of a sweep (ordered away from the unsteered multiplier) up to the
+    first whose mean KL exceeds `max_kl`: a method is compared only where its side effect fits
+    the budget (None: every point)."""
+    if max_kl is None:
+        return list(points)
+    kept = []
+    for p in points:
+        if _num(p["kl"]) > max_kl:
+            break
+        kept.append(p)
+    return kept
+
+
 def matched_effect(
     curves: Mapping[str, Sequence[Mapping[str, Any]]],
     neutral: Mapping[str, float],
     directions: Mapping[str, tuple[str, int]] = DIRECTIONS,
+    *,
+    max_kl: float | None = None,
 ) -> dict[str, Any]:
     """Per direction (`increase`: more behaviour on the contrast prompts, `decrease`: less on
-    the behaviour prompts): the largest |effect| every method reaches that way, each method's
-    KL there (linear interpolation along its sweep, walking away from the unsteered multiplier
-    on the side that goes furthest) and its effect per unit KL; `best` has the smallest KL."""
+    the behaviour prompts): the largest |effect| every method reaches that way within the KL
+    budget `max_kl` (points beyond it are not used), each method's KL there (linear
+    interpolation along its sweep, walking away from the unsteered multiplier on the side that
+    goes furthest) and its effect per unit KL; `best` has the smallest KL."""
     out: dict[str, Any] = {}
     for name, (key, sign) in directions.items():
         sides = {}
         for method, points in curves.items():
             by_side = [
-                [p for p in _direction(points, neutral[method], s) if _num(p[key]) * sign > 0]
+                [
+                    p
+                    for p in within_budget(_direction(points, neutral[method], s), max_kl)
+                    if _num(p[key]) * sign > 0
+                ]
                 for s in (1, -1)
             ]
             sides[method] = max(by_side, key=lambda ps: max((abs(p[key]) for p in ps), default=0))
         reach = {m: max((abs(p[key]) for p in ps), default=0.0) for m, ps in sides.items()}
         target = min(reach.values()) if reach else 0.0
-        entry: dict[str, Any] = {"measured_on": key, "effect": target if target > 0 else None}
+        entry: dict[str, Any] = {
+            "measured_on": key,
+            "effect": target if target > 0 else None,
+            "max_kl": max_kl,
+        }
         entry["methods"] = {}
         for method, ps in sides.items():
             kl = _crossing(ps, target, key) if target > 0 else None

@@ -62,6 +62,7 @@ from circuitlab.lrp.circuit import NeuronCircuit
 from circuitlab.models.loading import LoadedModel
 from circuitlab.progress import bar as progress_bar
 from circuitlab.steering.evaluate import EvalSet, Neutral, Steerer
+from circuitlab.steering.settings import SideEffectBudget
 from circuitlab.types import TaskRow
 
 T = TypeVar("T")
@@ -122,9 +123,11 @@ def compare_behaviour(
     circuits: Mapping[str, NeuronCircuit],
     vectors: Mapping[str, Tensor],
     cfg: CompareConfig,
+    budget: SideEffectBudget | None = None,
 ) -> dict[str, Any]:
     """The whole comparison for one behaviour (see the module docstring): a nested dict of
-    numbers (no lists), ready for `tracking.log_metrics` and the plots."""
+    numbers (no lists), ready for `tracking.log_metrics` and the plots. The matched effect uses
+    only sweep points within `budget`'s KL (the pipeline passes the steering section's)."""
     dims = lm.dims
     masks = check_inputs(lm, circuits, vectors, cfg)
     train = [r for r in rows if r.split == "train"]
@@ -240,7 +243,9 @@ def compare_behaviour(
         },
         "sweep": {name: {f"{p['multiplier']:g}": p for p in pts} for name, pts in curves.items()},
         "neutral_multiplier": neutral,
-        "matched": matched_effect(compared, neutral),
+        "matched": matched_effect(
+            compared, neutral, max_kl=budget.max_kl if budget is not None else None
+        ),
     }
 
 

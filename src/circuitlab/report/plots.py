@@ -250,7 +250,10 @@ def draw_dose_response(
 def steering_dose_response(report: Mapping[str, Any], path: str | Path, title: str) -> None:
     """Dose-response of a steering report: the steered condition and its random control (mean
     and bootstrap interval over prompts) against the multiplier, one panel per metric, with the
-    unsteered value as a dotted line."""
+    unsteered value as a dotted line. Multipliers outside the side-effect budget are crossed out
+    in red on every panel (they stay in the plot and are never counted), the KL panel shows the
+    budget as a dashed line, and the primary panel stars the multiplier each direction's
+    verdict was judged at."""
     primary = report["summary"]["primary"]
     names = [primary, "kl_neutral"]
     names += [m for m in ("accuracy", "text_rate") if m in report["metrics"] and m != primary]
@@ -261,6 +264,7 @@ def steering_dose_response(report: Mapping[str, Any], path: str | Path, title: s
         if report.get("steering") == "vector"
         else ("random neurons (layer-matched)")
     )
+    budget = report["budget"]
     fig, axes = subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         cells = report["metrics"][name]
@@ -273,8 +277,22 @@ def steering_dose_response(report: Mapping[str, Any], path: str | Path, title: s
         }
         draw_dose_response(ax, curves, controls=[control])
         ax.axhline(cells["unsteered"]["mean"], color="black", lw=0.8, ls=":", label="unsteered")
+        over = [m for m in mults if not budget["multipliers"][f"m={m:g}"]["in_budget"]]
+        if over:
+            ax.scatter(over, [cells[f"m={m:g}"]["steered"]["mean"] for m in over], marker="x",
+                       s=60, color="red", zorder=5, label="outside side-effect budget")  # fmt: skip
+        if name == "kl_neutral":
+            ax.axhline(budget["max_kl"], color="red", lw=0.8, ls="--", label="KL budget")
+        if name == primary:
+            judged = [a["multiplier"] for k, a in report["summary"].items()
+                      if k in ("suppress", "amplify") and isinstance(a, Mapping) and a["in_budget"]]  # fmt: skip
+            ax.scatter(judged, [cells[f"m={m:g}"]["steered"]["mean"] for m in judged],
+                       marker="*", s=140, color="gold", edgecolor="black", zorder=6,
+                       label="verdict (best in budget)")  # fmt: skip
         ax.set_title(name.replace("_", " "))
     axes[0][0].legend(fontsize=7)
+    if len(names) > 1:
+        axes[0][1].legend(fontsize=7)
     conf = round(100 * report["bootstrap"]["confidence"])
     fig.suptitle(f"{title} ({conf} % bootstrap CI over {report['n_test']} test prompts)")
     _save(fig, path)

@@ -25,6 +25,7 @@ from circuitlab.errors import ArtifactError
 from circuitlab.io import read_json, require
 from circuitlab.lrp.metrics import FaithfulnessMetrics, LrpCircuitMetrics
 from circuitlab.models.metrics import EvaluationMetrics
+from circuitlab.report.format import interval_cell
 from circuitlab.steering.artifact import Interval, SteeringReport
 
 _File = TypeVar("_File", bound=Artifact | Metrics)
@@ -69,10 +70,8 @@ def num(value: Any, digits: int = 3) -> str:
 
 
 def interval(cell: Interval | None, digits: int = 3) -> str:
-    """``mean [lo, hi]`` of a bootstrap interval."""
-    if cell is None:
-        return "—"
-    return f"{num(cell.mean, digits)} [{num(cell.lo, digits)}, {num(cell.hi, digits)}]"
+    """``mean [lo, hi]`` of a bootstrap interval (`circuitlab.report.format.interval_cell`)."""
+    return interval_cell(cell, digits, num)
 
 
 def model_stamp(data: Path, model: str) -> str:
@@ -223,27 +222,46 @@ def acdc_table(data: Path, model: str) -> Table:
 
 def steering_table(data: Path, model: str) -> Table:
     t = Table(
-        "Steering: circuits and CAA against their controls",
+        "Steering: circuits and CAA against their controls, within the side-effect budget",
         "change of the primary metric beyond the matched random control (steered − control "
-        "effect, 95 % bootstrap interval over prompts) when amplifying and when suppressing, "
-        "whether it beats the control, and the side effect (KL on neutral prompts)",
-        ["name", "method", "metric", "amplify Δ", "beats", "suppress Δ", "beats", "KL (amplify)"],
-    )
+        "effect, bootstrap interval over prompts, Bonferroni-corrected for the multipliers it "
+        "was chosen from) when amplifying and when suppressing, each at its best multiplier "
+        "whose side effects fit `steering.budget` (KL on neutral prompts, other tasks' "
+        "accuracy); 'none in budget' when no multiplier fits. A point outside the budget is "
+        "never counted",
+        ["name", "method", "metric", "amplify Δ", "at ×", "beats", "suppress Δ", "at ×", "beats",
+         "KL (amplify)"],
+    )  # fmt: skip
     root = data / "steering" / model
+    counts = {"arms": 0, "beat": 0, "none": 0}
     for path in sorted(root.glob("*/*.json")) if root.exists() else []:
         rule = "caa_steering" if path.stem == "caa" else "steering"
         summary = load(SteeringReport, path, rule).summary
-        amplify, suppress = summary.amplify, summary.suppress
+        cells: list[str] = []
+        for arm in (summary.amplify, summary.suppress):
+            if arm is None:
+                cells += ["—", "—", "—"]
+                continue
+            counts["arms"] += 1
+            counts["beat"] += int(arm.beats_control)
+            counts["none"] += int(not arm.in_budget)
+            if not arm.in_budget:
+                cells += ["none in budget", "—", "no"]
+            else:
+                cells += [interval(arm.delta), num(arm.multiplier), num(arm.beats_control)]
+        amplify = summary.amplify
         t.add(
             data / "metrics" / "steering" / model / path.parent.name / path.name,
             path.parent.name,
             path.stem,
             summary.primary,
-            interval(amplify.delta) if amplify else "—",
-            num(amplify.beats_control) if amplify else "—",
-            interval(suppress.delta) if suppress else "—",
-            num(suppress.beats_control) if suppress else "—",
+            *cells,
             num(amplify.kl_neutral) if amplify else "—",
+        )
+    if counts["arms"]:
+        t.note += (
+            f". {counts['beat']} of {counts['arms']} (row, direction) verdicts beat their "
+            f"control within the budget; {counts['none']} had no multiplier within it"
         )
     return t
 

@@ -12,9 +12,19 @@ from circuitlab.report.inline import data_uri, dose_response_png
 from circuitlab.steering.artifact import Arm, SteeringReport, SteeringSummary
 
 
+def verdict_text(beats: bool | None, in_budget: bool | None) -> str:
+    """A verdict cell: yes / no / no multiplier within the budget / — (not steered that way)."""
+    if beats is None:
+        return "—"
+    if in_budget is False:
+        return "none in budget"
+    return "yes" if beats else "no"
+
+
 def _steering_row(method: str, r: SteeringReport) -> dict[str, Any]:
-    """One steering report (`circuitlab.steering`): the verdicts at the strongest suppression
-    and amplification (and CAA's chosen multiplier) against the random control."""
+    """One steering report (`circuitlab.steering`): each direction's verdict at its best
+    multiplier within the side-effect budget (and CAA's chosen multiplier) against the random
+    control."""
     if r.steering == "vector":
         what = f"CAA vector, layer {fmt(r.layer)}, norm {fmt(r.vector_norm)}"
     else:
@@ -32,8 +42,10 @@ def _steering_row(method: str, r: SteeringReport) -> dict[str, Any]:
                 "control": interval_cell(arm.control_effect),
                 "delta": interval_cell(arm.delta),
                 "beats": arm.beats_control,
+                "verdict": verdict_text(arm.beats_control, arm.in_budget),
                 "kl": fmt(arm.kl_neutral),
                 "kl_control": fmt(arm.kl_neutral_control),
+                "drop": pct(arm.accuracy_drop),
             }
         )
     return {
@@ -68,9 +80,11 @@ def steering_summary_view(summary: Mapping[str, Any] | None) -> dict[str, Any] |
             "row": row,
             "primary": v.primary.replace("_", " "),
             "suppress": v.suppress_beats_control,
-            "suppress_delta": fmt(v.suppress_delta),
+            "suppress_text": verdict_text(v.suppress_beats_control, v.suppress_in_budget),
+            "suppress_delta": fmt(v.suppress_delta) if v.suppress_in_budget is not False else "—",
             "amplify": v.amplify_beats_control,
-            "amplify_delta": fmt(v.amplify_delta),
+            "amplify_text": verdict_text(v.amplify_beats_control, v.amplify_in_budget),
+            "amplify_delta": fmt(v.amplify_delta) if v.amplify_in_budget is not False else "—",
         }
         for row, v in metrics.verdicts.items()
     ]

@@ -114,14 +114,27 @@ def _unavailable(backend: str) -> str | None:
     return "; ".join(stage for stage, why in STAGES.items() if why)
 
 
+def arm_cell(arm: Arm | None) -> str:
+    """One direction's verdict in words: Δ beyond control with its interval at the multiplier it
+    was judged at, or that no multiplier of that direction fits the side-effect budget."""
+    if arm is None:
+        return "—"
+    if not arm.in_budget:
+        return f"no multiplier within budget (mildest ×{fmt(arm.multiplier)}: KL {fmt(arm.kl_neutral)})"
+    return f"{interval_cell(arm.delta)} at ×{fmt(arm.multiplier)}"
+
+
 def _headline(m: ModelResults) -> dict[str, Any] | None:
     """The first screen's two answers. Which circuits beat their controls: every steering
-    report's verdict at its strongest suppression and amplification (steered − matched random
-    control, bootstrap interval over test prompts). CAA vs circuit: per behaviour and
-    direction, each method's side effect at the effect every method reaches."""
+    report's verdict per direction at its best multiplier within the side-effect budget
+    (steered − matched random control, bootstrap interval over test prompts); a point outside
+    the budget is never counted. CAA vs circuit: per behaviour and direction, each method's side
+    effect at the effect every method reaches within the budget."""
     beats = []
+    budget = None
     for name, st in m.steering.items():
         for method, r in st["results"].items():
+            budget = budget or r.budget
             row: dict[str, Any] = {
                 "name": name,
                 "method": method,
@@ -129,8 +142,9 @@ def _headline(m: ModelResults) -> dict[str, Any] | None:
             }
             for label in ("suppress", "amplify"):
                 arm: Arm | None = getattr(r.summary, label)
-                row[label] = interval_cell(arm.delta) if arm else "—"
+                row[label] = arm_cell(arm)
                 row[f"{label}_beats"] = arm.beats_control if arm else None
+                row[f"{label}_none"] = arm is not None and not arm.in_budget
             beats.append(row)
     matched = []
     for behaviour, cmp in m.compare.items():
@@ -152,9 +166,15 @@ def _headline(m: ModelResults) -> dict[str, Any] | None:
             )
     if not beats and not matched:
         return None
+    arms = [r[f"{k}_beats"] for r in beats for k in ("suppress", "amplify")]
     return {
         "beats": beats,
         "n_beat": sum(bool(r["suppress_beats"]) or bool(r["amplify_beats"]) for r in beats),
+        "n_arms": sum(a is not None for a in arms),
+        "n_arms_beat": sum(bool(a) for a in arms),
+        "n_none": sum(bool(r[f"{k}_none"]) for r in beats for k in ("suppress", "amplify")),
+        "max_kl": fmt(budget.max_kl) if budget else "—",
+        "max_drop": pct(budget.max_accuracy_drop) if budget else "—",
         "matched": matched,
     }
 

@@ -31,15 +31,23 @@ class Cell(StrictModel):
 
 
 class Arm(StrictModel):
-    """The verdict at one multiplier: does steering beat its control on the primary metric."""
+    """The verdict of one direction (`circuitlab.steering.evaluate.verdict`): the best
+    multiplier within the side-effect budget and whether steering there beats its control on
+    the primary metric. `delta` is at `confidence`, Bonferroni-corrected for the `candidates`
+    in-budget multipliers the best was chosen from. ``in_budget: false``: no multiplier of this
+    direction fits the budget; the arm shows the mildest one and never beats its control."""
 
     multiplier: float
     steered_effect: Interval
     control_effect: Interval
     delta: Interval
     beats_control: bool
+    in_budget: bool
+    candidates: int
+    confidence: float
     kl_neutral: float
     kl_neutral_control: float | None = None  # not for CAA's chosen multiplier
+    accuracy_drop: float
 
 
 class Verdicts(StrictModel):
@@ -55,8 +63,25 @@ class Bootstrap(StrictModel):
     confidence: float
 
 
+class SideEffects(StrictModel):
+    """One multiplier's side effects: mean neutral-prompt KL, the largest fall of another
+    task's accuracy, and whether both fit the budget."""
+
+    kl_neutral: float
+    accuracy_drop: float
+    in_budget: bool
+
+
+class Budget(StrictModel):
+    """The side-effect budget of a report and each multiplier's side effects against it."""
+
+    max_kl: float
+    max_accuracy_drop: float
+    multipliers: dict[str, SideEffects]  # "m=…"
+
+
 class SteeringReport(Artifact):
-    FORMAT = "circuitlab.steering/1"
+    FORMAT = "circuitlab.steering/2"  # /2: verdicts within a side-effect budget
     RULE = "steering"
 
     model: str
@@ -75,6 +100,7 @@ class SteeringReport(Artifact):
     metrics: dict[str, dict[str, Cell | Interval]]
     #: other task → {"m=…": change of its accuracy}
     leakage: dict[str, dict[str, float]]
+    budget: Budget
     summary: Verdicts
     #: "unsteered" / "m=…" → the first generated texts (behaviours)
     samples: dict[str, list[str]]
@@ -95,8 +121,21 @@ class Verdict(StrictModel):
     primary: str
     suppress_beats_control: bool | None = None
     suppress_delta: float | None = None
+    suppress_multiplier: float | None = None
+    suppress_in_budget: bool | None = None
     amplify_beats_control: bool | None = None
     amplify_delta: float | None = None
+    amplify_multiplier: float | None = None
+    amplify_in_budget: bool | None = None
+
+
+class VerdictCounts(StrictModel):
+    """One direction over a model's reports: rows judged, rows that beat their control within
+    the budget, rows with no multiplier within the budget."""
+
+    rows: int
+    beat: int
+    no_budget: int
 
 
 class SteeringSummary(Metrics):
@@ -109,6 +148,7 @@ class SteeringSummary(Metrics):
 
     verdicts: dict[str, Verdict]
     leakage: dict[str, dict[str, dict[str, float | None]]]
+    counts: dict[str, VerdictCounts]
     n_reports: int
 
 

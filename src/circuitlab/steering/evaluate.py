@@ -41,6 +41,7 @@ from circuitlab.steering.neurons import (
 
 if TYPE_CHECKING:
     from circuitlab.models.loading import LoadedModel
+    from circuitlab.steering.settings import SideEffectBudget
     from circuitlab.types import TaskRow
 
 #: A steering method: multiplier → context manager active during the forward passes (hooks
@@ -313,32 +314,99 @@ def summarize(
     return out
 
 
+def side_effects(metrics: Mapping[str, Any], m: float, budget: SideEffectBudget) -> dict[str, Any]:
+    """The side effects of steering at multiplier `m` and whether they fit `budget`: the mean
+    neutral-prompt KL, the largest fall of another task's accuracy (0 when none falls or no
+    other task was measured), and `in_budget`."""
+    kl = float(metrics["kl_neutral"][mkey(m)]["steered"]["mean"])
+    drops = [
+        -float(cells[mkey(m)]["steered_effect"]["mean"])
+        for key, cells in metrics.items()
+        if key.startswith("leakage/")
+    ]
+    drop = max([0.0, *drops])
+    return {
+        "kl_neutral": kl,
+        "accuracy_drop": drop,
+        "in_budget": bool(kl <= budget.max_kl and drop <= budget.max_accuracy_drop),
+    }
+
+
+def budget_table(
+    metrics: Mapping[str, Any], multipliers: Sequence[float], budget: SideEffectBudget
+) -> dict[str, Any]:
+    """The budget and, per multiplier, its side effects and whether they fit (the report's
+    `budget` key; the dose-response plot marks the points outside it)."""
+    return {
+        "max_kl": budget.max_kl,
+        "max_accuracy_drop": budget.max_accuracy_drop,
+        "multipliers": {mkey(m): side_effects(metrics, m, budget) for m in multipliers},
+    }
+
+
 def verdict(
+    dr: DoseResponse,
     metrics: Mapping[str, Any],
     primary: str,
-    multipliers: Sequence[float],
     neutral_m: float,
+    *,
+    budget: SideEffectBudget,
     min_effect: float = 0.0,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> dict[str, Any]:
-    """Does steering beat its control on the primary metric? At the strongest suppression
-    (smallest multiplier) the steered effect should be more negative than the control's
-    (delta's interval below 0); at the strongest amplification, above 0 — and in both cases
-    by at least `min_effect` on average (a saturated metric beats nothing by 1e-5)."""
-    lo_m, hi_m = min(multipliers), max(multipliers)
+    """Does steering beat its control on the primary metric within the side-effect budget?
+
+    Per direction — `suppress` (multipliers below the unsteered one `neutral_m`) and `amplify`
+    (above) — only multipliers whose side effects fit `budget` are candidates; a point outside
+    it is never counted, however large its effect (a broken model moves every metric). Among
+    the k candidates the verdict takes the best one: the largest effect beyond control in the
+    direction's sense among those that beat the control, else the largest effect. Because the
+    best of k is chosen on the test prompts, its delta interval is a Bonferroni-corrected one,
+    at level ``1 − (1 − level) / k``. It *beats* its control when that interval excludes 0 on
+    the direction's side and its mean is at least `min_effect` (a saturated metric beats
+    nothing by 1e-5). A direction with no candidate reports its mildest multiplier (least KL)
+    with ``in_budget: false`` and ``beats_control: false``.
+    """
     out: dict[str, Any] = {"primary": primary, "unsteered": metrics[primary]["unsteered"]["mean"]}
-    for label, m, sign in (("suppress", lo_m, -1), ("amplify", hi_m, 1)):
-        if m == neutral_m or (sign < 0 and m > neutral_m) or (sign > 0 and m < neutral_m):
+    for label, sign in (("suppress", -1), ("amplify", 1)):
+        side = [m for m in dr.multipliers if (m - neutral_m) * sign > 0]
+        if not side:
             continue
+        costs = {m: side_effects(metrics, m, budget) for m in side}
+        ok = [m for m in side if costs[m]["in_budget"]]
+        k_level = 1.0 - (1.0 - level) / max(len(ok), 1)
+        deltas = {
+            m: bootstrap_ci(
+                dr.steered[m][primary] - dr.control[m][primary],
+                resamples=resamples,
+                seed=seed,
+                level=k_level,
+            )
+            for m in ok
+        }
+        winners = [m for m in ok if beats(deltas[m], sign, min_effect)]
+        pool = winners or ok
+        if pool:
+            m = max(pool, key=lambda x: (sign * deltas[x]["mean"], -abs(x - neutral_m)))
+            delta, wins = deltas[m], m in winners
+        else:
+            m = min(side, key=lambda x: (costs[x]["kl_neutral"], abs(x - neutral_m)))
+            delta, wins = metrics[primary][mkey(m)]["delta"], False
         cell = metrics[primary][mkey(m)]
-        d = cell["delta"]
         out[label] = {
             "multiplier": m,
             "steered_effect": cell["steered_effect"],
             "control_effect": cell["control_effect"],
-            "delta": d,
-            "beats_control": beats(d, sign, min_effect),
-            "kl_neutral": metrics["kl_neutral"][mkey(m)]["steered"]["mean"],
+            "delta": delta,
+            "beats_control": wins,
+            "in_budget": bool(ok),
+            "candidates": len(ok),
+            "confidence": k_level if ok else level,
+            "kl_neutral": costs[m]["kl_neutral"],
             "kl_neutral_control": metrics["kl_neutral"][mkey(m)]["control"]["mean"],
+            "accuracy_drop": costs[m]["accuracy_drop"],
         }
     return out
 

@@ -21,6 +21,28 @@ def _finite_multipliers(v: list[float]) -> list[float]:
     return sorted(v)
 
 
+class SideEffectBudget(StrictModel):
+    """What a steering effect may cost and still count (`circuitlab.steering.evaluate.verdict`).
+
+    A multiplier is *in budget* when the mean KL(steered ‖ unsteered) of the next token on the
+    neutral prompts is at most `max_kl` and no other task's test accuracy falls by more than
+    `max_accuracy_drop`. Why these defaults: 0.5 nats is the budget CAA's selection has always
+    used; on the default model (run of 4cd0a70, issue 26) the vectors chosen within it cost
+    0.28–0.34 nats, while a model that no longer does any task (CAA at ×8) cost 20–21 nats.
+    Five accuracy points is three of 64 test prompts, and half the gap between the accuracy
+    gate (0.9) and a perfect task."""
+
+    max_kl: float = Field(
+        default=0.5, gt=0, description="mean neutral-prompt KL (nats) a counted effect may cost"
+    )
+    max_accuracy_drop: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="largest fall of any other task's test accuracy (a share: 0.05 = 5 points)",
+    )
+
+
 class SteeringConfig(StrictModel):
     """Neuron steering of discovered circuits, evaluated on the test split (`circuitlab steering`)."""
 
@@ -68,6 +90,11 @@ class SteeringConfig(StrictModel):
         description="a steering result only 'beats its control' if delta's interval excludes 0 "
         "and its mean is at least this (primary metric units: probability or logit difference)",
     )
+    budget: SideEffectBudget = Field(
+        default_factory=SideEffectBudget,
+        description="side effects a counted steering effect may have: each (circuit or "
+        "vector, direction) is judged at its best multiplier within this budget",
+    )
     batch_size: int = Field(default=64, ge=1)
     seed: int = Field(default=0, description="random controls and bootstrap")
 
@@ -98,10 +125,11 @@ class CaaConfig(StrictModel):
     validation_fraction: float = Field(
         default=0.25, gt=0, lt=1, description="share of train pairs kept out to choose layer and m"
     )
-    max_kl: float = Field(
-        default=0.5,
+    max_kl: float | None = Field(
+        default=None,
         gt=0,
-        description="selection budget: mean neutral-prompt KL a chosen (layer, m) may cost",
+        description="selection budget: mean neutral-prompt KL a chosen (layer, m) may cost "
+        "(null: the steering budget's max_kl)",
     )
     random_seeds: int = Field(default=5, ge=5, description="norm-matched random vectors")
     batch_size: int = Field(default=32, ge=1)

@@ -5,8 +5,8 @@
 - `build_caa`: CAA vectors from the train split minus a validation part (grouped by the
   behaviour's matched pair, so a pair never straddles the two), then the layer and multiplier
   chosen on the validation part: the largest mean rise of the behaviour rate whose mean
-  neutral KL stays within `max_kl` (if none does, the cell of least KL, flagged
-  `within_budget: false`).
+  neutral KL stays within `caa.max_kl` (default: the steering budget's `max_kl`; if none does,
+  the cell of least KL, flagged `within_budget: false`).
 - `caa_steering`: the chosen layer's vector on the test split, against norm-matched random
   vectors.
 """
@@ -36,10 +36,12 @@ from circuitlab.steering.evaluate import (
     Neutral,
     Steerer,
     beats,
+    budget_table,
     dose_response,
     leakage_row,
     mkey,
     run_once,
+    side_effects,
     summarize,
     verdict,
 )
@@ -87,6 +89,17 @@ def _report(
     extra: Mapping[str, Any],
 ) -> dict[str, Any]:
     metrics = summarize(dr, resamples=cfg.bootstrap_resamples, seed=cfg.seed, level=cfg.confidence)
+    summary = verdict(
+        dr,
+        metrics,
+        primary,
+        neutral_m,
+        budget=cfg.budget,
+        min_effect=cfg.min_effect,
+        resamples=cfg.bootstrap_resamples,
+        seed=cfg.seed,
+        level=cfg.confidence,
+    )
     return {
         **extra,
         "multipliers": list(dr.multipliers),
@@ -95,7 +108,8 @@ def _report(
         "bootstrap": {"resamples": cfg.bootstrap_resamples, "confidence": cfg.confidence},
         "metrics": metrics,
         "leakage": leakage_row(metrics, dr.multipliers),
-        "summary": verdict(metrics, primary, dr.multipliers, neutral_m, cfg.min_effect),
+        "budget": budget_table(metrics, dr.multipliers, cfg.budget),
+        "summary": summary,
         "samples": dr.samples,
     }
 
@@ -228,6 +242,7 @@ def build_caa(
     layers = caa.layers if caa.layers is not None else list(range(lm.dims.n_layers))
     for layer in layers:
         check_layer(lm, layer)
+    max_kl = caa.max_kl if caa.max_kl is not None else steering.budget.max_kl
     cfg = steering.model_copy(update={"batch_size": bs})
     main, _, neutral, beh = _sets(lm, name, val, {}, cfg, is_behaviour=True)
     with torch.no_grad():
@@ -243,7 +258,7 @@ def build_caa(
                     run, _ = run_once(lm, main, [], neutral, ref, beh, generate_text=False)
                 rise = float((run["behaviour_rate"] - base["behaviour_rate"]).mean())
                 kl = float(run["kl_neutral"].mean())
-                ok = kl <= caa.max_kl
+                ok = kl <= max_kl
                 grid[f"layer={layer}"][mkey(m)] = {"rate_rise": rise, "kl_neutral": kl, "ok": ok}
                 key = (rise, -abs(m), -layer)
                 if ok and (best is None or key > best):
@@ -280,7 +295,7 @@ def build_caa(
         "n_fit": len(fit),
         "n_validation": len(val),
         "within_budget": within_budget,
-        "max_kl": caa.max_kl,
+        "max_kl": max_kl,
         "validation_rate_unsteered": float(base["behaviour_rate"].mean()),
         "validation_rate_rise": grid[f"layer={layer}"][mkey(m)]["rate_rise"],
         "validation_kl_neutral": grid[f"layer={layer}"][mkey(m)]["kl_neutral"],
@@ -355,13 +370,19 @@ def caa_steering(
         },
     )
     cell = report["metrics"]["behaviour_rate"][mkey(chosen_m)]
-    report["summary"]["chosen"] = {
+    cost = side_effects(report["metrics"], chosen_m, steering.budget)
+    wins = beats(cell["delta"], 1 if chosen_m > 0 else -1, steering.min_effect)
+    report["summary"]["chosen"] = {  # chosen on validation prompts: no correction for choice
         "multiplier": chosen_m,
         "steered_effect": cell["steered_effect"],
         "control_effect": cell["control_effect"],
         "delta": cell["delta"],
-        "beats_control": beats(cell["delta"], 1 if chosen_m > 0 else -1, steering.min_effect),
-        "kl_neutral": report["metrics"]["kl_neutral"][mkey(chosen_m)]["steered"]["mean"],
+        "beats_control": bool(wins and cost["in_budget"]),
+        "in_budget": cost["in_budget"],
+        "candidates": 1,
+        "confidence": steering.confidence,
+        "kl_neutral": cost["kl_neutral"],
+        "accuracy_drop": cost["accuracy_drop"],
     }
     return report
 
@@ -373,33 +394,36 @@ def leakage_matrix(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The task × task leakage matrix and the steering verdicts of one model's reports.
 
     Rows are the steered `name/method`; columns the other tasks; cells the change of their
-    accuracy against the unsteered model at the strongest suppression and amplification.
+    accuracy against the unsteered model at the multiplier each direction's verdict was judged
+    at (its best within the side-effect budget). `counts` says, per direction, how many rows
+    beat their control within budget and how many had no multiplier within budget at all.
     """
     if not reports:
         raise SteeringError("no steering reports to summarise")
     matrix: dict[str, Any] = {"suppress": {}, "amplify": {}}
     verdicts: dict[str, Any] = {}
+    counts = {label: {"rows": 0, "beat": 0, "no_budget": 0} for label in matrix}
     for rep in reports:
         row = f"{rep['name']}/{rep['method']}"
         summary = rep["summary"]
-        verdicts[row] = {
-            "primary": summary["primary"],
-            **{
-                f"{label}_beats_control": summary[label]["beats_control"]
-                for label in ("suppress", "amplify")
-                if label in summary
-            },
-            **{
-                f"{label}_delta": summary[label]["delta"]["mean"]
-                for label in ("suppress", "amplify")
-                if label in summary
-            },
-        }
+        verdicts[row] = {"primary": summary["primary"]}
         for label in ("suppress", "amplify"):
-            if label not in summary:
+            arm = summary.get(label)
+            if arm is None:
                 continue
-            key = mkey(summary[label]["multiplier"])
+            verdicts[row].update(
+                {
+                    f"{label}_beats_control": arm["beats_control"],
+                    f"{label}_delta": arm["delta"]["mean"],
+                    f"{label}_multiplier": arm["multiplier"],
+                    f"{label}_in_budget": arm["in_budget"],
+                }
+            )
+            counts[label]["rows"] += 1
+            counts[label]["beat"] += int(bool(arm["beats_control"]))
+            counts[label]["no_budget"] += int(not arm["in_budget"])
+            key = mkey(arm["multiplier"])
             matrix[label][row] = {
                 other: cells[key] for other, cells in rep.get("leakage", {}).items()
             }
-    return {"leakage": matrix, "verdicts": verdicts, "n_reports": len(reports)}
+    return {"leakage": matrix, "verdicts": verdicts, "counts": counts, "n_reports": len(reports)}

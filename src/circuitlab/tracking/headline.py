@@ -50,8 +50,10 @@ HEADLINES: dict[str, dict[str, str]] = {
     "steering": {
         "suppress_delta": "summary.suppress.delta.mean",
         "suppress_beats": "summary.suppress.beats_control",
+        "suppress_at": "summary.suppress.multiplier",
         "amplify_delta": "summary.amplify.delta.mean",
         "amplify_beats": "summary.amplify.beats_control",
+        "amplify_at": "summary.amplify.multiplier",
     },
     "caa_steering": {
         "chosen_delta": "summary.chosen.delta.mean",
@@ -59,7 +61,12 @@ HEADLINES: dict[str, dict[str, str]] = {
         "amplify_delta": "summary.amplify.delta.mean",
         "amplify_beats": "summary.amplify.beats_control",
     },
-    "steering_summary": {"reports": "n_reports"},
+    "steering_summary": {
+        "reports": "n_reports",
+        "suppress_beat": "counts.suppress.beat",
+        "amplify_beat": "counts.amplify.beat",
+        "amplify_no_budget": "counts.amplify.no_budget",
+    },
     "caa": {
         "layer": "layer",
         "multiplier": "multiplier",
