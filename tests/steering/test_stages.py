@@ -40,13 +40,24 @@ def _test(rows):  # type: ignore[no-untyped-def]
     return [r for r in rows if r.split == "test"]
 
 
+def _train(rows):  # type: ignore[no-untyped-def]
+    return [r for r in rows if r.split == "train"]
+
+
 def test_neuron_steering_task_report(llama: LoadedModel, tmp_path: Path) -> None:
     rows = _test(task_rows(18))
     others = {"ioi": _test(task_rows(12, seed=1)), "capitals": rows}
     circ = _circuit(llama)
-    rep = neuron_steering(llama, circ, rows, others, CFG, name="capitals", is_behaviour=False)
+    train = _train(task_rows(18))
+    rep = neuron_steering(
+        llama, circ, rows, others, CFG, name="capitals", is_behaviour=False, train=train
+    )
     m = rep["metrics"]
     assert rep["n_test"] == len(rows) and rep["n_neurons"] == 40
+    signs = rep["signs"]  # suppression scales the whole circuit, amplification its supporters
+    assert signs["signs"] == {"suppress": "all", "amplify": "supporters"}
+    assert signs["n_steered"]["suppress"] == 40
+    assert signs["n_steered"]["amplify"] == signs["n_supporters"] < 40
     view = metrics_view(rep)  # the metrics file: the summary, not the dose-response grid
     assert "metrics" not in view and view["summary"] == rep["summary"]
     assert set(rep["leakage"]) == {"ioi"}  # the task itself is not its own leakage
@@ -81,7 +92,10 @@ def test_neuron_steering_task_report(llama: LoadedModel, tmp_path: Path) -> None
 def test_neuron_steering_behaviour_and_circuit_positions(llama: LoadedModel) -> None:
     rows = _test(behaviour_rows())
     cfg = CFG.model_copy(update={"positions": "circuit"})
-    rep = neuron_steering(llama, _circuit(llama), rows, {}, cfg, name="refusal", is_behaviour=True)
+    train = _train(behaviour_rows())
+    rep = neuron_steering(
+        llama, _circuit(llama), rows, {}, cfg, name="refusal", is_behaviour=True, train=train
+    )
     m = rep["metrics"]
     for key in (
         "behaviour_rate",

@@ -91,10 +91,13 @@ def steering(
     model_name, name = job_names(data, model_name, task)
     circ = NeuronCircuit.load(circuit_input(circuit))
     test = load_rows(data, rule="check_dataset", split="test")
+    train = load_rows(data, rule="check_dataset", split="train")  # the gradient's support signs
     other = _test_sets(others, name)
     lm = load_stage_model(model)
     is_behaviour = get_family(name).kind == "behaviour"
-    report = neuron_steering(lm, circ, test, other, cfg, name=name, is_behaviour=is_behaviour)
+    report = neuron_steering(
+        lm, circ, test, other, cfg, name=name, is_behaviour=is_behaviour, train=train
+    )
     report["model"] = model_name
     run = f"{model_name}/{name}/{circ.method}"
     _write_steering(report, out, metrics, plot, "steering", run, cfg)

@@ -80,6 +80,20 @@ class Budget(StrictModel):
     multipliers: dict[str, SideEffects]  # "m=…"
 
 
+class Signs(StrictModel):
+    """Which circuit neurons each direction scaled (`circuitlab.steering.stages.neuron_sets`):
+    `signs` (direction → all / supporters), what decided support, the supporters and opposers
+    by that source, the share of neurons whose stored attribution has the same sign, and the
+    number of neurons each direction steered."""
+
+    support: str
+    signs: dict[str, str]
+    n_supporters: int | None = None
+    n_opposers: int | None = None
+    sign_agreement: float | None = None
+    n_steered: dict[str, int]
+
+
 class SteeringReport(Artifact):
     FORMAT = "circuitlab.steering/2"  # /2: verdicts within a side-effect budget
     RULE = "steering"
@@ -107,6 +121,7 @@ class SteeringReport(Artifact):
     # neuron steering
     n_neurons: int | None = None
     neurons_per_layer: dict[str, int] | None = None
+    signs: Signs | None = None
     # a CAA vector
     layer: int | None = None
     site: str | None = None

@@ -56,6 +56,23 @@ class SteeringConfig(StrictModel):
         description="steer circuit neurons at every position (seed default; needed for "
         "generated tokens) or only at the circuit's end-relative positions",
     )
+    suppress: Literal["all", "supporters"] = Field(
+        default="all",
+        description="which circuit neurons a multiplier below 1 scales: all (the seed's "
+        "ablation of the whole circuit) or only those that support the metric (see `support`)",
+    )
+    amplify: Literal["all", "supporters"] = Field(
+        default="supporters",
+        description="which circuit neurons a multiplier above 1 scales: only those that support "
+        "the metric (see `support`), or all (the seed's; measured to lower the metric on most "
+        "tasks: BENCHMARKS.md 'Why amplifying a circuit failed')",
+    )
+    support: Literal["gradient", "relevance"] = Field(
+        default="gradient",
+        description="what decides that a circuit neuron supports the metric: the sign of "
+        "gradient × activation over the circuit's train prompts (normalisation included), or "
+        "the sign of the attribution stored in the circuit (LRP holds the norms constant)",
+    )
     behaviour_methods: list[Literal["lrp", "contrastive"]] = Field(
         default_factory=lambda: ["contrastive", "lrp"],
         min_length=1,

@@ -1,7 +1,9 @@
 """The steering stages as pure functions (config slice, inputs → report), called by the CLI.
 
 - `neuron_steering`: a circuit of the train split, steered on the test split against random
-  neuron sets matched by layer and count (and position, with ``positions="circuit"``).
+  neuron sets matched by layer and count (and position, with ``positions="circuit"``); below
+  multiplier 1 the whole circuit (`steering.suppress`), above it the neurons that support the
+  metric by the gradient (`steering.amplify`, `steering.support`; `circuitlab.steering.signs`).
 - `build_caa`: CAA vectors from the train split minus a validation part (grouped by the
   behaviour's matched pair, so a pair never straddles the two), then the layer and multiplier
   chosen on the validation part: the largest mean rise of the behaviour rate whose mean
@@ -13,7 +15,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,6 +49,7 @@ from circuitlab.steering.evaluate import (
     verdict,
 )
 from circuitlab.steering.neurons import NeuronSet, SteeringError, steer_neurons
+from circuitlab.steering.signs import sign_agreement, split_by_sign, support_scores
 
 if TYPE_CHECKING:
     from circuitlab.lrp.circuit import NeuronCircuit
@@ -135,6 +139,42 @@ def metrics_view(report: Mapping[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------ neuron steering
 
 
+def neuron_sets(
+    lm: LoadedModel,
+    circuit: NeuronCircuit,
+    train: Sequence[TaskRow],
+    cfg: SteeringConfig,
+) -> tuple[dict[str, NeuronSet], dict[str, Any]]:
+    """The neurons each direction scales (`suppress`, `amplify`: the whole circuit or its
+    supporters, by `cfg.support`) and what the report says about the signs."""
+    full = NeuronSet.from_circuit(circuit).validate(lm.dims)
+    choice = {"suppress": cfg.suppress, "amplify": cfg.amplify}
+    info: dict[str, Any] = {"support": cfg.support, "signs": dict(choice)}
+    sets = {label: full for label in choice}
+    if "supporters" in choice.values():
+        scores = support_scores(lm, circuit, train, cfg.support, batch_size=cfg.batch_size)
+        supporters, opposers = split_by_sign(scores)
+        info |= {
+            "n_supporters": len(supporters),
+            "n_opposers": len(opposers),
+            "sign_agreement": sign_agreement(circuit, scores),
+        }
+        for label, which in choice.items():
+            if which == "supporters":
+                if not len(supporters):
+                    raise SteeringError(
+                        f"{circuit.task}/{circuit.method}: no circuit neuron supports the metric "
+                        f"by steering.support={cfg.support!r}; set steering.{label}: all"
+                    )
+                sets[label] = supporters
+    if cfg.positions == "all":
+        sets = {label: NeuronSet.from_pairs(ns.pairs()) for label, ns in sets.items()}
+    for ns in sets.values():
+        ns.validate(lm.dims)
+    info["n_steered"] = {label: len(ns) for label, ns in sets.items()}
+    return sets, info
+
+
 def neuron_steering(
     lm: LoadedModel,
     circuit: NeuronCircuit,
@@ -144,25 +184,43 @@ def neuron_steering(
     *,
     name: str,
     is_behaviour: bool,
+    train: Sequence[TaskRow] = (),
 ) -> dict[str, Any]:
-    """Dose-response of steering `circuit`'s neurons on `test`, side effects, controls."""
-    ns = NeuronSet.from_circuit(circuit)
-    if cfg.positions == "all":
-        ns = NeuronSet.from_pairs(ns.pairs())
-    ns.validate(lm.dims)
-    main, other, neutral, beh = _sets(lm, name, test, others, cfg, is_behaviour=is_behaviour)
-    controls = [
-        ns.random_matched(lm.dims, seed=cfg.seed * 1000 + s) for s in range(cfg.random_seeds)
-    ]
+    """Dose-response of steering `circuit`'s neurons on `test`, side effects, controls.
 
-    def factory(neurons: NeuronSet) -> Steerer:
-        return lambda m: steer_neurons(lm, neurons, m, positions=cfg.positions)
+    A multiplier below 1 scales the `cfg.suppress` set, one above 1 the `cfg.amplify` set (the
+    whole circuit or its supporters by `cfg.support`, which for ``gradient`` reads `train`);
+    each direction's random controls are matched to its own set by layer and count."""
+    NeuronSet.from_circuit(circuit).validate(lm.dims)  # a bad circuit fails before any run
+    main, other, neutral, beh = _sets(lm, name, test, others, cfg, is_behaviour=is_behaviour)
+    sets, signs = neuron_sets(lm, circuit, train, cfg)
+    controls = {
+        label: [ns.random_matched(lm.dims, seed=cfg.seed * 1000 + s) for s in range(cfg.random_seeds)]
+        for label, ns in sets.items()
+    }  # fmt: skip
+
+    def factory(pick: Callable[[str], NeuronSet]) -> Steerer:
+        def steer(m: float) -> AbstractContextManager[None]:
+            ns = pick("amplify" if m > 1 else "suppress")
+            return steer_neurons(lm, ns, m, positions=cfg.positions)
+
+        return steer
 
     dr = dose_response(
-        lm, factory(ns), [factory(c) for c in controls], cfg.multipliers, main, other, neutral, beh,
+        lm,
+        factory(sets.__getitem__),
+        [factory(lambda label, s=s: controls[label][s]) for s in range(cfg.random_seeds)],
+        cfg.multipliers,
+        main,
+        other,
+        neutral,
+        beh,
         identity=1.0,
-    )  # fmt: skip
-    per_layer = {str(ly): len(v) for ly, v in ns.per_layer().items()}
+    )
+    full = NeuronSet.from_circuit(circuit)
+    if cfg.positions == "all":
+        full = NeuronSet.from_pairs(full.pairs())
+    per_layer = {str(ly): len(v) for ly, v in full.per_layer().items()}
     return _report(
         dr,
         cfg,
@@ -175,8 +233,9 @@ def neuron_steering(
             "steering": "neurons",
             "positions": cfg.positions,
             "n_test": len(main),
-            "n_neurons": len(ns),
+            "n_neurons": len(full),
             "neurons_per_layer": per_layer,
+            "signs": signs,
             "metric_names": list(TASK_METRICS + (BEHAVIOUR_METRICS if is_behaviour else ())),
         },
     )

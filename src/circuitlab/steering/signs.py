@@ -1,0 +1,98 @@
+"""Which circuit neurons support the metric: the sign that sign-aware steering reads.
+
+A circuit stores each neuron's attribution with its sign (`NeuronCircuit.neurons`), but for
+steering that sign can mislead. LRP's rules hold the normalisation layers' scale constant, so a
+neuron LRP credits with writing towards the answer may, when scaled up, mostly grow the residual
+norm that the final RMSNorm divides by — and lower the logit difference. Measured on the default
+model (issue 26, BENCHMARKS.md "Why amplifying a circuit failed"): LRP's sign and the gradient's
+disagree on 12–71 % of each task's circuit neurons, and amplifying every circuit neuron lowered
+the logit difference on three of four tasks while amplifying the gradient's supporters raised it.
+
+`support_scores` gives each circuit neuron a support score from one of two sources:
+
+- ``"gradient"``: gradient × activation of the circuit's metric at the neuron's cell (its layer,
+  end-relative position and index), the mean over `rows` — the model's own first-order answer,
+  normalisation included (no LRP rules);
+- ``"relevance"``: the attribution stored in the circuit (LRP relevance, or the contrastive
+  activation difference).
+
+`split_by_sign` turns the scores into supporters (> 0) and opposers (< 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+import torch
+
+from circuitlab.steering.neurons import NeuronSet, SteeringError
+from circuitlab.types import NeuronKey
+
+if TYPE_CHECKING:
+    from circuitlab.lrp.circuit import NeuronCircuit
+    from circuitlab.models.loading import LoadedModel
+    from circuitlab.types import TaskRow
+
+SignSource = Literal["gradient", "relevance"]
+SIGN_SOURCES: tuple[str, ...] = ("gradient", "relevance")
+
+
+def support_scores(
+    lm: LoadedModel,
+    circuit: NeuronCircuit,
+    rows: Sequence[TaskRow],
+    source: SignSource,
+    *,
+    batch_size: int = 32,
+) -> dict[NeuronKey, float]:
+    """Each circuit neuron's support for the circuit's metric (> 0 supports it), from `source`.
+
+    ``"gradient"`` runs one forward and backward pass per batch of `rows` (the circuit's own
+    split, e.g. train) and keeps only the circuit's cells, so its memory is that of one batch's
+    attribution; a cell beyond every prompt's length scores 0.
+    """
+    if source == "relevance":
+        return {k: float(v) for k, v in circuit.neurons.items()}
+    if source != "gradient":
+        raise SteeringError(f"unknown sign source {source!r}; choose one of {SIGN_SOURCES}")
+    if not rows:
+        raise SteeringError(
+            f"{circuit.task}: sign source 'gradient' needs the rows the circuit was found on"
+        )
+    from circuitlab.lrp.attribution import AttributionOptions, attribute_batch
+    from circuitlab.prompts import batches, encode_rows
+
+    metric = str(circuit.params.get("metric", "logit_diff"))
+    opts = AttributionOptions(metric=metric, lrp=False, filter_bos=False, batch_size=batch_size)  # type: ignore[arg-type]
+    keys = sorted(circuit.neurons)
+    offsets = [p for _, p, _ in keys]
+    width = max(1, -min(offsets))  # the circuit's oldest end-relative offset
+    layer = torch.tensor([ly for ly, _, _ in keys])
+    column = torch.tensor([width + p for p in offsets])
+    neuron = torch.tensor([n for _, _, n in keys])
+    total = torch.zeros(len(keys), dtype=torch.float64)
+    count = 0
+    for chunk in batches(list(rows), batch_size):
+        batch = encode_rows(chunk, lm.tokenizer)
+        scores, _, _ = attribute_batch(lm, batch, width, opts)  # [B, L, width, D]
+        total += scores[:, layer, column, neuron].double().sum(0)
+        count += len(chunk)
+    return {k: float(v) for k, v in zip(keys, (total / count).tolist(), strict=True)}
+
+
+def split_by_sign(scores: dict[NeuronKey, float]) -> tuple[NeuronSet, NeuronSet]:
+    """`(supporters, opposers)`: the keys scoring > 0 and < 0 (a zero score is neither)."""
+    return (
+        NeuronSet(tuple(sorted(k for k, v in scores.items() if v > 0))),
+        NeuronSet(tuple(sorted(k for k, v in scores.items() if v < 0))),
+    )
+
+
+def sign_agreement(circuit: NeuronCircuit, scores: dict[NeuronKey, float]) -> float | None:
+    """Share of circuit neurons whose stored attribution has the sign of `scores` (None for an
+    empty circuit)."""
+    if not circuit.neurons:
+        return None
+    same = sum((v > 0) == (scores[k] > 0) for k, v in circuit.neurons.items())
+    return same / len(circuit.neurons)

@@ -1,0 +1,108 @@
+"""Sign-aware steering (issue 26 §3) on a case built so its answer is known.
+
+The support score of the `gradient` source is the derivative of the mean metric with respect to
+scaling the neuron (d/dm metric(m · a) at m = 1 is gradient × activation), so it is checked
+against a finite difference of real steering. Then a planted circuit: a few true supporters and
+many opposers, all stored with *positive* relevance (the trap LRP's sign can set). Amplifying
+the whole circuit lowers the metric; amplifying the gradient's supporters raises it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from steering_data import task_rows
+
+from circuitlab.lrp.circuit import NeuronCircuit
+from circuitlab.models import LoadedModel
+from circuitlab.prompts import encode_rows
+from circuitlab.steering import NeuronSet, last_logits, steer_neurons
+from circuitlab.steering.settings import SteeringConfig
+from circuitlab.steering.signs import sign_agreement, split_by_sign, support_scores
+from circuitlab.steering.stages import neuron_steering
+from steering.test_stages import CFG
+
+
+def _rows(split: str):  # type: ignore[no-untyped-def]
+    return [r for r in task_rows(24) if r.split == split]
+
+
+def _mean_logit_diff(lm: LoadedModel, rows, ns: NeuronSet | None = None, m: float = 1.0) -> float:  # type: ignore[no-untyped-def]
+    batch = encode_rows(rows, lm.tokenizer)
+    idx = torch.arange(len(rows))
+    with torch.no_grad():
+        if ns is None:
+            logits = last_logits(lm, batch.input_ids, batch.attention_mask, batch.last)
+        else:
+            with steer_neurons(lm, ns, m, positions="circuit"):
+                logits = last_logits(lm, batch.input_ids, batch.attention_mask, batch.last)
+    return float((logits[idx, batch.target] - logits[idx, batch.counterfactual]).double().mean())
+
+
+def _grid(lm: LoadedModel, rows) -> dict:  # type: ignore[no-untyped-def]
+    """Every last-position neuron's gradient support, via a circuit holding all of them."""
+    keys = {(ly, -1, n): 1.0 for ly in range(lm.dims.n_layers) for n in range(lm.dims.d_mlp)}
+    every = NeuronCircuit(keys, "tiny", "capitals", "lrp", n_layers=lm.dims.n_layers,
+                          d_mlp=lm.dims.d_mlp)  # fmt: skip
+    return support_scores(lm, every, rows, "gradient")
+
+
+def test_the_gradient_support_is_the_derivative_of_real_steering(llama: LoadedModel) -> None:
+    train = _rows("train")
+    scores = _grid(llama, train)
+    top = sorted(scores, key=lambda k: -abs(scores[k]))[:4]
+    eps = 1e-2
+    for key in top:
+        ns = NeuronSet((key,))
+        up = _mean_logit_diff(llama, train, ns, 1 + eps)
+        down = _mean_logit_diff(llama, train, ns, 1 - eps)
+        assert (up - down) / (2 * eps) == pytest.approx(scores[key], rel=0.05, abs=1e-4), key
+
+
+def test_amplifying_supporters_raises_what_amplifying_the_whole_circuit_lowers(
+    llama: LoadedModel,
+) -> None:
+    # evaluated on the prompts the support was measured on: the known answer is about them
+    train = test = _rows("train")
+    scores = _grid(llama, train)
+    ranked = sorted(scores, key=lambda k: scores[k])
+    opposers, supporters = ranked[:12], ranked[-3:]  # the opposers outweigh the supporters
+    assert sum(scores[k] for k in opposers) + sum(scores[k] for k in supporters) < 0
+    planted = NeuronCircuit({k: 1.0 for k in opposers + supporters}, "tiny", "capitals", "lrp",
+                            n_layers=llama.dims.n_layers, d_mlp=llama.dims.d_mlp)  # fmt: skip
+    found = support_scores(llama, planted, train, "gradient")
+    sup, opp = split_by_sign(found)
+    assert set(sup.keys) == set(supporters) and set(opp.keys) == set(opposers)
+    assert sign_agreement(planted, found) == pytest.approx(3 / 15)  # relevance says all support
+    assert split_by_sign(support_scores(llama, planted, train, "relevance"))[1].keys == ()
+
+    base = _mean_logit_diff(llama, test)
+    everything = _mean_logit_diff(llama, test, NeuronSet.from_circuit(planted), 1.5)
+    only_sup = _mean_logit_diff(llama, test, sup, 1.5)
+    assert everything < base < only_sup
+
+    # through the stage: the amplify arm scales the three supporters, suppression all fifteen
+    cfg = CFG.model_copy(update={"multipliers": [0.0, 1.0, 1.5], "positions": "circuit"})
+    rep = neuron_steering(llama, planted, test, {}, cfg, name="capitals", is_behaviour=False,
+                          train=train)  # fmt: skip
+    assert rep["signs"]["n_steered"] == {"suppress": 15, "amplify": 3}
+    amp = rep["metrics"]["logit_diff"]["m=1.5"]["steered_effect"]["mean"]
+    assert amp == pytest.approx(only_sup - base, abs=1e-5)
+    seed = cfg.model_copy(update={"amplify": "all"})
+    old = neuron_steering(llama, planted, test, {}, seed, name="capitals", is_behaviour=False)
+    assert old["metrics"]["logit_diff"]["m=1.5"]["steered_effect"]["mean"] < 0 < amp
+
+
+def test_supporters_need_rows_and_a_supporter(llama: LoadedModel) -> None:
+    from circuitlab.steering import SteeringError
+
+    test = _rows("test")
+    circuit = NeuronCircuit({(0, -1, 1): 1.0}, "tiny", "capitals", "lrp", n_layers=2,
+                            d_mlp=llama.dims.d_mlp)  # fmt: skip
+    with pytest.raises(SteeringError, match="needs the rows the circuit was found on"):
+        neuron_steering(llama, circuit, test, {}, CFG, name="capitals", is_behaviour=False)
+    scores = support_scores(llama, circuit, _rows("train"), "gradient")
+    if scores[(0, -1, 1)] < 0:  # this neuron opposes: amplifying supporters is impossible
+        with pytest.raises(SteeringError, match="no circuit neuron supports"):
+            neuron_steering(llama, circuit, test, {}, CFG, name="capitals", is_behaviour=False,
+                            train=_rows("train"))  # fmt: skip
+    assert SteeringConfig(amplify="all").amplify == "all"
