@@ -106,3 +106,22 @@ def test_supporters_need_rows_and_a_supporter(llama: LoadedModel) -> None:
             neuron_steering(llama, circuit, test, {}, CFG, name="capitals", is_behaviour=False,
                             train=_rows("train"))  # fmt: skip
     assert SteeringConfig(amplify="all").amplify == "all"
+
+
+def test_a_behaviours_support_is_for_its_own_direction(llama: LoadedModel) -> None:
+    """Behaviour rows answer the behaviour (positive) or its contrast (negative): the support for
+    the behaviour counts the negative rows' own metric with the opposite sign."""
+    from steering_data import behaviour_rows
+
+    rows = [r for r in behaviour_rows() if r.split == "train"]
+    pos = [r for r in rows if r.meta["polarity"] == "positive"]
+    neg = [r for r in rows if r.meta["polarity"] == "negative"]
+    keys = {(ly, -1, n): 1.0 for ly in range(2) for n in range(8)}
+    circuit = NeuronCircuit(keys, "tiny", "refusal", "lrp", n_layers=2, d_mlp=llama.dims.d_mlp)
+    on_pos = support_scores(llama, circuit, pos, "gradient")
+    on_neg = support_scores(llama, circuit, neg, "gradient")
+    both = support_scores(llama, circuit, rows, "gradient", behaviour=True)
+    for k in keys:
+        expected = (len(pos) * on_pos[k] - len(neg) * on_neg[k]) / len(rows)
+        assert both[k] == pytest.approx(expected, rel=1e-4, abs=1e-7)
+    assert support_scores(llama, circuit, pos, "gradient", behaviour=True) == pytest.approx(on_pos)

@@ -12,7 +12,12 @@ the logit difference on three of four tasks while amplifying the gradient's supp
 
 - ``"gradient"``: gradient × activation of the circuit's metric at the neuron's cell (its layer,
   end-relative position and index), the mean over `rows` — the model's own first-order answer,
-  normalisation included (no LRP rules);
+  normalisation included (no LRP rules). For a behaviour the metric is the behaviour's own
+  direction — behaviour answer − contrast answer on every row — not each row's target −
+  counterfactual: a behaviour's negative rows have the contrast answer as their target, so the
+  rows' own metric rewards neurons that make the model answer each prompt *as it already does*,
+  and amplifying those lowered the behaviour on the prompts that lack it (measured: −1.9 to
+  −5.7 logits, BENCHMARKS.md);
 - ``"relevance"``: the attribution stored in the circuit (LRP relevance, or the contrastive
   activation difference).
 
@@ -44,13 +49,16 @@ def support_scores(
     rows: Sequence[TaskRow],
     source: SignSource,
     *,
+    behaviour: bool = False,
     batch_size: int = 32,
 ) -> dict[NeuronKey, float]:
     """Each circuit neuron's support for the circuit's metric (> 0 supports it), from `source`.
 
     ``"gradient"`` runs one forward and backward pass per batch of `rows` (the circuit's own
     split, e.g. train) and keeps only the circuit's cells, so its memory is that of one batch's
-    attribution; a cell beyond every prompt's length scores 0.
+    attribution; a cell beyond every prompt's length scores 0. With `behaviour`, each row's
+    score counts with the sign of its ``meta.polarity`` (+ positive, − negative): the support
+    for behaviour answer − contrast answer.
     """
     if source == "relevance":
         return {k: float(v) for k, v in circuit.neurons.items()}
@@ -76,9 +84,23 @@ def support_scores(
     for chunk in batches(list(rows), batch_size):
         batch = encode_rows(chunk, lm.tokenizer)
         scores, _, _ = attribute_batch(lm, batch, width, opts)  # [B, L, width, D]
-        total += scores[:, layer, column, neuron].double().sum(0)
+        cells = scores[:, layer, column, neuron].double()
+        if behaviour:
+            cells = cells * _polarity(chunk)[:, None]
+        total += cells.sum(0)
         count += len(chunk)
     return {k: float(v) for k, v in zip(keys, (total / count).tolist(), strict=True)}
+
+
+def _polarity(rows: Sequence[TaskRow]) -> torch.Tensor:
+    """+1 for a behaviour's positive rows, −1 for its negative rows (SteeringError otherwise)."""
+    signs = {"positive": 1.0, "negative": -1.0}
+    bad = [r.id for r in rows if r.meta.get("polarity") not in signs]
+    if bad:
+        raise SteeringError(
+            f"behaviour rows need meta.polarity 'positive' or 'negative'; rows {bad[:5]} have none"
+        )
+    return torch.tensor([signs[str(r.meta["polarity"])] for r in rows], dtype=torch.float64)
 
 
 def split_by_sign(scores: dict[NeuronKey, float]) -> tuple[NeuronSet, NeuronSet]:

@@ -144,15 +144,20 @@ def neuron_sets(
     circuit: NeuronCircuit,
     train: Sequence[TaskRow],
     cfg: SteeringConfig,
+    *,
+    is_behaviour: bool = False,
 ) -> tuple[dict[str, NeuronSet], dict[str, Any]]:
     """The neurons each direction scales (`suppress`, `amplify`: the whole circuit or its
-    supporters, by `cfg.support`) and what the report says about the signs."""
+    supporters, by `cfg.support`; a behaviour's support is for its own direction) and what the
+    report says about the signs."""
     full = NeuronSet.from_circuit(circuit).validate(lm.dims)
     choice = {"suppress": cfg.suppress, "amplify": cfg.amplify}
     info: dict[str, Any] = {"support": cfg.support, "signs": dict(choice)}
     sets = {label: full for label in choice}
     if "supporters" in choice.values():
-        scores = support_scores(lm, circuit, train, cfg.support, batch_size=cfg.batch_size)
+        scores = support_scores(
+            lm, circuit, train, cfg.support, behaviour=is_behaviour, batch_size=cfg.batch_size
+        )
         supporters, opposers = split_by_sign(scores)
         info |= {
             "n_supporters": len(supporters),
@@ -193,7 +198,7 @@ def neuron_steering(
     each direction's random controls are matched to its own set by layer and count."""
     NeuronSet.from_circuit(circuit).validate(lm.dims)  # a bad circuit fails before any run
     main, other, neutral, beh = _sets(lm, name, test, others, cfg, is_behaviour=is_behaviour)
-    sets, signs = neuron_sets(lm, circuit, train, cfg)
+    sets, signs = neuron_sets(lm, circuit, train, cfg, is_behaviour=is_behaviour)
     controls = {
         label: [ns.random_matched(lm.dims, seed=cfg.seed * 1000 + s) for s in range(cfg.random_seeds)]
         for label, ns in sets.items()
