@@ -73,7 +73,7 @@ def test_scripted_session_uses_the_library(tiny, tmp_path: Path) -> None:
     p_plain = float(
         prompt_logits(lm, [PROMPT])[0].softmax(-1)[token_ids(lm.tokenizer, [target])[0]]
     )
-    assert "ablated 12 neurons, ×0" in text and f"output after:  {ablated}" in text
+    assert "ablated 12 neurons — " in text and f"output after:  {ablated}" in text
     assert f"p({target!r}): {p_plain:.4f} → {p_ablated:.4f}" in text
     assert p_plain != p_ablated  # the intervention did something
     assert (
@@ -82,7 +82,7 @@ def test_scripted_session_uses_the_library(tiny, tmp_path: Path) -> None:
     top3 = [(ly, n) for (ly, _, n), _ in ref.top(3)]
     with steer_neurons(lm, NeuronSet.from_pairs(top3), 5.0):
         amplified = generate(lm, [PROMPT], 4)[0]
-    assert "amplified 3 neurons, ×5" in text and f"output after:  {amplified}" in text
+    assert "amplified 3 neurons — " in text and f"output after:  {amplified}" in text
     assert "  ×0: " in text and "  ×2: " in text
     # save writes our circuit format; info reports state; nothing runs after quit
     assert NeuronCircuit.load(saved).neurons == ref.neurons
@@ -297,3 +297,42 @@ def test_save_to_an_unwritable_path_says_so_in_one_line(tiny, tmp_path: Path) ->
     assert "cannot write output /proc/circuitlab/c.json" in text
     assert "Traceback" not in text and ".tmp" not in text
     assert r.circuit is not None  # the loop went on
+
+
+def test_discover_and_steering_say_which_signs_they_touch(tiny) -> None:
+    """discover lists supporters and opposers (the gradient's sign on the prompt, beside the
+    LRP attribution's); ablate/amplify say how many of the steered neurons support or oppose
+    the target; `supporters`, `opposers`, `top<k>+` and `top<k>-` select by that sign."""
+    from circuitlab.steering.signs import support_scores
+
+    _, lm = tiny
+    r, text = session(
+        lm, f"prompt {PROMPT}\ndiscover\namplify supporters 2\nablate opposers\namplify top2+ 3\n"
+        "ablate top4\n",
+    )  # fmt: skip
+    assert r.circuit is not None
+    row = TaskRow(id="repl", split="train", prompt=PROMPT, target=r.circuit.params["target"],
+                  counterfactual=" w5", corrupt_prompt=PROMPT)  # fmt: skip
+    expected = support_scores(lm, r.circuit, [row], "gradient")
+    assert r.support == pytest.approx(expected)
+    pairs: dict[tuple[int, int], float] = {}
+    for (ly, _, n), v in expected.items():
+        pairs[(ly, n)] = pairs.get((ly, n), 0.0) + v
+    sup = sorted(k for k, v in pairs.items() if v > 0)
+    opp = sorted(k for k, v in pairs.items() if v < 0)
+    assert sup and opp, "the tiny circuit has both signs"
+    assert f"{sum(v > 0 for v in expected.values())} supporters" in text
+    assert "top supporters (" in text and "top opposers (" in text and "gradient×act=" in text
+    src = "(gradient × activation on this prompt)"
+    assert (
+        f"amplified {len(sup)} neuron{'s' * (len(sup) != 1)} — {len(sup)} supporting, 0 opposing the target {src}, ×2"
+        in text
+    )
+    assert (
+        f"ablated {len(opp)} neuron{'s' * (len(opp) != 1)} — 0 supporting, {len(opp)} opposing the target {src}, ×0"
+        in text
+    )
+    assert f"— {min(2, len(sup))} supporting, 0 opposing the target {src}, ×3" in text
+    top4 = r.ranked(0)[:4]  # |attribution| order mixes the signs: the line says how
+    n_sup = sum(pairs[p] > 0 for p in top4)
+    assert f"ablated 4 neurons — {n_sup} supporting, {4 - n_sup} opposing the target" in text

@@ -32,9 +32,11 @@ from circuitlab.steering.neurons import (
     steer_neurons,
     top_predictions,
 )
+from circuitlab.types import NeuronKey
 
 SPEC = re.compile(r"^L(\d+)/N(\d+)$", re.IGNORECASE)
-TOP = re.compile(r"^top(\d+)$", re.IGNORECASE)
+TOP = re.compile(r"^top(\d+)([+-]?)$", re.IGNORECASE)
+SIGNED = {"supporters": 1, "opposers": -1}
 DEFAULT_SWEEP = (0.0, 0.5, 1.0, 1.5, 2.0)
 
 
@@ -79,6 +81,9 @@ class Repl(Shell):
         self.blacklist = blacklist
         self.prompt: str | None = None
         self.circuit: NeuronCircuit | None = None
+        #: each circuit entry's support for the target (> 0 supports) and where it came from
+        self.support: dict[NeuronKey, float] = {}
+        self.support_source = ""
         self.multiplier = 1.0
         self.commands = {
             "prompt": self.do_prompt,
@@ -121,21 +126,66 @@ class Repl(Shell):
         return self.circuit
 
     def select(self, spec: str) -> NeuronSet:
-        """`L<l>/N<n>` (any neuron of the model), `top<k>` or `all`/nothing (the circuit)."""
+        """`L<l>/N<n>` (any neuron of the model); the circuit: `all`/nothing, `supporters`,
+        `opposers`, `top<k>` (largest |attribution|, either sign), `top<k>+` / `top<k>-` (the k
+        largest supporters / opposers). Signs are `self.support`'s (see `signs`)."""
+        spec = spec.lower()
         if spec in ("", "all"):
             return NeuronSet.from_circuit(self.need_circuit()).validate(self.lm.dims)
+        if spec in SIGNED:
+            pairs = self.ranked(SIGNED[spec])
+            if not pairs:
+                raise ReplError(f"the circuit has no {spec} ({self.support_source})")
+            return NeuronSet.from_pairs(pairs).validate(self.lm.dims)
         if m := TOP.match(spec):
             k = int(m.group(1))
             if k < 1:
                 raise ReplError("top<k> needs k >= 1")
-            circuit = self.need_circuit()
-            picked = [(ly, n) for (ly, _, n), _ in circuit.top(len(circuit))]
-            pairs = list(dict.fromkeys(picked))[:k]  # distinct neurons, largest first
+            sign = {"+": 1, "-": -1}.get(m.group(2), 0)
+            pairs = self.ranked(sign)[:k]
+            if not pairs:
+                raise ReplError(f"the circuit has no {'supporters' if sign > 0 else 'opposers'}")
             return NeuronSet.from_pairs(pairs).validate(self.lm.dims)
         if m := SPEC.match(spec):
             layer, neuron = int(m.group(1)), int(m.group(2))
             return NeuronSet.from_pairs([(layer, neuron)]).validate(self.lm.dims)
-        raise ReplError(f"unknown neuron spec {spec!r}; use L<layer>/N<neuron>, top<k> or all")
+        raise ReplError(
+            f"unknown neuron spec {spec!r}; use L<layer>/N<neuron>, all, supporters, opposers, "
+            "top<k>, top<k>+ or top<k>-"
+        )
+
+    def pair_support(self) -> dict[tuple[int, int], float]:
+        """Each circuit neuron's support summed over the positions it is an entry at (steering
+        acts on a neuron at every position)."""
+        out: dict[tuple[int, int], float] = {}
+        for (ly, _, n), v in self.support.items():
+            out[(ly, n)] = out.get((ly, n), 0.0) + v
+        return out
+
+    def ranked(self, sign: int) -> list[tuple[int, int]]:
+        """The circuit's distinct neurons, largest |attribution| first; with `sign` only the
+        supporters (+1) or opposers (−1), largest support first."""
+        circuit = self.need_circuit()
+        if sign == 0:
+            picked = [(ly, n) for (ly, _, n), _ in circuit.top(len(circuit))]
+            return list(dict.fromkeys(picked))
+        support = self.pair_support()
+        chosen = [k for k, v in support.items() if v * sign > 0]
+        return sorted(chosen, key=lambda k: -abs(support[k]))
+
+    def signs(self, neurons: NeuronSet) -> str:
+        """How many of `neurons` support or oppose the target, by `support_source`."""
+        if self.circuit is None or not self.support:
+            return ""
+        support = self.pair_support()
+        pairs = neurons.pairs()
+        sup = sum(support.get(p, 0.0) > 0 for p in pairs)
+        opp = sum(support.get(p, 0.0) < 0 for p in pairs)
+        outside = sum(p not in support for p in pairs)
+        parts = [f"{sup} supporting", f"{opp} opposing"] + (
+            [f"{outside} outside the circuit"] if outside else []
+        )
+        return f" — {', '.join(parts)} the target ({self.support_source})"
 
     def continue_text(self, neurons: NeuronSet | None = None, multiplier: float = 1.0) -> str:
         prompt = self.need_prompt()
@@ -190,10 +240,25 @@ class Repl(Shell):
         self.circuit = dataclasses.replace(
             circuit, params={**circuit.params, "prompt": prompt, "target": target}
         )
+        from circuitlab.steering.signs import sign_agreement, support_scores
+
+        self.support = support_scores(self.lm, self.circuit, [row], "gradient")
+        self.support_source = "gradient × activation on this prompt"
         self.say(self.summary())
-        self.say("top neurons:")
-        for (ly, pos, n), a in self.circuit.top(10):
-            self.say(f"  L{ly}/N{n}  (pos {pos})  attr={a:+.5f}")
+        agree = sign_agreement(self.circuit, self.support)
+        if agree is not None:
+            self.say(
+                f"  the LRP attribution's sign agrees with the gradient's for {agree:.0%} of them "
+                "(LRP holds the norms constant; steering uses the gradient's sign)"
+            )
+        for label, sign in (("supporters", 1), ("opposers", -1)):
+            keys = sorted((k for k, v in self.support.items() if v * sign > 0),
+                          key=lambda k: -abs(self.support[k]))  # fmt: skip
+            self.say(f"top {label} ({len(keys)} in all):")
+            for ly, pos, n in keys[:5]:
+                a = self.circuit.neurons[(ly, pos, n)]
+                g = self.support[(ly, pos, n)]
+                self.say(f"  L{ly}/N{n}  (pos {pos})  gradient×act={g:+.5f}  attr={a:+.5f}")
 
     def as_continuation(self, prompt: str, text: str, quiet: bool = False) -> str | None:
         """`text` (or it with a leading space) as a one-token continuation of `prompt`."""
@@ -228,14 +293,15 @@ class Repl(Shell):
             )
 
     def do_ablate(self, arg: str) -> None:
-        """ablate [L<l>/N<n> | top<k> | all] — multiply the neurons by 0: what changes."""
+        """ablate [L<l>/N<n> | all | supporters | opposers | top<k>[+|-]] — multiply the
+        neurons by 0: what changes (and how many of them support or oppose the target)."""
         self.intervene(self.select(arg), 0.0, "ablated")
 
     def intervene(self, neurons: NeuronSet, m: float, verb: str) -> None:
         """Steer ``neurons`` by ``m``: the count (and what it merged), the target's probability
         and logit difference before → after, the top-k shift and the regenerated text."""
         self.lm.needs_adapter("neuron steering")  # before anything is printed
-        self.say(f"{verb} {self.describe(neurons)}, ×{m:g}")
+        self.say(f"{verb} {self.describe(neurons)}{self.signs(neurons)}, ×{m:g}")
         target = self.target()
         before = self.next_token(target)
         with steer_neurons(self.lm, neurons, m):
@@ -299,12 +365,16 @@ class Repl(Shell):
         return f"{n} neuron{'s' * (n != 1)}"
 
     def do_amplify(self, arg: str) -> None:
-        """amplify [L<l>/N<n> | top<k> | all] [multiplier] — default multiplier 2."""
+        """amplify [L<l>/N<n> | all | supporters | opposers | top<k>[+|-]] [multiplier] —
+        default multiplier 2; `supporters` amplifies only the neurons that push the target up."""
         specs, numbers = [], []
         for part in arg.split():
             (numbers if _is_number(part) else specs).append(part)
         if len(specs) > 1 or len(numbers) > 1:
-            raise ReplError("usage: amplify [L<l>/N<n> | top<k> | all] [multiplier]")
+            raise ReplError(
+                "usage: amplify [L<l>/N<n> | all | supporters | opposers | top<k>[+|-]] "
+                "[multiplier]"
+            )
         m = check_multiplier(float(numbers[0])) if numbers else 2.0
         self.intervene(self.select(specs[0] if specs else ""), m, "amplified")
 
@@ -355,6 +425,8 @@ class Repl(Shell):
         circuit = NeuronCircuit.load(require(_one_path(arg)))
         NeuronSet.from_circuit(circuit).validate(self.lm.dims)
         self.circuit = circuit
+        self.support = dict(circuit.neurons)
+        self.support_source = "the sign of the file's attribution"
         prompt = circuit.params.get("prompt")
         if isinstance(prompt, str) and prompt:
             self.prompt = prompt
@@ -380,6 +452,11 @@ class Repl(Shell):
 
     def summary(self) -> str:
         c = self.need_circuit()
+        sup = sum(v > 0 for v in self.support.values())
+        opp = sum(v < 0 for v in self.support.values())
+        signs = (
+            f"; {sup} supporters, {opp} opposers ({self.support_source})" if self.support else ""
+        )
         per_layer = {ly: n for ly, n in c.per_layer().items() if n}
         layers = ", ".join(f"L{ly}: {n}" for ly, n in per_layer.items())
         n = len(NeuronSet.from_circuit(c).pairs())
@@ -387,7 +464,7 @@ class Repl(Shell):
         excluded = f"; {len(self.blacklist)} blacklisted neurons excluded" if self.blacklist else ""
         return (
             f"circuit: {count} ({c.method}, {c.task}), metric {c.metric_value:.4f}; "
-            f"per layer {layers or '-'}{excluded}"
+            f"per layer {layers or '-'}{excluded}{signs}"
         )
 
 
