@@ -28,7 +28,7 @@ CHECK_CONFIG = $(if $(CONFIG),$(BIN)/circuitlab validate-config $(CONFIG) > /dev
 # Snakemake with the venv's tools on PATH and the workflow profile (failed jobs' logs shown)
 SNAKEMAKE  := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --workflow-profile workflow/profiles/default $(CONFIGFILE)
 
-.PHONY: setup reproduce dryrun plan accept watch report results screenshots test test-unit test-integration test-slow test-fast bench lint snapshot clean-results
+.PHONY: setup reproduce robustness dryrun plan accept watch report results screenshots test test-unit test-integration test-slow test-fast bench lint snapshot clean-results
 
 setup: $(STAMP)
 
@@ -43,6 +43,13 @@ $(STAMP): pyproject.toml
 # is copied to .snakemake/circuitlab/edited/ first); README, "Edited, damaged or deleted files".
 reproduce: setup
 	$(CHECK_CONFIG) $(SNAKEMAKE) --cores $(CORES) $(ARGS)
+
+# The report's verdicts on three training seeds of the embedded model (config/robustness.yaml):
+# two more models are trained (about 10 min each here) and run through every stage; the
+# report and data/metrics/robustness/toy.json say which verdicts hold on every seed.
+ROBUSTNESS ?= config/robustness.yaml
+robustness: setup
+	$(CHECK_CONFIG) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --workflow-profile workflow/profiles/default --configfile $(CONFIG) $(ROBUSTNESS) --cores $(CORES) $(ARGS)
 
 # The jobs a run would execute (Snakemake's dry run; `make plan` says why, per rule).
 dryrun: setup

@@ -64,6 +64,7 @@ include: "workflow/rules/lrp.smk"
 include: "workflow/rules/acdc.smk"
 include: "workflow/rules/steering.smk"
 include: "workflow/rules/compare.smk"
+include: "workflow/rules/robustness.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -23,6 +23,7 @@ from circuitlab.errors import ConfigError
 from circuitlab.lrp.settings import ContrastiveConfig, FaithfulnessConfig, LrpConfig
 from circuitlab.models.settings import EvaluationConfig, HubModelConfig
 from circuitlab.models.toy.settings import ToyModelConfig
+from circuitlab.robustness.settings import RobustnessConfig, seed_model_name
 from circuitlab.steering.settings import CaaConfig, SteeringConfig
 from circuitlab.tasks.base import TaskParams
 from circuitlab.tasks.settings import BehavioursConfig, DatasetsConfig, TasksConfig
@@ -53,6 +54,41 @@ class Config(StrictModel):
     compare: CompareConfig = CompareConfig()
     steering: SteeringConfig = SteeringConfig()
     caa: CaaConfig = CaaConfig()
+    robustness: RobustnessConfig | None = Field(
+        default=None,
+        description="retrain a toy model with other seeds and judge every verdict on each "
+        "(`make robustness` sets it; null: off)",
+    )
+
+    @model_validator(mode="after")
+    def _seeds(self) -> Config:
+        """With `robustness`, one more model per seed: `robustness.model` with that
+        training seed (see `seed_models`)."""
+        if self.robustness is None:
+            return self
+        base = self.models.get(self.robustness.model)
+        if not isinstance(base, ToyModelConfig):
+            raise ValueError(
+                f"robustness.model {self.robustness.model!r} must be an enabled toy model "
+                f"(toy models: {', '.join(k for k, v in self.models.items() if isinstance(v, ToyModelConfig)) or 'none'})"
+            )
+        for seed in self.robustness.seeds:
+            if seed == base.training.seed:
+                continue
+            name = seed_model_name(self.robustness.model, seed)
+            if self.models.get(name) is None:
+                training = base.training.model_copy(update={"seed": seed})
+                self.models[name] = base.model_copy(update={"training": training})
+        return self
+
+    def seed_models(self) -> dict[int, str]:
+        """With `robustness`: training seed → the model trained with it (the base model for its
+        own seed); empty without."""
+        if self.robustness is None:
+            return {}
+        base = self.robustness.model
+        own = self.model(base).training.seed  # type: ignore[union-attr]
+        return {s: base if s == own else seed_model_name(base, s) for s in self.robustness.seeds}
 
     @model_validator(mode="after")
     def _names(self) -> Config:

@@ -108,6 +108,8 @@ def _model_jobs(cfg: Config, model: str) -> Iterator[Job]:
         yield Job.of("caa", model=model, behaviour=b)
     for b in cfg.behaviour_names():
         yield Job.of("compare", model=model, behaviour=b)
+    if cfg.robustness is not None and cfg.robustness.model == model:
+        yield Job.of("robustness", model=model)  # reads every seed model's verdicts
 
 
 def model_jobs(cfg: Config, model: str) -> list[Job]:

@@ -40,3 +40,31 @@ def test_snakemake_report_has_the_captions(pipeline: Path, tmp_path: Path) -> No
     assert "LRP circuit of <strong>capitals</strong> (tiny)" in text  # caption, wildcards filled
     assert "Edge circuits of <strong>induction</strong>" in text
     assert "index.html" in text
+
+
+@pytest.mark.slow
+def test_robustness_reads_every_verdict_of_a_real_run(pipeline: Path, tmp_path: Path) -> None:
+    """`circuitlab robustness` on the shared run's artifacts, the model given as two seeds:
+    every kind of verdict is found and every one agrees with itself; the file validates."""
+    import subprocess
+
+    from circuitlab.robustness.artifact import RobustnessSummary
+    from pipeline_support import BIN
+
+    out = tmp_path / "robust.json"
+    done = subprocess.run(
+        [BIN / "circuitlab", "robustness", "--seed-model", "0=tiny", "--seed-model", "1=tiny",
+         "--data", str(pipeline / "data"), "--min-accuracy", "0.0", "--metrics", str(out),
+         "--plot", str(tmp_path / "robust.png")],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = RobustnessSummary.load(out)
+    kinds = {key.split("/", 1)[0] for key in summary.verdicts}
+    assert kinds == {"accuracy", "lrp_beats_random", "acdc_beats_random", "steering",
+                     "caa_vs_circuit"}  # fmt: skip
+    names = list(TINY["tasks"]) + list(TINY["behaviours"])
+    assert {f"accuracy/{n}" for n in names} <= set(summary.verdicts)
+    assert summary.n_robust == summary.n_verdicts > 0
+    assert f"{summary.n_robust} of {summary.n_verdicts} verdicts agree" in done.stdout
+    assert (tmp_path / "robust.png").read_bytes().startswith(b"\x89PNG")

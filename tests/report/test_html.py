@@ -317,6 +317,18 @@ def write_artifacts(root: Path) -> dict[str, Any]:
         "metrics": str(d / "steering/summary.json"),
         "plot": str(d / "steering/leakage.png"),
     }
+    spread = {"mean": 1.0, "sd": None, "min": 1.0, "max": 1.0}
+    write_json(d / "robustness.json", {
+        "model": "toy", "models": {"0": "toy", "1": "toy-seed1"}, "min_accuracy": 0.9,
+        "seeds": [0, 1], "n_verdicts": 2, "n_robust": 1, "verdicts": {
+            "accuracy/capitals": {"values": {"0": True, "1": True}, "figures": {"0": 1.0, "1": 1.0},
+                                  "majority": True, "agree": 2, "robust": True, "spread": spread},
+            "steering/capitals/lrp/amplify": {
+                "values": {"0": True, "1": False}, "figures": {"0": 0.5, "1": -0.25},
+                "majority": True, "agree": 1, "robust": False,
+                "spread": {"mean": 0.125, "sd": 0.53, "min": -0.25, "max": 0.5}}}})  # fmt: skip
+    (d / "robustness.png").write_bytes(tiny_png(6))
+    m["robustness"] = {"metrics": str(d / "robustness.json"), "plot": str(d / "robustness.png")}
     benchmarks = []
     for rule, job, s in (("train_toy_model", "toy", 97.25), ("acdc_circuit", "toy/ioi/acdc", 12.5),
                          ("acdc_circuit", "toy/capitals/acdc", 7.5)):  # fmt: skip
@@ -486,6 +498,7 @@ def test_every_listed_input_is_read_and_a_missing_one_names_its_rule(
         r"contrastive": "contrastive_circuit", r"compare/": "compare",
         r"steering/capitals": "steering", r"steering/(summary|leakage)": "steering_summary",
         r"benchmarks/train_toy_model": "train_toy_model", r"benchmarks/acdc": "acdc_circuit",
+        r"robustness\.(json|png)": "robustness",
     }  # fmt: skip
     out = tmp_path / "index.html"
     for path in paths:
@@ -538,3 +551,16 @@ def test_cli_writes_the_report_and_fails_cleanly(artifacts: dict[str, Any], tmp_
 )  # fmt: skip
 def test_fmt(value: Any, text: str) -> None:
     assert fmt(value) == text
+
+
+def test_the_seed_robustness_section(html: str) -> None:
+    """With `make robustness`: the first screen says how many verdicts hold on every seed, and
+    the section lists each verdict per seed, the ones that differ first."""
+    headline = html.split('<section class="headline"', 1)[1].split("</section>", 1)[0]
+    assert "1 of 2 verdicts agree on every training seed (0 (toy), 1 (toy-seed1))" in headline
+    section = html.split('id="toy-robustness"', 1)[1]
+    assert section.index("steering/capitals/lrp/amplify") < section.index("accuracy/capitals")
+    assert (
+        '<td class="no">1 / 2</td>' in section
+        and "0.125 (sd 0.53; −0.25 … 0.5)" in section.replace("-0.25", "−0.25")
+    )

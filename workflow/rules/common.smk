@@ -9,7 +9,7 @@ from pathlib import Path
 
 from snakemake.io import apply_wildcards
 
-from circuitlab.jobs import is_native, pipeline_jobs, steering_jobs
+from circuitlab.jobs import is_native, model_jobs, pipeline_jobs, steering_jobs
 from circuitlab.provenance import ENV_CODE_CACHE, numerics
 from circuitlab.provenance.code import CodeIndex, plugins_for
 from circuitlab.tracking.headline import summary_path

@@ -59,6 +59,11 @@ class SteeringSummaryInputs(StrictModel):
     plot: str  # data/plots/steering/{model}/leakage.png
 
 
+class RobustnessInputs(StrictModel):
+    metrics: str  # data/metrics/robustness/{model}.json
+    plot: str  # data/plots/robustness/{model}.png
+
+
 class CompareInputs(StrictModel):
     result: str  # data/compare/{model}/{behaviour}.json
     plots: list[str] = Field(default_factory=list)
@@ -77,6 +82,7 @@ class ModelInputs(StrictModel):
     steering: dict[str, SteeringInputs] = Field(default_factory=dict)
     steering_summary: SteeringSummaryInputs | None = None
     compare: dict[str, CompareInputs] = Field(default_factory=dict)  # CAA vs circuit
+    robustness: RobustnessInputs | None = None  # `make robustness`: verdicts over seeds
 
 
 class BenchmarkInput(StrictModel):
@@ -115,6 +121,8 @@ def manifest_paths(manifest: ReportManifest) -> list[str]:
             out += [m.steering_summary.metrics, m.steering_summary.plot]
         for cmp in m.compare.values():
             out += [cmp.result, *cmp.plots]
+        if m.robustness is not None:
+            out += [m.robustness.metrics, m.robustness.plot]
     out += [b.path for b in manifest.benchmarks]
     return list(dict.fromkeys(out))
 
@@ -189,6 +197,8 @@ def manifest_for(cfg: Config, outputs: OutputsOf, benchmark: BenchmarkOf) -> Rep
                 }
                 for job in by_rule["compare"]
             }
+        for job in by_rule.get("robustness", []):
+            entry["robustness"] = {"metrics": files[job]["metrics"], "plot": files[job]["plot"]}
         models[m] = entry
     benchmarks = []
     for job in pipeline_jobs(cfg):
@@ -221,6 +231,7 @@ class ModelResults:
     steering: dict[str, dict[str, Any]] = field(default_factory=dict)
     steering_summary: dict[str, Any] | None = None
     compare: dict[str, dict[str, Any]] = field(default_factory=dict)
+    robustness: dict[str, Any] | None = None  # {"metrics": RobustnessSummary, "plot": png}
 
 
 @dataclass
@@ -331,6 +342,13 @@ def load_report_inputs(manifest: ReportManifest) -> LoadedReport:
             lm.compare[key] = {
                 "result": CompareReport.parse(_obj(cmp.result, manifest.compare_rule), cmp.result),
                 "plots": [_png(p, manifest.compare_rule) for p in cmp.plots],
+            }
+        if m.robustness is not None:
+            from circuitlab.robustness.artifact import RobustnessSummary
+
+            lm.robustness = {
+                "metrics": RobustnessSummary.load(m.robustness.metrics),
+                "plot": _png(m.robustness.plot, "robustness"),
             }
         models[name] = lm
     benchmarks = [

@@ -318,3 +318,37 @@ def steering_leakage(summary: Mapping[str, Any], path: str | Path, title: str) -
         fig.colorbar(im, ax=ax, shrink=0.8)
     fig.suptitle(title)
     _save(fig, path)
+
+
+def robustness_matrix(summary: Mapping[str, Any], path: str | Path, title: str) -> None:
+    """Every verdict (rows) on every training seed (columns): green yes, red no, grey where that
+    seed has no such verdict, a method's name written in; robust rows are marked ✓."""
+    keys = list(summary["verdicts"])
+    seeds = [str(s) for s in summary["seeds"]]
+    colour = {True: 1.0, False: -1.0}
+    grid, text = [], []
+    for key in keys:
+        v = summary["verdicts"][key]
+        row, labels = [], []
+        for s in seeds:
+            value = v["values"].get(s)
+            if isinstance(value, bool):
+                row.append(colour[value])
+                labels.append("yes" if value else "no")
+            else:
+                same = value is not None and value == v["majority"]
+                row.append(0.5 if same else (math.nan if value is None else -0.5))
+                labels.append("—" if value is None else str(value))
+        grid.append(row)
+        text.append(labels)
+    height = max(2.5, 0.28 * len(keys) + 1.2)
+    fig, axes = subplots(1, 1, figsize=(3.0 + 1.6 * len(seeds), height), squeeze=False)
+    ax = axes[0][0]
+    im = ax.imshow(grid or [[math.nan]], cmap="RdYlGn", vmin=-1, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(seeds)), [f"seed {s}\n{summary['models'][s]}" for s in seeds])
+    marks = ["✓ " if summary["verdicts"][k]["robust"] else "✗ " for k in keys]
+    ax.set_yticks(range(len(keys)), [m + k for m, k in zip(marks, keys, strict=True)], fontsize=7)
+    annotate_cells(ax, im, text)
+    ax.set_title(f"{summary['n_robust']} of {summary['n_verdicts']} verdicts agree on every seed")
+    fig.suptitle(title)
+    _save(fig, path)

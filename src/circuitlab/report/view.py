@@ -21,6 +21,7 @@ from circuitlab.report.circuits_view import (
     training_view,
 )
 from circuitlab.report.format import fmt, interval_cell, pct
+from circuitlab.report.inline import data_uri
 from circuitlab.report.manifest import LoadedReport, ModelResults
 from circuitlab.report.steering_view import compare_view, steering_summary_view, steering_view
 from circuitlab.steering.artifact import Arm
@@ -179,6 +180,39 @@ def _headline(m: ModelResults) -> dict[str, Any] | None:
     }
 
 
+def robustness_view(robust: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`make robustness`: how many verdicts hold on every training seed, each verdict's value
+    per seed and the spread of its figure, the verdicts that differ first."""
+    if robust is None:
+        return None
+    from circuitlab.robustness.artifact import RobustnessSummary
+
+    summary: RobustnessSummary = robust["metrics"]
+    seeds = [str(s) for s in summary.seeds]
+
+    def cell(value: Any) -> str:
+        return "—" if value is None else fmt(value)
+
+    rows = [
+        {
+            "verdict": key,
+            "robust": v.robust,
+            "agree": f"{v.agree} / {len(seeds)}",
+            "cells": [cell(v.values.get(s)) for s in seeds],
+            "spread": f"{fmt(v.spread.mean)} (sd {fmt(v.spread.sd)}; {fmt(v.spread.min)} … "
+            f"{fmt(v.spread.max)})",
+        }
+        for key, v in sorted(summary.verdicts.items(), key=lambda kv: (kv[1].robust, kv[0]))
+    ]
+    return {
+        "seeds": [f"{s} ({summary.models[s]})" for s in seeds],
+        "n_robust": summary.n_robust,
+        "n_verdicts": summary.n_verdicts,
+        "rows": rows,
+        "plot": data_uri(robust["plot"]),
+    }
+
+
 def build_view(loaded: LoadedReport) -> dict[str, Any]:
     models = []
     for name, m in loaded.models.items():
@@ -197,6 +231,7 @@ def build_view(loaded: LoadedReport) -> dict[str, Any]:
                 "steering": [steering_view(k, v) for k, v in m.steering.items()],
                 "steering_summary": steering_summary_view(m.steering_summary),
                 "compare": [compare_view(k, v) for k, v in m.compare.items()],
+                "robustness": robustness_view(m.robustness),
             }
         )
     return {"title": loaded.title, "models": models, "timing": _timing_view(loaded.benchmarks)}
