@@ -68,3 +68,27 @@ def test_robustness_reads_every_verdict_of_a_real_run(pipeline: Path, tmp_path: 
     assert summary.n_robust == summary.n_verdicts > 0
     assert f"{summary.n_robust} of {summary.n_verdicts} verdicts agree" in done.stdout
     assert (tmp_path / "robust.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.slow
+def test_diagnose_amplification_on_a_real_run(pipeline: Path, tmp_path: Path) -> None:
+    """`circuitlab diagnose-amplification` reads a finished run's circuits and datasets."""
+    import subprocess
+
+    from pipeline_support import BIN
+
+    out = tmp_path / "diag.json"
+    done = subprocess.run(
+        [BIN / "circuitlab", "diagnose-amplification", "--data", str(pipeline / "data"),
+         "--model-name", "tiny", "--task", "capitals", "--task", "refusal",
+         "--multipliers", "2", "--out", str(out)],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    results = json.loads(out.read_text())["results"]
+    assert [(r["task"], r["method"]) for r in results] == [
+        ("capitals", "lrp"),
+        ("refusal", "lrp"),
+        ("refusal", "contrastive"),
+    ]
+    assert "capitals/lrp (unsteered" in done.stdout and results[0]["norm"] is not None

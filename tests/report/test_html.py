@@ -367,8 +367,9 @@ def test_the_first_screen_answers_the_headline_questions(html: str) -> None:
         "1 of 2 (row, direction) verdicts beat their control, and 1 had no multiplier" in headline
     )
     assert "−0.432 [−0.61, −0.25] at ×0" in headline or "-0.432 [-0.61, -0.25] at ×0" in headline
-    # the amplify arm's only multiplier is outside the budget: said, never counted
+    # the amplify arm's only multiplier is outside the budget: said, never counted, and why
     assert "no multiplier within budget (mildest ×2: KL 3.25)" in headline
+    assert "<td>×2 (KL 3.25, another task −50.0 %)</td>" in html
     assert "CAA vs circuit at a matched effect" in headline
     assert "lrp_neurons: 0.0432" in headline and "<b>lrp_neurons</b>" in headline
 

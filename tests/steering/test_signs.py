@@ -125,3 +125,26 @@ def test_a_behaviours_support_is_for_its_own_direction(llama: LoadedModel) -> No
         expected = (len(pos) * on_pos[k] - len(neg) * on_neg[k]) / len(rows)
         assert both[k] == pytest.approx(expected, rel=1e-4, abs=1e-7)
     assert support_scores(llama, circuit, pos, "gradient", behaviour=True) == pytest.approx(on_pos)
+
+
+def test_the_amplification_diagnosis_finds_the_planted_reason(llama: LoadedModel) -> None:
+    """`diagnose-amplification` on the planted circuit: amplifying every neuron (or the stored
+    sign's supporters, which are all of them) goes below the unsteered metric, amplifying the
+    gradient's supporters above it; the norm measurement is there for a task."""
+    from circuitlab.steering.diagnose import amplification_diagnosis
+    from steering_data import NEUTRAL
+
+    rows = _rows("train")
+    scores = _grid(llama, rows)
+    ranked = sorted(scores, key=lambda k: scores[k])
+    planted = NeuronCircuit({k: 1.0 for k in ranked[:12] + ranked[-3:]}, "tiny", "capitals",
+                            "lrp", n_layers=llama.dims.n_layers, d_mlp=llama.dims.d_mlp)  # fmt: skip
+    res = amplification_diagnosis(llama, planted, rows, rows, NEUTRAL, is_behaviour=False,
+                                  multipliers=(1.5,), control_seeds=2)  # fmt: skip
+    v = res["variants"]
+    assert v["supporters"]["n_neurons"] == 3 and v["all"]["n_neurons"] == 15
+    assert v["supporters@relevance"]["n_neurons"] == 15
+    assert v["all@circuit"]["multipliers"]["m=1.5"]["effect"] < 0
+    assert v["supporters"]["multipliers"]["m=1.5"]["effect"] > 0
+    assert res["sign_agreement"] == pytest.approx(3 / 15)
+    assert set(res["norm"]) == {"m=1", "m=1.5"} and res["norm"]["m=1"]["resid_norm"] > 0

@@ -235,3 +235,55 @@ def steering_summary(
         run_name=f"steering_summary/{model_name}",
         schema=SteeringSummary,
     )
+
+
+@app.command("diagnose-amplification")
+def diagnose_amplification(
+    data: Path = typer.Option(Path("data"), help="a completed run's data folder"),
+    model_name: str = typer.Option("toy", "--model-name", help="the model of the run"),
+    tasks: list[str] = typer.Option(None, "--task", help="tasks/behaviours (repeat; default all)"),
+    multipliers: str = typer.Option("1.5,2,4", help="amplifying multipliers (> 1)"),
+    out: Path = typer.Option(..., callback=output_path, help="JSON: every variant's numbers"),
+    threads: int = typer.Option(None, min=1, help=THREADS_HELP),
+) -> None:
+    """Why amplifying a circuit fails or works: every circuit neuron vs its supporters (by the
+    gradient or the stored sign), all positions vs the circuit's, and the residual norm —
+    each beside matched random neurons (`circuitlab.steering.diagnose`)."""
+    from circuitlab.io import require, write_json
+    from circuitlab.lrp.circuit import NeuronCircuit
+    from circuitlab.steering.diagnose import VARIANTS, amplification_diagnosis
+    from circuitlab.steering.neurons import parse_multipliers
+    from circuitlab.steering.settings import SteeringConfig
+    from circuitlab.tasks import get_family
+    from circuitlab.tasks.io import load_rows
+
+    _set_threads(threads)
+    mults = parse_multipliers(multipliers)
+    lm = load_stage_model(data / "models" / model_name)
+    names = tasks or sorted(p.name for p in (data / "circuits" / model_name).iterdir())
+    results = []
+    for name in names:
+        rows = data / "datasets" / model_name / f"{name}.jsonl"
+        behaviour = get_family(name).kind == "behaviour"
+        for method in ("lrp", "contrastive") if behaviour else ("lrp",):
+            circuit = NeuronCircuit.load(require(data / "circuits" / model_name / name /
+                                                 f"{method}.json"))  # fmt: skip
+            res = amplification_diagnosis(
+                lm, circuit, load_rows(rows, split="train"), load_rows(rows, split="test"),
+                SteeringConfig().neutral_prompts, is_behaviour=behaviour, multipliers=mults,
+            )  # fmt: skip
+            results.append(res)
+            cells = []
+            for v in VARIANTS:
+                var = res["variants"][v]
+                if var is None:
+                    cells.append(f"{v}: none")
+                    continue
+                best = max(var["multipliers"].items(), key=lambda kv: kv[1]["beyond_control"])
+                cells.append(
+                    f"{v} ({var['n_neurons']}): {best[1]['beyond_control']:+.3g} at {best[0]}"
+                )
+            agree = res["sign_agreement"]
+            typer.echo(f"{name}/{method} (unsteered {res['unsteered']:.3g}, sign agreement "
+                       f"{agree:.0%}): " + "; ".join(cells))  # fmt: skip
+    write_json(out, {"model": model_name, "multipliers": mults, "results": results})

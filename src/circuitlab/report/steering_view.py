@@ -29,6 +29,14 @@ def _steering_row(method: str, r: SteeringReport) -> dict[str, Any]:
         what = f"CAA vector, layer {fmt(r.layer)}, norm {fmt(r.vector_norm)}"
     else:
         what = f"{fmt(r.n_neurons)} neurons ({r.positions} positions)"
+        if r.signs is not None:
+            steered = ", ".join(
+                f"{label} scales {fmt(r.signs.n_steered[label])} ({which})"
+                for label, which in r.signs.signs.items()
+            )
+            agree = r.signs.sign_agreement
+            stored = f"; the stored sign agrees for {pct(agree)}" if agree is not None else ""
+            what += f"; {steered}, support by {r.signs.support}{stored}"
     arms = []
     for label in ("suppress", "amplify", "chosen"):
         arm: Arm | None = getattr(r.summary, label)
@@ -46,6 +54,7 @@ def _steering_row(method: str, r: SteeringReport) -> dict[str, Any]:
                 "kl": fmt(arm.kl_neutral),
                 "kl_control": fmt(arm.kl_neutral_control),
                 "drop": pct(arm.accuracy_drop),
+                "over": _over_budget(r, label),
             }
         )
     return {
@@ -58,6 +67,26 @@ def _steering_row(method: str, r: SteeringReport) -> dict[str, Any]:
         "seeds": fmt(r.random_seeds),
         "arms": arms,
     }
+
+
+def _over_budget(r: SteeringReport, label: str) -> str:
+    """The multipliers of a direction left out for their side effects, and why, e.g.
+    ``×4 (another task −45.3 %), ×8 (KL 17.3)``: what the budget cost this row."""
+    if label == "chosen":
+        return ""
+    sign = 1 if label == "amplify" else -1
+    out = []
+    for m in r.multipliers:
+        cost = r.budget.multipliers.get(f"m={m:g}")
+        if cost is None or cost.in_budget or (m - r.unsteered_multiplier) * sign <= 0:
+            continue
+        why = []
+        if cost.kl_neutral > r.budget.max_kl:
+            why.append(f"KL {fmt(cost.kl_neutral)}")
+        if cost.accuracy_drop > r.budget.max_accuracy_drop:
+            why.append(f"another task −{pct(cost.accuracy_drop)}")
+        out.append(f"×{fmt(m)} ({', '.join(why)})")
+    return ", ".join(out)
 
 
 def steering_view(key: str, st: Mapping[str, Any]) -> dict[str, Any]:
