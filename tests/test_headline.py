@@ -49,5 +49,6 @@ def test_every_pipeline_stage_has_a_headline() -> None:
     from circuitlab.jobs import pipeline_jobs
     from pipeline_support import TINY
 
-    rules = {j.rule for j in pipeline_jobs(load_config(TINY))} - {"report"}
+    seeds = {**TINY, "robustness": {"model": "tiny", "seeds": [0, 1]}}  # `make robustness`
+    rules = {j.rule for j in pipeline_jobs(load_config(seeds))} - {"report"}
     assert rules <= set(HEADLINES), rules - set(HEADLINES)

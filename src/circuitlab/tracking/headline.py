@@ -73,6 +73,7 @@ HEADLINES: dict[str, dict[str, str]] = {
         "kl_neutral": "validation_kl_neutral",
         "in_budget": "within_budget",
     },
+    "robustness": {"verdicts": "n_verdicts", "on_every_seed": "n_robust"},
     "compare": {
         "best_decrease": "matched.decrease.best",
         "effect_decrease": "matched.decrease.effect",
