@@ -51,7 +51,7 @@ def test_robustness_reads_every_verdict_of_a_real_run(pipeline: Path, tmp_path: 
     from circuitlab.robustness.artifact import RobustnessSummary
     from pipeline_support import BIN
 
-    out = tmp_path / "robust.json"
+    out = tmp_path / "metrics" / "robustness" / "tiny.json"
     done = subprocess.run(
         [BIN / "circuitlab", "robustness", "--seed-model", "0=tiny", "--seed-model", "1=tiny",
          "--data", str(pipeline / "data"), "--min-accuracy", "0.0", "--metrics", str(out),
@@ -68,6 +68,8 @@ def test_robustness_reads_every_verdict_of_a_real_run(pipeline: Path, tmp_path: 
     assert summary.n_robust == summary.n_verdicts > 0
     assert f"{summary.n_robust} of {summary.n_verdicts} verdicts agree" in done.stdout
     assert (tmp_path / "robust.png").read_bytes().startswith(b"\x89PNG")
+    headline = json.loads((tmp_path / "summary" / "robustness" / "tiny.json").read_text())
+    assert headline == {"verdicts": summary.n_verdicts, "on_every_seed": summary.n_robust}
 
 
 @pytest.mark.slow
