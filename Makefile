@@ -63,9 +63,11 @@ plan: setup
 watch: setup
 	$(BIN)/circuitlab watch
 
-# RESULTS.md: the results tables of the run in data/, stamped with model weights and commit.
+# RESULTS.md: the results tables of the run in data/, stamped with model weights and commit
+# (MODELS="toy" keeps only those models, e.g. after `make robustness`).
+MODELS ?=
 results: setup
-	$(BIN)/circuitlab results
+	$(BIN)/circuitlab results $(foreach m,$(MODELS),--model $(m))
 
 # The report as a browser draws it: data/report/screenshot.png (the whole page) and
 # first-screen.png (what a reader sees first); needs chromium: apt-get install chromium

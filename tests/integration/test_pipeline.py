@@ -160,6 +160,15 @@ def test_results_tables_come_from_the_run(pipeline: Path, tmp_path: Path) -> Non
     assert all(f"### {t}" in text for t in titles), text[:2000]
     empty = run("results", "--data", tmp_path / "nothing", "--out", tmp_path / "R.md")
     assert empty.returncode == 2 and "make reproduce" in empty.stderr
+    # one model of a run: the same tables; a model the run lacks is named
+    only = run(
+        "results", "--data", pipeline / "data", "--model", "tiny", "--out", tmp_path / "1.md"
+    )
+    assert only.returncode == 0 and (tmp_path / "1.md").read_text() == text
+    other = run(
+        "results", "--data", pipeline / "data", "--model", "toy", "--out", tmp_path / "2.md"
+    )
+    assert other.returncode == 2 and "no evaluation of model(s) toy; it has: tiny" in other.stderr
 
 
 @pytest.mark.slow

@@ -313,11 +313,14 @@ def repl(
 def results(
     data: Path = typer.Option(Path("data"), help="the run's artifacts (data/)"),
     out: Path = typer.Option(Path("RESULTS.md"), callback=output_path, help="where to write"),
+    models: list[str] = typer.Option(
+        None, "--model", help="only this model (repeat; default: every model of the run)"
+    ),
 ) -> None:
     """The results tables of a run (RESULTS.md), read from its artifacts and stamped with the
     model's weights and the commit they came from."""
     from circuitlab.io import write_text_atomic
     from circuitlab.report.results import render_results
 
-    write_text_atomic(out, render_results(data))
+    write_text_atomic(out, render_results(data, models or ()))
     typer.echo(f"wrote {out}")

@@ -281,6 +281,29 @@ def compare_table(data: Path, model: str) -> Table:
     return t
 
 
+def robustness_table(data: Path, model: str) -> Table:
+    path = data / "metrics" / "robustness" / f"{model}.json"
+    if not path.exists():
+        return Table("", "", [])
+    from circuitlab.robustness.artifact import RobustnessSummary
+
+    summary = load(RobustnessSummary, path)
+    seeds = [str(s) for s in summary.seeds]
+    t = Table(
+        "Verdicts over training seeds (`make robustness`)",
+        f"every verdict above judged on the same architecture, corpus and schedule trained "
+        f"with seeds {', '.join(seeds)} (models {', '.join(summary.models[s] for s in seeds)}): "
+        f"{summary.n_robust} of {summary.n_verdicts} agree on every seed; the ones that differ "
+        "first, each seed's value, and the figure's mean (standard deviation) over the seeds",
+        ["verdict", "agree", *[f"seed {s}" for s in seeds], "figure"],
+    )
+    for key, v in sorted(summary.verdicts.items(), key=lambda kv: (kv[1].robust, kv[0])):
+        values = [num(v.values.get(s)) if v.values.get(s) is not None else "—" for s in seeds]
+        figure = f"{num(v.spread.mean)} ({num(v.spread.sd, 2)})"
+        t.add(path, key, f"{v.agree} / {len(seeds)}", *values, figure)
+    return t
+
+
 TABLES = (
     accuracy_table,
     blacklist_table,
@@ -289,6 +312,7 @@ TABLES = (
     acdc_table,
     steering_table,
     compare_table,
+    robustness_table,
 )
 
 
@@ -298,11 +322,19 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def render_results(data: str | Path) -> str:
-    """The text of RESULTS.md for the run in ``data`` (pure apart from reading it)."""
+def render_results(data: str | Path, models: Sequence[str] = ()) -> str:
+    """The text of RESULTS.md for the run in ``data`` (pure apart from reading it): every model
+    of the run, or only `models`."""
     data = Path(data)
     _json.cache_clear()  # this run's files
-    models = _models(data)
+    found = _models(data)
+    missing = [m for m in models if m not in found]
+    if missing:
+        raise ArtifactError(
+            f"{data} has no evaluation of model(s) {', '.join(missing)}; it has: "
+            f"{', '.join(found) or 'none'}"
+        )
+    models = list(models) or found
     if not models:
         raise ArtifactError(
             f"{data} holds no model evaluation (data/metrics/evaluate_model/): run "
