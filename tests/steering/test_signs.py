@@ -131,8 +131,9 @@ def test_the_amplification_diagnosis_finds_the_planted_reason(llama: LoadedModel
     """`diagnose-amplification` on the planted circuit: amplifying every neuron (or the stored
     sign's supporters, which are all of them) goes below the unsteered metric, amplifying the
     gradient's supporters above it; the norm measurement is there for a task."""
-    from circuitlab.steering.diagnose import amplification_diagnosis
     from steering_data import NEUTRAL
+
+    from circuitlab.steering.diagnose import amplification_diagnosis
 
     rows = _rows("train")
     scores = _grid(llama, rows)
