@@ -315,9 +315,11 @@ def test_an_exported_neuron_circuit_ablates_like_circuitlab(pair: tuple[LoadedMo
     lm, bridge = pair
     ids = tokens(lm, rows())
     last = lm.dims.n_layers - 1
-    circuit = NeuronCircuit({(0, -1, 3): 0.5, (last, -2, 7): 0.1, (last, -1, 7): 0.2}, "tiny",
+    circuit = NeuronCircuit({(0, -1, 3): 0.5, (last, -2, 7): -0.1, (last, -1, 7): 0.2}, "tiny",
                             "t", "lrp", n_layers=lm.dims.n_layers, d_mlp=lm.dims.d_mlp)  # fmt: skip
     export = export_neurons(circuit)
+    # the stored sign travels with each neuron: +1 supports the metric, −1 opposes it
+    assert [(e["score"], e["sign"]) for e in export["neurons"]] == [(0.5, 1), (-0.1, -1), (0.2, 1)]
     assert {e["hook"] for e in export["neurons"]} == {
         "blocks.0.mlp.hook_post",
         f"blocks.{last}.mlp.hook_post",

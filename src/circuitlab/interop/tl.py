@@ -141,7 +141,10 @@ def export_edges(art: CircuitArtifact, circuit: EdgeCircuit) -> dict[str, Any]:
 
 
 def export_neurons(circuit: NeuronCircuit) -> dict[str, Any]:
-    """A neuron circuit as ``hook_post`` entries: layer hook, neuron, position, attribution."""
+    """A neuron circuit as ``hook_post`` entries: layer hook, neuron, position, attribution, and
+    whether that attribution says the neuron supports the metric (``sign`` +1) or opposes it
+    (−1; 0 for a zero score). The stored sign is the attribution method's (LRP's for an ``lrp``
+    circuit): steering takes support from the gradient instead (`circuitlab.steering.signs`)."""
     return {
         "format": FORMAT,
         "kind": "neurons",
@@ -149,7 +152,13 @@ def export_neurons(circuit: NeuronCircuit) -> dict[str, Any]:
         "model": circuit.model,
         "task": circuit.task,
         "neurons": [
-            {"hook": f"blocks.{layer}.mlp.hook_post", "neuron": n, "position": pos, "score": s}
+            {
+                "hook": f"blocks.{layer}.mlp.hook_post",
+                "neuron": n,
+                "position": pos,
+                "score": s,
+                "sign": (s > 0) - (s < 0),
+            }
             for (layer, pos, n), s in sorted(circuit.neurons.items())
         ],
     }
