@@ -486,3 +486,33 @@ def test_cli_writes_artifacts_and_nothing_on_error(tiny, tmp_path, monkeypatch, 
     metrics = json.loads((out / "m.json").read_text())
     assert metrics["overlap"]["contrastive"]["resid"]["total_overlap_p"] > 0
     assert (out / "p.png").stat().st_size > 0 and (out / "o.png").stat().st_size > 0
+
+
+def test_compare_steers_a_circuit_as_the_steering_stage_does(tiny) -> None:
+    """With the steering section: above multiplier 1 the circuit's supporters (the steering
+    stage's own sets, `neuron_sets`), below it the whole circuit; the matched effect uses only
+    points within the budget's KL."""
+    from circuitlab.steering.evaluate import run_once
+    from circuitlab.steering.neurons import NeuronSet
+    from circuitlab.steering.settings import SteeringConfig
+    from circuitlab.steering.stages import neuron_sets
+
+    _, lm, rows, vectors, circuit = tiny
+    cfg = CompareConfig(
+        permutations=99, neutral_prompts=NEUTRAL, sparsity=[1], top_k=8, top_n=8,
+        neuron_multipliers=[0.0, 2.0], vector_multipliers=[-2.0, 2.0],
+    )  # fmt: skip
+    steering = SteeringConfig(budget={"max_kl": 0.25})
+    rep = compare_behaviour(lm, rows, {"contrastive": circuit}, vectors, cfg, steering)
+    train = [r for r in rows if r.split == "train"]
+    sets, signs = neuron_sets(lm, circuit, train, steering, is_behaviour=True)
+    assert rep["neuron_signs"]["contrastive"] == signs
+    assert signs["n_steered"]["amplify"] == len(sets["amplify"]) < len(circuit)
+    # the ×2 point is the supporters' ×2: the same logit difference as steering them directly
+    probe = behaviour_probe(lm, [r for r in rows if r.split == "test"], NEUTRAL, cfg.max_prompts)
+    with torch.no_grad(), steer_neurons(lm, NeuronSet.from_pairs(sets["amplify"].pairs()), 2.0):
+        run, _ = run_once(lm, probe.prompts, (), probe.neutral, None, None)
+    assert rep["sweep"]["contrastive_neurons"]["2"]["logit_diff"] == pytest.approx(
+        float((run["logit_diff"] * probe.sign).mean()), abs=1e-5
+    )
+    assert all(m["max_kl"] == 0.25 for m in rep["matched"].values())

@@ -32,7 +32,12 @@ rule compare:
         model=model_arg,
         code=code("compare"),
         cfg=json_arg(CFG.compare),
-        budget=json_arg(CFG.steering.budget),
+        # what compare reads of the steering section: how a circuit is steered, the budget
+        steering=json_arg(
+            CFG.steering.model_dump(
+                mode="json", include={"suppress", "amplify", "support", "budget"}
+            )
+        ),
         circuits=lambda wildcards, input: " ".join(f"--circuits {c}" for c in input.circuits),
     log:
         "logs/compare/{model}/{behaviour}.log",
@@ -41,7 +46,7 @@ rule compare:
     shell:
         "circuitlab compare --model-name {wildcards.model} --task {wildcards.behaviour}"
         " --model {params.model} --data {input.rows} {params.circuits}"
-        " --vectors {input.vectors} --params {params.cfg} --budget {params.budget}"
+        " --vectors {input.vectors} --params {params.cfg} --steering {params.steering}"
         " --out {output.report}"
         " --metrics {output.metrics} --pareto-plot {output.pareto}"
         " --overlap-plot {output.overlap} > {log} 2>&1"

@@ -38,8 +38,10 @@ def compare(
         ..., callback=CAA_IN, help="data/caa/{model}/{behaviour}.safetensors"
     ),
     params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `compare` section)"),
-    budget: str = typer.Option(
-        "{}", help=PARAMS_HELP + " (the config's `steering.budget`: the matched effect's KL cap)"
+    steering: str = typer.Option(
+        "{}",
+        help=PARAMS_HELP + " (the config's `steering` section: which circuit neurons each "
+        "direction scales, and the budget that caps the matched effect's KL)",
     ),
     model_name: str = model_name_option(),
     task: str = task_option(),
@@ -65,11 +67,11 @@ def compare(
     from circuitlab.lrp.circuit import NeuronCircuit
     from circuitlab.report.plots import compare_overlap, compare_pareto
     from circuitlab.steering.caa import load_vectors
-    from circuitlab.steering.settings import SideEffectBudget
+    from circuitlab.steering.settings import SteeringConfig
     from circuitlab.tasks.io import load_rows
 
     cfg = parse_params(CompareConfig, params)
-    side_budget = parse_params(SideEffectBudget, budget, "--budget")
+    steering_cfg = parse_params(SteeringConfig, steering, "--steering")
     # each circuit by the method its artifact records (lrp, contrastive), not its file name
     by_path = {path: NeuronCircuit.load(circuit_input(path)) for path in circuits}
     names = [c.method for c in by_path.values()]
@@ -80,7 +82,7 @@ def compare(
     rows = load_rows(data, rule="check_dataset")
     lm = load_stage_model(model)
     name, behaviour = job_names(data, model_name, task)
-    report = compare_behaviour(lm, rows, loaded, tensors, cfg, side_budget)
+    report = compare_behaviour(lm, rows, loaded, tensors, cfg, steering_cfg)
     title = f"{name} / {behaviour}: CAA vs circuit"
     compare_pareto(report, pareto_plot, title)
     compare_overlap(report, overlap_plot, title)

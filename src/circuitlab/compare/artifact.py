@@ -3,9 +3,11 @@ torch."""
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from circuitlab.artifact import Artifact
 from circuitlab.compare.settings import CompareConfig
-from circuitlab.steering.artifact import Bootstrap
+from circuitlab.steering.artifact import Bootstrap, Signs
 from circuitlab.types import StrictModel
 
 
@@ -113,4 +115,6 @@ class CompareReport(Artifact):
     caa: Caa
     sweep: dict[str, dict[str, SweepPoint]]  # method → multiplier → point
     neutral_multiplier: dict[str, float]
+    #: circuit → which of its neurons each direction scaled (as the steering stage does)
+    neuron_signs: dict[str, Signs] = Field(default_factory=dict)
     matched: dict[str, Matched]  # increase / decrease

@@ -20,6 +20,7 @@ from circuitlab.lrp.circuit import NeuronCircuit
 from circuitlab.models.loading import LoadedModel
 from circuitlab.stats import bootstrap_ci
 from circuitlab.steering.evaluate import EvalSet, Neutral, Steerer, run_once
+from circuitlab.steering.neurons import NeuronSet
 
 
 @dataclass(frozen=True)
@@ -209,17 +210,27 @@ def multi_layer_steer(
 
 
 def neuron_steer(
-    lm: LoadedModel, circuit: NeuronCircuit, positions: str, *, random_seed: int | None = None
+    lm: LoadedModel,
+    circuit: NeuronCircuit,
+    positions: str,
+    *,
+    random_seed: int | None = None,
+    sets: Mapping[str, NeuronSet] | None = None,
 ) -> Steerer:
-    """Multiply the circuit's neurons by m; with `random_seed`, a random control instead: as
-    many other neurons per layer (and position) as the circuit has there."""
+    """Multiply the circuit's neurons by m — with `sets`, the neurons the steering stage scales
+    in each direction (``sets["amplify"]`` above 1, ``sets["suppress"]`` below:
+    `circuitlab.steering.stages.neuron_sets`), so both stages steer a circuit alike; with
+    `random_seed`, a random control instead: as many other neurons per layer (and position)
+    as the steered set has there."""
     from circuitlab.steering.neurons import NeuronSet, steer_neurons
 
-    neurons = NeuronSet.from_circuit(circuit)
+    full = NeuronSet.from_circuit(circuit)
+    by_direction = dict(sets) if sets is not None else {"amplify": full, "suppress": full}
     if random_seed is not None:
-        neurons = neurons.random_matched(lm.dims, random_seed)
+        by_direction = {k: v.random_matched(lm.dims, random_seed) for k, v in by_direction.items()}
 
     def steer(m: float) -> AbstractContextManager[Any]:
+        neurons = by_direction["amplify" if m > 1 else "suppress"]
         return steer_neurons(lm, neurons, m, positions=positions)  # type: ignore[arg-type]
 
     return steer

@@ -62,7 +62,8 @@ from circuitlab.lrp.circuit import NeuronCircuit
 from circuitlab.models.loading import LoadedModel
 from circuitlab.progress import bar as progress_bar
 from circuitlab.steering.evaluate import EvalSet, Neutral, Steerer
-from circuitlab.steering.settings import SideEffectBudget
+from circuitlab.steering.settings import SteeringConfig
+from circuitlab.steering.stages import neuron_sets
 from circuitlab.types import TaskRow
 
 T = TypeVar("T")
@@ -123,11 +124,13 @@ def compare_behaviour(
     circuits: Mapping[str, NeuronCircuit],
     vectors: Mapping[str, Tensor],
     cfg: CompareConfig,
-    budget: SideEffectBudget | None = None,
+    steering: SteeringConfig | None = None,
 ) -> dict[str, Any]:
     """The whole comparison for one behaviour (see the module docstring): a nested dict of
-    numbers (no lists), ready for `tracking.log_metrics` and the plots. The matched effect uses
-    only sweep points within `budget`'s KL (the pipeline passes the steering section's)."""
+    numbers (no lists), ready for `tracking.log_metrics` and the plots. With `steering` (the
+    pipeline passes the config's steering section), a circuit is steered as the steering stage
+    steers it (the same neurons per direction: `steering.suppress`/`amplify`/`support`) and the
+    matched effect uses only sweep points within its budget's KL."""
     dims = lm.dims
     masks = check_inputs(lm, circuits, vectors, cfg)
     train = [r for r in rows if r.split == "train"]
@@ -192,14 +195,19 @@ def compare_behaviour(
             0.0,
         )
     }
+    signs: dict[str, Any] = {}
     for cname, circuit in circuits.items():
+        sets = None
+        if steering is not None:
+            alike = steering.model_copy(update={"positions": cfg.neuron_positions})
+            sets, signs[cname] = neuron_sets(lm, circuit, train, alike, is_behaviour=True)
         methods[f"{cname}_neurons"] = (
-            neuron_steer(lm, circuit, cfg.neuron_positions),
+            neuron_steer(lm, circuit, cfg.neuron_positions, sets=sets),
             list(cfg.neuron_multipliers),
             1.0,
         )
         methods[f"{cname}_random_neurons"] = (
-            neuron_steer(lm, circuit, cfg.neuron_positions, random_seed=cfg.seed),
+            neuron_steer(lm, circuit, cfg.neuron_positions, random_seed=cfg.seed, sets=sets),
             list(cfg.neuron_multipliers),
             1.0,
         )
@@ -243,8 +251,9 @@ def compare_behaviour(
         },
         "sweep": {name: {f"{p['multiplier']:g}": p for p in pts} for name, pts in curves.items()},
         "neutral_multiplier": neutral,
+        "neuron_signs": signs,
         "matched": matched_effect(
-            compared, neutral, max_kl=budget.max_kl if budget is not None else None
+            compared, neutral, max_kl=steering.budget.max_kl if steering is not None else None
         ),
     }
 
