@@ -49,7 +49,7 @@ reproduce: setup
 # report and data/metrics/robustness/toy.json say which verdicts hold on every seed.
 ROBUSTNESS ?= config/robustness.yaml
 robustness: setup
-	$(CHECK_CONFIG) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --workflow-profile workflow/profiles/default --configfile $(CONFIG) $(ROBUSTNESS) --cores $(CORES) $(ARGS)
+	$(BIN)/circuitlab validate-config $(ROBUSTNESS) > /dev/null && $(CHECK_CONFIG) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --workflow-profile workflow/profiles/default --configfile $(CONFIG) $(ROBUSTNESS) --cores $(CORES) $(ARGS)
 
 # The jobs a run would execute (Snakemake's dry run; `make plan` says why, per rule).
 dryrun: setup

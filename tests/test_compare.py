@@ -516,3 +516,13 @@ def test_compare_steers_a_circuit_as_the_steering_stage_does(tiny) -> None:
         float((run["logit_diff"] * probe.sign).mean()), abs=1e-5
     )
     assert all(m["max_kl"] == 0.25 for m in rep["matched"].values())
+
+
+def test_an_infinite_or_unmeasured_side_effect_is_never_within_the_budget() -> None:
+    from circuitlab.compare.head_to_head import within_budget
+
+    points = [{"kl": 0.1}, {"kl": float("inf")}, {"kl": 0.2}]
+    assert within_budget(points, 0.5) == [{"kl": 0.1}]
+    assert within_budget([{"kl": None}, {"kl": 0.1}], 0.5) == []
+    assert within_budget([{"kl": 0.1}, {"kl": 0.9}], 0.5) == [{"kl": 0.1}]
+    assert within_budget(points, None) == points

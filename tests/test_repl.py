@@ -313,17 +313,15 @@ def test_discover_and_steering_say_which_signs_they_touch(tiny) -> None:
     assert r.circuit is not None
     row = TaskRow(id="repl", split="train", prompt=PROMPT, target=r.circuit.params["target"],
                   counterfactual=" w5", corrupt_prompt=PROMPT)  # fmt: skip
-    expected = support_scores(lm, r.circuit, [row], "gradient")
+    expected = support_scores(lm, r.circuit, [row], "gradient", positions="all")
     assert r.support == pytest.approx(expected)
-    pairs: dict[tuple[int, int], float] = {}
-    for (ly, _, n), v in expected.items():
-        pairs[(ly, n)] = pairs.get((ly, n), 0.0) + v
+    pairs = {(ly, n): v for (ly, _, n), v in expected.items()}
     sup = sorted(k for k, v in pairs.items() if v > 0)
     opp = sorted(k for k, v in pairs.items() if v < 0)
     assert sup and opp, "the tiny circuit has both signs"
     assert f"{sum(v > 0 for v in expected.values())} supporters" in text
     assert "top supporters (" in text and "top opposers (" in text and "gradient×act=" in text
-    src = "(gradient × activation on this prompt)"
+    src = "(gradient × activation on this prompt, all positions)"
     assert (
         f"amplified {len(sup)} neuron{'s' * (len(sup) != 1)} — {len(sup)} supporting, 0 opposing the target {src}, ×2"
         in text

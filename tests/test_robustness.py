@@ -26,6 +26,16 @@ def test_the_config_gains_one_model_per_other_seed() -> None:
     assert Job.of("robustness", model="tiny") in jobs
     assert sum(j.rule == "train_toy_model" for j in jobs) == 3
     assert load_config(TINY, where="t").seed_models() == {}
+    # the extra seeds are judged by the accuracy gate, not stopped by it; the model itself is
+    assert cfg.accuracy_gate("tiny") == cfg.evaluation.min_accuracy
+    assert cfg.accuracy_gate("tiny-seed3") == 0.0
+
+
+def test_a_seed_model_disabled_by_name_stays_disabled() -> None:
+    raw = {**TINY, "models": {**TINY["models"], "tiny-seed1": None},
+           "robustness": {"model": "tiny", "seeds": [0, 1, 2]}}  # fmt: skip
+    cfg = load_config(raw, where="t")
+    assert list(cfg.active_models()) == ["tiny", "tiny-seed2"]
 
 
 @pytest.mark.parametrize(

@@ -60,26 +60,44 @@ class Config(StrictModel):
         "(`make robustness` sets it; null: off)",
     )
 
-    @model_validator(mode="after")
-    def _seeds(self) -> Config:
-        """With `robustness`, one more model per seed: `robustness.model` with that
-        training seed (see `seed_models`)."""
-        if self.robustness is None:
-            return self
-        base = self.models.get(self.robustness.model)
-        if not isinstance(base, ToyModelConfig):
+    @model_validator(mode="before")
+    @classmethod
+    def _seeds(cls, data: Any) -> Any:
+        """With `robustness`, one more model per seed: `robustness.model` with that training
+        seed, named ``{model}-seed{s}`` (a name the config already has, even as null, is left
+        as it is). Done on the raw mapping, before validation."""
+        if not isinstance(data, dict) or not isinstance(data.get("robustness"), dict):
+            return data
+        settings = RobustnessConfig.model_validate(data["robustness"])
+        models = data.get("models")
+        base = models.get(settings.model) if isinstance(models, dict) else None
+        if not isinstance(base, dict) or base.get("source") != "toy":
+            toys = [
+                k
+                for k, v in (models or {}).items()
+                if isinstance(v, dict) and v.get("source") == "toy"
+            ]
             raise ValueError(
-                f"robustness.model {self.robustness.model!r} must be an enabled toy model "
-                f"(toy models: {', '.join(k for k, v in self.models.items() if isinstance(v, ToyModelConfig)) or 'none'})"
+                f"robustness.model {settings.model!r} must be an enabled toy model (toy models: "
+                f"{', '.join(toys) or 'none'})"
             )
-        for seed in self.robustness.seeds:
-            if seed == base.training.seed:
-                continue
-            name = seed_model_name(self.robustness.model, seed)
-            if self.models.get(name) is None:
-                training = base.training.model_copy(update={"seed": seed})
-                self.models[name] = base.model_copy(update={"training": training})
-        return self
+        own = ToyModelConfig.model_validate(base).training.seed
+        added = dict(models)
+        for seed in settings.seeds:
+            name = seed_model_name(settings.model, seed)
+            if seed != own and name not in added:
+                added[name] = {**base, "training": {**base.get("training", {}), "seed": seed}}
+        return {**data, "models": added}
+
+    def accuracy_gate(self, model: str) -> float:
+        """The test accuracy `model`'s run must reach to go on (`evaluation.min_accuracy`), but
+        0 for the extra seed models of `robustness`: a seed that misses the gate is itself a
+        verdict the robustness summary counts (against `evaluation.min_accuracy`), and its other
+        verdicts are still measured rather than lost with its stopped run."""
+        extra = set(self.seed_models().values()) - {
+            self.robustness.model if self.robustness else ""
+        }
+        return 0.0 if model in extra else self.evaluation.min_accuracy
 
     def seed_models(self) -> dict[int, str]:
         """With `robustness`: training seed → the model trained with it (the base model for its

@@ -70,6 +70,16 @@ def test_robustness_reads_every_verdict_of_a_real_run(pipeline: Path, tmp_path: 
     assert (tmp_path / "robust.png").read_bytes().startswith(b"\x89PNG")
     headline = json.loads((tmp_path / "summary" / "robustness" / "tiny.json").read_text())
     assert headline == {"verdicts": summary.n_verdicts, "on_every_seed": summary.n_robust}
+    # only the config's tasks: a file of another task in data/ is not read
+    only = tmp_path / "only.json"
+    subprocess.run(
+        [BIN / "circuitlab", "robustness", "--seed-model", "0=tiny", "--seed-model", "1=tiny",
+         "--data", str(pipeline / "data"), "--name", "capitals", "--metrics", str(only),
+         "--plot", str(tmp_path / "only.png")],
+        capture_output=True, text=True, check=True, cwd=tmp_path,
+    )  # fmt: skip
+    keys = RobustnessSummary.load(only).verdicts
+    assert keys and all(k.split("/")[1] == "capitals" for k in keys), sorted(keys)
 
 
 @pytest.mark.slow

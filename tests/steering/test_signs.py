@@ -17,7 +17,12 @@ from circuitlab.models import LoadedModel
 from circuitlab.prompts import encode_rows
 from circuitlab.steering import NeuronSet, last_logits, steer_neurons
 from circuitlab.steering.settings import SteeringConfig
-from circuitlab.steering.signs import sign_agreement, split_by_sign, support_scores
+from circuitlab.steering.signs import (
+    sign_agreement,
+    split_by_sign,
+    stored_scores,
+    support_scores,
+)
 from circuitlab.steering.stages import neuron_steering
 from steering.test_stages import CFG
 
@@ -72,7 +77,8 @@ def test_amplifying_supporters_raises_what_amplifying_the_whole_circuit_lowers(
     found = support_scores(llama, planted, train, "gradient")
     sup, opp = split_by_sign(found)
     assert set(sup.keys) == set(supporters) and set(opp.keys) == set(opposers)
-    assert sign_agreement(planted, found) == pytest.approx(3 / 15)  # relevance says all support
+    # the stored (relevance) sign says all fifteen support
+    assert sign_agreement(stored_scores(planted), found) == pytest.approx(3 / 15)
     assert split_by_sign(support_scores(llama, planted, train, "relevance"))[1].keys == ()
 
     base = _mean_logit_diff(llama, test)
@@ -92,19 +98,26 @@ def test_amplifying_supporters_raises_what_amplifying_the_whole_circuit_lowers(
     assert old["metrics"]["logit_diff"]["m=1.5"]["steered_effect"]["mean"] < 0 < amp
 
 
-def test_supporters_need_rows_and_a_supporter(llama: LoadedModel) -> None:
+def test_supporters_need_rows_and_a_circuit_without_one_amplifies_nothing(
+    llama: LoadedModel,
+) -> None:
     from circuitlab.steering import SteeringError
 
-    test = _rows("test")
-    circuit = NeuronCircuit({(0, -1, 1): 1.0}, "tiny", "capitals", "lrp", n_layers=2,
+    test, train = _rows("test"), _rows("train")
+    scores = _grid(llama, train)
+    opposer = min(scores, key=lambda k: scores[k])
+    assert scores[opposer] < 0
+    circuit = NeuronCircuit({opposer: 1.0}, "tiny", "capitals", "lrp", n_layers=2,
                             d_mlp=llama.dims.d_mlp)  # fmt: skip
     with pytest.raises(SteeringError, match="needs the rows the circuit was found on"):
         neuron_steering(llama, circuit, test, {}, CFG, name="capitals", is_behaviour=False)
-    scores = support_scores(llama, circuit, _rows("train"), "gradient")
-    if scores[(0, -1, 1)] < 0:  # this neuron opposes: amplifying supporters is impossible
-        with pytest.raises(SteeringError, match="no circuit neuron supports"):
-            neuron_steering(llama, circuit, test, {}, CFG, name="capitals", is_behaviour=False,
-                            train=_rows("train"))  # fmt: skip
+    # its only neuron opposes the metric: amplification scales nothing, and says so
+    cfg = CFG.model_copy(update={"positions": "circuit"})
+    rep = neuron_steering(llama, circuit, test, {}, cfg, name="capitals", is_behaviour=False,
+                          train=train)  # fmt: skip
+    assert rep["signs"]["n_steered"] == {"suppress": 1, "amplify": 0}
+    amp = rep["summary"]["amplify"]
+    assert amp["steered_effect"]["mean"] == 0.0 and not amp["beats_control"]
     assert SteeringConfig(amplify="all").amplify == "all"
 
 
@@ -143,9 +156,42 @@ def test_the_amplification_diagnosis_finds_the_planted_reason(llama: LoadedModel
     res = amplification_diagnosis(llama, planted, rows, rows, NEUTRAL, is_behaviour=False,
                                   multipliers=(1.5,), control_seeds=2)  # fmt: skip
     v = res["variants"]
-    assert v["supporters"]["n_neurons"] == 3 and v["all"]["n_neurons"] == 15
+    assert v["supporters@circuit"]["n_neurons"] == 3 and v["all"]["n_neurons"] == 15
     assert v["supporters@relevance"]["n_neurons"] == 15
     assert v["all@circuit"]["multipliers"]["m=1.5"]["effect"] < 0
-    assert v["supporters"]["multipliers"]["m=1.5"]["effect"] > 0
-    assert res["sign_agreement"] == pytest.approx(3 / 15)
+    assert v["supporters@circuit"]["multipliers"]["m=1.5"]["effect"] > 0
+    assert 0 < v["supporters"]["n_neurons"] <= 15  # measured over every position
+    assert res["sign_agreement"] is not None
     assert set(res["norm"]) == {"m=1", "m=1.5"} and res["norm"]["m=1"]["resid_norm"] > 0
+
+
+def test_support_over_every_position_is_the_derivative_of_steering_everywhere(
+    llama: LoadedModel,
+) -> None:
+    """For steering at every position (the default), a neuron's support is gradient × activation
+    summed over all positions: the derivative of scaling it everywhere."""
+    train = _rows("train")
+    keys = {(ly, -1, n): 1.0 for ly in range(llama.dims.n_layers) for n in range(0, 24, 3)}
+    circuit = NeuronCircuit(keys, "tiny", "capitals", "lrp", n_layers=llama.dims.n_layers,
+                            d_mlp=llama.dims.d_mlp)  # fmt: skip
+    scores = support_scores(llama, circuit, train, "gradient", positions="all")
+    assert set(scores) == {(ly, None, n) for ly, _, n in keys}
+    eps = 1e-2
+    for key in sorted(scores, key=lambda k: -abs(scores[k]))[:3]:
+        ns = NeuronSet((key,))
+        batch = encode_rows(train, llama.tokenizer)
+        idx = torch.arange(len(train))
+        diffs = []
+        for m in (1 + eps, 1 - eps):
+            with torch.no_grad(), steer_neurons(llama, ns, m, positions="all"):
+                logits = last_logits(llama, batch.input_ids, batch.attention_mask, batch.last)
+            diffs.append(
+                float(
+                    (logits[idx, batch.target] - logits[idx, batch.counterfactual]).double().mean()
+                )
+            )
+        assert (diffs[0] - diffs[1]) / (2 * eps) == pytest.approx(scores[key], rel=0.05, abs=1e-4)
+    # the stored scores summed per neuron, for the relevance source
+    assert support_scores(llama, circuit, train, "relevance", positions="all") == {
+        (ly, None, n): 1.0 for ly, _, n in keys
+    }

@@ -44,7 +44,8 @@ rule evaluate_model:
         model=model_arg,
         code=code("evaluate-model"),
         batch_size=CFG.evaluation.batch_size,
-        min_accuracy=CFG.evaluation.min_accuracy,
+        # the robustness run's extra seeds are judged, not stopped, by the gate (Config.accuracy_gate)
+        min_accuracy=lambda wildcards: CFG.accuracy_gate(wildcards.model),
     log:
         "logs/evaluate_model/{model}/{task}.log",
     benchmark:

@@ -33,9 +33,10 @@ rule robustness:
         seeds=lambda wildcards: " ".join(
             f"--seed-model {s}={m}" for s, m in CFG.seed_models().items()
         ),
+        names=" ".join(f"--name {n}" for n in CFG.dataset_names()),
     log:
         "logs/robustness/{model}.log",
     shell:
-        "circuitlab robustness --model-name {wildcards.model} {params.seeds}"
+        "circuitlab robustness --model-name {wildcards.model} {params.seeds} {params.names}"
         " --min-accuracy {params.min_accuracy} --metrics {output.metrics}"
         " --plot {output.plot} > {log} 2>&1"

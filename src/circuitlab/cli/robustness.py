@@ -16,6 +16,9 @@ def robustness(
         ..., "--seed-model", help="SEED=MODEL, one per training seed (repeat)"
     ),
     data: Path = typer.Option(Path("data"), help="the run's data folder"),
+    names: list[str] = typer.Option(
+        None, "--name", help="the config's tasks and behaviours (repeat; default: every file)"
+    ),
     min_accuracy: float = typer.Option(0.9, min=0.0, max=1.0, help="evaluation.min_accuracy"),
     model_name: str = model_name_option(),
     metrics: Path = typer.Option(
@@ -35,7 +38,7 @@ def robustness(
         if not sep or not name or not seed.lstrip("-").isdigit():
             raise ConfigError(f"--seed-model takes SEED=MODEL, got {item!r}")
         models[int(seed)] = name
-    per_seed = {s: model_verdicts(data, m, min_accuracy) for s, m in models.items()}
+    per_seed = {s: model_verdicts(data, m, min_accuracy, names or None) for s, m in models.items()}
     summary = {
         "model": model_name or models[min(models)],
         "models": {str(s): m for s, m in sorted(models.items())},

@@ -284,6 +284,7 @@ def diagnose_amplification(
                     f"{v} ({var['n_neurons']}): {best[1]['beyond_control']:+.3g} at {best[0]}"
                 )
             agree = res["sign_agreement"]
+            agree_text = "—" if agree is None else f"{agree:.0%}"
             typer.echo(f"{name}/{method} (unsteered {res['unsteered']:.3g}, sign agreement "
-                       f"{agree:.0%}): " + "; ".join(cells))  # fmt: skip
+                       f"{agree_text}): " + "; ".join(cells))  # fmt: skip
     write_json(out, {"model": model_name, "multipliers": mults, "results": results})

@@ -126,8 +126,9 @@ def within_budget(points: Sequence[Mapping[str, Any]], max_kl: float | None) -> 
         return list(points)
     kept = []
     for p in points:
-        if _num(p["kl"]) > max_kl:
-            break
+        kl = p["kl"]
+        if kl is None or not math.isfinite(float(kl)) or float(kl) > max_kl:
+            break  # an unmeasured or infinite side effect is never within a budget
         kept.append(p)
     return kept
 
@@ -221,17 +222,20 @@ def neuron_steer(
     in each direction (``sets["amplify"]`` above 1, ``sets["suppress"]`` below:
     `circuitlab.steering.stages.neuron_sets`), so both stages steer a circuit alike; with
     `random_seed`, a random control instead: as many other neurons per layer (and position)
-    as the steered set has there."""
-    from circuitlab.steering.neurons import NeuronSet, steer_neurons
+    as the steered set has there, drawn outside the whole circuit."""
+    from circuitlab.steering.neurons import NeuronSet
+    from circuitlab.steering.stages import steer_set
 
     full = NeuronSet.from_circuit(circuit)
     by_direction = dict(sets) if sets is not None else {"amplify": full, "suppress": full}
     if random_seed is not None:
-        by_direction = {k: v.random_matched(lm.dims, random_seed) for k, v in by_direction.items()}
+        avoid = full.pairs()
+        by_direction = {
+            k: v.random_matched(lm.dims, random_seed, avoid=avoid) for k, v in by_direction.items()
+        }
 
     def steer(m: float) -> AbstractContextManager[Any]:
-        neurons = by_direction["amplify" if m > 1 else "suppress"]
-        return steer_neurons(lm, neurons, m, positions=positions)  # type: ignore[arg-type]
+        return steer_set(lm, by_direction["amplify" if m > 1 else "suppress"], m, positions)
 
     return steer
 

@@ -155,12 +155,9 @@ class Repl(Shell):
         )
 
     def pair_support(self) -> dict[tuple[int, int], float]:
-        """Each circuit neuron's support summed over the positions it is an entry at (steering
-        acts on a neuron at every position)."""
-        out: dict[tuple[int, int], float] = {}
-        for (ly, _, n), v in self.support.items():
-            out[(ly, n)] = out.get((ly, n), 0.0) + v
-        return out
+        """Each circuit neuron's support, `(layer, neuron)` → score (steering acts on a neuron at
+        every position; `self.support` is measured that way, `signs.support_scores`)."""
+        return {(ly, n): v for (ly, _, n), v in self.support.items()}
 
     def ranked(self, sign: int) -> list[tuple[int, int]]:
         """The circuit's distinct neurons, largest |attribution| first; with `sign` only the
@@ -240,12 +237,13 @@ class Repl(Shell):
         self.circuit = dataclasses.replace(
             circuit, params={**circuit.params, "prompt": prompt, "target": target}
         )
-        from circuitlab.steering.signs import sign_agreement, support_scores
+        from circuitlab.steering.signs import sign_agreement, stored_scores, support_scores
 
-        self.support = support_scores(self.lm, self.circuit, [row], "gradient")
-        self.support_source = "gradient × activation on this prompt"
+        self.support = support_scores(self.lm, self.circuit, [row], "gradient", positions="all")
+        self.support_source = "gradient × activation on this prompt, all positions"
         self.say(self.summary())
-        agree = sign_agreement(self.circuit, self.support)
+        stored = stored_scores(self.circuit, "all")
+        agree = sign_agreement(stored, self.support)
         if agree is not None:
             self.say(
                 f"  the LRP attribution's sign agrees with the gradient's for {agree:.0%} of them "
@@ -255,10 +253,10 @@ class Repl(Shell):
             keys = sorted((k for k, v in self.support.items() if v * sign > 0),
                           key=lambda k: -abs(self.support[k]))  # fmt: skip
             self.say(f"top {label} ({len(keys)} in all):")
-            for ly, pos, n in keys[:5]:
-                a = self.circuit.neurons[(ly, pos, n)]
-                g = self.support[(ly, pos, n)]
-                self.say(f"  L{ly}/N{n}  (pos {pos})  gradient×act={g:+.5f}  attr={a:+.5f}")
+            for key in keys[:5]:
+                ly, _, n = key
+                self.say(f"  L{ly}/N{n}  gradient×act={self.support[key]:+.5f}  "
+                         f"attr={stored[key]:+.5f}")  # fmt: skip
 
     def as_continuation(self, prompt: str, text: str, quiet: bool = False) -> str | None:
         """`text` (or it with a leading space) as a one-token continuation of `prompt`."""
@@ -425,8 +423,10 @@ class Repl(Shell):
         circuit = NeuronCircuit.load(require(_one_path(arg)))
         NeuronSet.from_circuit(circuit).validate(self.lm.dims)
         self.circuit = circuit
-        self.support = dict(circuit.neurons)
-        self.support_source = "the sign of the file's attribution"
+        from circuitlab.steering.signs import stored_scores
+
+        self.support = stored_scores(circuit, "all")
+        self.support_source = "the sign of the file's attribution, summed over positions"
         prompt = circuit.params.get("prompt")
         if isinstance(prompt, str) and prompt:
             self.prompt = prompt

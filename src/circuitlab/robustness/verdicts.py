@@ -12,7 +12,7 @@ A verdict is a yes/no (or a name) a reader of the report takes away, with the fi
 - ``steering/<name>/<method>/<direction>``: steering beats its matched control within the
   side-effect budget (figure: delta beyond control at the judged multiplier);
 - ``caa_vs_circuit/<behaviour>/<direction>``: which method pays the least KL at the matched
-  effect (a name; figure: its KL).
+  effect (a name, or ``none`` when no effect is reached within the budget; figure: its KL).
 
 `agreement` puts the seeds side by side: per verdict, each seed's value, the majority value,
 how many seeds share it, and the spread (mean, standard deviation, min, max) of the figure.
@@ -34,12 +34,17 @@ from circuitlab.steering.artifact import SteeringSummary
 Verdict = dict[str, Any]  # {"value": bool | str | None, "figure": float | None}
 
 
-def _stems(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.json")) if folder.is_dir() else []
+def model_verdicts(
+    data: Path, model: str, min_accuracy: float, names: Sequence[str] | None = None
+) -> dict[str, Verdict]:
+    """Every verdict of `model`'s run in `data`, for the tasks and behaviours `names` (default:
+    every file there; a file left from a task the config no longer has is not read). Files
+    that are absent give no verdict."""
 
+    def _stems(folder: Path) -> list[Path]:
+        found = sorted(folder.glob("*.json")) if folder.is_dir() else []
+        return [p for p in found if names is None or p.stem in names]
 
-def model_verdicts(data: Path, model: str, min_accuracy: float) -> dict[str, Verdict]:
-    """Every verdict of `model`'s run in `data` (files that are absent give no verdict)."""
     out: dict[str, Verdict] = {}
     metrics = data / "metrics"
     for path in _stems(metrics / "evaluate_model" / model):
@@ -68,6 +73,8 @@ def model_verdicts(data: Path, model: str, min_accuracy: float) -> dict[str, Ver
     summary = metrics / "steering" / model / "summary.json"
     if summary.exists():
         for row, v in SteeringSummary.load(summary).verdicts.items():
+            if names is not None and row.split("/", 1)[0] not in names:
+                continue
             for label in ("suppress", "amplify"):
                 beats = getattr(v, f"{label}_beats_control")
                 if beats is not None:
@@ -79,7 +86,8 @@ def model_verdicts(data: Path, model: str, min_accuracy: float) -> dict[str, Ver
         for direction, entry in CompareReport.load(path).matched.items():
             best = entry.best
             kl = entry.methods[best].kl if best is not None else None
-            out[f"caa_vs_circuit/{path.stem}/{direction}"] = {"value": best, "figure": kl}
+            # "none": no method reaches an effect within the budget (a value, not a gap)
+            out[f"caa_vs_circuit/{path.stem}/{direction}"] = {"value": best or "none", "figure": kl}
     return out
 
 

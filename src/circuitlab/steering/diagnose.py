@@ -6,9 +6,13 @@ sets matched to it by layer (and position) — the effect beyond control isolate
 
 - ``all`` / ``all@circuit``: every circuit neuron at every position (the seed's steering) /
   only at the circuit's own end-relative positions: does steering at every position hurt?
-- ``supporters`` / ``supporters@relevance``: only the neurons whose gradient × activation
-  supports the metric / whose stored attribution (LRP's sign) does: does the sign matter, and
-  whose sign?
+- ``supporters`` / ``supporters@circuit``: only the neurons whose gradient × activation
+  supports the metric, measured and steered at every position (the pipeline's default) / at
+  the circuit's own cells;
+- ``supporters@relevance``: only the neurons whose stored attribution (LRP's sign, summed over
+  the neuron's cells) supports it, at every position: does the sign matter, and whose sign?
+
+Every control is drawn outside the whole circuit.
 
 The metric is the one amplification must raise and can: the logit difference (target −
 counterfactual) for a task; for a behaviour, behaviour answer − contrast answer on the prompts
@@ -28,21 +32,23 @@ import numpy as np
 import torch
 
 from circuitlab.steering.evaluate import EvalSet, Neutral, run_once
-from circuitlab.steering.neurons import NeuronSet, last_logits, steer_neurons
-from circuitlab.steering.signs import split_by_sign, support_scores
+from circuitlab.steering.neurons import NeuronSet, SteeringError, last_logits, steer_neurons
+from circuitlab.steering.signs import (
+    SignSource,
+    polarity_signs,
+    sign_agreement,
+    split_by_sign,
+    stored_scores,
+    support_scores,
+)
 
 if TYPE_CHECKING:
     from circuitlab.lrp.circuit import NeuronCircuit
     from circuitlab.models.loading import LoadedModel
+    from circuitlab.steering.neurons import Positions
     from circuitlab.types import TaskRow
 
-VARIANTS = ("all", "all@circuit", "supporters", "supporters@relevance")
-
-
-def _signs(rows: Sequence[TaskRow], is_behaviour: bool) -> np.ndarray:
-    if not is_behaviour:
-        return np.ones(len(rows))
-    return np.array([1.0 if r.meta.get("polarity") == "positive" else -1.0 for r in rows])
+VARIANTS = ("all", "all@circuit", "supporters", "supporters@circuit", "supporters@relevance")
 
 
 def _metric(run: dict[str, np.ndarray], sign: np.ndarray, is_behaviour: bool) -> float:
@@ -57,9 +63,9 @@ def _norm_effect(
     token, mean over prompts, with every circuit neuron × m."""
     adapter = lm.needs_adapter("the norm diagnosis")
     final = adapter.root(lm.model, "final_norm")
-    unembed = adapter.root(lm.model, "unembed").weight.detach().float()
+    unembed = adapter.root(lm.model, "unembed").weight.detach().float().cpu()
     gain = getattr(final, "weight", None)
-    gain = gain.detach().float() if gain is not None else torch.ones(unembed.shape[1])
+    gain = gain.detach().float().cpu() if gain is not None else torch.ones(unembed.shape[1])
     neurons = NeuronSet.from_pairs(NeuronSet.from_circuit(circuit).pairs())
     out: dict[str, Any] = {}
     for m in (1.0, *multipliers):
@@ -75,7 +81,7 @@ def _norm_effect(
             finally:
                 handle.remove()
             x = seen[0][torch.arange(len(b)), b.last.to(seen[0].device)].float().cpu()
-            direction = (unembed[b.target] - unembed[b.counterfactual]) * gain
+            direction = (unembed[b.target.cpu()] - unembed[b.counterfactual.cpu()]) * gain
             norms.append(x.norm(dim=-1))
             cosines.append(torch.nn.functional.cosine_similarity(x, direction, dim=-1))
         out[f"m={m:g}"] = {
@@ -100,15 +106,27 @@ def amplification_diagnosis(
     """Each variant's effect beyond its matched control at each multiplier (module doc)."""
     main = EvalSet.build(lm, circuit.task, test, batch_size)
     neutral = Neutral.build(lm, neutral_prompts, batch_size)
-    sign = _signs(main.rows, is_behaviour)
-    gradient = support_scores(lm, circuit, train, "gradient", behaviour=is_behaviour)
-    relevance = support_scores(lm, circuit, train, "relevance")
+    if is_behaviour:
+        sign = polarity_signs(main.rows).numpy()
+        if not (sign < 0).any():
+            raise SteeringError(f"{circuit.task}: no test prompt without the behaviour")
+    else:
+        sign = np.ones(len(main))
     full = NeuronSet.from_circuit(circuit)
-    sets = {
+
+    def supporters(source: SignSource, positions: Positions) -> NeuronSet:
+        scores = support_scores(lm, circuit, train, source, positions=positions,
+                                behaviour=is_behaviour)  # fmt: skip
+        return split_by_sign(scores)[0]
+
+    gradient = support_scores(lm, circuit, train, "gradient", positions="all",
+                              behaviour=is_behaviour)  # fmt: skip
+    sets: dict[str, tuple[NeuronSet, Positions]] = {
         "all": (NeuronSet.from_pairs(full.pairs()), "all"),
         "all@circuit": (full, "circuit"),
-        "supporters": (split_by_sign(gradient)[0], "circuit"),
-        "supporters@relevance": (split_by_sign(relevance)[0], "circuit"),
+        "supporters": (split_by_sign(gradient)[0], "all"),
+        "supporters@circuit": (supporters("gradient", "circuit"), "circuit"),
+        "supporters@relevance": (supporters("relevance", "all"), "all"),
     }
     with torch.no_grad():
         base, ref = run_once(lm, main, [], neutral, None, None)
@@ -118,14 +136,15 @@ def amplification_diagnosis(
         if not len(ns):
             variants[name] = None
             continue
-        controls = [ns.random_matched(lm.dims, seed=s) for s in range(control_seeds)]
+        avoid = full.pairs()
+        controls = [ns.random_matched(lm.dims, seed=s, avoid=avoid) for s in range(control_seeds)]
         cells = {}
         for m in multipliers:
-            with torch.no_grad(), steer_neurons(lm, ns, m, positions=positions):  # type: ignore[arg-type]
+            with torch.no_grad(), steer_neurons(lm, ns, m, positions=positions):
                 run, _ = run_once(lm, main, [], neutral, ref, None)
             ctrl = []
             for c in controls:
-                with torch.no_grad(), steer_neurons(lm, c, m, positions=positions):  # type: ignore[arg-type]
+                with torch.no_grad(), steer_neurons(lm, c, m, positions=positions):
                     ctrl.append(_metric(run_once(lm, main, [], neutral, ref, None)[0], sign,
                                         is_behaviour))  # fmt: skip
             effect = _metric(run, sign, is_behaviour) - unsteered
@@ -137,7 +156,6 @@ def amplification_diagnosis(
                 "kl_neutral": float(run["kl_neutral"].mean()),
             }
         variants[name] = {"n_neurons": len(ns.pairs()), "multipliers": cells}
-    agree = [(circuit.neurons[k] > 0) == (gradient[k] > 0) for k in circuit.neurons]
     return {
         "task": circuit.task,
         "method": circuit.method,
@@ -146,7 +164,7 @@ def amplification_diagnosis(
         else "logit difference (target − counterfactual)",
         "unsteered": unsteered,
         "n_neurons": len(circuit),
-        "sign_agreement": float(np.mean(agree)) if agree else None,
+        "sign_agreement": sign_agreement(stored_scores(circuit, "all"), gradient),
         "variants": variants,
         "norm": None if is_behaviour else _norm_effect(lm, circuit, main, multipliers),
     }

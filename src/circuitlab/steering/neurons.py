@@ -140,15 +140,27 @@ class NeuronSet:
             )
         return self
 
-    def random_matched(self, dims: ModelDims, seed: int, *, exclude_own: bool = True) -> NeuronSet:
+    def random_matched(
+        self,
+        dims: ModelDims,
+        seed: int,
+        *,
+        exclude_own: bool = True,
+        avoid: Iterable[tuple[int, int]] = (),
+    ) -> NeuronSet:
         """A random control: per layer (and per position, for a set with positions) as many
         neurons as this set has there, drawn uniformly without replacement — avoiding this
-        set's own neurons of that layer while enough others remain."""
+        set's own neurons of that layer, and the `(layer, neuron)` pairs of `avoid` (e.g. the
+        rest of the circuit a subset was taken from), while enough others remain."""
         rng = np.random.default_rng(seed)
         groups: dict[tuple[int, int | None], int] = defaultdict(int)
         for ly, p, _ in self.keys:
             groups[(ly, p)] += 1
-        own = self.per_layer()
+        own: dict[int, list[int]] = defaultdict(list)
+        for ly, ns in self.per_layer().items():
+            own[ly].extend(ns)
+        for ly, n in avoid:
+            own[int(ly)].append(int(n))
         keys: list[NeuronKey] = []
         for (ly, p), count in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
             pool = np.arange(dims.d_mlp)

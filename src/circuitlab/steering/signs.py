@@ -21,7 +21,9 @@ the logit difference on three of four tasks while amplifying the gradient's supp
 - ``"relevance"``: the attribution stored in the circuit (LRP relevance, or the contrastive
   activation difference).
 
-`split_by_sign` turns the scores into supporters (> 0) and opposers (< 0).
+`split_by_sign` turns the scores into supporters (> 0) and opposers (< 0). Support is measured
+where steering acts: per circuit cell for ``positions="circuit"``, per neuron over every position
+for ``positions="all"`` (the default steering).
 """
 
 from __future__ import annotations
@@ -37,10 +39,24 @@ from circuitlab.types import NeuronKey
 if TYPE_CHECKING:
     from circuitlab.lrp.circuit import NeuronCircuit
     from circuitlab.models.loading import LoadedModel
+    from circuitlab.steering.neurons import Positions
     from circuitlab.types import TaskRow
 
 SignSource = Literal["gradient", "relevance"]
 SIGN_SOURCES: tuple[str, ...] = ("gradient", "relevance")
+
+
+def stored_scores(
+    circuit: NeuronCircuit, positions: Positions = "circuit"
+) -> dict[NeuronKey, float]:
+    """The circuit's stored attributions as support scores: per cell, or (``positions="all"``)
+    summed per neuron over its cells, keyed ``(layer, None, neuron)``."""
+    if positions == "circuit":
+        return {k: float(v) for k, v in circuit.neurons.items()}
+    out: dict[NeuronKey, float] = {}
+    for (ly, _, n), v in circuit.neurons.items():
+        out[(ly, None, n)] = out.get((ly, None, n), 0.0) + float(v)
+    return out
 
 
 def support_scores(
@@ -49,19 +65,28 @@ def support_scores(
     rows: Sequence[TaskRow],
     source: SignSource,
     *,
+    positions: Positions = "circuit",
     behaviour: bool = False,
     batch_size: int = 32,
 ) -> dict[NeuronKey, float]:
-    """Each circuit neuron's support for the circuit's metric (> 0 supports it), from `source`.
+    """Each circuit neuron's support for the circuit's metric (> 0 supports it), from `source`,
+    for steering at `positions`: with ``"circuit"`` one score per circuit cell (its layer,
+    end-relative position and neuron); with ``"all"`` one per circuit neuron, keyed
+    ``(layer, None, neuron)``, for scaling it at every position — the gradient × activation
+    summed over all of a prompt's positions (the first-order effect of that steering), or the
+    stored attributions summed over the neuron's cells.
 
     ``"gradient"`` runs one forward and backward pass per batch of `rows` (the circuit's own
-    split, e.g. train) and keeps only the circuit's cells, so its memory is that of one batch's
-    attribution; a cell beyond every prompt's length scores 0. With `behaviour`, each row's
-    score counts with the sign of its ``meta.polarity`` (+ positive, − negative): the support
-    for behaviour answer − contrast answer.
+    split, e.g. train), so its memory is that of one batch's attribution; a cell beyond a
+    prompt's length scores 0 there. The metric is the circuit's own (`params.metric`); with
+    `behaviour` it is the logit difference with each row counted by the sign of its
+    ``meta.polarity`` (+ positive, − negative): the support for behaviour answer − contrast
+    answer on every row.
     """
+    if positions not in ("circuit", "all"):
+        raise SteeringError(f"positions must be 'circuit' or 'all', got {positions!r}")
     if source == "relevance":
-        return {k: float(v) for k, v in circuit.neurons.items()}
+        return stored_scores(circuit, positions)
     if source != "gradient":
         raise SteeringError(f"unknown sign source {source!r}; choose one of {SIGN_SOURCES}")
     if not rows:
@@ -71,28 +96,33 @@ def support_scores(
     from circuitlab.lrp.attribution import AttributionOptions, attribute_batch
     from circuitlab.prompts import batches, encode_rows
 
-    metric = str(circuit.params.get("metric", "logit_diff"))
+    # a behaviour's direction is behaviour − contrast: only the logit difference flips by row
+    metric = "logit_diff" if behaviour else str(circuit.params.get("metric", "logit_diff"))
     opts = AttributionOptions(metric=metric, lrp=False, filter_bos=False, batch_size=batch_size)  # type: ignore[arg-type]
-    keys = sorted(circuit.neurons)
-    offsets = [p for _, p, _ in keys]
-    width = max(1, -min(offsets))  # the circuit's oldest end-relative offset
+    keys = sorted(stored_scores(circuit, positions), key=lambda k: (k[0], k[1] or 0, k[2]))
     layer = torch.tensor([ly for ly, _, _ in keys])
-    column = torch.tensor([width + p for p in offsets])
     neuron = torch.tensor([n for _, _, n in keys])
+    if positions == "circuit":
+        width = max(1, -min(p for _, p, _ in keys))  # the circuit's oldest end-relative offset
+        column = torch.tensor([width + p for _, p, _ in keys])  # type: ignore[operator]
     total = torch.zeros(len(keys), dtype=torch.float64)
     count = 0
     for chunk in batches(list(rows), batch_size):
         batch = encode_rows(chunk, lm.tokenizer)
-        scores, _, _ = attribute_batch(lm, batch, width, opts)  # [B, L, width, D]
-        cells = scores[:, layer, column, neuron].double()
+        if positions == "circuit":
+            scores, _, _ = attribute_batch(lm, batch, width, opts)  # [B, L, width, D]
+            cells = scores[:, layer, column, neuron].double()
+        else:  # every position of every prompt (padding scores 0)
+            scores, _, _ = attribute_batch(lm, batch, int(batch.last.max()) + 1, opts)
+            cells = scores.sum(2)[:, layer, neuron].double()
         if behaviour:
-            cells = cells * _polarity(chunk)[:, None]
+            cells = cells * polarity_signs(chunk)[:, None]
         total += cells.sum(0)
         count += len(chunk)
     return {k: float(v) for k, v in zip(keys, (total / count).tolist(), strict=True)}
 
 
-def _polarity(rows: Sequence[TaskRow]) -> torch.Tensor:
+def polarity_signs(rows: Sequence[TaskRow]) -> torch.Tensor:
     """+1 for a behaviour's positive rows, −1 for its negative rows (SteeringError otherwise)."""
     signs = {"positive": 1.0, "negative": -1.0}
     bad = [r.id for r in rows if r.meta.get("polarity") not in signs]
@@ -111,10 +141,10 @@ def split_by_sign(scores: dict[NeuronKey, float]) -> tuple[NeuronSet, NeuronSet]
     )
 
 
-def sign_agreement(circuit: NeuronCircuit, scores: dict[NeuronKey, float]) -> float | None:
-    """Share of circuit neurons whose stored attribution has the sign of `scores` (None for an
-    empty circuit)."""
-    if not circuit.neurons:
+def sign_agreement(stored: dict[NeuronKey, float], scores: dict[NeuronKey, float]) -> float | None:
+    """Share of the keys whose stored attribution (`stored_scores`) has the sign of `scores`,
+    among those where both are non-zero (None when there are none)."""
+    both = [k for k, v in stored.items() if v != 0 and scores.get(k, 0.0) != 0]
+    if not both:
         return None
-    same = sum((v > 0) == (scores[k] > 0) for k, v in circuit.neurons.items())
-    return same / len(circuit.neurons)
+    return sum((stored[k] > 0) == (scores[k] > 0) for k in both) / len(both)

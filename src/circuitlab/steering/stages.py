@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,7 +49,7 @@ from circuitlab.steering.evaluate import (
     verdict,
 )
 from circuitlab.steering.neurons import NeuronSet, SteeringError, steer_neurons
-from circuitlab.steering.signs import sign_agreement, split_by_sign, support_scores
+from circuitlab.steering.signs import sign_agreement, split_by_sign, stored_scores, support_scores
 
 if TYPE_CHECKING:
     from circuitlab.lrp.circuit import NeuronCircuit
@@ -148,36 +148,41 @@ def neuron_sets(
     is_behaviour: bool = False,
 ) -> tuple[dict[str, NeuronSet], dict[str, Any]]:
     """The neurons each direction scales (`suppress`, `amplify`: the whole circuit or its
-    supporters, by `cfg.support`; a behaviour's support is for its own direction) and what the
-    report says about the signs."""
+    supporters by `cfg.support`, measured where steering acts — per neuron over every position
+    for ``positions: all``, per cell for ``circuit``; a behaviour's support is for its own
+    direction) and what the report says about the signs. A direction whose set is empty (no
+    supporter) steers nothing: `steer_set` is then a no-op."""
     full = NeuronSet.from_circuit(circuit).validate(lm.dims)
+    if cfg.positions == "all":
+        full = NeuronSet.from_pairs(full.pairs())
     choice = {"suppress": cfg.suppress, "amplify": cfg.amplify}
     info: dict[str, Any] = {"support": cfg.support, "signs": dict(choice)}
     sets = {label: full for label in choice}
     if "supporters" in choice.values():
         scores = support_scores(
-            lm, circuit, train, cfg.support, behaviour=is_behaviour, batch_size=cfg.batch_size
-        )
+            lm, circuit, train, cfg.support, positions=cfg.positions, behaviour=is_behaviour,
+            batch_size=cfg.batch_size,
+        )  # fmt: skip
         supporters, opposers = split_by_sign(scores)
         info |= {
             "n_supporters": len(supporters),
             "n_opposers": len(opposers),
-            "sign_agreement": sign_agreement(circuit, scores),
+            "sign_agreement": sign_agreement(stored_scores(circuit, cfg.positions), scores),
         }
         for label, which in choice.items():
             if which == "supporters":
-                if not len(supporters):
-                    raise SteeringError(
-                        f"{circuit.task}/{circuit.method}: no circuit neuron supports the metric "
-                        f"by steering.support={cfg.support!r}; set steering.{label}: all"
-                    )
                 sets[label] = supporters
-    if cfg.positions == "all":
-        sets = {label: NeuronSet.from_pairs(ns.pairs()) for label, ns in sets.items()}
-    for ns in sets.values():
-        ns.validate(lm.dims)
     info["n_steered"] = {label: len(ns) for label, ns in sets.items()}
     return sets, info
+
+
+def steer_set(
+    lm: LoadedModel, neurons: NeuronSet, m: float, positions: str
+) -> AbstractContextManager[Any]:
+    """`steer_neurons`, or nothing for an empty set (a circuit without supporters)."""
+    if not len(neurons):
+        return nullcontext()
+    return steer_neurons(lm, neurons, m, positions=positions)  # type: ignore[arg-type]
 
 
 def neuron_steering(
@@ -195,21 +200,20 @@ def neuron_steering(
 
     A multiplier below 1 scales the `cfg.suppress` set, one above 1 the `cfg.amplify` set (the
     whole circuit or its supporters by `cfg.support`, which for ``gradient`` reads `train`);
-    each direction's random controls are matched to its own set by layer and count."""
+    each direction's random controls are matched to its own set by layer and count, drawn
+    outside the whole circuit."""
     NeuronSet.from_circuit(circuit).validate(lm.dims)  # a bad circuit fails before any run
     main, other, neutral, beh = _sets(lm, name, test, others, cfg, is_behaviour=is_behaviour)
     sets, signs = neuron_sets(lm, circuit, train, cfg, is_behaviour=is_behaviour)
+    avoid = NeuronSet.from_circuit(circuit).pairs()
     controls = {
-        label: [ns.random_matched(lm.dims, seed=cfg.seed * 1000 + s) for s in range(cfg.random_seeds)]
+        label: [ns.random_matched(lm.dims, seed=cfg.seed * 1000 + s, avoid=avoid)
+                for s in range(cfg.random_seeds)]
         for label, ns in sets.items()
     }  # fmt: skip
 
     def factory(pick: Callable[[str], NeuronSet]) -> Steerer:
-        def steer(m: float) -> AbstractContextManager[None]:
-            ns = pick("amplify" if m > 1 else "suppress")
-            return steer_neurons(lm, ns, m, positions=cfg.positions)
-
-        return steer
+        return lambda m: steer_set(lm, pick("amplify" if m > 1 else "suppress"), m, cfg.positions)
 
     dr = dose_response(
         lm,
