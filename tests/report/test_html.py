@@ -320,7 +320,7 @@ def write_artifacts(root: Path) -> dict[str, Any]:
     spread = {"mean": 1.0, "sd": None, "min": 1.0, "max": 1.0}
     write_json(d / "robustness.json", {
         "model": "toy", "models": {"0": "toy", "1": "toy-seed1"}, "min_accuracy": 0.9,
-        "seeds": [0, 1], "n_verdicts": 2, "n_robust": 1, "verdicts": {
+        "n_verdicts": 2, "n_robust": 1, "verdicts": {
             "accuracy/capitals": {"values": {"0": True, "1": True}, "figures": {"0": 1.0, "1": 1.0},
                                   "majority": True, "agree": 2, "robust": True, "spread": spread},
             "steering/capitals/lrp/amplify": {

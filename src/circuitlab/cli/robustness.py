@@ -39,13 +39,17 @@ def robustness(
             raise ConfigError(f"--seed-model takes SEED=MODEL, got {item!r}")
         models[int(seed)] = name
     per_seed = {s: model_verdicts(data, m, min_accuracy, names or None) for s, m in models.items()}
+    agreed = agreement(per_seed)
+    seeds = agreed.pop("seeds")  # in the file: the keys of `models` (a metric holds no lists)
     summary = {
         "model": model_name or models[min(models)],
         "models": {str(s): m for s, m in sorted(models.items())},
         "min_accuracy": min_accuracy,
-        **agreement(per_seed),
+        **agreed,
     }
-    robustness_matrix(summary, plot, f"{summary['model']}: verdicts over training seeds")
+    robustness_matrix(
+        {**summary, "seeds": seeds}, plot, f"{summary['model']}: verdicts over training seeds"
+    )
     tracking.log_metrics(
         "robustness",
         summary,

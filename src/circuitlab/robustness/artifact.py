@@ -34,7 +34,11 @@ class RobustnessSummary(Metrics):
     model: str
     models: dict[str, str]  # seed → the model trained with it
     min_accuracy: float
-    seeds: list[int]
     n_verdicts: int
     n_robust: int
     verdicts: dict[str, SeedVerdict]
+
+    @property
+    def seeds(self) -> list[str]:
+        """The training seeds, in numeric order (the keys of `models`)."""
+        return sorted(self.models, key=int)
