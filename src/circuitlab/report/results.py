@@ -281,6 +281,11 @@ def compare_table(data: Path, model: str) -> Table:
     return t
 
 
+def _verdict_cell(value: bool | str | None) -> str:
+    """A verdict's value on one seed: yes/no, a method's name, or — (that seed has none)."""
+    return value if isinstance(value, str) else num(value)
+
+
 def robustness_table(data: Path, model: str) -> Table:
     path = data / "metrics" / "robustness" / f"{model}.json"
     if not path.exists():
@@ -298,7 +303,7 @@ def robustness_table(data: Path, model: str) -> Table:
         ["verdict", "agree", *[f"seed {s}" for s in seeds], "figure"],
     )
     for key, v in sorted(summary.verdicts.items(), key=lambda kv: (kv[1].robust, kv[0])):
-        values = [num(v.values.get(s)) if v.values.get(s) is not None else "—" for s in seeds]
+        values = [_verdict_cell(v.values.get(s)) for s in seeds]
         figure = f"{num(v.spread.mean)} ({num(v.spread.sd, 2)})"
         t.add(path, key, f"{v.agree} / {len(seeds)}", *values, figure)
     return t
