@@ -118,7 +118,9 @@ def test_each_stage_has_its_settings_beside_it(index: CodeIndex) -> None:
         annotation = field.annotation
         if name in {"seed", "models"}:
             continue
-        module = annotation.__module__  # type: ignore[union-attr]
+        # an optional section (`robustness: RobustnessConfig | None`): the class it holds
+        args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
+        module = (args[0] if args else annotation).__module__  # type: ignore[union-attr]
         assert module.startswith(PACKAGE) and module.endswith(".settings"), (name, module)
 
 

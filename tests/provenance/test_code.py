@@ -89,6 +89,7 @@ def test_a_constant_or_default_change_is_a_change(package: Path) -> None:
         "caa",
         "caa-steering",
         "compare",
+        "diagnose-amplification",  # the steering evaluation's own runs
         "lrp-faithfulness",
         "steering",
         "steering-summary",
