@@ -202,10 +202,10 @@ def neuron_steering(
     whole circuit or its supporters by `cfg.support`, which for ``gradient`` reads `train`);
     each direction's random controls are matched to its own set by layer and count, drawn
     outside the whole circuit."""
-    NeuronSet.from_circuit(circuit).validate(lm.dims)  # a bad circuit fails before any run
+    whole = NeuronSet.from_circuit(circuit).validate(lm.dims)  # fails before any run
     main, other, neutral, beh = _sets(lm, name, test, others, cfg, is_behaviour=is_behaviour)
     sets, signs = neuron_sets(lm, circuit, train, cfg, is_behaviour=is_behaviour)
-    avoid = NeuronSet.from_circuit(circuit).pairs()
+    avoid = whole.pairs()
     controls = {
         label: [ns.random_matched(lm.dims, seed=cfg.seed * 1000 + s, avoid=avoid)
                 for s in range(cfg.random_seeds)]
@@ -226,9 +226,7 @@ def neuron_steering(
         beh,
         identity=1.0,
     )
-    full = NeuronSet.from_circuit(circuit)
-    if cfg.positions == "all":
-        full = NeuronSet.from_pairs(full.pairs())
+    full = NeuronSet.from_pairs(avoid) if cfg.positions == "all" else whole
     per_layer = {str(ly): len(v) for ly, v in full.per_layer().items()}
     return _report(
         dr,
