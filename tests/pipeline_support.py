@@ -63,7 +63,7 @@ TINY = {
         "reference_tau": 0.1,
         "n_prompts": 4,
         "n_eval_prompts": 4,
-        "eap_sizes": [0.2, 0.5],
+        "eap": {"sizes": [0.2, 0.5]},
     },
 }
 

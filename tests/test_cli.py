@@ -177,7 +177,7 @@ def edge_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-CHEAP_ACDC = '{"tao_bases": [1], "tao_exps": [-2, -1], "n_prompts": 4, "eap_sizes": [0.1, 0.5]}'
+CHEAP_ACDC = '{"tao_bases": [1], "tao_exps": [-2, -1], "n_prompts": 4, "eap": {"sizes": [0.1, 0.5]}}'
 
 
 def acdc_circuit(tmp: Path, model: Path, data: Path, method: str, params: str):  # type: ignore[no-untyped-def]
@@ -221,9 +221,9 @@ def test_acdc_circuit_and_evaluate(tmp_path: Path, edge_inputs: dict[str, Path])
         ("llama", "rows", "acdc", '{"tao_bases": [0]}', "tao_bases must be positive"),
         ("llama", "rows", "acdc", '{"tao_bases": [NaN]}', "tao_bases must be positive"),
         ("llama", "rows", "acdc", '{"tao_exps": [400]}', "positive and finite"),
-        ("llama", "rows", "acdc", '{"window": 0}', "window"),
+        ("llama", "rows", "acdc", '{"acdc": {"window": 0}}', "window"),
         ("llama", "rows", "acdc", '{"tao_bases": [1], "taos": 1}', "taos"),
-        ("llama", "rows", "acdcc", "{}", "--method 'acdcc' is unknown"),
+        ("llama", "rows", "acdcc", "{}", "unknown edge method 'acdcc'"),
         ("llama", "test_only", "eap", "{}", "no rows in the train split"),
         ("llama", "unequal", "eap", "{}", "r2: length_mismatch"),
         ("gemma2", "rows", "eap", "{}", "Gemma"),

@@ -88,11 +88,11 @@ def test_unequal_clean_and_corrupt_lengths_name_the_row(
         ("acdc_approx", {"tao_bases": [-0.5]}, "tao_bases"),
         ("acdc_window", {"tao_bases": [float("nan")]}, "tao_bases"),
         ("acdc", {"tao_exps": [-400]}, "positive and finite"),  # 10^-400 underflows to 0
-        ("acdc_approx", {"approx_window": 0}, "approx_window"),
-        ("acdc_window", {"approx_window": -3}, "approx_window"),
-        ("acdc", {"window": 0}, "window"),
-        ("acdc", {"max_window": 0}, "max_window"),
-        ("head_pruning", {"head_threshold": 0}, "head_threshold"),
+        ("acdc_approx", {"acdc_approx": {"window": 0}}, "window"),
+        ("acdc_window", {"acdc_window": {"window": -3}}, "window"),
+        ("acdc", {"acdc": {"window": 0}}, "window"),
+        ("acdc", {"acdc": {"max_window": 0}}, "max_window"),
+        ("head_pruning", {"head_pruning": {"threshold": 0}}, "threshold"),
         ("acdc", {"reference_tau": 0}, "reference_tau"),
     ],
 )

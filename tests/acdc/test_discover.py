@@ -73,7 +73,7 @@ def test_head_pruning_keeps_edges_not_leaving_pruned_heads(
 ) -> None:
     lm = tiny(LLAMA)
     rows = split_rows()
-    cfg = CHEAP.model_copy(update={"head_threshold": 0.5})
+    cfg = AcdcConfig(**{**CHEAP.model_dump(), "head_pruning": {"threshold": 0.5}})
     art = discover_artifact(lm, rows, cfg, "head_pruning")
     ctx = prepare_rows(patchable(lm), [r for r in rows if r.split == "train"], "resample")
     res = prune_heads(ctx, HeadPruningConfig(threshold=0.5, metric="target_logit"))
@@ -90,7 +90,7 @@ def test_eap_scores_are_absolute_and_circuits_are_top_n(
 ) -> None:
     lm = tiny(LLAMA)
     rows = split_rows()
-    cfg = CHEAP.model_copy(update={"eap_sizes": [0.1, 0.5]})
+    cfg = AcdcConfig(**{**CHEAP.model_dump(), "eap": {"sizes": [0.1, 0.5]}})
     art = discover_artifact(lm, rows, cfg, "eap")
     ctx = prepare_rows(patchable(lm), [r for r in rows if r.split == "train"], "resample")
     ref = edge_attribution(ctx, EAPConfig())
@@ -129,7 +129,7 @@ def test_sample_rows_is_seeded_and_capped() -> None:
 
 def test_bad_inputs(tiny: Callable[[str], LoadedModel]) -> None:
     lm = tiny(LLAMA)
-    with pytest.raises(ConfigError, match="unknown ACDC method 'acdcx'"):
+    with pytest.raises(ConfigError, match="unknown edge method 'acdcx'"):
         discover(lm, split_rows(), CHEAP, "acdcx")
     test_only = [r for r in split_rows() if r.split == "test"]
     with pytest.raises(DatasetError, match="no train rows"):
@@ -153,12 +153,13 @@ def test_refused_architecture(tiny: Callable[[str], LoadedModel]) -> None:
         ({"tao_bases": [-1.0]}, "tao_bases"),
         ({"tao_bases": [float("nan")]}, "tao_bases"),
         ({"tao_exps": [400]}, "finite"),
-        ({"window": 0}, "window"),
-        ({"approx_window": 0}, "approx_window"),
+        ({"acdc": {"window": 0}}, "window"),
+        ({"acdc_approx": {"window": 0}}, "window"),
+        ({"eap_sizes": [0.1]}, "acdc.eap_sizes is now acdc.eap.sizes"),
         ({"methods": ["acdc", "nope"]}, "methods"),
         ({"methods": []}, "methods"),
         ({"random_seeds": 2}, "random_seeds"),
-        ({"eap_sizes": [0.0]}, "eap_sizes"),
+        ({"eap": {"sizes": [0.0]}}, "sizes"),
         ({"ablation": "noise"}, "ablation"),
     ],
 )
@@ -173,7 +174,8 @@ def test_each_method_reads_only_its_declared_keys(
 ) -> None:
     """A discovery job's params are `Config.acdc.discovery_params(method)`: a key the method
     reads but does not declare would change results without rerunning the job."""
-    from circuitlab.acdc.settings import ACDC_DISCOVERY_KEYS, ACDC_METHOD_KEYS
+    from circuitlab.acdc.registry import get_method
+    from circuitlab.acdc.settings import ACDC_DISCOVERY_KEYS
 
     seen: set[str] = set()
 
@@ -186,7 +188,7 @@ def test_each_method_reads_only_its_declared_keys(
     cfg = Recording(**CHEAP.model_dump())
     seen.clear()  # what the validators read while building it is not discovery's
     art = discover_artifact(tiny(LLAMA), split_rows(), cfg, method)
-    declared = {*ACDC_DISCOVERY_KEYS, *ACDC_METHOD_KEYS[method]}
+    declared = {*ACDC_DISCOVERY_KEYS, *get_method(method).shared, method}
     assert seen <= declared, f"{method} reads undeclared keys {seen - declared}"
     assert seen, "the recording saw nothing: the check would pass vacuously"
     assert set(art.params) == declared  # the artifact records exactly what the job read

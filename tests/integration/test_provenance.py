@@ -107,7 +107,7 @@ def test_plan_names_the_changed_module_and_config_key(pipeline: Path, tmp_path: 
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "code changed: acdc.eap" in out
-    assert "config acdc.eap_sizes: [0.2, 0.5] → [0.2, 0.6]" in out
+    assert "config acdc.eap.sizes: [0.2, 0.5] → [0.2, 0.6]" in out
     assert "rebuilt upstream" in out  # acdc_evaluate follows the eap circuits
 
 

@@ -106,8 +106,8 @@ def test_an_lrp_attribution_parameter_reruns_attributions_and_faithfulness(pipel
     ("key", "value", "expected"),
     [
         # a method's own key: that method's discovery jobs (one per task) and the evaluation
-        ("eap_sizes", [0.3], {("acdc_circuit", "eap")}),
-        ("head_threshold", 0.2, {("acdc_circuit", "head_pruning")}),
+        ("eap", {"sizes": [0.3]}, {("acdc_circuit", "eap")}),
+        ("head_pruning", {"threshold": 0.2}, {("acdc_circuit", "head_pruning")}),
         # evaluation-only keys: no discovery job
         ("n_eval_prompts", 3, {("acdc_evaluate", None)}),
         # which τ's circuit is compared and drawn: the evaluation's choice, not discovery's

@@ -129,7 +129,7 @@ def test_hooked_patching_equals_the_native_patch_layer(llama_pair: Any, ablation
 @pytest.mark.parametrize("method", ["acdc", "acdc_window", "acdc_approx", "eap", "head_pruning"])
 def test_every_edge_method_finds_the_native_circuits(llama_pair: Any, method: str) -> None:
     native, tl = llama_pair
-    cfg = AcdcConfig(tao_bases=[1.0], tao_exps=[-4, -3], eap_sizes=[0.2, 0.5], n_prompts=6)
+    cfg = AcdcConfig(tao_bases=[1.0], tao_exps=[-4, -3], eap={"sizes": [0.2, 0.5]}, n_prompts=6)
     ours = discover_artifact(native, rows(), cfg, method)
     theirs = discover_artifact(tl, rows(), cfg, method)
     assert [c.kept for c in ours.circuits] == [c.kept for c in theirs.circuits]

@@ -90,6 +90,7 @@ def test_a_constant_or_default_change_is_a_change(package: Path) -> None:
         "caa-steering",
         "compare",
         "diagnose-amplification",  # the steering evaluation's own runs
+        "export-mib",  # circuitlab.acdc.mib: the random baseline's intervals
         "lrp-faithfulness",
         "steering",
         "steering-summary",

@@ -35,9 +35,9 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import model_validator
+from pydantic import StringConstraints, model_validator
 
 from circuitlab.acdc.graph import Node
 from circuitlab.acdc.trace import EdgeTrace
@@ -48,7 +48,9 @@ from circuitlab.types import StrictModel
 
 # the file's format (`CircuitFile`) — 2: no stored reference (chosen at evaluation); 3: per-edge
 # traces, n_prompts_available
-ScoreKind = Literal["prune_tau", "abs_attribution", "head_delta"]
+# what a score means is the method's to say (`circuitlab.acdc.registry`): ``prune_tau`` (τ
+# sweeps), ``abs_attribution`` (attribution methods), ``head_delta`` (head pruning), …
+ScoreKind = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,10 @@ configured ablation), on at most ``n_eval_prompts`` test prompts, and reports:
 * ``random`` — the same for ``random_seeds`` random edge sets of equal size (uniform over all
   edges): mean and 95 % Student-t half-width.
 
+MIB's yardstick (`circuitlab.acdc.mib`, ``mib`` in the report): every method's circuits at
+MIB's percentages of the edges, their faithfulness, CPR and CMD, and the same for random edge
+sets (``random_seeds`` per size) — the comparison of methods at every size rather than one.
+
 Agreement between methods: Jaccard of the reference circuits (ACDC at the τ closest to
 ``reference_tau``; EAP's top-n at the size of ACDC's reference circuit; head pruning's
 circuit); the mean Jaccard over the shared τ of two ACDC variants; and the ROC AUC of each
@@ -33,7 +37,9 @@ from torch import Tensor
 from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit
 from circuitlab.acdc.discover import sample_rows, top_edges
 from circuitlab.acdc.metrics import kl, logit_diff
+from circuitlab.acdc.mib import mib_edge_sets
 from circuitlab.acdc.patch import PatchContext, evaluate_masks, patchable, prepare_rows
+from circuitlab.acdc.registry import get_method, method_names
 from circuitlab.acdc.settings import AcdcConfig
 from circuitlab.errors import ArtifactError, DatasetError
 from circuitlab.models.loading import LoadedModel
@@ -41,7 +47,15 @@ from circuitlab.progress import bar as progress_bar
 from circuitlab.stats import t_interval
 from circuitlab.types import TaskRow
 
-ACDC_FAMILY = ("acdc", "acdc_approx", "acdc_window")
+
+def _kind(method: str) -> str:
+    """The registry's kind of ``method`` (``sweep``, ``ranking``, ``single``)."""
+    return get_method(method).kind
+
+
+def sweep_methods(methods: Sequence[str]) -> list[str]:
+    """The τ-sweep methods among ``methods``, in registry order."""
+    return [m for m in method_names() if m in methods and _kind(m) == "sweep"]
 
 
 def _kl_and_ld(logits: Tensor, ctx: PatchContext) -> Tensor:
@@ -85,13 +99,13 @@ def auc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
 
 
 def _reference_acdc(arts: dict[str, CircuitArtifact]) -> CircuitArtifact | None:
-    return next((arts[m] for m in ACDC_FAMILY if m in arts), None)
+    return next((arts[m] for m in sweep_methods(list(arts))), None)
 
 
 def _reference_circuit(
     art: CircuitArtifact, acdc: CircuitArtifact | None, reference_tau: float
 ) -> EdgeCircuit:
-    if art.method == "eap" and acdc is not None:
+    if _kind(art.method) == "ranking" and acdc is not None:
         n = len(acdc.reference_circuit(reference_tau).kept)
         return EdgeCircuit(f"top={n}", top_edges(art.edges, art.scores, n))
     return art.reference_circuit(reference_tau)
@@ -114,13 +128,14 @@ def evaluate_circuits(
     if not test:
         raise DatasetError("no test rows to evaluate edge circuits on")
     train = [r for r in rows if r.split == "train"]
-    pm = patchable(lm)
+    pm = patchable(lm, kv_edges=cfg.kv_edges)
     edges = pm.graph.edges
     for a in artifacts:
         if a.edges != edges:
             raise ArtifactError(
                 f"the {a.method} circuit has {len(a.edges)} edges, this model's graph "
-                f"{len(edges)}: it was discovered on another model; rerun acdc_circuit"
+                f"{len(edges)} (acdc.kv_edges {cfg.kv_edges!r}): it was discovered on another "
+                "model or graph; rerun acdc_circuit"
             )
     ref_rows = train if cfg.ablation == "mean" and train else None
     ctx = prepare_rows(pm, test, cfg.ablation, reference_rows=ref_rows)
@@ -137,12 +152,16 @@ def evaluate_circuits(
             m = torch.ones(n_edges)
             m[torch.randperm(n_edges, generator=g)[:n]] = 0.0
             masks.append(m)
+    curve_sets = mib_edge_sets(pm.graph, artifacts, cfg)
+    curve_rows = _unique_rows(masks, [(~k).float() for k in curve_sets.keep])
     values = run_masks(ctx, torch.stack(masks), cfg.batch_size).tolist()
     (_, ld_clean), (kl_ablated, ld_ablated) = values[0], values[1]
     denom = ld_clean - ld_ablated
 
     def recovery(ld: float) -> float | None:
         return (ld - ld_ablated) / denom if abs(denom) > 1e-9 else None
+
+    curves = curve_sets.report([recovery(values[i][1]) for i in curve_rows], cfg)
 
     off = 2 + len(circuits)
     random: dict[int, dict[str, Any]] = {}
@@ -188,7 +207,21 @@ def evaluate_circuits(
         "kl_ablated": kl_ablated,
         "methods": methods,
         "agreement": agreement(arts, acdc, cfg.reference_tau),
+        "mib": curves,
     }
+
+
+def _unique_rows(masks: list[Tensor], extra: Sequence[Tensor]) -> list[int]:
+    """Append each of ``extra`` to ``masks`` unless an equal mask is there; the row of each."""
+    seen = {m.numpy().tobytes(): i for i, m in enumerate(masks)}
+    rows = []
+    for m in extra:
+        key = m.numpy().tobytes()
+        if key not in seen:
+            seen[key] = len(masks)
+            masks.append(m)
+        rows.append(seen[key])
+    return rows
 
 
 def agreement(
@@ -203,7 +236,7 @@ def agreement(
         "jaccard_over_taus": {},
         "roc_auc": {},
     }  # fmt: skip
-    for a, b in combinations([m for m in ACDC_FAMILY if m in arts], 2):
+    for a, b in combinations(sweep_methods(list(arts)), 2):
         by_tau = {c.tau: c.kept for c in arts[b].circuits}
         js = [jaccard(c.kept, by_tau[c.tau]) for c in arts[a].circuits if c.tau in by_tau]
         js = [j for j in js if j is not None]

@@ -42,12 +42,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import get_args
+from typing import Protocol, get_args
 
 import torch
 from torch import Tensor
 
 from circuitlab.acdc.attention import (
+    DestInputs,
     append_sources,
     attention,
     block_mask,
@@ -61,7 +62,7 @@ from circuitlab.acdc.batch import (
     encode_pairs,
     make_positional,
 )
-from circuitlab.acdc.graph import Graph, head_source_index
+from circuitlab.acdc.graph import Block, Graph, head_source_index
 from circuitlab.acdc.metrics import MetricFn, get_metric
 from circuitlab.acdc.weights import PatchModel, patchable
 from circuitlab.errors import ConfigError, DatasetError
@@ -69,6 +70,17 @@ from circuitlab.prompts import PromptBatch
 from circuitlab.types import Ablation, TaskRow
 
 ABLATIONS: tuple[str, ...] = get_args(Ablation)
+
+
+class Probe(Protocol):
+    """What a gradient probe (`circuitlab.acdc.gradients`) does inside an unpatched forward:
+    gives each destination of ``block`` its own input (to take its gradient) and may replace
+    the outputs ``[E|1, B, n, S, d]`` of the sources a block writes."""
+
+    def inputs(self, block: Block, resid: Tensor) -> DestInputs: ...
+
+    def output(self, block: Block, out: Tensor) -> Tensor: ...
+
 
 __all__ = [
     "ABLATIONS",
@@ -278,25 +290,37 @@ def _blocks(
     stop: int | None = None,
     *,
     first_heads: Tensor | None = None,
+    probe: Probe | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run blocks ``start..stop-1``. ``src`` ``[E|1, B, n, S, d]`` are the current outputs of
     the sources before block ``start``, ``resid`` ``[E|1, B, S, d]`` their sum plus biases;
-    ``first_heads``: block ``start``'s head outputs, if known. Returns both extended past
-    block ``stop - 1``."""
+    ``first_heads``: block ``start``'s head outputs, if known; ``probe`` (no mask then): every
+    destination reads its own input from it and it may replace a block's outputs
+    (`circuitlab.acdc.gradients`). Returns both extended past block ``stop - 1``."""
     graph = pm.graph
     for layer in range(start, graph.n_layers if stop is None else stop):
         lw = pm.layers[layer]
+        block = graph.attn_block(layer)
         if layer == start and first_heads is not None:
             heads = first_heads
         else:
-            x = dest_inputs(resid, src, ablated, block_mask(flat, graph.attn_block(layer)))
+            x = dest_inputs(resid, src, ablated, block_mask(flat, block))
+            if probe is not None:
+                x = probe.inputs(block, resid)
             heads = attention(lw, x, positional, pm.dims)  # [E, B, H, S, d]
+        if probe is not None:
+            heads = probe.output(block, heads)
         src = append_sources(src, heads)
         resid = resid + heads.sum(2)
         if lw.bo is not None:
             resid = resid + lw.bo
-        x = dest_inputs(resid, src, ablated, block_mask(flat, graph.mlp_block(layer)))
+        block = graph.mlp_block(layer)
+        x = dest_inputs(resid, src, ablated, block_mask(flat, block))
+        if probe is not None:
+            x = probe.inputs(block, resid)
         out = lw.mlp(lw.ln_mlp(x.single()))
+        if probe is not None:
+            out = probe.output(block, out[:, :, None])[:, :, 0]
         src = append_sources(src, out[:, :, None])
         resid = resid + out
     return src, resid
@@ -310,6 +334,7 @@ def _unembed(
     src: Tensor,
     resid: Tensor,
     all_positions: bool,
+    probe: Probe | None = None,
 ) -> Tensor:
     m = block_mask(flat, pm.graph.end_block)
     if not all_positions:  # only the answer position: select it before mixing
@@ -321,6 +346,8 @@ def _unembed(
             full = ablated.expand(b, -1, s, -1)
             ablated = full.transpose(1, 2)[rows, last][:, :, None]  # [B, n, 1, d]
     x = dest_inputs(resid, src, ablated, m).single()  # [E, B, S | 1, d]
+    if probe is not None:
+        x = probe.inputs(pm.graph.end_block, resid).single()
     if not all_positions:
         x = x[:, :, 0]
     return pm.unembed(pm.final_norm(x))

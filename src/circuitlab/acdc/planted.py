@@ -308,7 +308,7 @@ def score_artifact(
         "n_forward": art.n_forward,
         "seconds": art.seconds,
     }
-    if art.method == "head_pruning":
+    if art.score_kind == "head_delta":
         entry["head_auc"] = head_auc(_head_deltas(art), spec)
         entry["kept_heads"] = art.details.get("kept_heads", "")
     return entry

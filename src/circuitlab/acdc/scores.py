@@ -74,6 +74,46 @@ class Agreement(StrictModel):
         return self.jaccard.get(f"{a}_vs_{b}", self.jaccard.get(f"{b}_vs_{a}"))
 
 
+class MibMethodCurve(StrictModel):
+    """One method on MIB's yardstick (`circuitlab.acdc.mib`): CPR from the signed ranking's
+    faithfulness curve, CMD from the |score| ranking's, both curves and the pruned sizes."""
+
+    cpr: float | None
+    cmd: float | None
+    faithfulness_signed: dict[str, float | None]  # "00" … "09": MIB's sizes, in `sizes` order
+    faithfulness_abs: dict[str, float | None]
+    n_kept_signed: dict[str, int]  # edges kept after pruning
+    n_kept_abs: dict[str, int]
+
+
+class MibRandom(StrictModel):
+    """Random edge sets at MIB's sizes: mean and 95 % t half-width over the seeds."""
+
+    cpr_mean: float | None
+    cpr_ci: float | None
+    cmd_mean: float | None
+    cmd_ci: float | None
+    faithfulness_mean: dict[str, float | None]
+    faithfulness_ci: dict[str, float | None]
+
+
+class MibSize(StrictModel):
+    percent: float  # of the graph's edges
+    n_requested: int  # int(p · E), before pruning
+
+
+class MibCurves(StrictModel):
+    sizes: dict[str, MibSize]  # "00" … "09"
+    methods: dict[str, MibMethodCurve]
+    random: MibRandom
+
+    def by_cpr(self) -> list[str]:
+        """The methods, best CPR first (without one last)."""
+        cpr = {m: c.cpr for m, c in self.methods.items()}
+        known = sorted((m for m, v in cpr.items() if v is not None), key=lambda m: -(cpr[m] or 0))
+        return [*known, *(m for m, v in cpr.items() if v is None)]
+
+
 class EdgeEvaluation(Metrics):
     """``data/metrics/acdc_evaluate/{model}/{task}.json``: every method's circuits on the test
     prompts (KL and logit-difference recovery against random edge sets) and their agreement."""
@@ -90,3 +130,4 @@ class EdgeEvaluation(Metrics):
     kl_ablated: float | None
     methods: dict[str, MethodScores]
     agreement: Agreement
+    mib: MibCurves | None = None  # absent in files written before MIB's yardstick

@@ -4,37 +4,22 @@ methods it offers, the module each runs and the keys each job reads. No torch he
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
+from circuitlab.acdc.registry import default_methods, edge_methods, get_method
 from circuitlab.types import Ablation, StrictModel
 
-AcdcMethod = Literal["acdc", "acdc_approx", "acdc_window", "head_pruning", "eap"]
-ACDC_METHODS: tuple[str, ...] = ("acdc", "acdc_approx", "acdc_window", "head_pruning", "eap")
-# The module each method runs. `circuitlab.acdc.discover` imports it by this name when the
-# method runs, so an `acdc_circuit` job's code fingerprint holds its own method's module only
-# (a change to `acdc/fast.py` reruns the `acdc` jobs, not `eap`'s).
-ACDC_METHOD_MODULES: dict[str, str] = {
-    "acdc": "circuitlab.acdc.fast",
-    "acdc_approx": "circuitlab.acdc.approx",
-    "acdc_window": "circuitlab.acdc.approx",
-    "head_pruning": "circuitlab.acdc.heads",
-    "eap": "circuitlab.acdc.eap",
-}
-# The `acdc` keys each method's discovery job reads, and the keys the evaluation reads: a job's
-# params are exactly these, so changing `batch_size` or `n_eval_prompts` reruns no discovery,
-# and changing `eap_sizes` reruns only the `eap` jobs. (`methods` is read by the Snakefile.)
-# `tests/acdc/test_discover.py` checks each method reads nothing else.
-ACDC_DISCOVERY_KEYS: tuple[str, ...] = ("ablation", "n_prompts", "seed")
-_TAU_KEYS = ("faithfulness", "tao_bases", "tao_exps", "edge_order")
-ACDC_METHOD_KEYS: dict[str, tuple[str, ...]] = {
-    "acdc": (*_TAU_KEYS, "window", "max_window", "trace"),
-    "acdc_approx": (*_TAU_KEYS, "approx_window", "approx_variant", "approx_risk"),
-    "acdc_window": (*_TAU_KEYS, "approx_window"),
-    "head_pruning": ("head_threshold", "head_metric"),
-    "eap": ("eap_metric", "eap_ig_steps", "eap_sizes"),
-}
+_REGISTRY = edge_methods()
+ACDC_METHODS: tuple[str, ...] = tuple(_REGISTRY)
+AcdcMethod = Literal[ACDC_METHODS]  # type: ignore[valid-type]
+# The section-level `acdc` keys every discovery job reads (a method adds its own sub-config
+# and its `shared` keys, `circuitlab.acdc.registry`), and the keys the evaluation reads: a
+# job's params are exactly these, so changing `batch_size` or `n_eval_prompts` reruns no
+# discovery, and changing `acdc.eap.sizes` reruns only the `eap` jobs. (`methods` is read by
+# the Snakefile.) `tests/acdc/test_discover.py` checks each method reads nothing else.
+ACDC_DISCOVERY_KEYS: tuple[str, ...] = ("ablation", "n_prompts", "seed", "kv_edges")
 ACDC_EVALUATION_KEYS: tuple[str, ...] = (
     "reference_tau",
     "ablation",
@@ -42,18 +27,34 @@ ACDC_EVALUATION_KEYS: tuple[str, ...] = (
     "random_seeds",
     "batch_size",
     "seed",
+    "kv_edges",
 )
+# keys of the flat `acdc` section before each method had its own sub-config → where they went
+_MOVED = {
+    "window": "acdc.acdc.window",
+    "max_window": "acdc.acdc.max_window",
+    "trace": "acdc.acdc.trace",
+    "approx_window": "acdc.acdc_approx.window and acdc.acdc_window.window",
+    "approx_variant": "acdc.acdc_approx.variant",
+    "approx_risk": "acdc.acdc_approx.risk",
+    "head_threshold": "acdc.head_pruning.threshold",
+    "head_metric": "acdc.head_pruning.metric",
+    "eap_metric": "acdc.eap.metric",
+    "eap_ig_steps": "acdc.eap_ig_masks.steps (circuitlab's mask-path EAP-IG; MIB's are "
+    "eap_ig_inputs and eap_ig_activations)",
+    "eap_sizes": "acdc.eap.sizes (each ranking method has its own sizes)",
+}
 
 
-class AcdcConfig(StrictModel):
-    """Edge-level circuits (ACDC family, head pruning, EAP) and their evaluation."""
+class _AcdcSection(StrictModel):
+    """Edge-level circuits and their evaluation: the section-level keys (each method's own
+    sub-config is added from the registry, `AcdcConfig`)."""
 
     methods: list[AcdcMethod] = Field(
-        default_factory=lambda: list(ACDC_METHODS),
+        default_factory=default_methods,
         min_length=1,
-        description="acdc: exact fast ACDC; acdc_approx: group-testing approximation; "
-        "acdc_window: windowed approximation; head_pruning: greedy head-level pruning; "
-        "eap: edge attribution patching",
+        description="the edge methods to run (`circuitlab acdc-methods` lists them; default: "
+        "every method not marked opt-in)",
     )
     ablation: Ablation = Field(
         default="resample", description="what a patched edge carries (corrupt run, mean, zeros)"
@@ -76,58 +77,20 @@ class AcdcConfig(StrictModel):
         "sources latest first: the peer's canonical order). ACDC is greedy, so the order can "
         "change circuits",
     )
-    trace: bool = Field(
-        default=True,
-        description="acdc: keep the per-edge trace (faithfulness, Δ, decision, near-τ flag of "
-        "every check) in the circuit artifact",
-    )
     reference_tau: float = Field(
         default=0.01,
         gt=0,
         description="the τ of the sweep closest to this gives the circuit drawn (DOT) and "
         "compared between methods (chosen by the evaluation: discovery does not read it)",
     )
-    window: int | None = Field(
-        default=None,
-        ge=1,
-        description="exact fast ACDC: fixed speculation window (null: adaptive on a GPU, 1 on "
-        "a CPU, where batched candidates cost more than single checks)",
-    )
-    max_window: int = Field(default=16, ge=1, description="exact fast ACDC: largest window")
-    approx_window: int = Field(
-        default=16, ge=1, description="acdc_approx / acdc_window: edges tested per forward"
-    )
-    approx_variant: Literal["group", "guided"] = Field(
-        default="guided",
-        description="acdc_approx: plain group testing (fixed groups of approx_window, bisected "
-        "on failure) or gradient-guided (groups drawn by an EAP-IG estimate of each edge's "
-        "effect: an edge estimated at ≥ approx_risk·τ is checked alone, others grouped while "
-        "their summed estimate stays below it, at most approx_window per group)",
-    )
-    approx_risk: float = Field(
-        default=0.5,
-        gt=0,
-        allow_inf_nan=False,
-        description="acdc_approx guided: a group's summed estimated effect stays below "
-        "approx_risk·τ",
+    kv_edges: Literal["kv_head", "query_head"] = Field(
+        default="kv_head",
+        description="under grouped-query attention, the graph's K/V inputs: per KV head (the "
+        "model's structure) or per query head (MIB's EAP-IG graph: circuits comparable with "
+        "MIB's, more edges); the same graph without GQA",
     )
     n_prompts: int = Field(default=16, ge=1, description="train prompts used for discovery (cap)")
     n_eval_prompts: int = Field(default=32, ge=1, description="test prompts for evaluation (cap)")
-    head_threshold: float = Field(
-        default=0.1, gt=0, allow_inf_nan=False, description="head pruning: |Δmetric| threshold"
-    )
-    head_metric: Literal["target_logit", "logit_diff", "kl"] = Field(
-        default="target_logit", description="head pruning metric (seed: target_logit)"
-    )
-    eap_metric: Literal["logit_diff", "target_logit"] = Field(
-        default="logit_diff", description="the metric EAP differentiates"
-    )
-    eap_ig_steps: int = Field(default=1, ge=1, description="EAP integrated-gradient steps (1: EAP)")
-    eap_sizes: list[float] = Field(
-        default_factory=lambda: [0.01, 0.02, 0.05, 0.1, 0.2, 0.5],
-        min_length=1,
-        description="EAP circuits: the top fraction of edges by |score|",
-    )
     random_seeds: int = Field(default=5, ge=5, description="random equal-size edge sets per size")
     batch_size: int = Field(default=16, ge=1, description="edge sets per evaluation forward")
     seed: int = Field(default=0, description="prompt sampling and random controls")
@@ -140,16 +103,17 @@ class AcdcConfig(StrictModel):
             raise ValueError(f"tao_bases must be positive and finite, got {bad}")
         return v
 
-    @field_validator("eap_sizes")
+    @model_validator(mode="before")
     @classmethod
-    def _sizes(cls, v: list[float]) -> list[float]:
-        bad = [s for s in v if not (math.isfinite(s) and 0 < s <= 1)]
-        if bad:
-            raise ValueError(f"eap_sizes are fractions of all edges in (0, 1], got {bad}")
-        return v
+    def _moved_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            moved = [f"acdc.{k} is now {_MOVED[k]}" for k in data if k in _MOVED]
+            if moved:
+                raise ValueError("; ".join(moved))
+        return data
 
     @model_validator(mode="after")
-    def _taus(self) -> AcdcConfig:
+    def _taus(self) -> _AcdcSection:
         bad = [t for t in self.taus() if not (math.isfinite(t) and t > 0)]
         if bad:
             raise ValueError(f"τ = base · 10^exp must be positive and finite, got {bad[:5]}")
@@ -157,9 +121,15 @@ class AcdcConfig(StrictModel):
             raise ValueError(f"methods has duplicates: {self.methods}")
         return self
 
+    def method_settings(self, method: str) -> StrictModel:
+        """``acdc.<method>``: the method's own sub-config (`circuitlab.acdc.registry`)."""
+        get_method(method)  # ConfigError for an unknown name
+        return getattr(self, method)  # type: ignore[no-any-return]
+
     def discovery_params(self, method: str) -> dict[str, Any]:
-        """What a discovery job of ``method`` reads (`ACDC_METHOD_KEYS`), as JSON values."""
-        keys = {*ACDC_DISCOVERY_KEYS, *ACDC_METHOD_KEYS[method]}
+        """What a discovery job of ``method`` reads — `ACDC_DISCOVERY_KEYS`, the method's
+        `shared` keys and its own sub-config — as JSON values."""
+        keys = {*ACDC_DISCOVERY_KEYS, *get_method(method).shared, method}
         return self.model_dump(mode="json", include=keys)
 
     def evaluation_params(self) -> dict[str, Any]:
@@ -176,3 +146,18 @@ class AcdcConfig(StrictModel):
                 except OverflowError:
                     out.append(math.inf)
         return out
+
+
+AcdcConfig = create_model(  # the section with one sub-config per registered method
+    "AcdcConfig",
+    __base__=_AcdcSection,
+    __module__=__name__,
+    __doc__="Edge-level circuits (every registered method, `circuitlab.acdc.registry`) and "
+    "their evaluation: the section-level keys and ``acdc.<method>``, each method's own keys.",
+    **{
+        name: (m.settings, Field(default_factory=m.settings, description=m.summary))
+        for name, m in _REGISTRY.items()
+    },
+)
+if TYPE_CHECKING:  # for type checkers, the section's own keys
+    AcdcConfig = _AcdcSection  # type: ignore[misc]

@@ -4,14 +4,14 @@ cannot reproduce exactly. Never mutates the model."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from circuitlab.acdc.graph import Graph, build_graph
-from circuitlab.errors import ModelError
+from circuitlab.errors import ConfigError, ModelError
 from circuitlab.models.adapters import ModelDims
 from circuitlab.models.loading import LoadedModel
 
@@ -48,10 +48,14 @@ class PatchModel:
     rotary: nn.Module | None = field(repr=False)
     final_norm: nn.Module = field(repr=False)
     unembed: nn.Module = field(repr=False)
+    #: the sizes the patch layer computes with: the model's, except ``n_kv_heads = n_heads``
+    #: on a per-query-head graph (`patchable`'s ``kv_edges``)
+    dims: ModelDims = field(default=None, repr=False)  # type: ignore[assignment]
+    kv_edges: str = "kv_head"
 
-    @property
-    def dims(self) -> ModelDims:
-        return self.loaded.dims
+    def __post_init__(self) -> None:
+        if self.dims is None:
+            object.__setattr__(self, "dims", self.loaded.dims)
 
     @property
     def device(self) -> torch.device:
@@ -62,20 +66,40 @@ class PatchModel:
         return self.layers[0].wq.dtype
 
 
-def patchable(loaded: LoadedModel) -> PatchModel:
+KV_EDGES: tuple[str, ...] = ("kv_head", "query_head")
+
+
+def patchable(loaded: LoadedModel, *, kv_edges: str = "kv_head") -> PatchModel:
     """The patch layer over a loaded model. Raises ModelError for an architecture whose
     forward pass it cannot reproduce exactly (norms on attention/MLP outputs, per-head q/k
     norms, soft-capping, unknown attention layer types), naming the feature. A model loaded
     with the transformer_lens backend gets the same interface on its bridge's hooks
-    (`circuitlab.acdc.hooked`)."""
+    (`circuitlab.acdc.hooked`).
+
+    ``kv_edges``: under grouped-query attention, whether the graph's K and V inputs are per
+    KV head (``kv_head``, the model's real structure: one input feeds every query head of its
+    group) or per query head (``query_head``: each query head reads its own copy of its
+    group's K/V projection, as MIB's EAP-IG graph on TransformerLens with
+    ``ungroup_grouped_query_attention``; the same function, more edges). Without GQA both are
+    the same graph."""
+    if kv_edges not in KV_EDGES:
+        raise ConfigError(f"kv_edges {kv_edges!r} is unknown; choose one of {KV_EDGES}")
     if loaded.adapter is None:  # the transformer_lens backend: patching on the bridge's hooks
         from circuitlab.acdc.hooked import hooked
 
+        if kv_edges != "kv_head" and loaded.dims.n_kv_heads != loaded.dims.n_heads:
+            raise ConfigError(
+                "kv_edges 'query_head' is implemented by the native patch layer only; load "
+                "the model with the native backend"
+            )
         return hooked(loaded)  # type: ignore[return-value]
     model, adapter = loaded.model, loaded.adapter
     _check_supported(loaded)
     dims = loaded.dims
     layers = tuple(_layer_weights(loaded, layer) for layer in range(dims.n_layers))
+    if kv_edges == "query_head" and dims.n_kv_heads != dims.n_heads:
+        layers = tuple(_per_query_head(lw, dims.n_heads // dims.n_kv_heads) for lw in layers)
+        dims = replace(dims, n_kv_heads=dims.n_heads)
     rotary = None
     if adapter.pos_embed is None:
         rotary = getattr(getattr(model, "base_model", model), "rotary_emb", None)
@@ -87,6 +111,8 @@ def patchable(loaded: LoadedModel) -> PatchModel:
     return PatchModel(
         loaded=loaded,
         graph=build_graph(dims),
+        dims=dims,
+        kv_edges=kv_edges,
         layers=layers,
         embed=adapter.root(model, "embed"),
         pos_embed=adapter.root(model, "pos_embed") if adapter.pos_embed else None,
@@ -94,6 +120,16 @@ def patchable(loaded: LoadedModel) -> PatchModel:
         final_norm=adapter.root(model, "final_norm"),
         unembed=adapter.root(model, "unembed"),
     )
+
+
+def _per_query_head(lw: LayerWeights, rep: int) -> LayerWeights:
+    """A block's weights with each KV head's K/V projection repeated for the ``rep`` query
+    heads it serves (HF's ``repeat_kv`` pairing: query head h reads KV head h // rep)."""
+
+    def each(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.repeat_interleave(rep, dim=0)
+
+    return replace(lw, wk=each(lw.wk), bk=each(lw.bk), wv=each(lw.wv), bv=each(lw.bv))
 
 
 def _check_supported(loaded: LoadedModel) -> None:

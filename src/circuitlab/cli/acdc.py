@@ -25,7 +25,7 @@ from circuitlab.errors import ConfigError
 
 @app.command("acdc-circuit")
 def acdc_circuit(
-    method: str = typer.Option(..., help="acdc | acdc_approx | acdc_window | head_pruning | eap"),
+    method: str = typer.Option(..., help="an edge method (`circuitlab acdc-methods` lists them)"),
     model: Path = model_option(),
     data: Path = typer.Option(
         ...,
@@ -46,13 +46,13 @@ def acdc_circuit(
     from circuitlab import tracking
     from circuitlab.acdc.artifact import CircuitArtifact, save_circuit
     from circuitlab.acdc.discover import discover
+    from circuitlab.acdc.registry import get_method
     from circuitlab.acdc.scores import DiscoveryMetrics
-    from circuitlab.acdc.settings import ACDC_METHODS, AcdcConfig
+    from circuitlab.acdc.settings import AcdcConfig
     from circuitlab.tasks.io import load_rows
 
     cfg = parse_params(AcdcConfig, params)
-    if method not in ACDC_METHODS:
-        raise ConfigError(f"--method {method!r} is unknown; choose one of {list(ACDC_METHODS)}")
+    get_method(method)  # ConfigError naming the known methods
     rows = load_rows(data, rule="check_dataset", split="train")
     lm = load_stage_model(model)
     name, task = job_names(data, model_name, task)
@@ -129,3 +129,59 @@ def acdc_evaluate(
         run_name=f"acdc_evaluate/{name}/{task}",
         schema=EdgeEvaluation,
     )
+
+
+@app.command("acdc-methods")
+def acdc_methods(
+    as_json: bool = typer.Option(False, "--json", help="JSON: name, kind, settings with defaults"),
+) -> None:
+    """The edge methods (`circuitlab.acdc.registry`): what each does, its own settings
+    (``acdc.<method>.*``) and section keys, its score, its cost, whether it runs by default."""
+    import json
+
+    from circuitlab.acdc.registry import edge_methods, methods_table
+
+    if not as_json:
+        typer.echo(methods_table())
+        return
+    out = {
+        name: {
+            "kind": m.kind,
+            "default": m.default,
+            "summary": m.summary,
+            "score": m.score,
+            "cost": m.cost,
+            "settings": m.settings().model_dump(mode="json"),
+            "shared": list(m.shared),
+        }
+        for name, m in edge_methods().items()
+    }
+    typer.echo(json.dumps(out, indent=1, ensure_ascii=False))
+
+
+@app.command("export-mib")
+def export_mib(
+    circuit: Path = typer.Option(
+        ..., exists=True, dir_okay=False, help="data/circuits/…/{method}.json"
+    ),
+    model: Path = typer.Option(
+        ..., exists=True, file_okay=False, help="the model directory (d_model from its config.json)"
+    ),
+    out: Path = typer.Option(..., callback=output_path, help="MIB circuit JSON to write"),
+    reference_tau: float = typer.Option(0.01, help="which τ's circuit is marked in_graph (sweeps)"),
+) -> None:
+    """Write an edge circuit as MIB's circuit-submission JSON (importance scores, EAP-IG's
+    `Graph.to_json` layout), for MIB's `run_evaluation.py --circuit-files` or its leaderboard.
+    MIB's graph has K/V inputs per query head: discover grouped-query models with
+    `acdc.kv_edges: query_head`."""
+    from circuitlab.acdc.artifact import load_circuit
+    from circuitlab.acdc.mib import to_mib_json
+    from circuitlab.io import read_json, write_json
+
+    cfg = read_json(model / "config.json")
+    d_model = cfg.get("hidden_size", cfg.get("n_embd"))
+    if not isinstance(d_model, int):
+        raise ConfigError(f"{model}/config.json has no hidden_size or n_embd")
+    art = load_circuit(circuit)
+    write_json(out, to_mib_json(art, d_model=d_model, reference_tau=reference_tau))
+    typer.echo(f"wrote {out} ({len(art.edges)} edges, {art.method})")

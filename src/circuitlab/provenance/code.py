@@ -383,10 +383,11 @@ class CodeIndex:
 
 def plugins_for(command: str, method: str | None = None) -> list[str]:
     """The modules a job of ``command`` imports by name at run time: an ``acdc-circuit`` job's
-    ACDC method module. The Snakefile (from the ``method`` wildcard) and the CLI (from
+    method file (`circuitlab.acdc.registry`). The Snakefile (from the ``method`` wildcard) and the CLI (from
     ``--method``) both ask here."""
     if command == "acdc-circuit" and method is not None:
-        from circuitlab.acdc.settings import ACDC_METHOD_MODULES
+        from circuitlab.acdc.registry import edge_methods
 
-        return [ACDC_METHOD_MODULES[method]] if method in ACDC_METHOD_MODULES else []
+        entry = edge_methods().get(method)
+        return [entry.module] if entry is not None else []
     return []

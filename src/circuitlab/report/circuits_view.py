@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from circuitlab.report.format import bracket_range, fmt, pct, plus_minus
+from circuitlab.report.format import beats_random, bracket_range, fmt, pct, plus_minus
 from circuitlab.report.inline import circuit_graph_svg, data_uri, dot_svg, loss_curve_png, svg_uri
 
 if TYPE_CHECKING:
@@ -174,6 +174,37 @@ def _near_tau_checks(art: CircuitArtifact, circuit: EdgeCircuit) -> list[dict[st
     ]
 
 
+def mib_rows(ev: EdgeEvaluation) -> list[dict[str, Any]]:
+    """Every method on MIB's yardstick, best CPR first, then the random baseline: CPR and CMD
+    and whether each beats random (CPR above, CMD below the random interval)."""
+    mib = ev.mib
+    if mib is None:
+        return []
+    rand = mib.random
+    rows = []
+    for method in mib.by_cpr():
+        c = mib.methods[method]
+        rows.append(
+            {
+                "method": method,
+                "cpr": fmt(c.cpr),
+                "cmd": fmt(c.cmd),
+                "cpr_beats": beats_random(c.cpr, rand.cpr_mean, rand.cpr_ci, higher=True),
+                "cmd_beats": beats_random(c.cmd, rand.cmd_mean, rand.cmd_ci, higher=False),
+            }
+        )
+    rows.append(
+        {
+            "method": "random edges (mean ± 95 %)",
+            "cpr": plus_minus(rand.cpr_mean, rand.cpr_ci),
+            "cmd": plus_minus(rand.cmd_mean, rand.cmd_ci),
+            "cpr_beats": None,
+            "cmd_beats": None,
+        }
+    )
+    return rows
+
+
 def acdc_view(task: str, acdc: Mapping[str, Any]) -> dict[str, Any]:
     ev: EdgeEvaluation = acdc["evaluation"]
     arts = acdc["circuits"]
@@ -230,6 +261,7 @@ def acdc_view(task: str, acdc: Mapping[str, Any]) -> dict[str, Any]:
         matrix.append({"method": a, "cells": row})
     return {
         "task": task,
+        "mib": mib_rows(ev),
         "numbers": [
             ("graph edges", fmt(ev.n_edges)),
             ("evaluation prompts (test)", fmt(ev.n_prompts)),

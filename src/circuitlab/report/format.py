@@ -62,3 +62,13 @@ def interval_cell(
         return "—"
     mean, lo, hi = (number(v, digits) for v in (cell.mean, cell.lo, cell.hi))
     return f"{mean} [{lo}, {hi}]"
+
+
+def beats_random(
+    value: float | None, mean: float | None, ci: float | None, *, higher: bool
+) -> bool | None:
+    """Whether ``value`` lies beyond the random interval (above it when ``higher``)."""
+    if value is None or mean is None:
+        return None
+    half = ci if ci is not None and ci == ci else 0.0
+    return value > mean + half if higher else value < mean - half

@@ -89,8 +89,11 @@ def neurons_per_layer(counts: Mapping[int | str, int], path: str | Path, title: 
 
 def acdc_faithfulness(report: Mapping[str, Any], path: str | Path, title: str) -> None:
     """Edge circuits: logit-difference recovery and KL to clean against circuit size, one line
-    per method, with the random equal-size control (mean ± 95 % interval) as a grey band."""
-    fig, axes = subplots(1, 2, figsize=(10, 3.8), squeeze=False)
+    per method, with the random equal-size control (mean ± 95 % interval) as a grey band; below
+    (when the report has MIB's curves), faithfulness against the share of edges for the signed
+    ranking (CPR: area under it) and the |score| ranking (CMD: area between it and 1)."""
+    mib = report.get("mib")
+    fig, axes = subplots(2 if mib else 1, 2, figsize=(10, 7.8 if mib else 3.8), squeeze=False)
     randoms: dict[int, Mapping[str, Any]] = {}
     for method, res in report["methods"].items():
         rows = sorted(res["circuits"].values(), key=lambda r: r["n_edges"])
@@ -117,8 +120,41 @@ def acdc_faithfulness(report: Mapping[str, Any], path: str | Path, title: str) -
     axes[0][0].set_ylabel("logit-difference recovery")
     axes[0][0].axhline(1.0, color="tab:red", lw=0.8, ls=":")
     axes[0][1].set_ylabel("KL(clean ‖ circuit)")
+    if mib:
+        _mib_curves(axes[1], mib)
     fig.suptitle(title)
     _save(fig, path)
+
+
+def _mib_curves(axes: Any, mib: Mapping[str, Any]) -> None:
+    """MIB's faithfulness curves on two panels (signed → CPR, |score| → CMD), random band."""
+    keys = sorted(mib["sizes"])
+    pct = [mib["sizes"][k]["percent"] for k in keys]
+    rand = mib["random"]
+    panels = (("signed", "cpr", "CPR"), ("abs", "cmd", "CMD"))
+    for ax, (kind, key, name) in zip(axes, panels, strict=True):
+        for method, res in mib["methods"].items():
+            curve = res[f"faithfulness_{kind}"]
+            y = [curve[k] if curve[k] is not None else float("nan") for k in keys]
+            area = res[key]
+            label = f"{method} ({name} {area:.3f})" if area is not None else method
+            ax.plot(pct, y, "o-", ms=3, lw=1.1, label=label)
+        mean = [rand["faithfulness_mean"][k] for k in keys]
+        ci = [rand["faithfulness_ci"][k] for k in keys]
+        if all(v is not None for v in mean):
+            half = [c if c is not None and c == c else 0.0 for c in ci]
+            area = rand[f"{key}_mean"]
+            ax.plot(pct, mean, "--", color="grey", label=f"random ({name} {area:.3f})")
+            ax.fill_between(
+                pct, [m - h for m, h in zip(mean, half, strict=True)],
+                [m + h for m, h in zip(mean, half, strict=True)],
+                color="grey", alpha=0.25, linewidth=0,
+            )  # fmt: skip
+        ax.axhline(1.0, color="tab:red", lw=0.8, ls=":")
+        ax.set_xscale("log")
+        ax.set_xlabel("edges kept (% of the graph, MIB's sizes)")
+        ax.set_ylabel(f"faithfulness ({'signed' if kind == 'signed' else '|score|'} ranking)")
+        ax.legend(fontsize=7)
 
 
 # ------------------------------------------------------------------ CAA vs circuit (compare)

@@ -25,7 +25,7 @@ from circuitlab.errors import ArtifactError
 from circuitlab.io import read_json, require
 from circuitlab.lrp.metrics import FaithfulnessMetrics, LrpCircuitMetrics
 from circuitlab.models.metrics import EvaluationMetrics
-from circuitlab.report.format import interval_cell
+from circuitlab.report.format import beats_random, interval_cell, plus_minus
 from circuitlab.steering.artifact import Interval, SteeringReport
 
 _File = TypeVar("_File", bound=Artifact | Metrics)
@@ -197,10 +197,54 @@ def calibration_table(data: Path, model: str) -> Table:
     return t
 
 
+def mib_table(data: Path, model: str) -> Table:
+    t = Table(
+        "Edge methods on MIB's yardstick (CPR ↑, CMD ↓)",
+        "every edge method's circuits at MIB's sizes (0.1 % … 100 % of the edges, top scores, "
+        "pruned to what connects input and logits), faithfulness on the test split; CPR = area "
+        "under the signed ranking's curve, CMD = area between the |score| ranking's curve and "
+        "1 (`circuitlab.acdc.mib`); best CPR first; random = equal-size random edge sets, 95 % "
+        "t interval over seeds; 'beats' = outside that interval on the better side",
+        ["task", "method", "CPR", "beats random", "CMD", "beats random"],
+    )
+    for path in _files(data / "metrics" / "acdc_evaluate" / model):
+        report = load(EdgeEvaluation, path)
+        mib = report.mib
+        if mib is None:
+            continue
+        rand = mib.random
+        for method in mib.by_cpr():
+            c = mib.methods[method]
+            t.add(
+                path,
+                path.stem,
+                method,
+                num(c.cpr),
+                _yes(beats_random(c.cpr, rand.cpr_mean, rand.cpr_ci, higher=True)),
+                num(c.cmd),
+                _yes(beats_random(c.cmd, rand.cmd_mean, rand.cmd_ci, higher=False)),
+            )
+        t.add(
+            path,
+            path.stem,
+            "random edges",
+            plus_minus(rand.cpr_mean, rand.cpr_ci),
+            "",
+            plus_minus(rand.cmd_mean, rand.cmd_ci),
+            "",
+        )
+    return t
+
+
+def _yes(flag: bool | None) -> str:
+    return "—" if flag is None else ("yes" if flag else "no")
+
+
 def acdc_table(data: Path, model: str) -> Table:
     t = Table(
-        "Edge circuits (ACDC family, EAP, head pruning)",
-        "each method's reference circuit on the test split: edges kept, KL to the clean run, "
+        "Edge circuits at their reference size (ACDC family, EAP, head pruning)",
+        "each method's reference circuit on the test split (the one drawn; the methods are "
+        "compared at every size in the table above): edges kept, KL to the clean run, "
         "recovered logit difference, and the mean recovery of random edge sets of that size",
         ["task", "method", "edges", "KL", "recovery", "random recovery"],
     )
@@ -314,6 +358,7 @@ TABLES = (
     blacklist_table,
     lrp_table,
     calibration_table,
+    mib_table,
     acdc_table,
     steering_table,
     compare_table,
