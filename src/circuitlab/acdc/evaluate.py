@@ -68,9 +68,19 @@ def circuit_mask(graph_edges: Sequence[str], kept: Sequence[str]) -> Tensor:
     return torch.tensor([0.0 if e in keep else 1.0 for e in graph_edges])
 
 
-def run_masks(ctx: PatchContext, masks: Tensor, batch_size: int) -> Tensor:
-    """``[E, 2]`` (KL, logit difference) of E patch masks, ``batch_size`` masks per forward."""
+def eval_batch_size(batch_size: int | None, device: torch.device) -> int:
+    """Edge sets per forward: ``batch_size``, or by default 1 on a CPU and 16 on a GPU (the
+    `AcdcConfig.batch_size` docs give the measurement)."""
+    if batch_size is not None:
+        return batch_size
+    return 16 if device.type == "cuda" else 1
+
+
+def run_masks(ctx: PatchContext, masks: Tensor, batch_size: int | None = None) -> Tensor:
+    """``[E, 2]`` (KL, logit difference) of E patch masks, ``batch_size`` masks per forward
+    (`eval_batch_size`)."""
     pm = ctx.model
+    batch_size = eval_batch_size(batch_size, pm.device)
     out = []
     done = progress_bar(total=len(masks), desc="evaluate edge sets (circuits, random)", unit="set")
     with torch.no_grad():

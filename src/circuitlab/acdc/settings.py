@@ -92,7 +92,13 @@ class _AcdcSection(StrictModel):
     n_prompts: int = Field(default=16, ge=1, description="train prompts used for discovery (cap)")
     n_eval_prompts: int = Field(default=32, ge=1, description="test prompts for evaluation (cap)")
     random_seeds: int = Field(default=5, ge=5, description="random equal-size edge sets per size")
-    batch_size: int = Field(default=16, ge=1, description="edge sets per evaluation forward")
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="edge sets per evaluation forward (null: 1 on a CPU, where a set costs "
+        "more the more share a forward — 41 vs 78 ms per set at 1 vs 16 on the toy model, "
+        "BENCHMARKS.md; 16 on a GPU, which batching fills)",
+    )
     seed: int = Field(default=0, description="prompt sampling and random controls")
 
     @field_validator("tao_bases")

@@ -59,24 +59,34 @@ def ranked(
     n_backward: int,
     metric_values: dict[str, float],
     details: dict[str, Any],
+    score_kind: str = "abs_attribution",
+    signed_is_importance: bool = False,
 ) -> dict[str, Any]:
-    """A ranking method's artifact fields from signed scores: score = |signed|, circuits at
-    ``sizes``, the signed scores (storage order) and their convention in ``details``."""
+    """A ranking method's artifact fields. Attribution scores (circuitlab's sign: ≈ metric
+    change when the edge is patched): score = |signed|, the signed scores (storage order) and
+    their convention kept in ``details``. With ``signed_is_importance`` the values already are
+    importances (higher = more important, e.g. learned masks): score = the value itself.
+    Circuits at ``sizes`` in both cases."""
     from circuitlab.acdc.artifact import EdgeCircuit
 
-    scores = tuple(abs(s) for s in signed)
+    scores = (
+        tuple(float(s) for s in signed) if signed_is_importance else tuple(abs(s) for s in signed)
+    )
     counts = sorted({max(1, round(f * len(edges))) for f in sizes})
     circuits = tuple(
         EdgeCircuit(f"top={n}", top_edges(edges, scores, n), None, None) for n in counts
     )
+    extra = (
+        {"sign": sign} if signed_is_importance else {"sign": sign, "signed_scores": list(signed)}
+    )
     return {
         "scores": scores,
-        "score_kind": "abs_attribution",
+        "score_kind": score_kind,
         "circuits": circuits,
         "n_forward": n_forward,
         "n_backward": n_backward,
         "metric_values": metric_values,
-        "details": {**details, "sign": sign, "signed_scores": list(signed)},
+        "details": {**details, **extra},
     }
 
 
