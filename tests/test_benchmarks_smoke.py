@@ -107,3 +107,16 @@ def test_peer_benchmark_skips_without_the_peer_and_compares_traces(
     assert diff["first_divergence_near_tau"]
     peer[1] = ["b", 0.5, False]
     assert not bench_peer.compare_tau(peer, ours, edges, 0.01)["first_divergence_near_tau"]
+
+
+def test_mib_benchmark_skips_without_the_peer_and_the_toy_case_without_a_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bench_mib = run.bench_mib
+    monkeypatch.setattr(bench_mib, "MIB_VENV", tmp_path / "no-venv")
+    settings = bench_mib.Settings.make(quick=False, repeats=None)
+    results = bench_mib.run(settings, log=lambda _msg: None)
+    assert [r["case"] for r in results] == ["tiny", "planted", "toy/ioi", "toy/induction"]
+    assert all("setup.sh" in r["skipped"] for r in results)
+    monkeypatch.setattr(bench_mib, "DATA", tmp_path / "no-data")
+    assert "make reproduce" in bench_mib._case_inputs("toy/ioi", tmp_path)  # type: ignore[operator]

@@ -1,6 +1,6 @@
 """Run the benchmarks, print a table and write JSON (`make bench`).
 
-    python tests/benchmarks/run.py [--only lrp|acdc|acdc_scaling|numerics|peer|tl|backend] [--quick] [--threads 2] [--out data/benchmarks/bench.json]
+    python tests/benchmarks/run.py [--only lrp|acdc|acdc_scaling|numerics|peer|mib|tl|backend] [--quick] [--threads 2] [--out data/benchmarks/bench.json]
 
 Speed goals are ratios measured within this one run and are reported as PASS/MISS, never
 asserted; the process exits non-zero only when a correctness check (e.g. fast ≡ reference)
@@ -27,6 +27,7 @@ for _path in (HERE, HERE.parent):  # bench_* modules, then tests/ (lrp_reference
 
 import bench_acdc  # noqa: E402
 import bench_lrp  # noqa: E402
+import bench_mib  # noqa: E402
 import bench_numerics  # noqa: E402
 import bench_peer  # noqa: E402
 import bench_tl  # noqa: E402
@@ -53,6 +54,7 @@ BENCHMARKS: dict[str, Callable[[bool, int | None, Callable[[str], None]], list[R
     "backend": lambda quick, repeats, log: bench_tl.run_backend(
         bench_tl.Settings.make(quick, repeats), log
     ),
+    "mib": lambda quick, repeats, log: bench_mib.run(bench_mib.Settings.make(quick, repeats), log),
     "peer": lambda quick, repeats, log: bench_peer.run(
         bench_peer.Settings.make(quick, repeats), log
     ),
