@@ -177,7 +177,9 @@ def edge_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-CHEAP_ACDC = '{"tao_bases": [1], "tao_exps": [-2, -1], "n_prompts": 4, "eap": {"sizes": [0.1, 0.5]}}'
+CHEAP_ACDC = (
+    '{"tao_bases": [1], "tao_exps": [-2, -1], "n_prompts": 4, "eap": {"sizes": [0.1, 0.5]}}'
+)
 
 
 def acdc_circuit(tmp: Path, model: Path, data: Path, method: str, params: str):  # type: ignore[no-untyped-def]

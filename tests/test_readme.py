@@ -101,3 +101,16 @@ def test_the_page_make_report_writes_is_git_ignored() -> None:
 
     proc = subprocess.run(["git", "check-ignore", "-q", "report.html"], cwd=ROOT, check=False)
     assert proc.returncode == 0, "report.html (`make report`) would be committed by `git add .`"
+
+
+def test_the_edge_methods_table_is_the_registrys() -> None:
+    """README's methods table is `circuitlab acdc-methods` (generated from the registry)."""
+    from circuitlab.acdc.registry import methods_table
+
+    text = README.read_text(encoding="utf-8")
+    m = re.search(r"<!-- acdc-methods:begin -->\n(.*?)\n<!-- acdc-methods:end -->", text, re.S)
+    assert m, "README lost its acdc-methods markers"
+    assert m[1] == methods_table(), (
+        "README's methods table is stale: paste `.venv/bin/circuitlab acdc-methods` between "
+        "the acdc-methods markers"
+    )

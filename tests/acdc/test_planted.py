@@ -110,9 +110,7 @@ def test_default_weight_scale_hides_the_circuit_from_acdc(tmp_path: Path) -> Non
 
 
 def test_head_pruning_is_scored_at_head_level(planted: LoadedModel) -> None:
-    cfg = AcdcConfig(
-        ablation="zero", head_pruning={"metric": "kl", "threshold": 1e-4}, n_prompts=8
-    )
+    cfg = AcdcConfig(ablation="zero", head_pruning={"metric": "kl", "threshold": 1e-4}, n_prompts=8)
     report = planted_aucs(planted, SPEC, planted_rows(planted, 8), cfg, methods=("head_pruning",))
     entry = report["head_pruning"]
     assert entry["head_auc"] == 1.0  # planted heads move KL, zeroed heads exactly not

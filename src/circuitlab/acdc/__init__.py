@@ -23,6 +23,10 @@ Building blocks for faster variants:
   ``start_layer`` resumes at block ``l`` from the clean cache (`PatchContext.clean_src`,
   `PatchContext.clean_resid`).
 * `evaluate_masks(ctx, masks, metric)`: one forward, the metric of each of E edge sets.
+* `edge_methods()`: the registry of edge methods (one file each in `circuitlab.acdc.methods`),
+  what the pipeline runs; `circuitlab.acdc.mib` scores any of them on MIB's yardstick.
+* `ig_input_scores` / `ig_activation_scores`: MIB's EAP-IG estimators
+  (`EAPConfig(ig="inputs" | "activations")`).
 * `fast_acdc` (exact: the same decisions as `sequential_acdc`, cheaper) and `approx_acdc`
   (window / group-testing approximations, with `decision_agreement`); exact results carry a
   per-edge `EdgeTrace` per τ (`TauResult.trace`).
@@ -47,7 +51,14 @@ if TYPE_CHECKING:
         decision_agreement,
     )
     from circuitlab.acdc.batch import PatchContext, encode_pairs
-    from circuitlab.acdc.eap import EAPConfig, EAPResult, eap_scores, edge_attribution
+    from circuitlab.acdc.eap import (
+        EAPConfig,
+        EAPResult,
+        eap_scores,
+        edge_attribution,
+        ig_activation_scores,
+        ig_input_scores,
+    )
     from circuitlab.acdc.fast import FastACDCResult, FastConfig, fast_acdc
     from circuitlab.acdc.graph import (
         EDGE_ORDERS,
@@ -60,6 +71,7 @@ if TYPE_CHECKING:
     from circuitlab.acdc.heads import HeadPruningConfig, HeadPruningResult, prune_heads
     from circuitlab.acdc.metrics import METRICS, get_metric
     from circuitlab.acdc.patch import ABLATIONS, evaluate_masks, forward, prepare, prepare_rows
+    from circuitlab.acdc.registry import EdgeMethod, edge_methods, get_method
     from circuitlab.acdc.sequential import ACDCResult, SweepConfig, TauResult, sequential_acdc
     from circuitlab.acdc.trace import EdgeTrace, near_tau
     from circuitlab.acdc.weights import PatchModel, patchable
@@ -75,6 +87,11 @@ _WHERE = {
     "EAPResult": "circuitlab.acdc.eap",
     "eap_scores": "circuitlab.acdc.eap",
     "edge_attribution": "circuitlab.acdc.eap",
+    "ig_activation_scores": "circuitlab.acdc.eap",
+    "ig_input_scores": "circuitlab.acdc.eap",
+    "EdgeMethod": "circuitlab.acdc.registry",
+    "edge_methods": "circuitlab.acdc.registry",
+    "get_method": "circuitlab.acdc.registry",
     "FastACDCResult": "circuitlab.acdc.fast",
     "FastConfig": "circuitlab.acdc.fast",
     "fast_acdc": "circuitlab.acdc.fast",
@@ -118,6 +135,7 @@ __all__ = [
     "ApproxConfig",
     "EAPConfig",
     "EAPResult",
+    "EdgeMethod",
     "EdgeTrace",
     "FastACDCResult",
     "FastConfig",
@@ -134,11 +152,15 @@ __all__ = [
     "decision_agreement",
     "eap_scores",
     "edge_attribution",
+    "edge_methods",
     "encode_pairs",
     "evaluate_masks",
     "fast_acdc",
     "forward",
+    "get_method",
     "get_metric",
+    "ig_activation_scores",
+    "ig_input_scores",
     "near_tau",
     "patchable",
     "prepare",

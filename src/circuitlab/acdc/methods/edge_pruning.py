@@ -91,7 +91,11 @@ def run(ctx: PatchContext, cfg: AcdcConfig, own: EdgePruningSettings) -> dict[st
         n_forward=ctx.n_forward + own.steps,
         n_backward=own.steps,
         metric_values={"fit_first": losses[0], "fit_last": losses[-1]},
-        details={"objective": own.objective, "steps": own.steps, "final_kept": float(m.detach().mean())},
+        details={
+            "objective": own.objective,
+            "steps": own.steps,
+            "final_kept": float(m.detach().mean()),
+        },
         score_kind="learned_mask",
         signed_is_importance=True,
     )
