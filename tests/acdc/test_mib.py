@@ -77,7 +77,7 @@ def test_areas_are_mibs_trapezoids_over_the_raw_percentages() -> None:
     assert [n_for(p, 823) for p in PERCENTAGES] == [0, 1, 4, 8, 16, 41, 82, 164, 411, 823]
 
 
-def test_top_n_puts_inf_first_nan_last_and_breaks_ties_in_storage_order() -> None:
+def test_top_n_puts_inf_first_nan_at_the_bottom_and_breaks_ties_in_storage_order() -> None:
     values = [0.5, math.inf, 0.5, float("nan"), 2.0, 0.5]
     assert top_n(values, 2).nonzero().flatten().tolist() == [1, 4]
     assert top_n(values, 4).nonzero().flatten().tolist() == [0, 1, 2, 4]  # first two 0.5s

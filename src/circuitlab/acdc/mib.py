@@ -64,17 +64,20 @@ def importance(art: CircuitArtifact, *, signed: bool) -> list[float]:
     return values if signed else [abs(v) for v in values]
 
 
-def top_n(values: Sequence[float], n: int) -> Tensor:
-    """``[E]`` bool: the ``n`` largest values (``inf`` above every finite one; ties in storage
-    order; NaN last)."""
-    keyed = sorted(range(len(values)), key=lambda i: (_key(values[i]), i))
+def order(values: Sequence[float]) -> Tensor:
+    """Edge indices from the largest value down (``inf`` above every finite one; ties in
+    storage order; NaN counts as −inf)."""
+    v = torch.tensor(values, dtype=torch.float64)
+    v = torch.where(torch.isnan(v), torch.full_like(v, -math.inf), v)
+    return torch.sort(v, descending=True, stable=True).indices
+
+
+def top_n(values: Sequence[float], n: int, ranked: Tensor | None = None) -> Tensor:
+    """``[E]`` bool: the ``n`` largest values (`order`; pass ``ranked`` to reuse one)."""
+    ranked = order(values) if ranked is None else ranked
     keep = torch.zeros(len(values), dtype=torch.bool)
-    keep[keyed[:n]] = True
+    keep[ranked[:n]] = True
     return keep
-
-
-def _key(v: float) -> float:
-    return math.inf if math.isnan(v) else -v
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,7 +150,8 @@ def method_sets(
     out: dict[str, list[Tensor]] = {}
     for kind, signed in (("signed", True), ("abs", False)):
         values = importance(art, signed=signed)
-        out[kind] = [prune(index, top_n(values, n_for(p, n_edges))) for p in percentages]
+        ranked = order(values)
+        out[kind] = [prune(index, top_n(values, n_for(p, n_edges), ranked)) for p in percentages]
     return out
 
 
