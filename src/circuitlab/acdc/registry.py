@@ -60,14 +60,16 @@ class EdgeMethod:
         return f"{METHODS_PACKAGE}.{self.name}"
 
 
-@cache
-def _registry() -> dict[str, EdgeMethod]:
-    pkg = importlib.import_module(METHODS_PACKAGE)
+def load_methods(package: str) -> dict[str, EdgeMethod]:
+    """Every ``METHOD`` of the modules in ``package`` (files starting with ``_`` are helpers),
+    by name, in ``order``. TypeError for a module without one, or whose entry's name is not
+    its file's."""
+    pkg = importlib.import_module(package)
     found: list[EdgeMethod] = []
     for info in pkgutil.iter_modules(pkg.__path__):
         if info.name.startswith("_"):
             continue
-        mod = importlib.import_module(f"{METHODS_PACKAGE}.{info.name}")
+        mod = importlib.import_module(f"{package}.{info.name}")
         entry = getattr(mod, "METHOD", None)
         if not isinstance(entry, EdgeMethod):
             raise TypeError(f"{mod.__name__} has no module-level METHOD = EdgeMethod(...)")
@@ -76,6 +78,11 @@ def _registry() -> dict[str, EdgeMethod]:
         found.append(entry)
     found.sort(key=lambda m: (m.order, m.name))
     return {m.name: m for m in found}
+
+
+@cache
+def _registry() -> dict[str, EdgeMethod]:
+    return load_methods(METHODS_PACKAGE)
 
 
 def edge_methods() -> dict[str, EdgeMethod]:
