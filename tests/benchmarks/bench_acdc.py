@@ -58,6 +58,7 @@ from circuitlab.acdc.planted import (
     planted_edges,
     planted_rows,
 )
+from circuitlab.acdc.registry import edge_methods
 from circuitlab.acdc.settings import AcdcConfig
 from circuitlab.models import LoadedModel, load_model
 from circuitlab.tasks.io import load_rows
@@ -280,11 +281,7 @@ def planted_case(
     lm = build_planted(path, spec)
     rows = planted_rows(lm, settings.planted_prompts, length=8)
     base = {"ablation": ablation, "n_prompts": settings.planted_prompts}
-    methods = (
-        ("acdc", "eap")
-        if spec != PlantedSpec()
-        else ("acdc", "acdc_approx", "acdc_window", "head_pruning", "eap")
-    )
+    methods = ("acdc", "eap") if spec != PlantedSpec() else tuple(edge_methods())
     report = planted_aucs(lm, spec, rows, AcdcConfig(**base, **SWEEP_20), methods)
     pipeline = planted_aucs(lm, spec, rows, AcdcConfig(**base, **SWEEP_PIPELINE), ("acdc",))
     n_edges, n_true = report["acdc"]["n_edges"], report["acdc"]["n_true"]
