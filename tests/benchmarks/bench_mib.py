@@ -187,13 +187,15 @@ def run_case(case: str, settings: Settings, log: Callable[[str], None]) -> Resul
         peer = json.loads(peer_out.read_text())
         if case == "tiny" and os.environ.get("MIB_WRITE_FIXTURE") == "1":
             write_fixture(peer)
-        return compare(case, model_dir, rows_path, peer, settings, load_peer, log)
+        n_eval = len(json.loads(data.read_text())["eval"]["clean"])
+        return compare(case, model_dir, rows_path, n_eval, peer, settings, load_peer, log)
 
 
 def compare(
     case: str,
     model_dir: Path,
     rows_path: Path,
+    n_eval: int,
     peer: dict[str, Any],
     settings: Settings,
     load_peer: list[float] | None,
@@ -204,7 +206,7 @@ def compare(
     try:
         rows = [TaskRow(**json.loads(line)) for line in rows_path.read_text().splitlines() if line]
         train = [r for r in rows if r.split == "train"]
-        test = [r for r in rows if r.split == "test"]
+        test = [r for r in rows if r.split == "test"][:n_eval]  # the peer's evaluation rows
         n_attr = peer["attr_batch_size"]
         lm = load_model(model_dir)
         pm = patchable(lm, kv_edges="query_head")
