@@ -289,6 +289,16 @@ def compare(
         areas_table["edge_pruning"] = {"cpr": ep_curves["signed"]["area_under"], "cmd": ep_curves["abs"]["area_from_1"]}  # fmt: skip
         ratios += [{"name": "edge_pruning: CPR (no peer)", "value": areas_table["edge_pruning"]["cpr"], "goal": "", "met": None, "unit": "AUC"},
                    {"name": "edge_pruning: CMD (no peer)", "value": areas_table["edge_pruning"]["cmd"], "goal": "", "met": None, "unit": "AUC"}]  # fmt: skip
+        if case == "planted":  # every method's scores against the known circuit
+            from circuitlab.acdc.planted import PlantedSpec, planted_aucs
+            from circuitlab.acdc.registry import edge_methods
+
+            every = tuple(edge_methods())
+            found = planted_aucs(lm, PlantedSpec(), train[:n_attr], AcdcConfig(n_prompts=n_attr), every)  # fmt: skip
+            for method, entry in found.items():
+                areas_table.setdefault(method, {})["planted_auc"] = entry["auc"]
+                ratios.append({"name": f"{method}: ROC AUC vs the planted edges (per KV head)",
+                               "value": entry["auc"], "goal": "", "met": None, "unit": "AUC"})  # fmt: skip
         checks.append({"name": "CPR/CMD = MIB's", "passed": worst <= 1e-4,
                        "detail": f"max |Δ| {worst:.1e}", "tolerance": "≤ 1e-4"})  # fmt: skip
         log(f"  {case}: areas {json.dumps(areas_table)}")
