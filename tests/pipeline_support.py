@@ -24,11 +24,13 @@ from typing import Any
 import pytest
 import yaml
 
-from circuitlab.acdc.settings import ACDC_METHODS
+from circuitlab.acdc.registry import default_methods, get_method
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-EDGE_METHODS = list(ACDC_METHODS)
+EDGE_METHODS = default_methods()  # every method that runs by default
+#: those of them that also run on the TransformerLens backend's hooks
+HOOK_METHODS = [m for m in EDGE_METHODS if get_method(m).hooks]
 NETGUARD = ROOT / "tests" / "hardening" / "netguard"
 
 TINY = {

@@ -146,3 +146,12 @@ def test_snakemake_gives_the_short_message_for_a_typo(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "acdc.taos: unknown key; allowed keys here:" in proc.stderr
     assert len((proc.stdout + proc.stderr).splitlines()) < 30
+
+
+def test_a_transformer_lens_model_refuses_the_native_only_edge_methods() -> None:
+    raw = default_raw()
+    raw["models"]["hooked"] = {"source": "hf", "id": "some/model", "backend": "transformer_lens"}
+    with pytest.raises(ConfigError, match=r"eap_ig_inputs.*backend: transformer_lens"):
+        load_config(raw)
+    raw["acdc"] = {"methods": ["acdc", "eap", "edge_pruning"]}
+    assert load_config(raw).acdc.methods == ["acdc", "eap", "edge_pruning"]

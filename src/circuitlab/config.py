@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import Field, model_validator
 
+from circuitlab.acdc.registry import get_method
 from circuitlab.acdc.settings import AcdcConfig
 from circuitlab.blacklist.settings import BlacklistConfig
 from circuitlab.compare.settings import CompareConfig
@@ -117,6 +118,14 @@ class Config(StrictModel):
                 raise ValueError(f"model name {name!r} may only hold letters, digits, - _ .")
         if not self.task_names() and not self.behaviour_names():
             raise ValueError("no task or behaviour is enabled")
+        hooked = [m for m, spec in self.active_models().items() if getattr(spec, "backend", "native") != "native"]  # fmt: skip
+        native_only = [m for m in self.acdc.methods if not get_method(m).hooks]
+        if hooked and native_only and self.task_names():
+            raise ValueError(
+                f"acdc.methods {native_only} need circuitlab's own patch layer, but "
+                f"{hooked} run(s) with backend: transformer_lens; leave them out of acdc.methods "
+                "(or load those models with the native backend)"
+            )
         return self
 
     def task_names(self) -> list[str]:

@@ -26,7 +26,7 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 from circuitlab.models.toy.corpus import build_corpus
 from circuitlab.models.toy.settings import ToyCorpus
 from circuitlab.models.toy.tokenizer import build_tokenizer
-from pipeline_support import BIN, EDGE_METHODS, TINY, make_workdir, snakemake, snakemake_env
+from pipeline_support import BIN, HOOK_METHODS, TINY, make_workdir, snakemake, snakemake_env
 
 TASKS = {"capitals": {"n_train": 6, "n_test": 4}}  # one task: every edge method runs on it
 BEHAVIOURS = {"refusal": {"n_train": 6, "n_test": 4}}
@@ -59,6 +59,8 @@ def bridge_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         "tasks": TASKS,
         "behaviours": BEHAVIOURS,
         "caa": {"multipliers": [0.0, 1.0, 4.0], "random_seeds": 5, "batch_size": 8},
+        # the EAP-IG estimators need the native patch layer (a config error otherwise)
+        "acdc": {**TINY["acdc"], "methods": HOOK_METHODS},
     }
     work = make_workdir(tmp_path_factory.mktemp("bridge"), config)
     proc = snakemake(work)
@@ -73,7 +75,7 @@ def test_the_hook_only_stages_run_end_to_end(bridge_run: tuple[Path, str]) -> No
     for task in TASKS:
         evaluation = json.loads((data / "metrics/evaluate_model/neox" / f"{task}.json").read_text())
         assert evaluation["test"]["n"] == 4
-        for method in EDGE_METHODS:
+        for method in HOOK_METHODS:
             art = json.loads((data / "circuits/neox" / task / f"{method}.json").read_text())
             edges = art["edges"]
             assert "A1.0->MLP 1" not in edges and "A0.0->MLP 1" in edges  # parallel blocks

@@ -17,7 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from circuitlab.acdc.artifact import (  # noqa: F401 (nearest: part of this module's API)
     CircuitArtifact,
@@ -28,10 +28,12 @@ from circuitlab.acdc.artifact import (  # noqa: F401 (nearest: part of this modu
 from circuitlab.acdc.methods._ranking import top_edges  # noqa: F401 (part of this API)
 from circuitlab.acdc.patch import patchable, prepare_rows
 from circuitlab.acdc.registry import get_method
-from circuitlab.acdc.settings import AcdcConfig
 from circuitlab.errors import DatasetError
 from circuitlab.models.loading import LoadedModel
 from circuitlab.types import TaskRow
+
+if TYPE_CHECKING:
+    from circuitlab.acdc.settings import AcdcConfig
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,7 @@ def discover_artifact(
     ctx = prepare_rows(pm, train, cfg.ablation)
     found = entry.run(ctx, cfg, cfg.method_settings(method))
     kind: ScoreKind = found.pop("score_kind")
+    found["details"] = {**found["details"], "kind": entry.kind}  # sweep, ranking or single
     return CircuitArtifact(
         method=method,
         model=model,

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import combinations
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,23 +39,28 @@ from circuitlab.acdc.discover import sample_rows, top_edges
 from circuitlab.acdc.metrics import kl, logit_diff
 from circuitlab.acdc.mib import mib_edge_sets
 from circuitlab.acdc.patch import PatchContext, evaluate_masks, patchable, prepare_rows
-from circuitlab.acdc.registry import get_method, method_names
-from circuitlab.acdc.settings import AcdcConfig
 from circuitlab.errors import ArtifactError, DatasetError
 from circuitlab.models.loading import LoadedModel
 from circuitlab.progress import bar as progress_bar
 from circuitlab.stats import t_interval
 from circuitlab.types import TaskRow
 
-
-def _kind(method: str) -> str:
-    """The registry's kind of ``method`` (``sweep``, ``ranking``, ``single``)."""
-    return get_method(method).kind
+if TYPE_CHECKING:
+    from circuitlab.acdc.settings import AcdcConfig
 
 
-def sweep_methods(methods: Sequence[str]) -> list[str]:
-    """The τ-sweep methods among ``methods``, in registry order."""
-    return [m for m in method_names() if m in methods and _kind(m) == "sweep"]
+def method_kind(art: CircuitArtifact) -> str:
+    """``sweep``, ``ranking`` or ``single`` (`circuitlab.acdc.registry`), as the artifact
+    records it (files from before the registry: from the score kind)."""
+    kind = art.details.get("kind")
+    if isinstance(kind, str):
+        return kind
+    return {"prune_tau": "sweep", "head_delta": "single"}.get(art.score_kind, "ranking")
+
+
+def sweep_methods(arts: dict[str, CircuitArtifact]) -> list[str]:
+    """The τ-sweep methods among ``arts``, in their order."""
+    return [m for m, a in arts.items() if method_kind(a) == "sweep"]
 
 
 def _kl_and_ld(logits: Tensor, ctx: PatchContext) -> Tensor:
@@ -109,13 +114,13 @@ def auc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
 
 
 def _reference_acdc(arts: dict[str, CircuitArtifact]) -> CircuitArtifact | None:
-    return next((arts[m] for m in sweep_methods(list(arts))), None)
+    return next((arts[m] for m in sweep_methods(arts)), None)
 
 
 def _reference_circuit(
     art: CircuitArtifact, acdc: CircuitArtifact | None, reference_tau: float
 ) -> EdgeCircuit:
-    if _kind(art.method) == "ranking" and acdc is not None:
+    if method_kind(art) == "ranking" and acdc is not None:
         n = len(acdc.reference_circuit(reference_tau).kept)
         return EdgeCircuit(f"top={n}", top_edges(art.edges, art.scores, n))
     return art.reference_circuit(reference_tau)
@@ -246,7 +251,7 @@ def agreement(
         "jaccard_over_taus": {},
         "roc_auc": {},
     }  # fmt: skip
-    for a, b in combinations(sweep_methods(list(arts)), 2):
+    for a, b in combinations(sweep_methods(arts), 2):
         by_tau = {c.tau: c.kept for c in arts[b].circuits}
         js = [jaccard(c.kept, by_tau[c.tau]) for c in arts[a].circuits if c.tau in by_tau]
         js = [j for j in js if j is not None]

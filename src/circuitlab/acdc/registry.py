@@ -18,7 +18,8 @@ An entry is everything the rest of circuitlab reads about a method:
 * ``summary``, ``score``, ``cost`` — the documentation (`circuitlab acdc-methods`, README's
   table, the config schema);
 * ``default`` — whether ``acdc.methods`` lists it when the config does not say; ``order`` —
-  where it sits in that list.
+  where it sits in that list; ``hooks`` — whether it also runs on the TransformerLens
+  backend (a config with such a model and a method without it is an error).
 
 Adding a method is one file in `circuitlab/acdc/methods/` with a module-level ``METHOD``, its
 test, and (to change the default) the config.
@@ -53,6 +54,8 @@ class EdgeMethod:
     shared: tuple[str, ...] = ()
     default: bool = True
     order: int = 100
+    #: whether it runs on the TransformerLens backend's hooks too (`circuitlab.acdc.hooked`)
+    hooks: bool = True
 
     @property
     def module(self) -> str:
@@ -85,8 +88,17 @@ def _registry() -> dict[str, EdgeMethod]:
     return load_methods(METHODS_PACKAGE)
 
 
+@cache
+def method_files() -> tuple[str, ...]:
+    """The registered methods' names, from the file names alone (nothing imported)."""
+    pkg = importlib.import_module(METHODS_PACKAGE)
+    return tuple(
+        sorted(i.name for i in pkgutil.iter_modules(pkg.__path__) if not i.name.startswith("_"))
+    )
+
+
 def edge_methods() -> dict[str, EdgeMethod]:
-    """Every registered method by name, in ``order``."""
+    """Every registered method by name, in ``order`` (imports every method's file)."""
     return dict(_registry())
 
 
@@ -98,14 +110,19 @@ def default_methods() -> list[str]:
     return [m.name for m in _registry().values() if m.default]
 
 
+@cache
 def get_method(name: str) -> EdgeMethod:
-    """The entry of ``name``; ConfigError naming the known ones for anything else."""
+    """The entry of ``name``, importing that method's file only; ConfigError naming the known
+    methods for anything else."""
     from circuitlab.errors import ConfigError
 
-    reg = _registry()
-    if name not in reg:
-        raise ConfigError(f"unknown edge method {name!r}; choose one of {list(reg)}")
-    return reg[name]
+    if name not in method_files():
+        raise ConfigError(f"unknown edge method {name!r}; choose one of {list(method_names())}")
+    mod = importlib.import_module(f"{METHODS_PACKAGE}.{name}")
+    entry = getattr(mod, "METHOD", None)
+    if not isinstance(entry, EdgeMethod) or entry.name != name:
+        raise TypeError(f"{mod.__name__} has no module-level METHOD = EdgeMethod(name={name!r})")
+    return entry
 
 
 def methods_table() -> str:

@@ -1,19 +1,25 @@
 """Settings of edge-level circuit discovery and its evaluation (`acdc` in the config), the
-methods it offers, the module each runs and the keys each job reads. No torch here."""
+methods it offers and the keys each job reads. No torch here.
+
+`AcdcConfig` is the whole section: its own keys, ``methods`` and one sub-config per registered
+method (``acdc.<method>``, from each method's file, `circuitlab.acdc.registry`); building it
+imports every method's file, which the Snakefile and `validate-config` do. A job builds only
+what it reads (`acdc_model`): a discovery job the section's keys and its own method's
+sub-config, the evaluation none — so a job loads its own method's file only, the file its code
+fingerprint holds."""
 
 from __future__ import annotations
 
 import math
+from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, create_model, field_validator, model_validator
 
-from circuitlab.acdc.registry import default_methods, edge_methods, get_method
+from circuitlab.acdc.registry import default_methods, edge_methods, get_method, method_files
 from circuitlab.types import Ablation, StrictModel
 
-_REGISTRY = edge_methods()
-ACDC_METHODS: tuple[str, ...] = tuple(_REGISTRY)
-AcdcMethod = Literal[ACDC_METHODS]  # type: ignore[valid-type]
+AcdcMethod = Literal[method_files()]  # type: ignore[valid-type]
 # The section-level `acdc` keys every discovery job reads (a method adds its own sub-config
 # and its `shared` keys, `circuitlab.acdc.registry`), and the keys the evaluation reads: a
 # job's params are exactly these, so changing `batch_size` or `n_eval_prompts` reruns no
@@ -46,16 +52,10 @@ _MOVED = {
 }
 
 
-class _AcdcSection(StrictModel):
-    """Edge-level circuits and their evaluation: the section-level keys (each method's own
-    sub-config is added from the registry, `AcdcConfig`)."""
+class AcdcSection(StrictModel):
+    """Edge-level circuits and their evaluation: the section's own keys (`acdc_model` adds the
+    methods' sub-configs)."""
 
-    methods: list[AcdcMethod] = Field(
-        default_factory=default_methods,
-        min_length=1,
-        description="the edge methods to run (`circuitlab acdc-methods` lists them; default: "
-        "every method not marked opt-in)",
-    )
     ablation: Ablation = Field(
         default="resample", description="what a patched edge carries (corrupt run, mean, zeros)"
     )
@@ -119,18 +119,22 @@ class _AcdcSection(StrictModel):
         return data
 
     @model_validator(mode="after")
-    def _taus(self) -> _AcdcSection:
+    def _taus(self) -> AcdcSection:
         bad = [t for t in self.taus() if not (math.isfinite(t) and t > 0)]
         if bad:
             raise ValueError(f"τ = base · 10^exp must be positive and finite, got {bad[:5]}")
-        if len(set(self.methods)) != len(self.methods):
-            raise ValueError(f"methods has duplicates: {self.methods}")
         return self
 
     def method_settings(self, method: str) -> StrictModel:
-        """``acdc.<method>``: the method's own sub-config (`circuitlab.acdc.registry`)."""
+        """``acdc.<method>``: the method's own sub-config (`circuitlab.acdc.registry`);
+        ConfigError for an unknown method or one this model was built without."""
         get_method(method)  # ConfigError for an unknown name
-        return getattr(self, method)  # type: ignore[no-any-return]
+        own = getattr(self, method, None)
+        if own is None:
+            from circuitlab.errors import ConfigError
+
+            raise ConfigError(f"this acdc config was built without {method!r}'s settings")
+        return own  # type: ignore[no-any-return]
 
     def discovery_params(self, method: str) -> dict[str, Any]:
         """What a discovery job of ``method`` reads — `ACDC_DISCOVERY_KEYS`, the method's
@@ -154,16 +158,59 @@ class _AcdcSection(StrictModel):
         return out
 
 
-AcdcConfig = create_model(  # the section with one sub-config per registered method
-    "AcdcConfig",
-    __base__=_AcdcSection,
-    __module__=__name__,
-    __doc__="Edge-level circuits (every registered method, `circuitlab.acdc.registry`) and "
-    "their evaluation: the section-level keys and ``acdc.<method>``, each method's own keys.",
-    **{
+class _AcdcWithMethods(AcdcSection):
+    """The whole section: its own keys and ``methods``."""
+
+    methods: list[AcdcMethod] = Field(
+        default_factory=default_methods,
+        min_length=1,
+        description="the edge methods to run (`circuitlab acdc-methods` lists them; default: "
+        "every method not marked opt-in)",
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> _AcdcWithMethods:
+        if self.methods is not None and len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods has duplicates: {self.methods}")
+        return self
+
+
+@cache
+def acdc_model(methods: tuple[str, ...] | None = None) -> type[AcdcSection]:
+    """The `acdc` section's model with the sub-configs of ``methods`` checked (imports those
+    methods' files only; the other methods' keys and ``methods`` are accepted and not read);
+    None: the whole section, `AcdcConfig` (every registered method checked)."""
+    entries = edge_methods() if methods is None else {m: get_method(m) for m in methods}
+    fields: dict[str, Any] = {
         name: (m.settings, Field(default_factory=m.settings, description=m.summary))
-        for name, m in _REGISTRY.items()
-    },
-)
-if TYPE_CHECKING:  # for type checkers, the section's own keys
-    AcdcConfig = _AcdcSection  # type: ignore[misc]
+        for name, m in entries.items()
+    }
+    if methods is not None:  # a job's model: the rest of the section is accepted, not read
+        fields["methods"] = (list[AcdcMethod] | None, Field(default=None))
+        for other in method_files():
+            if other not in entries:
+                text = "another method's settings: not read (nor checked) by this job"
+                fields[other] = (dict[str, Any] | None, Field(default=None, description=text))
+    return create_model(  # type: ignore[no-any-return, call-overload]
+        "AcdcConfig",
+        __base__=_AcdcWithMethods,
+        __module__=__name__,
+        __doc__="Edge-level circuits (the registered methods, `circuitlab.acdc.registry`) and "
+        "their evaluation: the section's keys and ``acdc.<method>``, each method's own keys.",
+        **fields,
+    )
+
+
+if TYPE_CHECKING:  # for type checkers, the whole section's own keys
+    AcdcConfig = _AcdcWithMethods
+    ACDC_METHODS: tuple[str, ...]
+else:
+
+    def __getattr__(name: str) -> Any:
+        """`AcdcConfig` (the whole section) and `ACDC_METHODS` (every registered method, in
+        order), built on first use: they import every method's file."""
+        if name == "AcdcConfig":
+            return acdc_model()
+        if name == "ACDC_METHODS":
+            return tuple(edge_methods())
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

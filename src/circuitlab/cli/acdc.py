@@ -46,13 +46,13 @@ def acdc_circuit(
     from circuitlab import tracking
     from circuitlab.acdc.artifact import CircuitArtifact, save_circuit
     from circuitlab.acdc.discover import discover
-    from circuitlab.acdc.registry import get_method
     from circuitlab.acdc.scores import DiscoveryMetrics
-    from circuitlab.acdc.settings import AcdcConfig
+    from circuitlab.acdc.settings import acdc_model
     from circuitlab.tasks.io import load_rows
 
-    cfg = parse_params(AcdcConfig, params)
-    get_method(method)  # ConfigError naming the known methods
+    # the section's keys and this method's own (ConfigError naming the known methods): the job
+    # loads its own method's file, no other
+    cfg = parse_params(acdc_model((method,)), params)
     rows = load_rows(data, rule="check_dataset", split="train")
     lm = load_stage_model(model)
     name, task = job_names(data, model_name, task)
@@ -103,12 +103,12 @@ def acdc_evaluate(
     from circuitlab.acdc.artifact import load_circuit, render_png, to_dot
     from circuitlab.acdc.evaluate import evaluate_circuits
     from circuitlab.acdc.scores import EdgeEvaluation
-    from circuitlab.acdc.settings import AcdcConfig
+    from circuitlab.acdc.settings import acdc_model
     from circuitlab.io import write_text_atomic
     from circuitlab.report.plots import acdc_faithfulness
     from circuitlab.tasks.io import load_rows
 
-    cfg = parse_params(AcdcConfig, params)
+    cfg = parse_params(acdc_model(()), params)  # the section's keys: no method's file
     if dots and len(dots) != len(circuits):
         raise ConfigError(f"--dots: {len(dots)} paths for {len(circuits)} --circuits")
     arts = [load_circuit(p) for p in circuits]

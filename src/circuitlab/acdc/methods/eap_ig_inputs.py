@@ -22,5 +22,6 @@ METHOD = EdgeMethod(
     score="\\|score\\| (signed scores kept)",
     cost="`steps` forwards + backwards",
     default=True,
+    hooks=False,  # the gradient probe is the native patch layer's
     order=60,
 )
