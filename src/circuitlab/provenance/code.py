@@ -386,8 +386,11 @@ def plugins_for(command: str, method: str | None = None) -> list[str]:
     method file (`circuitlab.acdc.registry`). The Snakefile (from the ``method`` wildcard) and the CLI (from
     ``--method``) both ask here."""
     if command == "acdc-circuit" and method is not None:
-        from circuitlab.acdc.registry import edge_methods
+        from circuitlab.acdc.registry import get_method
+        from circuitlab.errors import ConfigError
 
-        entry = edge_methods().get(method)
-        return [entry.module] if entry is not None else []
+        try:  # imports that method's file only
+            return [get_method(method).module]
+        except ConfigError:  # the command itself reports the unknown method
+            return []
     return []
