@@ -96,7 +96,7 @@ def render(bench: str, results: list[Result], console: Console) -> None:
     for res in results:
         case = res["case"]
         if "skipped" in res:
-            table.add_row(case, "skipped", "", "", "[yellow]SKIP[/]")
+            table.add_row(case, f"skipped: {res['skipped']}", "", "", "[yellow]SKIP[/]")
             continue
         setup = res["setup"]
         about = setup.get("about")

@@ -294,8 +294,8 @@ def to_mib_json(art: CircuitArtifact, *, d_model: int, reference_tau: float) -> 
     if kv != heads:
         raise ConfigError(
             f"{art.method} circuit of {art.model}/{art.task}: its graph has K/V inputs per KV "
-            f"head ({len(kv)} for {len(heads)} query heads); MIB's are per query head. "
-            "Rediscover with acdc.kv_edges: query_head"
+            f"head ({len(kv)} K inputs for {len(heads)} query heads over all layers); MIB's "
+            "are per query head. Rediscover with acdc.kv_edges: query_head"
         )
     layers = {int(h[1:].split(".")[0]) for h in heads} | {
         int(n[4:]) for n in nodes if n.startswith("MLP ")
