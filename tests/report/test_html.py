@@ -135,6 +135,31 @@ def acdc_evaluation() -> dict[str, Any]:
         "ld_clean": 3.0,
         "ld_ablated": 0.5,
         "kl_ablated": 1.2,
+        "mib": mib_curves(),
+    }
+
+
+def mib_curves() -> dict[str, Any]:
+    keys = [f"{i:02d}" for i in range(10)]
+    pct = [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100]
+
+    def curve(cpr: float, cmd: float, faith: float) -> dict[str, Any]:
+        values = dict.fromkeys(keys, faith)
+        kept = dict.fromkeys(keys, 3)
+        return {"cpr": cpr, "cmd": cmd, "faithfulness_signed": values,
+                "faithfulness_abs": values, "n_kept_signed": kept, "n_kept_abs": kept}  # fmt: skip
+
+    return {
+        "sizes": {k: {"percent": p, "n_requested": 1} for k, p in zip(keys, pct, strict=True)},
+        "methods": {"acdc": curve(0.6012, 0.3456, 0.6), "eap": curve(0.8123, 0.1789, 0.8)},
+        "random": {
+            "cpr_mean": 0.2633,
+            "cpr_ci": 0.041,
+            "cmd_mean": 0.7366,
+            "cmd_ci": 0.041,
+            "faithfulness_mean": dict.fromkeys(keys, 0.1),
+            "faithfulness_ci": dict.fromkeys(keys, 0.02),
+        },
     }
 
 
@@ -565,3 +590,13 @@ def test_the_seed_robustness_section(html: str) -> None:
         '<td class="no">1 / 2</td>' in section
         and "0.125 (sd 0.53; −0.25 … 0.5)" in section.replace("-0.25", "−0.25")
     )
+
+
+def test_edge_methods_are_ranked_by_cpr_against_random(html: str) -> None:
+    """MIB's yardstick in the report: the at-a-glance best method, and the ranking table with
+    the random baseline and "beats random" per area."""
+    assert "eap 0.812 vs 0.263" in html  # best CPR first, against random edges
+    table = html[html.index("method (best CPR first)") :]
+    assert table.index("<td>eap</td>") < table.index("<td>acdc</td>")
+    assert "random edges (mean ± 95 %)</td><td>0.263 ± 0.04" in table
+    assert '<td>0.812</td><td class="yes">yes</td><td>0.179</td><td class="yes">yes</td>' in table

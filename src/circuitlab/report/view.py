@@ -75,8 +75,13 @@ def _summary_rows(name: str, m: ModelResults) -> list[dict[str, str]]:
         first = next(iter(curves.values()), None)
         acdc = m.acdc.get(task)
         ref, ref_method = None, None
+        best_cpr = "—"
         if acdc:
             ev: EdgeEvaluation = acdc["evaluation"]
+            if ev.mib is not None and ev.mib.by_cpr():
+                top = ev.mib.by_cpr()[0]
+                rand = ev.mib.random.cpr_mean
+                best_cpr = f"{top} {fmt(ev.mib.methods[top].cpr)} vs {fmt(rand)}"
             ref_method = ev.agreement.reference_method
             if ref_method not in acdc["circuits"]:
                 ref_method = next(iter(acdc["circuits"]), None)
@@ -101,6 +106,7 @@ def _summary_rows(name: str, m: ModelResults) -> list[dict[str, str]]:
                 "recovery": f"{fmt(ref.recovery)} vs {fmt(ref.random.recovery_mean)}"
                 if ref
                 else "—",
+                "best_cpr": best_cpr,
             }
         )
     return rows
