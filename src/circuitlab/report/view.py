@@ -78,8 +78,9 @@ def _summary_rows(name: str, m: ModelResults) -> list[dict[str, str]]:
         best_cpr = "—"
         if acdc:
             ev: EdgeEvaluation = acdc["evaluation"]
-            if ev.mib is not None and ev.mib.by_cpr():
-                top = ev.mib.by_cpr()[0]
+            ranked = ev.mib.by_cpr() if ev.mib is not None else []
+            if ev.mib is not None and ranked:
+                top = ranked[0]
                 rand = ev.mib.random.cpr_mean
                 best_cpr = f"{top} {fmt(ev.mib.methods[top].cpr)} vs {fmt(rand)}"
             ref_method = ev.agreement.reference_method

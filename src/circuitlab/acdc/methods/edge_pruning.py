@@ -64,7 +64,9 @@ def run(ctx: PatchContext, cfg: AcdcConfig, own: EdgePruningSettings) -> dict[st
     theta = torch.full((n,), float(own.init), device=pm.device, requires_grad=True)
     opt = torch.optim.Adam([theta], lr=own.lr)
     distance = get_metric("kl" if own.objective == "kl" else "logit_diff")
-    clean_ld = float(get_metric("logit_diff")(ctx.clean_logits[None], ctx)[0])
+    clean_ld = 0.0  # the logit_diff objective's target
+    if own.objective == "logit_diff":
+        clean_ld = float(distance(ctx.clean_logits[None], ctx)[0])
     kept = torch.zeros(n, device=pm.device)
     losses = []
     progress = bar(total=own.steps, desc="edge pruning", unit="step")
