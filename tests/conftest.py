@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import hermetic
 from circuitlab.provenance import numerics
 
 # The pipeline's numerics pins, before anything imports torch (ATen and MKL read them once), so
@@ -16,14 +17,47 @@ numerics.apply()
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session")
+def _wandb_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("wandb-root")
+
+
 @pytest.fixture(autouse=True)
-def _offline_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test reaches the network: W&B offline, the HF hub offline."""
+def _offline_env(monkeypatch: pytest.MonkeyPatch, _wandb_root: Path) -> None:
+    """No test reaches the network (W&B offline, the HF hub offline), and no test's W&B run
+    lands in the project's history (logs/wandb/): tests log under a temporary root."""
+    monkeypatch.setenv("CIRCUITLAB_ROOT", str(_wandb_root))
     monkeypatch.setenv("WANDB_MODE", os.environ.get("CIRCUITLAB_TEST_WANDB_MODE", "offline"))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+
+
+_TREE = pytest.StashKey[dict]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The project tree as the session found it (tests/hermetic.py)."""
+    if not hasattr(session.config, "workerinput"):
+        session.config.stash[_TREE] = hermetic.listing(ROOT)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the session if a test wrote into the project tree (tests/hermetic.py)."""
+    before = session.config.stash.get(_TREE, None)
+    if before is None:
+        return
+    changed = hermetic.changes(before, hermetic.listing(ROOT))
+    if changed:
+        shown = "\n  ".join(changed[:30]) + (
+            f"\n  … {len(changed) - 30} more" if len(changed) > 30 else ""
+        )
+        session.config.get_terminal_writer().line(
+            f"\nthe tests changed the project tree (tests must write under tmp_path):\n  {shown}",
+            red=True,
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 #: Tests that use the shared pipeline run (tests/integration/conftest.py), and the other tests

@@ -81,6 +81,22 @@ def make_workdir(work: Path, config: dict | None = None) -> Path:
     return work
 
 
+def project_copy(dest: Path) -> Path:
+    """A copy of the project's git-tracked files (modification times kept, so `make` finds its
+    set-up done) sharing the project's virtualenv: where a test runs a README command as typed
+    (`make plan`, …) without writing into the project (tests/hermetic.py)."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.decode()
+    for rel in filter(None, tracked.split("\0")):
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel, follow_symlinks=False)
+    (dest / ".venv").symlink_to(ROOT / ".venv")
+    return dest
+
+
 def snakemake_env(workdir: Path, **extra: str) -> dict[str, str]:
     """The environment of a test's Snakemake run. W&B is disabled: a job's offline W&B run costs
     about a second of CPU, and only the shared run's tests look at W&B (that run sets its own

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline_support import project_copy
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 COMMAND = re.compile(
@@ -77,12 +79,13 @@ def test_every_readme_command_is_run_or_covered() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(RUN))
-def test_readme_command_runs_as_typed(command: str) -> None:
+def test_readme_command_runs_as_typed(command: str, tmp_path: Path) -> None:
     if command not in readme_commands():
         pytest.skip(f"{command!r} is no longer in the README")
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}  # not activated
+    work = project_copy(tmp_path / "project")  # as typed, in a copy: the project stays as it is
     proc = subprocess.run(
-        command, shell=True, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        command, shell=True, cwd=work, env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     assert "Traceback" not in proc.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import socket
 import struct
 import time
@@ -190,6 +191,26 @@ def test_every_metrics_file_records_its_provenance(
     assert len(envr["commit"]) == 40 and isinstance(envr["dirty"], bool)
     with pytest.raises(CircuitlabError, match="reserved"):
         tracking.log_metrics("acdc", {"provenance": 1}, out)
+
+
+def test_provenance_names_the_command_that_made_the_result(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CLI command names itself while it runs and never after: a library call later in the
+    same process (a test, a notebook) is not recorded as that command's result."""
+    from cli_support import run
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    made = env / "cli.json"
+    args = ("datasets", "--task", "sva", "--params", '{"n_train": 2, "n_test": 2}')
+    ran = run(*args, "--out", env / "d.jsonl", "--metrics", made, cwd=env)
+    assert ran.returncode == 0, ran.stderr
+    assert tracking.read_provenance(made)["made_by"] == "circuitlab datasets"
+    assert tracking.read_provenance(made)["code"]["command"] == "datasets"
+    tracking.log_metrics("lrp_faithfulness", {"area": 0.5}, env / "lib.json")
+    record = tracking.read_provenance(env / "lib.json")
+    assert "code" not in record and not record["made_by"].startswith("circuitlab")
+    assert "CIRCUITLAB_COMMAND" not in os.environ
 
 
 def test_disabled_mode_writes_json_only(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -248,21 +248,14 @@ def _log_to_stderr() -> None:
 
 
 def _start(argv: list[str]) -> None:
-    """Before any command runs (and before torch is imported): the numerics pins, the command
-    this process runs (for its provenance record), and, when ``CIRCUITLAB_TRACE_MODULES``
+    """Before any command runs (and before torch is imported): the numerics pins, and, when ``CIRCUITLAB_TRACE_MODULES``
     names a folder, a record of the package modules it loaded (the code-fingerprint test)."""
     import os
 
-    from circuitlab.provenance import ENV_COMMAND, ENV_PLUGINS, numerics
-    from circuitlab.provenance.code import plugins_for
+    from circuitlab.provenance import numerics
 
     numerics.apply()
     _log_to_stderr()
-    words = [a for a in argv if not a.startswith("-")]
-    if words:
-        method = argv[argv.index("--method") + 1] if "--method" in argv[:-1] else None
-        os.environ[ENV_COMMAND] = words[0]
-        os.environ[ENV_PLUGINS] = ",".join(plugins_for(words[0], method))
     trace = os.environ.get("CIRCUITLAB_TRACE_MODULES")
     if trace:
         import atexit
@@ -282,10 +275,18 @@ def _start(argv: list[str]) -> None:
 def main() -> None:
     """Entry point: user-fixable errors print a message and exit 2, bugs keep their traceback;
     either way a command that fails leaves none of its outputs."""
-    _start(sys.argv[1:])
+    from circuitlab.provenance import running
+    from circuitlab.provenance.code import plugins_for
+
+    argv = sys.argv[1:]
+    _start(argv)
     _OUTPUTS.clear()
-    try:
-        code = _run()
+    words = [a for a in argv if not a.startswith("-")]
+    method = argv[argv.index("--method") + 1] if "--method" in argv[:-1] else None
+    command = words[0] if words else ""
+    try:  # the command is named in every result's provenance while it runs, never after
+        with running(command, plugins_for(command, method) if command else ()):
+            code = _run()
     except BaseException:  # a bug (or an interpreter exit): its traceback stays
         _OUTPUTS.discard_written()
         raise

@@ -13,31 +13,61 @@ traced and reproduced on another machine.
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-#: set by the CLI entry point: the command this process runs, and its plugin modules
-ENV_COMMAND = "CIRCUITLAB_COMMAND"
-ENV_PLUGINS = "CIRCUITLAB_PLUGINS"
 #: a cache file for `circuitlab.provenance.code.CodeIndex` (the Snakefile points jobs at its own)
 ENV_CODE_CACHE = "CIRCUITLAB_CODE_CACHE"
 
+#: the `circuitlab` command this process is running and its plugin modules (`running`); None
+#: in a library call (a notebook, a test), which is recorded as such
+_RUNNING: tuple[str, tuple[str, ...]] | None = None
+
+
+@contextmanager
+def running(command: str, plugins: Sequence[str] = ()) -> Iterator[None]:
+    """While the CLI runs `command`: what `job_record` names as the maker of a result. Held in
+    this process only (never in the environment, which a later call in the same process or a
+    child process would inherit and misname)."""
+    global _RUNNING
+    saved, _RUNNING = _RUNNING, (command, tuple(plugins))
+    try:
+        yield
+    finally:
+        _RUNNING = saved
+
+
+def maker() -> str:
+    """What made a result in this process: ``circuitlab <command>`` inside the CLI, else the
+    program (``pytest``, ``python analysis.py``, ``python -c`` …)."""
+    if _RUNNING is not None:
+        return f"circuitlab {_RUNNING[0]}"
+    argv = list(sys.argv) or [""]
+    program = Path(argv[0]).name
+    if program in ("__main__.py", ""):  # python -m pkg: the package's folder names it
+        program = Path(argv[0]).parent.name or "python"
+    if program in ("-c", "-m"):
+        return f"python {program}"
+    return program if not program.endswith(".py") else f"python {program}"
+
 
 def job_record() -> dict[str, Any]:
-    """The provenance of the result this process writes: the environment (versions, CPU, code
-    paths, pins, threads, git state) and, when it runs a CLI command, the digest of that
-    command's code fingerprint (the same code the rule's ``code`` param hashes)."""
-    from pathlib import Path
-
+    """The provenance of the result this process writes: what made it (`maker`), the
+    environment (versions, CPU, code paths, pins, threads, git state) and, inside a CLI command,
+    the digest of that command's code fingerprint (the same code the rule's ``code`` param
+    hashes)."""
     from circuitlab.provenance.code import CodeIndex
     from circuitlab.provenance.numerics import environment
 
-    record: dict[str, Any] = {"environment": environment()}
-    command = os.environ.get(ENV_COMMAND)
-    if command:
+    record: dict[str, Any] = {"made_by": maker(), "environment": environment()}
+    if _RUNNING is not None:
+        command, plugins = _RUNNING
         cache = os.environ.get(ENV_CODE_CACHE)
         index = CodeIndex.for_installed(cache=Path(cache) if cache else None)
         if command in index.commands:  # else not a pipeline command (`circuitlab --help`)
-            plugins = [p for p in os.environ.get(ENV_PLUGINS, "").split(",") if p]
-            fp = index.fingerprint(command, plugins)
+            fp = index.fingerprint(command, list(plugins))
             record["code"] = {"command": command, "digest": fp.digest}
     return record
