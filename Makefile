@@ -28,7 +28,7 @@ CHECK_CONFIG = $(if $(CONFIG),$(BIN)/circuitlab validate-config $(CONFIG) > /dev
 # Snakemake with the venv's tools on PATH and the workflow profile (failed jobs' logs shown)
 SNAKEMAKE  := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --workflow-profile workflow/profiles/default $(CONFIGFILE)
 
-.PHONY: setup reproduce robustness dryrun plan accept watch report results screenshots test test-unit test-integration test-slow test-fast bench lint snapshot clean-results
+.PHONY: setup reproduce robustness dryrun plan accept watch report results screenshots test test-unit test-integration test-slow test-fast bench lint snapshot clean-results clean-history history
 
 setup: $(STAMP)
 
@@ -116,17 +116,40 @@ bench: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tests/benchmarks/run.py $(BENCH_ARGS)
 
 # Version the current artifacts (every folder under data/) with DVC and push them to the default remote
-# (~/.cache/circuitlab/dvc-store unless changed with `dvc remote modify store url …`).
+# (~/.cache/circuitlab/dvc-store unless changed with `dvc remote modify store url …`). First
+# data/state/ (what made each artifact: a checkout of the snapshot then plans nothing) and
+# data/wandb/ (a copy of the offline W&B runs: the history travels with the snapshot).
 snapshot: setup
+	$(BIN)/circuitlab save-state
 	DVC_NO_ANALYTICS=1 $(BIN)/dvc add --quiet $$(find data -mindepth 1 -maxdepth 1 -type d | sort)
 	DVC_NO_ANALYTICS=1 $(BIN)/dvc push --quiet
+
+# The recorded runs (DVC snapshots) side by side: headline results and the params that changed
+# (N=5 for more snapshots). Every metric: `dvc exp show -n 2 --only-changed`.
+N ?= 3
+history: setup
+	$(BIN)/circuitlab history -n $(N)
 
 lint: setup
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 
-# Deletes every result; keeps the edits a run copied aside (.snakemake/circuitlab/edited/).
+# Deletes every result; keeps the experiment history (the offline W&B runs in logs/wandb/ and
+# their copy in data/wandb/) and the edits a run copied aside (.snakemake/circuitlab/edited/).
 clean-results:
-	rm -rf data/datasets data/models data/metrics data/summary data/plots data/report logs
+	find data -mindepth 1 -maxdepth 1 -type d ! -name wandb -exec rm -rf {} + 2>/dev/null || true
+	find logs -mindepth 1 -maxdepth 1 ! -name wandb -exec rm -rf {} + 2>/dev/null || true
 	find .snakemake -mindepth 1 -maxdepth 1 ! -name circuitlab -exec rm -rf {} + 2>/dev/null || true
 	find .snakemake/circuitlab -mindepth 1 -maxdepth 1 ! -name edited -exec rm -rf {} + 2>/dev/null || true
+
+# Deletes the experiment history (the offline W&B runs, logs/wandb/), after asking: offline, it
+# is the only copy of the runs not yet synced (`wandb sync`) or snapshotted (`make snapshot`).
+# YES=1 skips the question.
+clean-history:
+	@n=$$(ls -d logs/wandb/offline-run-* 2>/dev/null | wc -l); \
+	if [ "$$n" = 0 ]; then echo "no W&B runs in logs/wandb"; exit 0; fi; \
+	if [ "$(YES)" != 1 ]; then \
+	  printf "delete %s offline W&B runs in logs/wandb (not synced anywhere unless you did)? [y/N] " "$$n"; \
+	  read answer; [ "$$answer" = y ] || [ "$$answer" = yes ] || { echo "kept"; exit 1; }; \
+	fi; \
+	rm -rf logs/wandb && echo "deleted $$n W&B runs"

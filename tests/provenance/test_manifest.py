@@ -5,6 +5,7 @@ records what is on disk as current."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -105,19 +106,37 @@ def test_cli_records_its_outputs_and_lists_changes(tmp_path: Path) -> None:
     assert changed.stdout.strip() == "edited since its job wrote it: data/datasets/sva.jsonl"
 
 
-def test_clean_results_keeps_the_edits_a_run_copied_aside(tmp_path: Path) -> None:
+def test_clean_results_keeps_the_edits_a_run_copied_aside_and_the_history(tmp_path: Path) -> None:
     import subprocess
 
     root = Path(__file__).resolve().parents[2]
     kept = tmp_path / EDITED / "0123456789ab" / "data" / "datasets" / "a.jsonl"
     records = tmp_path / ".snakemake" / "circuitlab" / "outputs" / "r.json"
     metadata = tmp_path / ".snakemake" / "metadata" / "x"
-    for path in (kept, records, metadata, tmp_path / "data" / "metrics" / "m.json"):
+    wandb_run = tmp_path / "logs" / "wandb" / "offline-run-1" / "run-1.wandb"
+    copy = tmp_path / "data" / "wandb" / "offline-run-1" / "run-1.wandb"
+    results = [tmp_path / "data" / d / "f" for d in ("metrics", "circuits", "state", "caa")]
+    job_log = tmp_path / "logs" / "acdc_circuit" / "a.log"
+    for path in (kept, records, metadata, wandb_run, copy, job_log, *results):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("x")
-    subprocess.run(
-        ["make", "-s", "-f", str(root / "Makefile"), "clean-results"], cwd=tmp_path, check=True
-    )
-    assert kept.read_text() == "x"
-    assert not records.exists() and not metadata.exists()
-    assert not (tmp_path / "data" / "metrics").exists()
+
+    def make(target: str, answer: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["make", "-s", "-f", str(root / "Makefile"), target],
+            cwd=tmp_path, input=answer, capture_output=True, text=True,
+            env={**os.environ, **env},
+        )  # fmt: skip
+
+    assert make("clean-results").returncode == 0
+    assert kept.read_text() == "x" and wandb_run.read_text() == "x" and copy.read_text() == "x"
+    assert not records.exists() and not metadata.exists() and not job_log.exists()
+    assert not any(p.parent.exists() for p in results)
+    # the history goes only when the user says so
+    refused = make("clean-history", "n\n")
+    assert refused.returncode != 0 and "delete 1 offline W&B runs" in refused.stdout
+    assert wandb_run.exists()
+    assert make("clean-history", "y\n").returncode == 0 and not wandb_run.exists()
+    wandb_run.parent.mkdir(parents=True)
+    wandb_run.write_text("x")
+    assert make("clean-history", YES="1").returncode == 0 and not wandb_run.exists()

@@ -5,7 +5,9 @@ The Snakefile calls `install` once every rule is defined. The recorded outputs
 (`circuitlab.provenance.manifest`) of this run's jobs that were edited or deleted since their
 job wrote them are added to Snakemake's ``--forcerun``: they become targets of this run (as
 Snakemake makes every forced file a target), their jobs rerun and so does what depends on them.
-A dry run forces the same files, so the plan is the run. Nothing is moved or deleted here: an
+A dry run forces the same files, so the plan is the run. Before that, the state a snapshot
+carries is restored for the outputs that are that snapshot's (`circuitlab.provenance.state`),
+so a ``dvc checkout`` or ``dvc pull`` of a snapshot leaves nothing to do. Nothing is moved or deleted here: an
 edited file is copied aside (`keep_edits`) and stays where it is until its own job rewrites it
 (Snakemake removes a job's old outputs just before running it), so a run stopped early loses
 nothing and the next run repairs it.
@@ -26,6 +28,7 @@ from typing import Any
 
 from circuitlab.errors import CircuitlabError
 from circuitlab.provenance.manifest import Repairs, altered, keep_edits, repairs
+from circuitlab.provenance.state import restore_state
 
 #: Snakemake invocations that only report, record or clean (`make accept` is ``--touch``):
 #: they neither force nor keep anything
@@ -73,6 +76,12 @@ def install(
     argv = sys.argv[1:] if argv is None else argv
     if not acts(workflow, argv):
         return Repairs((), ())
+    adopted = restore_state(root)  # a restored snapshot is as current as when it was taken
+    if adopted:
+        sys.stderr.write(
+            f"circuitlab: {len(adopted)} outputs are a snapshot's (data/state/, `make "
+            "snapshot`): their recorded state is restored with them\n"
+        )
     found = repairs(altered(root), outputs)
     for c in found.outside:
         sys.stderr.write(

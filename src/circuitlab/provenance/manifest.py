@@ -76,7 +76,7 @@ def _record(path: Path, root: Path) -> None:
     os.replace(tmp, folder / name)
 
 
-def _entries(root: Path) -> list[tuple[Path, dict]]:
+def entries(root: Path) -> list[tuple[Path, dict]]:
     out = []
     for record in sorted((root / RECORDS).glob("*.json")):
         try:
@@ -92,7 +92,7 @@ def altered(root: Path = Path(".")) -> list[Altered]:
     """Recorded outputs that now differ from what their job wrote: ``edited`` (other bytes),
     ``deleted`` (gone) or ``unreadable``."""
     out: list[Altered] = []
-    for _, entry in _entries(root):
+    for _, entry in entries(root):
         for rel, digest in sorted(entry["files"].items()):
             path = root / rel
             try:
@@ -149,7 +149,7 @@ def accept(root: Path = Path(".")) -> int:
     """Record what is on disk now as what each output's job wrote (`make accept`, after
     `dvc checkout`); the number of outputs re-recorded."""
     n = 0
-    for record, entry in _entries(root):
+    for record, entry in entries(root):
         output = root / entry["output"]
         if output.exists():
             _record(output.absolute(), root.absolute())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import netrc
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -135,6 +136,7 @@ def log_to_wandb(
     summary: dict[str, Any],
     series: Mapping[str, list[int | float | None]],
     steps: Sequence[int],
+    files: Sequence[Path] = (),
 ) -> None:
     # wandb-core reports its own errors to W&B unless told not to; read at service start.
     os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
@@ -173,6 +175,40 @@ def log_to_wandb(
             run.log({n: v[i] for n, v in series.items() if i < len(v)}, step=step)
         if summary:
             run.summary.update(summary)
+        for f in files:  # a copy, not `run.save`'s link: the run keeps this version
+            shutil.copy2(f, Path(run.dir) / Path(f).name)
         exit_code = 0
     finally:
         run.finish(exit_code=exit_code)
+
+
+#: where the offline runs live (under the project root) and where `make snapshot` keeps a copy
+RUNS = Path("logs/wandb")
+KEPT = Path("data/wandb")
+
+
+def keep_runs(root: Path = Path(".")) -> list[str]:
+    """Copy the offline W&B runs (``logs/wandb/offline-run-*``) not yet kept, or grown since,
+    into ``data/wandb/``, so `make snapshot` versions them with the artifacts (DVC) and a
+    checkout of any snapshot carries the history up to it; the runs copied. Files only (W&B's
+    ``latest-run`` and log links are left out); the live runs are never touched."""
+    source, dest = root / RUNS, root / KEPT
+    copied = []
+    for run in sorted(source.glob("offline-run-*")) if source.is_dir() else []:
+        if not run.is_dir() or run.is_symlink():
+            continue
+        files = [f for f in sorted(run.rglob("*")) if f.is_file() and not f.is_symlink()]
+        target = dest / run.name
+        fresh = [
+            f
+            for f in files
+            if not (target / f.relative_to(run)).is_file()
+            or (target / f.relative_to(run)).stat().st_size != f.stat().st_size
+        ]
+        for f in fresh:
+            out = target / f.relative_to(run)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, out)
+        if fresh:
+            copied.append(run.name)
+    return copied
