@@ -10,7 +10,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from circuitlab.config import load_config, read_config_yaml
+from circuitlab.config import load_config, read_config_yaml, write_resolved
 from circuitlab.errors import ConfigError
 
 
@@ -46,6 +46,13 @@ try:
 except ConfigError as exc:
     sys.stderr.write(f"{exc}\n")
     sys.exit(1)
+
+
+# DVC's params file: every key of the config in effect, defaults included, so `dvc params diff`
+# shows a changed default as "50 → 20" (README, "Experiment history"). A run writes it; a dry
+# run or a cluster node does not.
+if getattr(workflow, "is_main_process", True) and not (_out is not None and _out.dryrun):
+    write_resolved(CFG)
 
 
 # `snakemake --report report.html`: this text, the captions in workflow/report/ and the

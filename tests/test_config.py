@@ -9,7 +9,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from circuitlab.config import load_config, schema_yaml
+from circuitlab.config import load_config, resolved_yaml, schema_yaml
 from circuitlab.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +33,19 @@ def test_committed_schema_matches_the_model() -> None:
     assert SCHEMA.read_text() == schema_yaml(), (
         "schema out of date: run `circuitlab schema --out workflow/schemas/config.schema.yaml`"
     )
+
+
+def test_committed_params_file_is_the_default_config_resolved() -> None:
+    """config/resolved.yaml (DVC's params file) holds every key of the default config, its
+    defaults included; each run rewrites it, and the committed one is the default run's."""
+    text = (ROOT / "config" / "resolved.yaml").read_text()
+    assert text == resolved_yaml(load_config(DEFAULT)), (
+        "config/resolved.yaml out of date: run `.venv/bin/circuitlab validate-config "
+        "config/config.yaml --resolved config/resolved.yaml`"
+    )
+    params = yaml.safe_load(text)
+    assert "top_k" not in default_raw().get("compare", {})  # left at its default in the YAML
+    assert params["compare"]["top_k"] == 50  # and written out here
 
 
 def test_schema_and_pydantic_agree_on_the_default_and_on_typos() -> None:
