@@ -38,10 +38,10 @@ def test_the_tiny_config_makes_every_job_once() -> None:
         "lrp_attribution": 3, "lrp_circuit": 3, "lrp_faithfulness": 3, "blacklist": 1,
         "acdc_circuit": 4, "acdc_evaluate": 2, "contrastive_circuit": 1,
         "steering": 4, "caa_steering": 1, "steering_summary": 1, "caa": 1, "compare": 1,
-        "report": 1,
+        "report": 1, "record": 1,
     }  # fmt: skip
     assert Job.of("steering", model="tiny", task="refusal", circuit="contrastive") in jobs
-    assert jobs[-1] == Job.of("report")
+    assert jobs[-2:] == [Job.of("report"), Job.of("record")]
     assert Job.of("acdc_circuit", model="tiny", task="ioi", method="eap").label == (
         "acdc_circuit[model=tiny, task=ioi, method=eap]"
     )

@@ -6,8 +6,6 @@ import ipaddress
 import json
 import os
 import socket
-import struct
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,76 +16,9 @@ import torch
 
 from circuitlab import tracking
 from circuitlab.errors import ArtifactError, CircuitlabError, ConfigError
+from wandb_support import offline_run
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _wandb_records(path: Path) -> list[Any]:
-    """Records of a W&B transaction log (`run-<id>.wandb`).
-
-    wandb 0.31 writes no `files/wandb-summary.json` for offline runs; everything lives in this
-    file: a 7-byte header (b":W&B", magic 0xBEE1, version 0), then LevelDB-log framing (32 KiB
-    blocks; chunks with a 7-byte header: crc32c, length, type FULL/FIRST/MIDDLE/LAST), each record
-    a serialised `wandb_internal_pb2.Record`.
-    """
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B", data[:7]
-    block, pos, pending, out = 32768, 7, b"", []
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # block trailer padding
-            pos += block - pos % block
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        pos += 7
-        chunk, pos = data[pos : pos + length], pos + length
-        if len(chunk) < length:  # still being written
-            break
-        if kind == 0:
-            continue
-        pending = chunk if kind in (1, 2) else pending + chunk
-        if kind in (1, 4):
-            record = pb.Record()
-            record.ParseFromString(pending)
-            out.append(record)
-    return out
-
-
-def _offline_run(root: Path) -> dict[str, Any]:
-    """The single offline run under `root/logs/wandb/`: run fields, config, summary, history.
-
-    `run.finish()` returns before wandb-core has flushed the file; wait for the exit record.
-    """
-    runs = sorted((root / "logs" / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(runs) == 1, runs
-    deadline = time.monotonic() + 20
-    while True:
-        records = _wandb_records(runs[0])
-        if any(r.WhichOneof("record_type") == "exit" for r in records):
-            break
-        assert time.monotonic() < deadline, f"{runs[0]} has no exit record"
-        time.sleep(0.05)
-    run: dict[str, Any] = {"config": {}, "summary": {}, "history": []}
-    for rec in records:
-        kind = rec.WhichOneof("record_type")
-        if kind == "run":
-            r = rec.run
-            run.update(project=r.project, group=r.run_group, job_type=r.job_type)
-            run.update(name=r.display_name, tags=list(r.tags))
-            run["config"].update({u.key: json.loads(u.value_json) for u in r.config.update})
-        elif kind == "config":
-            run["config"].update({u.key: json.loads(u.value_json) for u in rec.config.update})
-        elif kind == "summary":
-            for u in rec.summary.update:
-                key = u.key or "/".join(u.nested_key)
-                run["summary"][key] = json.loads(u.value_json)
-        elif kind == "history":
-            row = {
-                "/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in rec.history.item
-            }
-            run["history"].append(row)
-    return run
 
 
 @pytest.fixture(autouse=True)
@@ -305,7 +236,7 @@ def test_offline_run_holds_metrics_config_and_series(
         run_name="toy-ioi",
     )
 
-    run = _offline_run(env)
+    run = offline_run(env)
     assert (run["project"], run["group"]) == ("circuitlab-test", "pipeline-42")
     assert (run["job_type"], run["name"], run["tags"]) == (
         "acdc_edges",
@@ -335,7 +266,7 @@ def test_online_without_key_falls_back_to_offline(
     with pytest.warns(tracking.TrackingWarning, match="no W&B API key"):
         tracking.log_metrics("blacklist", {"n_universal": 7}, env / "m.json")
 
-    assert _offline_run(env)["summary"]["n_universal"] == 7
+    assert offline_run(env)["summary"]["n_universal"] == 7
     assert tracking.run_group().startswith("adhoc-")  # no CIRCUITLAB_RUN_GROUP: one per process
     assert no_network == []
 
@@ -366,5 +297,50 @@ def test_online_start_failure_falls_back_to_offline(
     monkeypatch.setattr(wandb, "init", init)
     with pytest.warns(tracking.TrackingWarning, match="server unreachable"):
         tracking.log_metrics("compare", {"cosine": 0.25}, env / "m.json")
-    assert _offline_run(env)["summary"]["cosine"] == 0.25
+    assert offline_run(env)["summary"]["cosine"] == 0.25
+    assert no_network == []
+
+
+def test_the_runs_record_holds_every_metric_the_config_the_hashes_and_the_page(
+    env: Path, monkeypatch: pytest.MonkeyPatch, no_network: list[Any]
+) -> None:
+    """`circuitlab record` (the pipeline's last job): one W&B run with every metrics file of
+    the run flattened under its path, the resolved config, the md5 of each file it summarises
+    (DVC 3's file hash) and a copy of the report page; the same metrics in the record JSON."""
+    import hashlib
+
+    from circuitlab.tracking.record import log_record
+
+    monkeypatch.chdir(env)
+    monkeypatch.setenv("CIRCUITLAB_RUN_GROUP", "run-1")
+    a = env / "data" / "metrics" / "evaluate_model" / "toy" / "ioi.json"
+    b = env / "data" / "metrics" / "steering" / "toy" / "summary.json"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    tracking.log_metrics("evaluate_model", {"test": {"accuracy": 0.9}}, a)
+    tracking.log_metrics("steering_summary", {"counts": {"suppress": {"beat": 3}}}, b)
+    page = env / "data" / "report" / "index.html"
+    page.parent.mkdir(parents=True)
+    page.write_text("<html>report</html>")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    rel = [str(p.relative_to(env)) for p in (a, b)]
+    out = env / "data" / "report" / "record.json"
+    log_record(rel, out, config={"seed": 0, "compare": {"top_k": 50}}, attach=[page])
+
+    assert tracking.read_metrics(out) == {
+        "evaluate_model/toy/ioi": {"test": {"accuracy": 0.9}},
+        "steering/toy/summary": {"counts": {"suppress": {"beat": 3}}},
+    }
+    run = offline_run(env)
+    assert (run["name"], run["group"]) == ("record", "run-1")
+    assert run["summary"]["evaluate_model/toy/ioi/test/accuracy"] == 0.9
+    assert run["summary"]["steering/toy/summary/counts/suppress/beat"] == 3
+    assert run["config"]["config"] == {"seed": 0, "compare": {"top_k": 50}}
+    md5 = {p: hashlib.md5((env / p).read_bytes()).hexdigest() for p in rel}
+    md5[str(page)] = hashlib.md5(page.read_bytes()).hexdigest()
+    assert run["config"]["inputs_md5"] == md5
+    assert run["config"]["provenance"]["environment"]["commit"]
+    kept = list((env / "logs" / "wandb").glob("offline-run-*/files/index.html"))
+    assert [k.read_text() for k in kept] == ["<html>report</html>"]
+    with pytest.raises(ArtifactError, match="missing"):
+        log_record([*rel, "data/metrics/gone.json"], out, config={})
     assert no_network == []

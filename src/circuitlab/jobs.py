@@ -119,9 +119,10 @@ def model_jobs(cfg: Config, model: str) -> list[Job]:
 
 
 def pipeline_jobs(cfg: Config) -> list[Job]:
-    """Every job a run of `cfg` consists of: the datasets, each model's jobs, the report."""
+    """Every job a run of `cfg` consists of: the datasets, each model's jobs, the report and
+    the run's record (`circuitlab.tracking.record`)."""
     jobs = [Job.of("datasets", task=t) for t in cfg.dataset_names()]
     for model in cfg.active_models():
         jobs += model_jobs(cfg, model)
-    jobs.append(Job.of("report"))
+    jobs += [Job.of("report"), Job.of("record")]
     return jobs

@@ -72,15 +72,44 @@ def test_artifacts_exist_and_validate(pipeline: Path) -> None:
 def test_wandb_offline_runs_share_one_group(pipeline: Path) -> None:
     runs = sorted((pipeline / "logs" / "wandb").glob("offline-run-*"))
     # one W&B run per job that reports metrics, and each such job writes exactly one metrics
-    # JSON through the same door (rule all and the report log none)
+    # JSON through the same door (rule all and the report log none), plus the run's record
     metrics_files = sorted((pipeline / "data" / "metrics").rglob("*.json"))
     assert len(metrics_files) >= 18 + 2 * len(EDGE_METHODS) + 2
-    assert len(runs) == len(metrics_files), ([r.name for r in runs], metrics_files)
+    assert len(runs) == len(metrics_files) + 1, ([r.name for r in runs], metrics_files)
     blobs = [next(r.glob("run-*.wandb")).read_bytes() for r in runs]
     groups = {m.group(0) for b in blobs for m in re.finditer(rb"run-\d{8}-\d{6}", b)}
     assert len(groups) == 1, groups
     train_run = next(b for b in blobs if b"train_toy_model" in b)
     assert b"final_loss" in train_run
+
+
+@pytest.mark.slow
+def test_the_run_ends_with_one_complete_record(pipeline: Path) -> None:
+    """The last job logs one W&B run holding every metric of every metrics file, the resolved
+    config, the commit, the md5 of each summarised file and the report page."""
+    import hashlib
+
+    from circuitlab.tracking import flatten, read_metrics
+    from circuitlab.tracking.record import record_key
+    from wandb_support import read_run
+
+    runs = [read_run(f) for f in (pipeline / "logs" / "wandb").glob("offline-run-*/run-*.wandb")]
+    records = [r for r in runs if r["name"] == "record"]
+    assert len(records) == 1 and records[0]["group"] == runs[0]["group"]
+    record = records[0]
+    metrics_files = sorted((pipeline / "data" / "metrics").rglob("*.json"))
+    expected = {record_key(f.relative_to(pipeline)): read_metrics(f) for f in metrics_files}
+    assert read_metrics(pipeline / "data" / "report" / "record.json") == expected
+    flat = flatten("record", expected)
+    assert {k: v for k, v in record["summary"].items() if not k.startswith("_")} == flat
+    resolved = yaml.safe_load((pipeline / "config" / "resolved.yaml").read_text())
+    assert record["config"]["config"] == resolved
+    md5 = record["config"]["inputs_md5"]
+    assert len(md5) == len(metrics_files) + 1 and "data/report/index.html" in md5
+    assert all(hashlib.md5((pipeline / p).read_bytes()).hexdigest() == h for p, h in md5.items())
+    assert record["config"]["provenance"]["made_by"] == "circuitlab record"
+    page = list((pipeline / "logs" / "wandb").glob("offline-run-*/files/index.html"))
+    assert [p.read_bytes() for p in page] == [(pipeline / "data/report/index.html").read_bytes()]
 
 
 @pytest.mark.slow
@@ -117,6 +146,7 @@ def test_changing_one_task_reruns_only_that_task(pipeline: Path) -> None:
             "caa_steering": 1,
             "steering_summary": 1,
             "report": 1,
+                "record": 1,
             "all": 1,
         }
         assert "capitals" in plan.stdout + plan.stderr
@@ -129,7 +159,7 @@ def test_changing_one_task_reruns_only_that_task(pipeline: Path) -> None:
         snakemake(pipeline, str(rows.relative_to(pipeline)))
     # rewritten as it was, the dataset reruns nothing that reads it; the report reads the
     # job's benchmark file (its wall time), so it is redrawn
-    assert jobs_run(snakemake(pipeline)) == {"report": 1, "all": 1}
+    assert jobs_run(snakemake(pipeline)) == {"report": 1, "record": 1, "all": 1}
     assert jobs_run(snakemake(pipeline, "--dry-run")) == {}
 
 
@@ -278,7 +308,7 @@ def test_dvc_metrics_show_fits_a_terminal(pipeline: Path, tmp_path: Path) -> Non
     # one folder per rule of the run's job graph that writes metrics (the steering rules share one)
     config = yaml.safe_load((pipeline / "config" / "config.yaml").read_text())
     shared = {"caa_steering": "steering", "steering_summary": "steering"}
-    rules = {j.rule for j in pipeline_jobs(load_config(config))} - {"report"}
+    rules = {j.rule for j in pipeline_jobs(load_config(config))} - {"report", "record"}
     assert set(stages) == {shared.get(rule, rule) for rule in rules}
     widths = {}
     for stage in stages:

@@ -29,7 +29,7 @@ def test_every_module_a_job_loaded_is_in_its_fingerprint(pipeline_run) -> None: 
     index = CodeIndex.for_installed()
     traces = [json.loads(p.read_text()) for p in pipeline_run.trace.glob("*.json")]
     commands = {t["argv"][0] for t in traces}
-    assert {"train-toy-model", "acdc-circuit", "lrp-attribution", "steering", "report"} <= commands
+    assert {"train-toy-model", "acdc-circuit", "lrp-attribution", "steering", "report", "record"} <= commands
     for t in traces:
         argv = t["argv"]
         method = argv[argv.index("--method") + 1] if "--method" in argv else None
@@ -63,7 +63,7 @@ def test_editing_an_acdc_method_plans_that_methods_jobs_and_downstream(
     assert [r for r, _ in mine] == ["acdc_circuit", "acdc_circuit"], mine
     assert all("method=acdc" in w and "method=acdc_" not in w for _, w in mine), mine
     assert all("Params have changed" in j["reason"] for j in jobs if j["rule"] == "acdc_circuit")
-    assert {j["rule"] for j in jobs} <= {"acdc_circuit", "acdc_evaluate", "report", "all"}
+    assert {j["rule"] for j in jobs} <= {"acdc_circuit", "acdc_evaluate", "report", "record", "all"}
 
 
 def test_editing_lrp_selection_plans_the_lrp_circuit_not_its_attributions(

@@ -131,7 +131,7 @@ def test_an_acdc_key_reruns_only_the_jobs_that_read_it(
         for j in direct(jobs)
     }
     assert own == expected, direct(jobs)
-    assert set(counts(jobs)) <= {"acdc_circuit", "acdc_evaluate", "report", "all"}
+    assert set(counts(jobs)) <= {"acdc_circuit", "acdc_evaluate", "report", "record", "all"}
 
 
 def test_the_accuracy_gate_threshold_reruns_only_the_evaluation(pipeline: Path) -> None:
@@ -144,7 +144,7 @@ def test_the_accuracy_gate_threshold_reruns_only_the_evaluation(pipeline: Path) 
     with edited_config(pipeline, change):
         jobs = dry_run(pipeline)
     assert set(counts(direct(jobs))) == {"evaluate_model"}
-    assert set(counts(jobs)) <= {"evaluate_model", "report", "all"}
+    assert set(counts(jobs)) <= {"evaluate_model", "report", "record", "all"}
 
 
 def test_one_tasks_dataset_parameter_reruns_only_that_tasks_branch(pipeline: Path) -> None:
@@ -195,7 +195,7 @@ def test_a_rules_command_change_reruns_that_rule(pipeline: Path) -> None:
         "lrp_circuit",
         "lrp_faithfulness",
         "all",
-    } | {r for r in counts(jobs) if re.search("steer|compare|report", r)}
+    } | {r for r in counts(jobs) if re.search("steer|compare|report|record", r)}
 
 
 def test_steering_multipliers_rerun_only_steering_compare_and_report(pipeline: Path) -> None:
@@ -218,4 +218,4 @@ def test_steering_multipliers_rerun_only_steering_compare_and_report(pipeline: P
     rerun = set(counts(jobs)) - {"all"}
     # the steering evaluations of circuits and of CAA vectors, their summary and the report;
     # not the vectors (`caa` reads only the neutral prompts) and not compare (its own sweep)
-    assert rerun == {"steering", "caa_steering", "steering_summary", "report"}, rerun
+    assert rerun == {"steering", "caa_steering", "steering_summary", "report", "record"}, rerun

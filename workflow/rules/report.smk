@@ -34,3 +34,29 @@ rule report:
         "logs/report/index.log",
     shell:
         "circuitlab report --manifest {params.manifest} --out {output} > {log} 2>&1"
+
+
+# The run's complete record (circuitlab.tracking.record): one W&B run (job type `record`) with
+# every metrics file of the job graph, the resolved config, the commit, the md5 of every file
+# it summarises and the report page; the same metrics in data/report/record.json. The last job
+# of every run that changed a result, so each such invocation has one complete record.
+def record_metrics():
+    return [job_outputs(job)["metrics"] for job in JOBS if "metrics" in job_outputs(job)]
+
+
+rule record:
+    input:
+        metrics=lambda wildcards: record_metrics(),
+        page=rules.report.output.page,
+    output:
+        record="data/report/record.json",
+    params:
+        code=code("record"),
+        metrics=lambda wildcards: json_arg(record_metrics()),
+    log:
+        "logs/report/record.log",
+    shell:
+        # the params file this run wrote (Snakefile): the record's W&B config, not a param, so
+        # a config edit that changes no result makes no new record
+        "circuitlab record --metrics {params.metrics} --page {input.page} "
+        "--config config/resolved.yaml --out {output.record} > {log} 2>&1"

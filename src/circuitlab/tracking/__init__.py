@@ -86,6 +86,7 @@ def log_metrics(
     run_name: str | None = None,
     steps: Sequence[int] | None = None,
     schema: type[Metrics] | None = None,
+    files: Sequence[str | os.PathLike[str]] = (),
 ) -> dict[str, Any]:
     """Write `metrics` to `out` (and `series` to `plots_out`) and log both to one W&B run.
 
@@ -108,6 +109,7 @@ def log_metrics(
             optimiser steps at which a loss was recorded.
         schema: the metrics file's typed model (`circuitlab.artifact.Metrics`), which its
             readers load it through: the metrics must fit it, or nothing is written.
+        files: files copied into the W&B run (the report page of the run's record).
 
     Returns:
         The metrics as written to `out` (plain Python values, non-finite numbers as None).
@@ -138,6 +140,9 @@ def log_metrics(
                 f"stage {stage!r}: {clash} is both a metric and a series; the series' last value "
                 "would overwrite the metric in the W&B summary. Rename one of them."
             )
+    absent = [str(f) for f in files if not Path(f).is_file()]
+    if absent:
+        raise CircuitlabError(f"stage {stage!r}: files to attach do not exist: {absent}")
     x = clean_steps(stage, steps, cleaned_series)
     run_config = jsonable_config(stage, config)
     run_tags = clean_tags(stage, tags)
@@ -163,6 +168,7 @@ def log_metrics(
             summary=flat,
             series=cleaned_series or {},
             steps=x,
+            files=[Path(f) for f in files],
         )
     return clean
 
