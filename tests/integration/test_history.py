@@ -4,11 +4,15 @@ The copy becomes a git repository with the project's .gitignore files, dvc.yaml 
 (the remote pointed at a temp folder). Then, as README "Compare two runs" and "Versioning
 artifacts with DVC" describe:
 
-* `make snapshot`'s commands (`dvc add` of every folder under data/, `dvc push`) and a commit;
-* a fresh `git clone` + `dvc pull` gets back every artifact byte for byte, and after
-  `snakemake --touch` a dry run has nothing to do: nothing is recomputed;
-* a second run with one changed parameter, snapshotted and committed, shows up in
-  `dvc params diff`, `dvc metrics diff` and `dvc exp show`.
+* `make snapshot`'s commands (`circuitlab save-state`, `dvc add` of every folder under data/,
+  `dvc push`) and a commit;
+* a fresh `git clone` + `dvc pull` gets back every artifact byte for byte, and a dry run has
+  nothing to do: nothing is recomputed, nothing needs `make accept`;
+* a second run with two changed parameters (one of them left at its default before), snapshotted
+  and committed, shows up in `dvc params diff` (the default's old value included),
+  `dvc metrics diff`, `dvc exp show` and `make history`;
+* `git checkout` of the first snapshot + `dvc checkout` plans nothing, and back to the second
+  plans what it planned when it was taken.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline_support import ROOT, snakemake
+from pipeline_support import ROOT, jobs_run, snakemake
 
 DVC = str(Path(sys.executable).parent / "dvc")
+CIRCUITLAB = str(Path(sys.executable).parent / "circuitlab")
 pytestmark = pytest.mark.slow
 
 
@@ -38,7 +43,8 @@ def sh(cwd: Path, *cmd: str) -> str:
 
 
 def snapshot(repo: Path, message: str) -> None:
-    """What `make snapshot` does (every folder under data/), then a git commit."""
+    """What `make snapshot` does (the state, every folder under data/), then a git commit."""
+    sh(repo, CIRCUITLAB, "save-state")
     folders = sorted(
         p.relative_to(repo).as_posix() for p in (repo / "data").iterdir() if p.is_dir()
     )
@@ -81,9 +87,11 @@ def test_fresh_clone_pulls_the_artifacts_and_recomputes_nothing(repo: Path) -> N
     assert files == artifact_files(repo) and len(files) > 50
     _, mismatch, errors = filecmp.cmpfiles(repo, clone, [str(f) for f in files], shallow=False)
     assert mismatch == [] and errors == []
-    snakemake(clone, "--touch", "--cores", "1")
-    proc = snakemake(clone, "--dry-run")
-    assert "Nothing to be done" in proc.stdout + proc.stderr
+    proc = snakemake(clone, "--dry-run")  # no `make accept`, no --touch: the snapshot is current
+    assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+    assert "outputs are a snapshot's" in proc.stderr
+    assert "without metadata" not in proc.stdout + proc.stderr
+    assert jobs_run(snakemake(clone)) == {}  # and a real run runs nothing
 
 
 def test_two_runs_compare_with_dvc(repo: Path) -> None:
@@ -91,14 +99,19 @@ def test_two_runs_compare_with_dvc(repo: Path) -> None:
     cfg = yaml.safe_load(config.read_text())
     old = cfg["tasks"]["capitals"]["n_test"]
     cfg["tasks"]["capitals"]["n_test"] = old - 1
+    assert "top_k" not in cfg.get("compare", {})  # at its default, 50, in run 1
+    cfg["compare"] = {"top_k": 20}
     config.write_text(yaml.safe_dump(cfg))
-    snakemake(repo, "data/metrics/datasets/capitals.json")  # run 2: that branch's first job
+    # run 2: that task's dataset, check and evaluation (the rest of the graph is left stale)
+    snakemake(repo, "data/metrics/evaluate_model/tiny/capitals.json")
+    planned = jobs_run(snakemake(repo, "--dry-run"))
     snapshot(repo, "run 2")
 
     params = json.loads(sh(repo, DVC, "params", "diff", "HEAD~1", "--json"))
-    assert params["config/config.yaml"]["tasks.capitals.n_test"] == {
+    assert params["config/resolved.yaml"]["tasks.capitals.n_test"] == {
         "old": old, "new": old - 1, "diff": -1,
     }  # fmt: skip
+    assert params["config/resolved.yaml"]["compare.top_k"] == {"old": 50, "new": 20, "diff": -30}
     metrics = json.loads(sh(repo, DVC, "metrics", "diff", "HEAD~1", "--json"))
     assert metrics["data/summary/datasets/capitals.json"]["test"]["diff"] == -1
     full = json.loads(
@@ -109,3 +122,23 @@ def test_two_runs_compare_with_dvc(repo: Path) -> None:
     assert shown, "dvc metrics show found no metrics"
     table = sh(repo, DVC, "exp", "show", "--md")
     assert "n_test" in table and ("master" in table or "main" in table)
+    changed = sh(repo, DVC, "exp", "show", "-n", "2", "--only-changed", "--md")
+    assert "top_k" in changed and "n_test" in changed
+
+    # `make history`: both snapshots, the params that changed, the headline rows, one screen
+    text = sh(repo, CIRCUITLAB, "history")
+    lines = text.splitlines()
+    first, second = sh(repo, "git", "log", "--format=%h", "-n", "2").split()[::-1]
+    assert len(lines) <= 45 and max(map(len, lines)) <= 100, text
+    assert f"  {first[:7]} → {second[:7]}  compare.top_k: 50 → 20" in lines, text
+    row = next(line for line in lines if line.startswith("tiny/capitals accuracy"))
+    assert len(row.split()[-2:]) == 2 and "workspace" not in text
+
+    # restore = up to date: the first snapshot plans nothing; the second what it planned then
+    sh(repo, "git", "checkout", "-q", "HEAD~1")
+    sh(repo, DVC, "checkout", "--quiet")
+    assert jobs_run(snakemake(repo, "--dry-run")) == {}
+    assert yaml.safe_load(config.read_text())["tasks"]["capitals"]["n_test"] == old
+    sh(repo, "git", "checkout", "-q", "-")
+    sh(repo, DVC, "checkout", "--quiet")
+    assert jobs_run(snakemake(repo, "--dry-run")) == planned

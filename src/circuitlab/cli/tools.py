@@ -152,6 +152,39 @@ def altered(
         typer.echo(f"{c.why} since its job wrote it: {c.path}")
 
 
+@app.command("save-state")
+def save_state() -> None:
+    """Before a DVC snapshot (`make snapshot`): write data/state/ (what made each artifact, so
+    a `dvc checkout` or `dvc pull` of the snapshot plans nothing) and copy the offline W&B
+    runs into data/wandb/ (the history, versioned with the artifacts)."""
+    from circuitlab.provenance.state import save_state as save
+    from circuitlab.tracking.wandb_run import keep_runs
+
+    saved = save(Path("."))
+    typer.echo(
+        f"data/state: the state of {saved.outputs} outputs ({saved.metadata} Snakemake "
+        f"metadata files, {saved.files} artifact files)"
+    )
+    for output in saved.skipped:
+        typer.echo(f"  left out (changed since its job wrote it; `make plan`): {output}")
+    runs = keep_runs(Path("."))
+    typer.echo(f"data/wandb: {len(runs)} W&B runs copied from logs/wandb")
+
+
+@app.command()
+def history(
+    n: int = typer.Option(3, "-n", min=1, help="how many snapshots (newest), oldest shown left"),
+    every: bool = typer.Option(False, "--all", help="every headline row, found or not"),
+) -> None:
+    """The recorded runs (DVC snapshots: `make snapshot` + a commit) side by side: headline
+    results (accuracy, circuit faithfulness, edge recovery, steering verdicts) and the params
+    that changed between them, in one terminal screen."""
+    from circuitlab.tracking.history import history as read_history
+    from circuitlab.tracking.history import render
+
+    typer.echo(render(read_history(Path("."), n), every=every), nl=False)
+
+
 @app.command()
 def screenshot(
     report: Path = typer.Option(Path("data/report/index.html"), help="the report page"),
@@ -252,6 +285,11 @@ def validate_config(
         help="the config an overlay is merged into, as Snakemake merges --configfile",
     ),
     alone: bool = typer.Option(False, "--alone", help="validate the file on its own, unmerged"),
+    resolved: Path | None = typer.Option(
+        None,
+        help="also write the resolved params file here (every key, defaults included: what a "
+        "run writes to config/resolved.yaml for DVC)",
+    ),
 ) -> None:
     """Validate a config as the pipeline would see it and list its models, tasks and behaviours.
 
@@ -269,6 +307,11 @@ def validate_config(
             )
         cfg, label = load_config(base, config), f"{config} merged into {base}"
     typer.echo(f"{label}: valid")
+    if resolved is not None:
+        from circuitlab.config import write_resolved
+
+        write_resolved(cfg, resolved)
+        typer.echo(f"  wrote {resolved}")
     typer.echo(f"  models:     {', '.join(cfg.active_models())}")
     typer.echo(f"  tasks:      {', '.join(cfg.task_names()) or '-'}")
     typer.echo(f"  behaviours: {', '.join(cfg.behaviour_names()) or '-'}")
