@@ -146,7 +146,7 @@ def test_changing_one_task_reruns_only_that_task(pipeline: Path) -> None:
             "caa_steering": 1,
             "steering_summary": 1,
             "report": 1,
-                "record": 1,
+            "record": 1,
             "all": 1,
         }
         assert "capitals" in plan.stdout + plan.stderr

@@ -29,7 +29,14 @@ def test_every_module_a_job_loaded_is_in_its_fingerprint(pipeline_run) -> None: 
     index = CodeIndex.for_installed()
     traces = [json.loads(p.read_text()) for p in pipeline_run.trace.glob("*.json")]
     commands = {t["argv"][0] for t in traces}
-    assert {"train-toy-model", "acdc-circuit", "lrp-attribution", "steering", "report", "record"} <= commands
+    assert {
+        "train-toy-model",
+        "acdc-circuit",
+        "lrp-attribution",
+        "steering",
+        "report",
+        "record",
+    } <= commands
     for t in traces:
         argv = t["argv"]
         method = argv[argv.index("--method") + 1] if "--method" in argv else None

@@ -138,7 +138,7 @@ def _config_keys(workdir: Path, overlay: Path | None) -> ConfigKeys:
 @app.command()
 def altered(
     accept: bool = typer.Option(
-        False, "--accept", help="record the files on disk now as current (after dvc checkout)"
+        False, "--accept", help="record the files on disk now as current (`make accept`)"
     ),
 ) -> None:
     """Pipeline artifacts edited by hand since their job wrote them (the next run sets them

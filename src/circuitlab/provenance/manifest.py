@@ -12,8 +12,9 @@ what depends on them), and `make plan`'s dry run lists exactly those jobs. Nothi
 an edited file is copied to ``.snakemake/circuitlab/edited/<sha256[:12]>/<path>``
 (`keep_edits`) and stays in place until its job rewrites it, so a run that stops early loses
 nothing and the next one repairs it. A recorded output that is not part of this run's graph
-(an overlay config without its task, say) is named and left as it is. `make accept` (after
-`dvc checkout`, say) records what is on disk now as current (`accept`).
+(an overlay config without its task, say) is named and left as it is. `make accept` records
+what is on disk now as current (`accept`); a `dvc checkout` of a snapshot needs none
+(`circuitlab.provenance.state` restores the snapshot's records with it).
 """
 
 from __future__ import annotations
@@ -146,8 +147,8 @@ def keep_edits(changes: Iterable[Altered], root: Path = Path(".")) -> list[Path]
 
 
 def accept(root: Path = Path(".")) -> int:
-    """Record what is on disk now as what each output's job wrote (`make accept`, after
-    `dvc checkout`); the number of outputs re-recorded."""
+    """Record what is on disk now as what each output's job wrote (`make accept`); the number
+    of outputs re-recorded."""
     n = 0
     for record, entry in entries(root):
         output = root / entry["output"]

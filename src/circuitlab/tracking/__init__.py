@@ -17,7 +17,11 @@ W&B is offline by default and never reaches the network unless asked to:
   per process), ``job_type`` from ``CIRCUITLAB_RULE`` (else the stage), ``name`` = stage plus the
   caller's ``run_name``, ``config`` = the stage's parameters.
 - runs land in ``<root>/logs/wandb/`` (root = ``CIRCUITLAB_ROOT`` or the working directory),
-  which is git-ignored; sync them later with ``wandb sync logs/wandb/offline-run-*``.
+  which is git-ignored and kept by ``make clean-results``; sync them later with
+  ``wandb sync logs/wandb/offline-run-*``; ``make snapshot`` copies them into ``data/wandb/``
+  (`circuitlab.tracking.wandb_run.keep_runs`). Tests log under a temporary root.
+- the pipeline's last job logs the run's complete record (`circuitlab.tracking.record`); `make
+  history` reads the snapshots' headline results (`circuitlab.tracking.history`).
 
 The parts: `circuitlab.tracking.clean` turns a stage's values into JSON (or names the key
 holding one that cannot be), `circuitlab.tracking.wandb_run` is everything W&B (the mode,

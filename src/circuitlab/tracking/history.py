@@ -105,7 +105,10 @@ def render(snapshots: Sequence[Snapshot], width: int = WIDTH, every: bool = Fals
     the headline rows: those of the first model of the newest column's config and every row
     that changed (marked ``*``); every row with `every`."""
     if not snapshots:
-        return "no snapshots yet: `make snapshot` records one (README, 'Experiment history')\n"
+        return (
+            "no snapshots and no results yet: `make reproduce`, then `make snapshot` and a git "
+            "commit record one (README, 'History: metrics, parameters and runs')\n"
+        )
     col = 11
     lines = ["recorded runs (oldest left):"]
     lines += [f"  {s.label:<9} {s.date:<10} {s.subject}"[:width] for s in snapshots]
@@ -230,6 +233,6 @@ def history(root: Path = Path("."), n: int = 3) -> list[Snapshot]:
     snaps = [read_commit(root, *c) for c in snapshot_commits(root, n)]
     work = read_workspace(root)
     differs = not snaps or (work.values, work.params) != (snaps[-1].values, snaps[-1].params)
-    if differs and (work.values or not snaps):
+    if differs and work.values:
         snaps.append(work)
     return snaps
