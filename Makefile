@@ -137,7 +137,8 @@ lint: setup
 # Deletes every result; keeps the experiment history (the offline W&B runs in logs/wandb/ and
 # their copy in data/wandb/) and the edits a run copied aside (.snakemake/circuitlab/edited/).
 clean-results:
-	find data -mindepth 1 -maxdepth 1 -type d ! -name wandb -exec rm -rf {} + 2>/dev/null || true
+	rm -rf data/datasets data/models data/metrics data/summary data/plots data/report data/circuits \
+	  data/blacklists data/steering data/caa data/compare data/benchmarks data/state
 	find logs -mindepth 1 -maxdepth 1 ! -name wandb -exec rm -rf {} + 2>/dev/null || true
 	find .snakemake -mindepth 1 -maxdepth 1 ! -name circuitlab -exec rm -rf {} + 2>/dev/null || true
 	find .snakemake/circuitlab -mindepth 1 -maxdepth 1 ! -name edited -exec rm -rf {} + 2>/dev/null || true

@@ -49,9 +49,11 @@ except ConfigError as exc:
 
 
 # DVC's params file: every key of the config in effect, defaults included, so `dvc params diff`
-# shows a changed default as "50 → 20" (README, "Experiment history"). A run writes it; a dry
-# run or a cluster node does not.
-if getattr(workflow, "is_main_process", True) and not (_out is not None and _out.dryrun):
+# shows a changed default as "50 → 20" (README, "History"). A run writes it; a dry run, a
+# cluster node, `--report`, `--touch` (`make accept`) and the like do not.
+from circuitlab.provenance import guard
+
+if guard.acts(workflow, sys.argv[1:]) and not (_out is not None and _out.dryrun):
     write_resolved(CFG)
 
 
@@ -88,6 +90,4 @@ rule all:
 # run's jobs edited or deleted since their job wrote them are forced, so they are rebuilt in this
 # very run with what depends on them; a dry run and `make plan` force the same. Nothing is moved:
 # an edited file is copied aside and stays in place until its job rewrites it.
-from circuitlab.provenance import guard
-
 guard.install(workflow, FINAL_OUTPUTS, dry=_out is not None and _out.dryrun)

@@ -82,12 +82,13 @@ def make_workdir(work: Path, config: dict | None = None) -> Path:
 
 
 def project_copy(dest: Path) -> Path:
-    """A copy of the project's git-tracked files (modification times kept, so `make` finds its
+    """A copy of the project's files as git sees them (modification times kept, so `make` finds its
     set-up done) sharing the project's virtualenv: where a test runs a README command as typed
     (`make plan`, …) without writing into the project (tests/hermetic.py)."""
-    tracked = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
-    ).stdout.decode()
+    tracked = subprocess.run(  # tracked, and new files not yet added (but not ignored ones)
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, check=True,
+    ).stdout.decode()  # fmt: skip
     for rel in filter(None, tracked.split("\0")):
         src = ROOT / rel
         if src.is_file():

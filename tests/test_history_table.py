@@ -52,3 +52,16 @@ def test_two_snapshots_and_their_differences_fit_one_screen() -> None:
         for line in render([first, second], every=True).splitlines()
     )
     assert "params changed:\n  none" in render([first, first])
+
+
+def test_many_snapshots_keep_the_newest_that_fit() -> None:
+    snaps = []
+    for i in range(12):
+        snap = Snapshot(f"c{i:06d}", f"run {i}", "2026-12-07", {"models.toy.source": "toy"})
+        snap.values = headline_values(_summaries(i / 12, i))
+        snaps.append(snap)
+    text = render(snaps)
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 100
+    assert "(6 older not shown: 6 columns fit 100 characters)" in text
+    assert "c000011" in text and "c000005" not in text

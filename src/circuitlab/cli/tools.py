@@ -163,10 +163,14 @@ def save_state() -> None:
     saved = save(Path("."))
     typer.echo(
         f"data/state: the state of {saved.outputs} outputs ({saved.metadata} Snakemake "
-        f"metadata files, {saved.files} artifact files)"
+        f"metadata files) and the times of {saved.files} other job files"
     )
     for output in saved.skipped:
-        typer.echo(f"  left out (changed since its job wrote it; `make plan`): {output}")
+        typer.echo(
+            f"  edited since its job wrote it (a checkout of this snapshot rebuilds it; "
+            f"`make reproduce` first to snapshot its job's result): {output}",
+            err=True,
+        )
     runs = keep_runs(Path("."))
     typer.echo(f"data/wandb: {len(runs)} W&B runs copied from logs/wandb")
 

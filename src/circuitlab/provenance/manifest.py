@@ -68,7 +68,13 @@ def _record(path: Path, root: Path) -> None:
     except ValueError:
         return  # written outside the project: nothing to guard
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    entry = {"output": str(rel), "files": {str(f.relative_to(root)): sha256(f) for f in files}}
+    entry = {
+        "output": str(rel),
+        "files": {str(f.relative_to(root)): sha256(f) for f in files},
+        # when the job left each file: one untouched since needs no rehash to restore a
+        # snapshot (circuitlab.provenance.state)
+        "mtimes": {str(f.relative_to(root)): f.stat().st_mtime_ns for f in files},
+    }
     folder = root / RECORDS
     folder.mkdir(parents=True, exist_ok=True)
     name = hashlib.sha256(str(rel).encode()).hexdigest()[:24] + ".json"

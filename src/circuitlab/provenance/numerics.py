@@ -90,6 +90,8 @@ def git_state(root: str | None = None) -> dict[str, Any]:
                 "workflow",
                 "Snakefile",
                 "config",
+                # written by every run (DVC's params file): the config files themselves count
+                ":(exclude)config/resolved.yaml",
                 "pyproject.toml",
             ],
             cwd=where,

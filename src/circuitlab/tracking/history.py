@@ -104,13 +104,18 @@ def render(snapshots: Sequence[Snapshot], width: int = WIDTH, every: bool = Fals
     """The history table: the columns, the params changed between consecutive columns, then
     the headline rows: those of the first model of the newest column's config and every row
     that changed (marked ``*``); every row with `every`."""
+    col = 11
+    fit = max(1, (width - 28) // col)  # a row label of at least 28 characters
+    dropped = len(snapshots) - fit
+    snapshots = list(snapshots)[-fit:]
     if not snapshots:
         return (
             "no snapshots and no results yet: `make reproduce`, then `make snapshot` and a git "
             "commit record one (README, 'History: metrics, parameters and runs')\n"
         )
-    col = 11
     lines = ["recorded runs (oldest left):"]
+    if dropped > 0:
+        lines.append(f"  ({dropped} older not shown: {fit} columns fit {width} characters)")
     lines += [f"  {s.label:<9} {s.date:<10} {s.subject}"[:width] for s in snapshots]
     lines += ["", "params changed:"]
     changed = [
@@ -121,7 +126,12 @@ def render(snapshots: Sequence[Snapshot], width: int = WIDTH, every: bool = Fals
         if before.params.get(k) != after.params.get(k)
     ]
     lines += changed or ["  none"]
-    models = [k.split(".")[1] for k in snapshots[-1].params if k.startswith("models.")]
+    models = [  # the models the newest column's config runs (a null model is switched off)
+        k.split(".")[1]
+        for k, v in snapshots[-1].params.items()
+        if k.startswith("models.") and k.count(".") >= 2 and v is not None
+    ]
+    models = list(dict.fromkeys(models))
     models = models or sorted(
         re.split(r"[/ ]", r, maxsplit=1)[0] for s in snapshots for r in s.values
     )
@@ -134,6 +144,7 @@ def render(snapshots: Sequence[Snapshot], width: int = WIDTH, every: bool = Fals
             shown.append((row + ("*" if moved else ""), values))
     hidden = len({r for s in snapshots for r in s.values}) - len(shown)
     label_width = min(max((len(r) for r, _ in shown), default=10) + 2, width - col * len(snapshots))
+    label_width = max(label_width, 12)
     lines += ["", (" " * label_width + "".join(f"{s.label[: col - 1]:>{col}}" for s in snapshots))]
     for row, values in shown:
         name = row if len(row) < label_width - 1 else row[: label_width - 2] + "…"
@@ -168,7 +179,10 @@ def _git(root: Path, *args: str) -> str:
 def snapshot_commits(root: Path, n: int) -> list[tuple[str, str, str]]:
     """The `n` newest commits that change a ``data/*.dvc`` pointer: (sha, date, subject),
     oldest first."""
-    out = _git(root, "log", f"-n{n}", "--format=%H%x09%cs%x09%s", "--", "data/*.dvc")
+    out = _git(
+        root, "log", f"-n{n}", "--format=%H%x09%cs%x09%s", "--", "data/*.dvc",
+        ":(exclude)data/wandb.dvc",  # a commit that only adds W&B runs is no new result
+    )  # fmt: skip
     rows = [tuple(line.split("\t", 2)) for line in out.splitlines() if line.strip()]
     return [(r[0], r[1], r[2] if len(r) > 2 else "") for r in reversed(rows)]
 
@@ -183,26 +197,21 @@ def read_commit(root: Path, sha: str, date: str, subject: str) -> Snapshot:
     from dvc.api import DVCFileSystem
 
     snap = Snapshot(label=sha[:7], subject=subject, date=date)
-    try:
-        snap.params = flatten_params(yaml.safe_load(_git(root, "show", f"{sha}:{PARAMS}")) or {})
-    except CircuitlabError:  # a snapshot older than the resolved params file
-        raw = yaml.safe_load(_git(root, "show", f"{sha}:config/config.yaml")) or {}
-        snap.params = flatten_params(raw)
-    fs = DVCFileSystem(str(root), rev=sha)
-    try:
-        found = [str(p).lstrip("/") for p in fs.find(SUMMARY, detail=False)]
-    except FileNotFoundError:
-        found = []
-    rel = {p[len(SUMMARY) + 1 :]: p for p in found if p.startswith(SUMMARY + "/")}
-    files = {}
-    for short in _wanted(rel):
+    for path in (PARAMS, "config/config.yaml"):  # a snapshot older than the resolved file
         try:
+            snap.params = flatten_params(yaml.safe_load(_git(root, "show", f"{sha}:{path}")) or {})
+            break
+        except (CircuitlabError, yaml.YAMLError):
+            continue
+    files = {}
+    try:
+        fs = DVCFileSystem(str(root), rev=sha)
+        found = [str(p).lstrip("/") for p in fs.find(SUMMARY, detail=False)]
+        rel = {p[len(SUMMARY) + 1 :]: p for p in found if p.startswith(SUMMARY + "/")}
+        for short in _wanted(rel):
             files[short] = json.loads(fs.read_text(rel[short]))
-        except (OSError, ValueError) as exc:
-            raise CircuitlabError(
-                f"{rel[short]} of snapshot {sha[:7]} cannot be read ({exc}); `dvc fetch` it "
-                "from the remote the snapshot was pushed to"
-            ) from exc
+    except Exception as exc:  # DVC's errors vary by version: say it, show the others
+        snap.subject = f"{subject} [results unreadable: {type(exc).__name__}; `dvc fetch`?]"
     snap.values = headline_values(files)
     return snap
 
@@ -218,7 +227,10 @@ def read_workspace(root: Path) -> Snapshot:
     if base.is_dir():
         paths = [p.relative_to(base).as_posix() for p in base.rglob("*.json")]
         for short in _wanted(paths):
-            files[short] = json.loads((base / short).read_text(encoding="utf-8"))
+            try:
+                files[short] = json.loads((base / short).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue  # a damaged summary shows as "–"
     snap.values = headline_values(files)
     return snap
 

@@ -199,12 +199,7 @@ def keep_runs(root: Path = Path(".")) -> list[str]:
             continue
         files = [f for f in sorted(run.rglob("*")) if f.is_file() and not f.is_symlink()]
         target = dest / run.name
-        fresh = [
-            f
-            for f in files
-            if not (target / f.relative_to(run)).is_file()
-            or (target / f.relative_to(run)).stat().st_size != f.stat().st_size
-        ]
+        fresh = [f for f in files if _stat(target / f.relative_to(run)) != _stat(f)]
         for f in fresh:
             out = target / f.relative_to(run)
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -212,3 +207,12 @@ def keep_runs(root: Path = Path(".")) -> list[str]:
         if fresh:
             copied.append(run.name)
     return copied
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    """(size, mtime) of a file, None if absent: a copy made with `shutil.copy2` matches it."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
