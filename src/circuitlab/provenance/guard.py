@@ -7,10 +7,10 @@ job wrote them are added to Snakemake's ``--forcerun``: they become targets of t
 Snakemake makes every forced file a target), their jobs rerun and so does what depends on them.
 A dry run forces the same files, so the plan is the run. Before that, the state a snapshot
 carries is restored for the outputs that are that snapshot's (`circuitlab.provenance.state`),
-so a ``dvc checkout`` or ``dvc pull`` of a snapshot leaves nothing to do. Nothing is moved or deleted here: an
-edited file is copied aside (`keep_edits`) and stays where it is until its own job rewrites it
-(Snakemake removes a job's old outputs just before running it), so a run stopped early loses
-nothing and the next run repairs it.
+so a ``dvc checkout`` or ``dvc pull`` of a snapshot leaves nothing to do. Nothing is moved or
+deleted here: an edited file is copied aside (`keep_edits`) and stays where it is until its
+own job rewrites it (Snakemake removes a job's old outputs just before running it), so a run
+stopped early loses nothing and the next run repairs it.
 
 Snakemake 9 parses the Snakefile before it hands the workflow its DAG settings (the
 ``--forcerun`` it was given), so the forced files are added when the DAG is prepared: this

@@ -188,7 +188,7 @@ KEPT = Path("data/wandb")
 
 
 def keep_runs(root: Path = Path(".")) -> list[str]:
-    """Copy the offline W&B runs (``logs/wandb/offline-run-*``) not yet kept, or grown since,
+    """Copy the offline W&B runs (``logs/wandb/offline-run-*``) not yet kept, or changed since,
     into ``data/wandb/``, so `make snapshot` versions them with the artifacts (DVC) and a
     checkout of any snapshot carries the history up to it; the runs copied. Files only (W&B's
     ``latest-run`` and log links are left out); the live runs are never touched."""
