@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline_support import ROOT, jobs_run, snakemake
+from pipeline_support import ROOT, jobs_run, snakemake, snakemake_env
 
 DVC = str(Path(sys.executable).parent / "dvc")
 CIRCUITLAB = str(Path(sys.executable).parent / "circuitlab")
@@ -137,6 +137,11 @@ def test_two_runs_compare_with_dvc(repo: Path) -> None:
     # restore = up to date: the first snapshot plans nothing; the second what it planned then
     sh(repo, "git", "checkout", "-q", "HEAD~1")
     sh(repo, DVC, "checkout", "--quiet")
+    plan = subprocess.run(  # `make plan` first: it must not call the checked-out files edits
+        [CIRCUITLAB, "plan"], cwd=repo, capture_output=True, text=True, timeout=300,
+        env=snakemake_env(repo),
+    )  # fmt: skip
+    assert "Nothing to be done" in plan.stdout and "by hand" not in plan.stderr, plan.stderr
     assert jobs_run(snakemake(repo, "--dry-run")) == {}
     assert yaml.safe_load(config.read_text())["tasks"]["capitals"]["n_test"] == old
     sh(repo, "git", "checkout", "-q", "-")

@@ -71,6 +71,12 @@ def plan(
     configfile = configfile.resolve() if configfile is not None else None
     args = ["--configfile", str(configfile)] if configfile is not None else []
     keys = _config_keys(workdir, configfile)
+    try:
+        text = dry_run(workdir, snakemake, args)
+    except RuntimeError as exc:
+        raise CircuitlabError(str(exc)) from None
+    # after the dry run: it restores a checked-out snapshot's state first (the guard), so a
+    # file a `dvc checkout` wrote is not listed as an edit
     for c in find_altered(workdir):
         err_console.print(
             f"{c.why} by hand since its job wrote it: {c.path} — the next run rebuilds it "
@@ -79,10 +85,6 @@ def plan(
             highlight=False,
             soft_wrap=True,
         )
-    try:
-        text = dry_run(workdir, snakemake, args)
-    except RuntimeError as exc:
-        raise CircuitlabError(str(exc)) from None
     found = parse_dry_run(text)
     blind = missing_metadata(text)
     if blind:
