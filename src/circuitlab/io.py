@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -41,6 +42,21 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def file_hash(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes (read in chunks)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, algorithm).hexdigest()
+
+
+def file_stamp(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """(mtime in ns, size) of a file, None if it is absent: whether it was rewritten since."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
 class Outputs:
     """A stage's outputs, all or nothing: each is noted (with its state on disk) when the stage
     declares it, and `discard_written` removes every one written since, so a stage that fails
@@ -50,17 +66,9 @@ class Outputs:
     def __init__(self) -> None:
         self._before: dict[Path, tuple[int, int] | None] = {}
 
-    @staticmethod
-    def _stamp(path: Path) -> tuple[int, int] | None:
-        try:
-            st = path.stat()
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_size
-
     def add(self, path: str | os.PathLike[str]) -> Path:
         path = Path(path)
-        self._before.setdefault(path, self._stamp(path))
+        self._before.setdefault(path, file_stamp(path))
         return path
 
     def clear(self) -> None:
@@ -74,9 +82,7 @@ class Outputs:
 
     def written(self) -> list[Path]:
         """The outputs created or changed since they were added."""
-        return [
-            p for p, before in self._before.items() if (now := self._stamp(p)) and now != before
-        ]
+        return [p for p, before in self._before.items() if (now := file_stamp(p)) and now != before]
 
     def discard_written(self) -> list[Path]:
         """Remove every output created or changed since it was added; returns them."""

@@ -248,8 +248,9 @@ def _log_to_stderr() -> None:
 
 
 def _start(argv: list[str]) -> None:
-    """Before any command runs (and before torch is imported): the numerics pins, and, when ``CIRCUITLAB_TRACE_MODULES``
-    names a folder, a record of the package modules it loaded (the code-fingerprint test)."""
+    """Before any command runs (and before torch is imported): the numerics pins, and, when
+    ``CIRCUITLAB_TRACE_MODULES`` names a folder, a record of the package modules it loaded (the
+    code-fingerprint test)."""
     import os
 
     from circuitlab.provenance import numerics

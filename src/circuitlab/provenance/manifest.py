@@ -27,6 +27,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from circuitlab.io import file_hash
+
 #: where the records live, under the project root
 RECORDS = Path(".snakemake/circuitlab/outputs")
 EDITED = Path(".snakemake/circuitlab/edited")
@@ -41,11 +43,7 @@ class Altered:
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_hash(path, "sha256")
 
 
 def record_outputs(paths: Iterable[Path], root: Path | None = None) -> None:

@@ -9,7 +9,6 @@ that made it. Tables of stages that did not run are left out.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from circuitlab.artifact import Artifact, Metrics
 from circuitlab.blacklist.metrics import BlacklistMetrics
 from circuitlab.compare.artifact import CompareReport
 from circuitlab.errors import ArtifactError
-from circuitlab.io import read_json, require
+from circuitlab.io import file_hash, read_json, require
 from circuitlab.lrp.metrics import FaithfulnessMetrics, LrpCircuitMetrics
 from circuitlab.models.metrics import EvaluationMetrics
 from circuitlab.report.format import beats_random, interval_cell, plus_minus
@@ -79,14 +78,10 @@ def model_stamp(data: Path, model: str) -> str:
     weights = data / "models" / model / "model.safetensors"
     reference = data / "models" / f"{model}.json"
     if weights.exists():
-        h = hashlib.sha256()
-        with weights.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        return f"weights sha256 `{h.hexdigest()[:12]}`"
+        return f"weights sha256 `{file_hash(weights)[:12]}`"
     if reference.exists():
         ref = read_json(reference)
-        digest = hashlib.sha256(reference.read_bytes()).hexdigest()[:12]
+        digest = file_hash(reference)[:12]
         return f"hub `{ref.get('id')}` revision `{ref.get('revision')}` (reference `{digest}`)"
     raise ArtifactError(f"model {model!r} has neither {weights} nor {reference}")
 

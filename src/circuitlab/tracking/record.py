@@ -15,24 +15,20 @@ with the snapshot.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from circuitlab.errors import ArtifactError
+from circuitlab.io import file_hash
 
 METRICS_ROOT = Path("data/metrics")
 
 
 def md5(path: str | os.PathLike[str]) -> str:
     """A file's md5, as DVC 3 hashes a file."""
-    h = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_hash(path, "md5")
 
 
 def record_key(path: str | os.PathLike[str]) -> str:

@@ -15,6 +15,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from circuitlab.errors import CircuitlabError, ConfigError
+from circuitlab.io import file_stamp
+from circuitlab.provenance.state import WANDB as KEPT
 
 Mode = Literal["online", "offline", "disabled"]
 
@@ -23,6 +25,8 @@ ENV_GROUP = "CIRCUITLAB_RUN_GROUP"
 ENV_RULE = "CIRCUITLAB_RULE"
 ENV_ROOT = "CIRCUITLAB_ROOT"
 DEFAULT_PROJECT = "circuitlab"
+#: where the offline runs live (under the project root); `make snapshot` copies them to KEPT
+RUNS = Path("logs/wandb")
 
 _MODES: dict[str, Mode] = {
     "offline": "offline",
@@ -142,7 +146,7 @@ def log_to_wandb(
     os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
     import wandb
 
-    log_dir = project_root() / "logs"
+    log_dir = project_root() / RUNS.parent  # wandb adds its own "wandb/" folder
     log_dir.mkdir(parents=True, exist_ok=True)
     init_kwargs: dict[str, Any] = {
         "project": os.environ.get(ENV_PROJECT, "").strip() or DEFAULT_PROJECT,
@@ -182,11 +186,6 @@ def log_to_wandb(
         run.finish(exit_code=exit_code)
 
 
-#: where the offline runs live (under the project root) and where `make snapshot` keeps a copy
-RUNS = Path("logs/wandb")
-KEPT = Path("data/wandb")
-
-
 def keep_runs(root: Path = Path(".")) -> list[str]:
     """Copy the offline W&B runs (``logs/wandb/offline-run-*``) not yet kept, or changed since,
     into ``data/wandb/``, so `make snapshot` versions them with the artifacts (DVC) and a
@@ -199,7 +198,7 @@ def keep_runs(root: Path = Path(".")) -> list[str]:
             continue
         files = [f for f in sorted(run.rglob("*")) if f.is_file() and not f.is_symlink()]
         target = dest / run.name
-        fresh = [f for f in files if _stat(target / f.relative_to(run)) != _stat(f)]
+        fresh = [f for f in files if file_stamp(target / f.relative_to(run)) != file_stamp(f)]
         for f in fresh:
             out = target / f.relative_to(run)
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -207,12 +206,3 @@ def keep_runs(root: Path = Path(".")) -> list[str]:
         if fresh:
             copied.append(run.name)
     return copied
-
-
-def _stat(path: Path) -> tuple[int, int] | None:
-    """(size, mtime) of a file, None if absent: a copy made with `shutil.copy2` matches it."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
