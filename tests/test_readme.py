@@ -83,7 +83,9 @@ def test_every_readme_command_is_run_or_covered() -> None:
 def test_readme_command_runs_as_typed(command: str, tmp_path: Path) -> None:
     if command not in readme_commands():
         pytest.skip(f"{command!r} is no longer in the README")
-    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}  # not activated
+    # not activated, and as typed in a shell: not inside the `make test ARGS=…` that runs us
+    outer = ("VIRTUAL_ENV", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
+    env = {k: v for k, v in os.environ.items() if k not in outer}
     work = project_copy(tmp_path / "project")  # as typed, in a copy: the project stays as it is
     proc = subprocess.run(
         command, shell=True, cwd=work, env=env, capture_output=True, text=True, timeout=300

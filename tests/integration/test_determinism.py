@@ -1,4 +1,6 @@
-"""Two fresh runs of the same small config give bit-identical artifacts (DESIGN principle 8).
+"""Two fresh runs of the same small config give bit-identical artifacts (DESIGN principle 8),
+whether the jobs run in forks of the warm process (`circuitlab.warm`: the shared session run)
+or each in its own fresh process (this second run, ``CIRCUITLAB_WARM=0``).
 
 The second run is fresh (a new directory, a new model trained from scratch) and makes one
 task's branch — datasets, the toy model, checks, evaluation, blacklist, LRP circuit and raw
@@ -18,7 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_support import EDGE_METHODS, digest, make_workdir, snakemake, without_timing
+from pipeline_support import (
+    EDGE_METHODS,
+    digest,
+    make_workdir,
+    snakemake,
+    snakemake_env,
+    without_timing,
+)
 
 TASK = "induction"
 
@@ -38,7 +47,8 @@ def test_two_fresh_runs_give_identical_artifacts(
 ) -> None:
     second = make_workdir(tmp_path_factory.mktemp("second_run"))
     shutil.copy(pipeline / "config" / "config.yaml", second / "config" / "config.yaml")
-    snakemake(second, *targets("tiny"))
+    cold = snakemake_env(second, CIRCUITLAB_WARM="0")  # every job its own process
+    snakemake(second, *targets("tiny"), env=cold)
 
     made = sorted(p for p in (second / "data").rglob("*") if p.is_file())
     names = {p.relative_to(second).as_posix() for p in made}

@@ -37,6 +37,9 @@ def test_every_module_a_job_loaded_is_in_its_fingerprint(pipeline_run) -> None: 
         "report",
         "record",
     } <= commands
+    # the jobs ran in forks of the run's warm process (circuitlab.warm), and still loaded only
+    # the package modules of their own command
+    assert all(t["warm"] for t in traces), [t["argv"][:2] for t in traces if not t["warm"]]
     for t in traces:
         argv = t["argv"]
         method = argv[argv.index("--method") + 1] if "--method" in argv else None

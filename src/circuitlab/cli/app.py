@@ -253,6 +253,7 @@ def _start(argv: list[str]) -> None:
     code-fingerprint test)."""
     import os
 
+    from circuitlab import warm
     from circuitlab.provenance import numerics
 
     numerics.apply()
@@ -265,7 +266,7 @@ def _start(argv: list[str]) -> None:
             mods = sorted(
                 m for m in sys.modules if m == "circuitlab" or m.startswith("circuitlab.")
             )
-            record = {"argv": argv, "modules": mods}
+            record = {"argv": argv, "modules": mods, "warm": warm.in_warm_process()}
             path = Path(trace) / f"{os.getpid()}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(record))
@@ -280,6 +281,11 @@ def main() -> None:
     from circuitlab.provenance.code import plugins_for
 
     argv = sys.argv[1:]
+    from circuitlab import warm
+
+    delegated = warm.delegate("circuitlab.cli:main", argv)  # in the run's warm process, if any
+    if delegated is not None:
+        sys.exit(delegated)
     _start(argv)
     _OUTPUTS.clear()
     words = [a for a in argv if not a.startswith("-")]

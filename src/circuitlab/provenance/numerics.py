@@ -116,8 +116,15 @@ def _version(package: str) -> str | None:
 def environment() -> dict[str, Any]:
     """What a result depends on besides its inputs, config and code: library versions, the CPU
     and the code paths in use, the thread count, the pins, the git state. The code path and
-    thread count are those of torch in this process (None for a job that never imported it)."""
+    thread count are those of torch in this process (imported here if the job did not: a job
+    forked from the warm process, `circuitlab.warm`, has it either way, and the record must
+    not depend on where the job ran); None where torch is not installed."""
     torch = sys.modules.get("torch")
+    if torch is None:
+        try:
+            import torch
+        except ImportError:
+            torch = None
     return {
         "python": platform.python_version(),
         "torch": _version("torch"),
