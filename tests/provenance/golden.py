@@ -3,7 +3,7 @@ attribution pass and one edge-attribution (EAP) pass with patched forwards on it
 to a sha256. Run as a script (a fresh process, so the numerics pins are set before torch is
 imported); prints one JSON object. `test_golden.py` compares it with the committed values.
 
-    python tests/provenance/golden.py [--steps 100]
+    python tests/provenance/golden.py [--steps 100] [--threads N]
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def short_training(steps: int, *, threads: int | None = None, warmup: int = 10):
     return cfg, model, tokenizer, result, time.perf_counter() - start
 
 
-def golden(steps: int) -> dict[str, object]:
+def golden(steps: int, threads: int | None = None) -> dict[str, object]:
     import torch
 
     from circuitlab.acdc.eap import EAPConfig, edge_attribution
@@ -67,7 +67,7 @@ def golden(steps: int) -> dict[str, object]:
     from circuitlab.models.loading import load_model
     from circuitlab.tasks import build_rows
 
-    cfg, model, tokenizer, result, seconds = short_training(steps)
+    cfg, model, tokenizer, result, seconds = short_training(steps, threads=threads)
     weights = sha(*(v for _, v in sorted(model.state_dict().items())))
     with tempfile.TemporaryDirectory() as tmp:  # through the pipeline's loading path
         model.save_pretrained(tmp, safe_serialization=True)
@@ -100,8 +100,9 @@ def main() -> None:
     numerics.apply()  # before torch is imported
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=None, help="training's torch threads")
     args = parser.parse_args()
-    json.dump(golden(args.steps), sys.stdout, indent=2)
+    json.dump(golden(args.steps, args.threads), sys.stdout, indent=2)
     print()
 
 

@@ -37,6 +37,12 @@ def train_toy_model(
         ..., callback=output_path, help="data/plots/train_toy_model/{model}.json (loss curve)"
     ),
     name: str = typer.Option("toy", help="the model's name in the config"),
+    threads: int | None = typer.Option(
+        None,
+        min=1,
+        help="torch threads when the config's training.threads is null (the rule "
+        "passes the job's cores); the weights do not depend on it",
+    ),
 ) -> None:
     """Train the embedded default model on the task corpus and save it with save_pretrained."""
     from circuitlab import tracking
@@ -46,7 +52,9 @@ def train_toy_model(
     from circuitlab.models.toy.settings import ToyModelConfig
 
     cfg = parse_params(ToyModelConfig, params)
-    model, tokenizer, result = build_toy_model(cfg, parse_json_option(tasks, "--tasks"), seed)
+    model, tokenizer, result = build_toy_model(
+        cfg, parse_json_option(tasks, "--tasks"), seed, threads=threads
+    )
     with atomic_path(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

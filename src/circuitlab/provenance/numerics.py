@@ -2,25 +2,32 @@
 
 On a CPU, the same torch wheel computes different floats on different x86-64 machines: ATen
 picks its vectorised kernels by the CPU's instruction set (AVX2 or AVX-512), MKL picks its
-GEMM code path by CPU model and vendor, and oneDNN does the same. Measured on this project's
-toy training (`tests/benchmarks/bench_numerics.py`, BENCHMARKS.md "Numerics"), ATen's choice and
-MKL's choice each change the trained weights. `PINS` fixes all three to code paths that every
-x86-64 CPU with AVX2 runs identically:
+GEMM code path by CPU model and vendor and, unless told otherwise, splits its work by the
+thread count, and oneDNN does the same. Measured on this project's toy training
+(`tests/benchmarks/bench_numerics.py`, BENCHMARKS.md "Numerics"), ATen's choice and MKL's
+choice each change the trained weights. `PINS` fixes them:
 
 * ``ATEN_CPU_CAPABILITY=avx2``: ATen's AVX2 kernels even where AVX-512 exists;
-* ``MKL_CBWR=COMPATIBLE``: MKL's conditional-numerical-reproducibility branch that Intel
-  documents as giving the same results on Intel and non-Intel CPUs (the ``AVX2`` branch is
-  only reproducible across Intel CPUs: elsewhere MKL silently falls back to ``AUTO``);
+* ``MKL_CBWR=AVX2,STRICT``: MKL's AVX2 reproducible branch in strict mode, which gives the same
+  bits for any number of threads (measured: 1, 2, 4, 8 threads, the same weights;
+  `tests/provenance/test_golden.py` checks 1 against 3), so training may use every core.
+  Intel documents the branch as the same on Intel CPUs with AVX2; on other vendors MKL runs
+  its automatic branch instead (Intel's documentation; not measured here). Until issue 29 the
+  pin was ``COMPATIBLE`` (SSE2), meant to give every vendor the same bits: measured, it did not (an AMD EPYC and an Intel Xeon differ,
+  BENCHMARKS.md "Golden hashes across CPU vendors"), and it made training 2.4x slower;
 * ``ONEDNN_MAX_CPU_ISA=AVX2``: oneDNN's kernels capped at AVX2;
-* ``OMP_WAIT_POLICY=PASSIVE``: OpenMP threads sleep instead of spinning at a barrier, so a job
-  with two threads degrades gracefully when another process holds a core (numerics unchanged).
+* ``GOMP_SPINCOUNT=3000``: not numerics — an OpenMP thread waiting at a barrier spins briefly,
+  then sleeps. Measured on the toy training (2 threads, 2 cores): 0.081 s per step idle and
+  0.172 s with one busy process beside it, against 0.111 / 0.135 s for sleeping at once
+  (``OMP_WAIT_POLICY=PASSIVE``, the pin before issue 29) and 0.074 / 0.246 s for spinning
+  longer (10,000).
 
-The thread count of each job is fixed by its config (training) or by its rule, never by the
-machine. `apply` sets the pins as defaults before torch is imported: the CLI entry point, the
-Snakefile and the test suite call it, so every job inherits them. A variable already set in the
-environment wins (e.g. ``MKL_CBWR=AUTO`` for speed on a machine where cross-machine identity does
-not matter); `environment` records what was in effect, and every metrics file and W&B run
-carries that record (`circuitlab.tracking`).
+The thread count of each job is fixed by its rule (training: every core up to 8; the other
+rules one), and the results do not depend on it. `apply` sets the pins as defaults before
+torch is imported: the CLI entry point, the Snakefile and the test suite call it, so every job
+inherits them. A variable already set in the environment wins (e.g. ``MKL_CBWR=AUTO``);
+`environment` records what was in effect, and every metrics file and W&B run carries that
+record (`circuitlab.tracking`).
 """
 
 from __future__ import annotations
@@ -35,9 +42,9 @@ from typing import Any
 
 PINS: dict[str, str] = {
     "ATEN_CPU_CAPABILITY": "avx2",
-    "MKL_CBWR": "COMPATIBLE",
+    "MKL_CBWR": "AVX2,STRICT",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
-    "OMP_WAIT_POLICY": "PASSIVE",
+    "GOMP_SPINCOUNT": "3000",
 }
 
 

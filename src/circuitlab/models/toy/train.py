@@ -1,7 +1,7 @@
 """Train the embedded default model: a small Llama with grouped-query attention, on CPU.
 
-`train_toy_model` is a pure function of (config, corpus, tokenizer): seeded, single-process,
-with a fixed thread count, so the same inputs give bit-identical weights on the same machine.
+`train_toy_model` is a pure function of (config, corpus, tokenizer): seeded and single-process,
+so the same inputs give bit-identical weights on the same machine, with any thread count.
 """
 
 from __future__ import annotations
@@ -95,13 +95,17 @@ def train_toy_model(
     corpus: Sequence[str],
     tokenizer: PreTrainedTokenizerBase,
     *,
+    threads: int | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train a fresh Llama on `corpus` (one sentence per sequence) and return it in eval mode."""
+    """Train a fresh Llama on `corpus` (one sentence per sequence) and return it in eval mode,
+    with ``cfg.threads`` torch threads, else ``threads`` (the job's cores), else torch's
+    default: the weights are the same for any count (MKL's strict reproducible branch,
+    `circuitlab.provenance.numerics`)."""
     if not corpus:
         raise ConfigError("the toy corpus is empty")
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(cfg.threads or threads or threads_before)
     try:
         torch.manual_seed(cfg.seed)
         model = make_llama(arch, tokenizer)
@@ -155,6 +159,7 @@ def build_toy_model(
     family_params: Mapping[str, Any],
     seed: int,
     *,
+    threads: int | None = None,
     progress: bool = True,
 ) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast, TrainResult]:
     """Corpus → tokenizer (the corpus's words) → trained model. Pure and seeded.
@@ -165,5 +170,7 @@ def build_toy_model(
     """
     corpus = build_corpus(family_params, cfg.corpus, seed)
     tokenizer = build_tokenizer(corpus)
-    result = train_toy_model(cfg.architecture, cfg.training, corpus, tokenizer, progress=progress)
+    result = train_toy_model(
+        cfg.architecture, cfg.training, corpus, tokenizer, threads=threads, progress=progress
+    )
     return result.model, tokenizer, result
