@@ -205,6 +205,23 @@ def preload() -> list[str]:
     return missing
 
 
+def _wandb_service() -> dict[str, str]:
+    """Start W&B's service process once, for every job's run (a process of its own costs each
+    job about 0.5 s): the variable that points a job's `wandb.init` at it. Nothing when W&B is
+    disabled or the service does not start (each job then starts its own, as without a server).
+    W&B supports forks: a forked job's runs are its own, the service stays the server's."""
+    if os.environ.get("WANDB_MODE", "").lower() == "disabled":
+        return {}
+    try:
+        import wandb
+
+        wandb.setup().ensure_service()  # type: ignore[no-untyped-call]
+    except Exception:  # a job's own run then starts its own service
+        return {}
+    token = os.environ.get("WANDB_SERVICE")
+    return {"WANDB_SERVICE": token} if token else {}
+
+
 def serve(path: str, parent: int) -> None:
     """Accept jobs on the Unix socket ``path`` until SIGTERM or until process ``parent`` (the
     Snakemake run) ends."""
@@ -213,6 +230,7 @@ def serve(path: str, parent: int) -> None:
     listener.listen(64)
     started_with = dict(os.environ)  # importing torch sets variables of its own
     preload()
+    shared = _wandb_service()
     stopping = False
 
     def stop(_signum: int, _frame: object) -> None:
@@ -228,7 +246,7 @@ def serve(path: str, parent: int) -> None:
         while not stopping and os.getppid() == parent:
             for key, _ in sel.select(timeout=0.5):
                 if key.data is None:
-                    _accept(listener, sel, jobs, started_with)
+                    _accept(listener, sel, jobs, started_with, shared)
                 elif key.data[0] == "conn":
                     _from_job(key.data[1], sel)
                 else:
@@ -243,6 +261,7 @@ def _accept(
     sel: selectors.BaseSelector,
     jobs: dict[int, _Job],
     env: Mapping[str, str],
+    shared: Mapping[str, str],
 ) -> None:
     conn, _ = listener.accept()
     try:
@@ -264,7 +283,7 @@ def _accept(
     if pid == 0:  # the child: never returns
         inherited = [listener.fileno(), conn.fileno(), *(j.pidfd for j in jobs.values()),
                      *(j.conn.fileno() for j in jobs.values() if j.conn)]  # fmt: skip
-        _child(request, fds, inherited)
+        _child({**request, "env": {**request["env"], **shared}}, fds, inherited)
     for fd in fds:
         os.close(fd)
     job = _Job(pid, os.pidfd_open(pid), conn)

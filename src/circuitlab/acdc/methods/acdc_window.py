@@ -35,5 +35,10 @@ METHOD = EdgeMethod(
     score="as `acdc`",
     cost="≈ E / `window` forwards per τ",
     shared=SWEEP_KEYS,
+    # opt-in since issue 29: on a CPU the costliest method of the default run (288 of 1,606
+    # CPU-seconds after training, BENCHMARKS.md) and it cannot share checks across τ; its
+    # circuits scored at or below exact ACDC's on MIB's CPR in 3 of 4 tasks (RESULTS.md of
+    # 6877f0b). On a GPU, where a window is one batched forward, add it to `acdc.methods`
+    default=False,
     order=30,
 )
