@@ -84,7 +84,10 @@ def test_readme_command_runs_as_typed(command: str, tmp_path: Path) -> None:
     if command not in readme_commands():
         pytest.skip(f"{command!r} is no longer in the README")
     # not activated, and as typed in a shell: not inside the `make test ARGS=…` that runs us
-    outer = ("VIRTUAL_ENV", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
+    # (make exports its command-line variables to the recipes)
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    outer = {"VIRTUAL_ENV", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"}
+    outer |= set(re.findall(r"^(\w+)\s*\?=", makefile, re.M))
     env = {k: v for k, v in os.environ.items() if k not in outer}
     work = project_copy(tmp_path / "project")  # as typed, in a copy: the project stays as it is
     proc = subprocess.run(

@@ -147,3 +147,19 @@ def test_no_server_when_turned_off_and_no_delegation_without_one(
     for value in ("0", "/nonexistent/socket"):  # off, or a server that is gone: run here
         monkeypatch.setenv(warm.ENV, value)
         assert warm.delegate("circuitlab.cli:main", ["datasets"]) is None
+
+
+def test_a_forked_job_knows_it_ran_warm(server: tuple[warm.Server, dict], tmp_path: Path) -> None:
+    """What the pipeline's module trace reads (`warm.in_warm_process`): true in a forked job,
+    false in the job's own process."""
+    _, env = server
+    trace = tmp_path / "trace"
+    for job_env in (env, {k: v for k, v in env.items() if k != warm.ENV}):
+        proc = subprocess.run([*COMMAND, "acdc-methods"], cwd=tmp_path, capture_output=True,
+                              env={**job_env, "CIRCUITLAB_TRACE_MODULES": str(trace)}, text=True,
+                              timeout=120)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+    import json
+
+    ran = sorted(json.loads(p.read_text())["warm"] for p in trace.glob("*.json"))
+    assert ran == [False, True]

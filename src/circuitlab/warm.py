@@ -443,4 +443,7 @@ def start(env: dict[str, str] | None = None, *, timeout: float = 120.0) -> Serve
 
 
 if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "serve":
-    serve(sys.argv[2], int(sys.argv[3]))
+    # through the package's module, not this `__main__` copy: the jobs read its state
+    from circuitlab import warm
+
+    warm.serve(sys.argv[2], int(sys.argv[3]))
