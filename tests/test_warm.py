@@ -163,3 +163,32 @@ def test_a_forked_job_knows_it_ran_warm(server: tuple[warm.Server, dict], tmp_pa
 
     ran = sorted(json.loads(p.read_text())["warm"] for p in trace.glob("*.json"))
     assert ran == [False, True]
+
+
+def test_a_server_that_dies_takes_its_jobs_with_it(tmp_path: Path) -> None:
+    """The job's process then fails (its outputs are not trusted), and no command is left to
+    write them later."""
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    env.pop(warm.ENV, None)
+    started = warm.start(env)
+    assert started is not None
+    log = tmp_path / ".snakemake" / "log" / "2026-12-07T000000.000000.snakemake.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("Building DAG of jobs...\n")
+    job = subprocess.Popen([*COMMAND, "watch", "--interval", "0.2"], cwd=tmp_path, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    forked: list[int] = []
+    while not forked and time.monotonic() < deadline:
+        forked = children(started.process.pid)
+        time.sleep(0.1)
+    assert forked
+    started.process.kill()
+    started.process.wait()
+    assert job.wait(timeout=30) == 1
+    assert "the warm process ended" in job.stderr.read()
+    deadline = time.monotonic() + 10
+    while command_line(forked[0]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not command_line(forked[0]), "the command outlived its server"
+    started.stop()

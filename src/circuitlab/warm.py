@@ -97,7 +97,8 @@ def in_warm_process() -> bool:
 
 
 def import_time_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The variables of ``env`` that libraries read at import (less the per-job thread counts)."""
+    """The variables of ``env`` that libraries read at import (less the per-job thread counts),
+    and ``SLURM_JOB_ID`` (a job of another allocation must run there, not here)."""
     return {k: v for k, v in env.items() if k.startswith(_IMPORT_TIME) and not k.endswith(_PER_JOB)}
 
 
@@ -140,9 +141,16 @@ def delegate(entry: str, argv: list[str]) -> int | None:
     streams = [fd for fd in (0, 1, 2) if _open(fd)]
     env = {k: v for k, v in os.environ.items() if k != ENV}
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)  # `python -m …` or a script
-    request = {"entry": entry, "argv": argv, "argv0": sys.argv[0], "main": spec.name if spec else None,
-               "cwd": os.getcwd(), "env": env, "executable": sys.executable,
-               "streams": streams}  # fmt: skip
+    request = {
+        "entry": entry,
+        "argv": argv,
+        "argv0": sys.argv[0],
+        "main": spec.name if spec else None,
+        "cwd": os.getcwd(),
+        "env": env,
+        "executable": sys.executable,
+        "streams": streams,
+    }
     try:
         socket.send_fds(sock, [json.dumps(request).encode()], streams)
         reply = _receive(sock)
@@ -333,6 +341,7 @@ def _child(request: Mapping[str, Any], fds: list[int], inherited: list[int]) -> 
         for fd in inherited:
             with contextlib.suppress(OSError):
                 os.close(fd)
+        _die_with_server()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         for target, fd in zip(request["streams"], fds, strict=True):
@@ -353,6 +362,15 @@ def _child(request: Mapping[str, Any], fds: list[int], inherited: list[int]) -> 
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
+
+
+def _die_with_server() -> None:
+    """Linux: this job is killed if the server dies first (its job's process then reports a
+    failure, and nothing may write outputs after that)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _as_invoked(request: Mapping[str, Any]) -> None:
