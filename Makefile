@@ -45,7 +45,7 @@ reproduce: setup
 	$(CHECK_CONFIG) $(SNAKEMAKE) --cores $(CORES) $(ARGS)
 
 # The report's verdicts on three training seeds of the embedded model (config/robustness.yaml):
-# two more models are trained (about 10 min each here) and run through every stage; the
+# two more models are trained and run through every stage (22 min in all here, 2 cores); the
 # report and data/metrics/robustness/toy.json say which verdicts hold on every seed.
 ROBUSTNESS ?= config/robustness.yaml
 robustness: setup

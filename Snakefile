@@ -94,18 +94,25 @@ rule all:
 guard.install(workflow, FINAL_OUTPUTS, dry=_out is not None and _out.dryrun)
 
 
-# Last, once every variable the jobs inherit is set (the numerics pins: common.smk): one
-# warm process for this run's jobs (circuitlab.warm): torch, transformers and W&B are
+# One warm process for this run's jobs (circuitlab.warm): torch, transformers and W&B are
 # imported once, and each job's `circuitlab` command runs in a fork of it (4.5 s of CPU saved
-# per job, results bit-identical). Local runs only; CIRCUITLAB_WARM=0 turns it off.
+# per job, results bit-identical). Started when the jobs are about to run (Snakemake runs no
+# `onstart` for a dry run or when there is nothing to do), after every variable the jobs
+# inherit is set (the numerics pins: common.smk). Local runs only; CIRCUITLAB_WARM=0: none.
 from circuitlab import warm
 
-_WARM = warm.start() if _REAL_RUN and getattr(workflow, "local_exec", True) else None
+_WARM = []
+
+
+onstart:
+    if _REAL_RUN and workflow.local_exec:
+        _WARM.append(warm.start())
 
 
 def _stop_warm(log):
-    if _WARM is not None:
-        _WARM.stop()
+    for server in _WARM:
+        if server is not None:
+            server.stop()
 
 
 onsuccess:
