@@ -88,8 +88,8 @@ accept: setup
 
 # The whole suite on two pytest-xdist workers: the tests around the shared pipeline run on one,
 # the other pipelines and trainings then the unit tests on the other (tests/conftest.py); on 2
-# cores 7 min 52 s against 11 min 37 s in one process (BENCHMARKS.md). TEST_WORKERS=0: one
-# process (the usual test order, one test's output at a time).
+# cores 6 min 04 s (BENCHMARKS.md, issue 29). TEST_WORKERS=0: one process (the usual test
+# order, one test's output at a time).
 TEST_WORKERS ?= 2
 PYTEST := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 XDIST   = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))

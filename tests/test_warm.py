@@ -43,6 +43,17 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def forks(started: warm.Server) -> list[int]:
+    """The server's forked jobs, once there is one (a minute at most)."""
+    deadline = time.monotonic() + 60
+    found: list[int] = []
+    while not found and time.monotonic() < deadline:
+        found = children(started.process.pid)
+        time.sleep(0.1)
+    assert found, "the job never reached the server"
+    return found
+
+
 def command_line(pid: int) -> list[str]:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
@@ -92,12 +103,7 @@ def test_a_signal_to_the_job_ends_its_command(
     log.write_text("Building DAG of jobs...\n")  # a run in progress: `watch` follows it
     job = subprocess.Popen([*COMMAND, "watch", "--interval", "0.2"], cwd=tmp_path, env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-    deadline = time.monotonic() + 60
-    forked: list[int] = []
-    while not forked and time.monotonic() < deadline:  # the fork running `watch`
-        forked = children(started.process.pid)
-        time.sleep(0.1)
-    assert forked, "the job never reached the server"
+    forks(started)  # the fork running `watch`
     time.sleep(1.0)
     job.send_signal(sent)
     assert job.wait(timeout=30) == expected
@@ -177,12 +183,7 @@ def test_a_server_that_dies_takes_its_jobs_with_it(tmp_path: Path) -> None:
     log.write_text("Building DAG of jobs...\n")
     job = subprocess.Popen([*COMMAND, "watch", "--interval", "0.2"], cwd=tmp_path, env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 60
-    forked: list[int] = []
-    while not forked and time.monotonic() < deadline:
-        forked = children(started.process.pid)
-        time.sleep(0.1)
-    assert forked
+    forked = forks(started)
     started.process.kill()
     started.process.wait()
     assert job.wait(timeout=30) == 1
