@@ -443,7 +443,9 @@ def start(env: dict[str, str] | None = None, *, timeout: float = 120.0) -> Serve
     folder = tempfile.mkdtemp(prefix="circuitlab-warm-")  # mode 0700: this user's jobs only
     path = os.path.join(folder, "socket")
     process = subprocess.Popen(
-        [sys.executable, "-m", "circuitlab.warm", "serve", path, str(os.getpid())],
+        # -P: not the working folder first on sys.path, as for the `circuitlab` command (a
+        # module there must not shadow a library in the jobs)
+        [sys.executable, "-P", "-m", "circuitlab.warm", "serve", path, str(os.getpid())],
         env=dict(env),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
