@@ -170,13 +170,17 @@ def delegate(entry: str, argv: list[str]) -> int | None:
         signal.signal(signum, forward)
     status = None
     while status is None:
-        message = _receive(sock)
+        try:
+            message = _receive(sock)
+        except OSError:
+            message = None
         if message is None:  # the server died: the command's end is unknown
             sys.stderr.write("circuitlab: the warm process ended while running this job\n")
             return 1
         status = message.get("status")
     if status < 0:  # killed by a signal: end the job's process the same way
-        signal.signal(-status, signal.SIG_DFL)
+        with contextlib.suppress(OSError, ValueError):  # SIGKILL has no handler to reset
+            signal.signal(-status, signal.SIG_DFL)
         os.kill(os.getpid(), -status)
         return 128 - status
     return int(status)
@@ -208,26 +212,9 @@ def preload() -> list[str]:
     for name in PRELOAD:
         try:
             importlib.import_module(name)
-        except ImportError:
+        except Exception:
             missing.append(name)
     return missing
-
-
-def _wandb_service() -> dict[str, str]:
-    """Start W&B's service process once, for every job's run (a process of its own costs each
-    job about 0.5 s): the variable that points a job's `wandb.init` at it. Nothing when W&B is
-    disabled or the service does not start (each job then starts its own, as without a server).
-    W&B supports forks: a forked job's runs are its own, the service stays the server's."""
-    if os.environ.get("WANDB_MODE", "").lower() == "disabled":
-        return {}
-    try:
-        import wandb
-
-        wandb.setup().ensure_service()  # type: ignore[no-untyped-call]
-    except Exception:  # a job's own run then starts its own service
-        return {}
-    token = os.environ.get("WANDB_SERVICE")
-    return {"WANDB_SERVICE": token} if token else {}
 
 
 def serve(path: str, parent: int) -> None:
@@ -238,7 +225,6 @@ def serve(path: str, parent: int) -> None:
     listener.listen(64)
     started_with = dict(os.environ)  # importing torch sets variables of its own
     preload()
-    shared = _wandb_service()
     stopping = False
 
     def stop(_signum: int, _frame: object) -> None:
@@ -253,12 +239,19 @@ def serve(path: str, parent: int) -> None:
     try:
         while not stopping and os.getppid() == parent:
             for key, _ in sel.select(timeout=0.5):
-                if key.data is None:
-                    _accept(listener, sel, jobs, started_with, shared)
-                elif key.data[0] == "conn":
-                    _from_job(key.data[1], sel)
-                else:
-                    _ended(key.data[1], sel, jobs)
+                try:  # one job's trouble must not end the server (its jobs die with it)
+                    if key.data is None:
+                        _accept(listener, sel, jobs, started_with)
+                    elif key.data[1].pidfd not in jobs:
+                        continue  # ended earlier in this same batch of events
+                    elif key.data[0] == "conn":
+                        _from_job(key.data[1], sel)
+                    else:
+                        _ended(key.data[1], sel, jobs)
+                except Exception:
+                    import traceback
+
+                    traceback.print_exc()
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path)
@@ -269,9 +262,9 @@ def _accept(
     sel: selectors.BaseSelector,
     jobs: dict[int, _Job],
     env: Mapping[str, str],
-    shared: Mapping[str, str],
 ) -> None:
     conn, _ = listener.accept()
+    conn.settimeout(10)  # the request comes at once; a stalled client must not stall the rest
     try:
         data, fds, _flags, _addr = socket.recv_fds(conn, _MAX_MESSAGE, 3)
         request = json.loads(data)
@@ -291,9 +284,10 @@ def _accept(
     if pid == 0:  # the child: never returns
         inherited = [listener.fileno(), conn.fileno(), *(j.pidfd for j in jobs.values()),
                      *(j.conn.fileno() for j in jobs.values() if j.conn)]  # fmt: skip
-        _child({**request, "env": {**request["env"], **shared}}, fds, inherited)
+        _child(request, fds, inherited)
     for fd in fds:
         os.close(fd)
+    conn.settimeout(None)
     job = _Job(pid, os.pidfd_open(pid), conn)
     jobs[job.pidfd] = job
     sel.register(conn, selectors.EVENT_READ, ("conn", job))
@@ -304,7 +298,8 @@ def _accept(
 
 def _from_job(job: _Job, sel: selectors.BaseSelector) -> None:
     """A signal to pass on, or the job's process gone (then its command goes too)."""
-    assert job.conn is not None
+    if job.conn is None:
+        return
     try:
         message = _receive(job.conn)
     except (OSError, ValueError):
@@ -330,6 +325,7 @@ def _ended(job: _Job, sel: selectors.BaseSelector, jobs: dict[int, _Job]) -> Non
             _send(job.conn, {"status": os.waitstatus_to_exitcode(status)})
         sel.unregister(job.conn)
         job.conn.close()
+        job.conn = None
 
 
 def _child(request: Mapping[str, Any], fds: list[int], inherited: list[int]) -> None:
@@ -388,12 +384,21 @@ def _as_invoked(request: Mapping[str, Any]) -> None:
 def _fresh_state() -> None:
     """What a fresh process would start with that the fork copied from the server."""
     import random
+    import tempfile
 
     random.seed()
+    tempfile.tempdir = None  # the job's TMPDIR
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()
     threads = os.environ.get("OMP_NUM_THREADS")
-    torch = sys.modules.get("torch")
-    if torch is not None and threads and threads.isdigit():
-        torch.set_num_threads(int(threads))
+    if threads and threads.isdigit():
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.set_num_threads(int(threads))
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(int(threads))  # numpy's BLAS pool was sized by the server's start
 
 
 def _run(entry: str) -> int:
@@ -401,8 +406,10 @@ def _run(entry: str) -> int:
     handlers have run."""
     import atexit
     import importlib
+    import threading
 
     module, function = entry.split(":")
+    code = 1
     try:
         getattr(importlib.import_module(module), function)()
         code = 0
@@ -411,8 +418,11 @@ def _run(entry: str) -> int:
             code = exc.code or 0
         else:
             sys.stderr.write(f"{exc.code}\n")
-            code = 1
-    atexit._run_exitfuncs()
+    except BaseException:  # as an uncaught exception ends a fresh process: traceback, code 1
+        sys.excepthook(*sys.exc_info())
+    finally:  # what the interpreter does on its way out: join threads, run exit handlers
+        threading._shutdown()  # type: ignore[attr-defined]
+        atexit._run_exitfuncs()
     return code
 
 
@@ -427,8 +437,11 @@ class Server:
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
+            try:
                 self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
         with contextlib.suppress(OSError):
             Path(self.path).parent.rmdir()
 
