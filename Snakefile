@@ -106,13 +106,12 @@ _WARM = []
 
 onstart:
     if _REAL_RUN and workflow.local_exec:
-        _WARM.append(warm.start())
+        _WARM.extend(s for s in [warm.start()] if s is not None)
 
 
 def _stop_warm(log):
     for server in _WARM:
-        if server is not None:
-            server.stop()
+        server.stop()
 
 
 onsuccess:

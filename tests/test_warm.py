@@ -54,6 +54,15 @@ def forks(started: warm.Server) -> list[int]:
     return found
 
 
+def follow_a_run(folder: Path, env: dict) -> subprocess.Popen[str]:
+    """`circuitlab watch` on a run in progress in ``folder``: a job that runs until stopped."""
+    log = folder / ".snakemake" / "log" / "2026-12-07T000000.000000.snakemake.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("Building DAG of jobs...\n")
+    return subprocess.Popen([*COMMAND, "watch", "--interval", "0.2"], cwd=folder, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
 def command_line(pid: int) -> list[str]:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
@@ -98,11 +107,7 @@ def test_a_signal_to_the_job_ends_its_command(
     """SIGTERM and SIGINT are passed on (SIGINT: the command's own "aborted", 130); SIGKILL
     cannot be, and the server kills the command when the job's process is gone."""
     started, env = server
-    log = tmp_path / ".snakemake" / "log" / "2026-12-07T000000.000000.snakemake.log"
-    log.parent.mkdir(parents=True)
-    log.write_text("Building DAG of jobs...\n")  # a run in progress: `watch` follows it
-    job = subprocess.Popen([*COMMAND, "watch", "--interval", "0.2"], cwd=tmp_path, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    job = follow_a_run(tmp_path, env)
     forks(started)  # the fork running `watch`
     time.sleep(1.0)
     job.send_signal(sent)
@@ -178,11 +183,7 @@ def test_a_server_that_dies_takes_its_jobs_with_it(tmp_path: Path) -> None:
     env.pop(warm.ENV, None)
     started = warm.start(env)
     assert started is not None
-    log = tmp_path / ".snakemake" / "log" / "2026-12-07T000000.000000.snakemake.log"
-    log.parent.mkdir(parents=True)
-    log.write_text("Building DAG of jobs...\n")
-    job = subprocess.Popen([*COMMAND, "watch", "--interval", "0.2"], cwd=tmp_path, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    job = follow_a_run(tmp_path, env)
     forked = forks(started)
     started.process.kill()
     started.process.wait()

@@ -84,8 +84,8 @@ _IMPORT_TIME = (
     "LD_",
     "CIRCUITLAB_NETGUARD",
     "CIRCUITLAB_KILL",
-    "SLURM_JOB_ID",
-)  # fmt: skip  (the last: a job of another allocation runs there)
+    "SLURM_JOB_ID",  # not read at import: a job of another allocation must run there
+)
 _PER_JOB = ("_NUM_THREADS", "_MAXIMUM_THREADS")  # Snakemake sets these per job: the child applies
 _MAX_MESSAGE = 1 << 20
 _forked = False  # True in a job forked from the server
@@ -298,8 +298,7 @@ def _accept(
 
 def _from_job(job: _Job, sel: selectors.BaseSelector) -> None:
     """A signal to pass on, or the job's process gone (then its command goes too)."""
-    if job.conn is None:
-        return
+    assert job.conn is not None  # unregistered when closed: no event comes for it after
     try:
         message = _receive(job.conn)
     except (OSError, ValueError):

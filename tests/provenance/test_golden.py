@@ -81,13 +81,6 @@ def test_golden_fingerprint_matches_on_this_machine() -> None:
     )
 
 
-def intel() -> bool:
-    try:
-        return "GenuineIntel" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-
-
 def test_the_results_do_not_depend_on_the_number_of_training_threads() -> None:
     """1 and 3 threads (3: more than this project's 2-core machines have) give the same bits
     in every part: training may use every core a machine has. MKL's AVX2 branch, strict for
@@ -96,7 +89,7 @@ def test_the_results_do_not_depend_on_the_number_of_training_threads() -> None:
     that says to fix `training.threads` there."""
     one, three = golden(30, threads=1), golden(30, threads=3)
     same = {k: one[k] for k in PARTS} == {k: three[k] for k in PARTS}
-    if not intel() and not same:
+    if "Intel" not in one["environment"]["cpu"] and not same:  # the CPU's model name
         warnings.warn(
             "on this non-Intel CPU the results depend on the number of training threads: set "
             "models.<name>.training.threads in the config to make them machine-independent",

@@ -277,15 +277,16 @@ def _start(argv: list[str]) -> None:
 def main() -> None:
     """Entry point: user-fixable errors print a message and exit 2, bugs keep their traceback;
     either way a command that fails leaves none of its outputs."""
-    from circuitlab.provenance import running
-    from circuitlab.provenance.code import plugins_for
-
-    argv = sys.argv[1:]
     from circuitlab import warm
 
+    argv = sys.argv[1:]
     delegated = warm.delegate("circuitlab.cli:main", argv)  # in the run's warm process, if any
     if delegated is not None:
         sys.exit(delegated)
+
+    from circuitlab.provenance import running
+    from circuitlab.provenance.code import plugins_for
+
     _start(argv)
     _OUTPUTS.clear()
     words = [a for a in argv if not a.startswith("-")]
