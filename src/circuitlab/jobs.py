@@ -17,23 +17,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from circuitlab.stages import ADAPTER_RULES
+
 if TYPE_CHECKING:
     from circuitlab.config import Config
-
-#: Rules that need circuitlab's architecture adapter (they work on the MLP internals): a model
-#: with ``backend: transformer_lens`` gets every other rule (`circuitlab.models.bridge.STAGES`
-#: says why, in words).
-ADAPTER_RULES = frozenset(
-    {
-        "blacklist",
-        "lrp_attribution",
-        "lrp_circuit",
-        "lrp_faithfulness",
-        "contrastive_circuit",
-        "steering",
-        "compare",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -60,7 +47,7 @@ class Job:
 
 def is_native(cfg: Config, model: str) -> bool:
     """Whether `model` runs with circuitlab's own adapter (every rule) rather than the
-    TransformerLens backend (the rules outside `ADAPTER_RULES`)."""
+    TransformerLens backend (the rules outside `circuitlab.stages.ADAPTER_RULES`)."""
     return getattr(cfg.active_models()[model], "backend", "native") == "native"
 
 

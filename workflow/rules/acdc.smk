@@ -20,15 +20,18 @@ rule acdc_circuit:
         method=alternatives(ACDC_METHODS),
     params:
         model=model_arg,
+        device=model_device,
         code=lambda w: code("acdc-circuit", w.method),
         cfg=lambda w: json_arg(CFG.acdc.discovery_params(w.method)),
+    resources:
+        gpu=model_gpu,
     log:
         "logs/acdc_circuit/{model}/{task}/{method}.log",
     benchmark:
         "data/benchmarks/acdc_circuit/{model}/{task}/{method}.tsv",
     shell:
         "circuitlab acdc-circuit --model-name {wildcards.model} --task {wildcards.task}"
-        " --method {wildcards.method} --model {params.model}"
+        " --method {wildcards.method} --model {params.model} --device {params.device}"
         " --data {input.rows} --params {params.cfg} --out {output.circuit}"
         " --metrics {output.metrics} > {log} 2>&1"
 
@@ -54,16 +57,19 @@ rule acdc_evaluate:
         task=alternatives(EDGE_TASKS),
     params:
         model=model_arg,
+        device=model_device,
         code=code("acdc-evaluate"),
         cfg=json_arg(CFG.acdc.evaluation_params()),
         circuits=lambda wildcards, input: " ".join(f"--circuits {p}" for p in input.circuits),
         dots=lambda wildcards, output: " ".join(f"--dots {p}" for p in output.dots),
+    resources:
+        gpu=model_gpu,
     log:
         "logs/acdc_evaluate/{model}/{task}.log",
     benchmark:
         "data/benchmarks/acdc_evaluate/{model}/{task}.tsv",
     shell:
         "circuitlab acdc-evaluate --model-name {wildcards.model} --task {wildcards.task}"
-        " --model {params.model} --data {input.rows} {params.circuits}"
+        " --model {params.model} --device {params.device} --data {input.rows} {params.circuits}"
         " {params.dots} --params {params.cfg} --metrics {output.metrics} --plot {output.plot}"
         " > {log} 2>&1"

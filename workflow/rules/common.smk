@@ -10,8 +10,10 @@ from pathlib import Path
 from snakemake.io import apply_wildcards
 
 from circuitlab.jobs import is_native, model_jobs, pipeline_jobs, steering_jobs
+from circuitlab.models.spec import uses_gpu
 from circuitlab.provenance import ENV_CODE_CACHE, numerics
 from circuitlab.provenance.code import CodeIndex, plugins_for
+from circuitlab.stages import unavailable_without_adapter
 from circuitlab.tracking.headline import summary_path
 
 # CFG, the validated config, is made in the Snakefile (before the schema's own validation).
@@ -49,12 +51,10 @@ HUB_MODELS = [m for m, spec in MODELS.items() if spec.source == "hf"]
 # run the hook-only stages: the job graph (circuitlab.jobs) leaves the others out.
 BRIDGE_MODELS = [m for m in MODELS if not is_native(CFG, m)]
 if BRIDGE_MODELS:
-    from circuitlab.models.bridge import STAGES as _STAGES
-
     sys.stderr.write(
         f"circuitlab: {', '.join(BRIDGE_MODELS)} run(s) with backend: transformer_lens: not "
-        f"available without circuitlab's adapter: "
-        f"{'; '.join(s for s, why in _STAGES.items() if why)} (README, 'Models')\n"
+        f"available without circuitlab's adapter: {unavailable_without_adapter()} "
+        "(README, 'Models')\n"
     )
 
 # edge circuits need a counterfactual answer: tasks only, not behaviours
@@ -141,6 +141,18 @@ def model_arg(wildcards):
     """The `--model` a stage's CLI gets: the toy model's directory or the reference JSON."""
     m = wildcards.model
     return f"data/models/{m}" if m in TOY_MODELS else f"data/models/{m}.json"
+
+
+def model_device(wildcards):
+    """The `--device` a model-loading stage's CLI gets: the model entry's `device`."""
+    return MODELS[wildcards.model].device
+
+
+def model_gpu(wildcards):
+    """The `gpu` resource of a job that loads the model (circuitlab.stages.MODEL_RULES): 1 where
+    the model entry's device is a GPU, else 0. The profile's `resources: gpu=N` then runs at
+    most N such jobs at once on a GPU host, and CPU runs keep every core busy."""
+    return int(uses_gpu(MODELS[wildcards.model].device))
 
 
 def final_outputs():

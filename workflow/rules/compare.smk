@@ -30,6 +30,7 @@ rule compare:
         ),
     params:
         model=model_arg,
+        device=model_device,
         code=code("compare"),
         cfg=json_arg(CFG.compare),
         # what compare reads of the steering section: how a circuit is steered, the budget
@@ -39,13 +40,15 @@ rule compare:
             )
         ),
         circuits=lambda wildcards, input: " ".join(f"--circuits {c}" for c in input.circuits),
+    resources:
+        gpu=model_gpu,
     log:
         "logs/compare/{model}/{behaviour}.log",
     benchmark:
         "data/benchmarks/compare/{model}/{behaviour}.tsv",
     shell:
         "circuitlab compare --model-name {wildcards.model} --task {wildcards.behaviour}"
-        " --model {params.model} --data {input.rows} {params.circuits}"
+        " --model {params.model} --device {params.device} --data {input.rows} {params.circuits}"
         " --vectors {input.vectors} --params {params.cfg} --steering {params.steering}"
         " --out {output.report}"
         " --metrics {output.metrics} --pareto-plot {output.pareto}"

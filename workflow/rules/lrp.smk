@@ -13,15 +13,18 @@ rule blacklist:
         **metrics_output("data/metrics/blacklist/{model}.json"),
     params:
         model=model_arg,
+        device=model_device,
         code=code("blacklist"),
         cfg=json_arg(CFG.blacklist),
+    resources:
+        gpu=model_gpu,
     log:
         "logs/blacklist/{model}.log",
     benchmark:
         "data/benchmarks/blacklist/{model}.tsv",
     shell:
         "circuitlab blacklist --model-name {wildcards.model}"
-        " --model {params.model} --params {params.cfg}"
+        " --model {params.model} --device {params.device} --params {params.cfg}"
         " --out {output.blacklist} --metrics {output.metrics} > {log} 2>&1"
 
 
@@ -36,15 +39,18 @@ rule lrp_attribution:
         **metrics_output("data/metrics/lrp_attribution/{model}/{task}.json"),
     params:
         model=model_arg,
+        device=model_device,
         code=code("lrp-attribution"),
         cfg=json_arg(CFG.lrp.model_dump(mode="json", exclude={"selection"})),
+    resources:
+        gpu=model_gpu,
     log:
         "logs/lrp_attribution/{model}/{task}.log",
     benchmark:
         "data/benchmarks/lrp_attribution/{model}/{task}.tsv",
     shell:
         "circuitlab lrp-attribution --model-name {wildcards.model} --task {wildcards.task}"
-        " --model {params.model} --data {input.rows}"
+        " --model {params.model} --device {params.device} --data {input.rows}"
         " --blacklist {input.blacklist} --params {params.cfg} --raw {output.raw}"
         " --metrics {output.metrics} > {log} 2>&1"
 
@@ -93,18 +99,21 @@ rule lrp_faithfulness:
         ),
     params:
         model=model_arg,
+        device=model_device,
         code=code("lrp-faithfulness"),
         # the attribution options only: faithfulness ranks neurons by mean attribution itself
         cfg=json_arg(CFG.lrp.model_dump(mode="json", exclude={"selection"})),
         faithfulness=json_arg(CFG.faithfulness),
         seed=CFG.seed,
+    resources:
+        gpu=model_gpu,
     log:
         "logs/lrp_faithfulness/{model}/{task}.log",
     benchmark:
         "data/benchmarks/lrp_faithfulness/{model}/{task}.tsv",
     shell:
         "circuitlab lrp-faithfulness --model-name {wildcards.model} --task {wildcards.task}"
-        " --model {params.model} --data {input.rows} --raw {input.raw}"
+        " --model {params.model} --device {params.device} --data {input.rows} --raw {input.raw}"
         " --params {params.cfg} --faithfulness {params.faithfulness} --seed {params.seed}"
         " --metrics {output.metrics} --plot {output.plot} > {log} 2>&1"
 
@@ -119,15 +128,18 @@ rule contrastive_circuit:
         **metrics_output("data/metrics/contrastive_circuit/{model}/{behaviour}.json"),
     params:
         model=model_arg,
+        device=model_device,
         code=code("contrastive-circuit"),
         top_k=CFG.contrastive.top_k,
         skip=",".join(str(layer) for layer in CFG.contrastive.skip_layers),
+    resources:
+        gpu=model_gpu,
     log:
         "logs/contrastive_circuit/{model}/{behaviour}.log",
     benchmark:
         "data/benchmarks/contrastive_circuit/{model}/{behaviour}.tsv",
     shell:
         "circuitlab contrastive-circuit --model-name {wildcards.model} --task {wildcards.behaviour}"
-        " --model {params.model} --data {input.rows}"
+        " --model {params.model} --device {params.device} --data {input.rows}"
         " --top-k {params.top_k} --skip-layers '{params.skip}' --out {output.circuit}"
         " --metrics {output.metrics} > {log} 2>&1"

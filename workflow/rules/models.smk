@@ -6,7 +6,8 @@ rule train_toy_model:
     params:
         out=lambda w: f"data/models/{w.toy}",
         code=code("train-toy-model"),
-        cfg=lambda w: json_arg(MODELS[w.toy]),
+        # the entry less `device` (where the stages run it): training is on CPU either way
+        cfg=lambda w: json_arg(MODELS[w.toy].model_dump(mode="json", exclude={"device"})),
         tasks=json_arg(CFG.corpus_params()),
         seed=CFG.seed,
     # every core up to 8 (Snakemake gives at most --cores): nothing else can run before the
@@ -44,15 +45,18 @@ rule evaluate_model:
         **metrics_output("data/metrics/evaluate_model/{model}/{task}.json"),
     params:
         model=model_arg,
+        device=model_device,
         code=code("evaluate-model"),
         batch_size=CFG.evaluation.batch_size,
         # the robustness run's extra seeds are judged, not stopped, by the gate (Config.accuracy_gate)
         min_accuracy=lambda wildcards: CFG.accuracy_gate(wildcards.model),
+    resources:
+        gpu=model_gpu,
     log:
         "logs/evaluate_model/{model}/{task}.log",
     benchmark:
         "data/benchmarks/evaluate_model/{model}/{task}.tsv",
     shell:
         "circuitlab evaluate-model --model-name {wildcards.model} --task {wildcards.task}"
-        " --model {params.model} --data {input.rows}"
+        " --model {params.model} --device {params.device} --data {input.rows}"
         " --batch-size {params.batch_size} --min-accuracy {params.min_accuracy} --out {output.metrics} > {log} 2>&1"

@@ -27,17 +27,20 @@ rule steering:
         circuit=alternatives(STEERING_CIRCUITS),
     params:
         model=model_arg,
+        device=model_device,
         code=code("steering"),
         cfg=json_arg(CFG.steering),
         others=lambda wildcards, input: " ".join(f"--others {p}" for p in input.others),
     threads: 1
+    resources:
+        gpu=model_gpu,
     log:
         "logs/steering/{model}/{task}/{circuit}.log",
     benchmark:
         "data/benchmarks/steering/{model}/{task}/{circuit}.tsv",
     shell:
         "circuitlab steering --model-name {wildcards.model} --task {wildcards.task}"
-        " --model {params.model} --data {input.rows} --circuit {input.circuit}"
+        " --model {params.model} --device {params.device} --data {input.rows} --circuit {input.circuit}"
         " {params.others} --params {params.cfg} --out {output.report}"
         " --metrics {output.metrics} --plot {output.plot} --threads {threads} > {log} 2>&1"
 
@@ -52,6 +55,7 @@ rule caa:
         **metrics_output("data/metrics/caa/{model}/{behaviour}.json"),
     params:
         model=model_arg,
+        device=model_device,
         code=code("caa"),
         cfg=json_arg(CFG.caa),
         # only what the selection reads, so a change of the steering sweep does not rebuild CAA
@@ -64,13 +68,15 @@ rule caa:
         ),
         seed=CFG.seed,
     threads: 1
+    resources:
+        gpu=model_gpu,
     log:
         "logs/caa/{model}/{behaviour}.log",
     benchmark:
         "data/benchmarks/caa/{model}/{behaviour}.tsv",
     shell:
         "circuitlab caa --model-name {wildcards.model} --task {wildcards.behaviour}"
-        " --model {params.model} --data {input.rows} --params {params.cfg}"
+        " --model {params.model} --device {params.device} --data {input.rows} --params {params.cfg}"
         " --steering {params.steering} --seed {params.seed} --out {output.vectors}"
         " --metrics {output.metrics} --threads {threads} > {log} 2>&1"
 
@@ -93,18 +99,21 @@ rule caa_steering:
         ),
     params:
         model=model_arg,
+        device=model_device,
         code=code("caa-steering"),
         cfg=json_arg(CFG.caa),
         steering=json_arg(CFG.steering),
         others=lambda wildcards, input: " ".join(f"--others {p}" for p in input.others),
     threads: 1
+    resources:
+        gpu=model_gpu,
     log:
         "logs/caa_steering/{model}/{behaviour}.log",
     benchmark:
         "data/benchmarks/caa_steering/{model}/{behaviour}.tsv",
     shell:
         "circuitlab caa-steering --model-name {wildcards.model} --task {wildcards.behaviour}"
-        " --model {params.model} --data {input.rows}"
+        " --model {params.model} --device {params.device} --data {input.rows}"
         " --vectors {input.vectors} {params.others} --params {params.cfg}"
         " --steering {params.steering} --out {output.report} --metrics {output.metrics}"
         " --plot {output.plot} --threads {threads} > {log} 2>&1"

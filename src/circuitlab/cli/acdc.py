@@ -11,6 +11,8 @@ from circuitlab.cli.app import (
     CHECKED_ROWS_IN,
     PARAMS_HELP,
     app,
+    backend_option,
+    device_option,
     job_names,
     load_stage_model,
     model_name_option,
@@ -27,6 +29,8 @@ from circuitlab.errors import ConfigError
 def acdc_circuit(
     method: str = typer.Option(..., help="an edge method (`circuitlab acdc-methods` lists them)"),
     model: Path = model_option(),
+    device: str | None = device_option(),
+    backend: str | None = backend_option(),
     data: Path = typer.Option(
         ...,
         callback=CHECKED_ROWS_IN,
@@ -54,7 +58,7 @@ def acdc_circuit(
     # loads its own method's file, no other
     cfg = parse_params(acdc_model((method,)), params)
     rows = load_rows(data, rule="check_dataset", split="train")
-    lm = load_stage_model(model)
+    lm = load_stage_model(model, device, backend)
     name, task = job_names(data, model_name, task)
     result, numbers = discover(lm, rows, cfg, method, model=name, task=task)
     art = CircuitArtifact.from_json(result, f"{method} circuit")
@@ -72,6 +76,8 @@ def acdc_circuit(
 @app.command("acdc-evaluate")
 def acdc_evaluate(
     model: Path = model_option(),
+    device: str | None = device_option(),
+    backend: str | None = backend_option(),
     data: Path = typer.Option(
         ...,
         callback=CHECKED_ROWS_IN,
@@ -113,7 +119,7 @@ def acdc_evaluate(
         raise ConfigError(f"--dots: {len(dots)} paths for {len(circuits)} --circuits")
     arts = [load_circuit(p) for p in circuits]
     rows = load_rows(data, rule="check_dataset")
-    lm = load_stage_model(model)
+    lm = load_stage_model(model, device, backend)
     name, task = job_names(data, model_name, task)
     report = evaluate_circuits(lm, rows, arts, cfg)
     acdc_faithfulness(report, plot, f"{name} / {task}: edge circuits (test split)")

@@ -158,29 +158,65 @@ def adapter_model_input(stage: str) -> Callable[[Path], Path]:
     return check
 
 
-#: the model inputs of the stages that need circuitlab's adapter, by rule
-ADAPTER_MODEL_IN = {
-    rule: adapter_model_input(stage)
-    for rule, stage in {
-        "blacklist": "the neuron blacklist",
-        "lrp_attribution": "LRP attribution",
-        "lrp_faithfulness": "LRP faithfulness",
-        "contrastive_circuit": "the contrastive neuron circuit",
-        "steering": "neuron steering",
-        "compare": "CAA vs circuit",
-    }.items()
-}
-
-
 MODEL_HELP = "data/models/{model} directory or {model}.json reference"
 
 
 def model_option(rule: str | None = None) -> Any:
     """The `--model` option every stage shares: the artifact must exist (the error names the
-    rule that makes it) and, for a ``rule`` that needs circuitlab's adapter, must not be a
-    model on the TransformerLens backend — both checked before any stage code loads."""
+    rule that makes it) and, for a ``rule`` that needs circuitlab's adapter
+    (`circuitlab.stages.STAGES`), must not be a model on the TransformerLens backend — both
+    checked before any stage code loads."""
+    from circuitlab.stages import STAGES
+
+    stage = STAGES[rule] if rule else None
+    check = adapter_model_input(stage.label) if stage and stage.needs_adapter else model_input
+    return typer.Option(..., callback=check, help=MODEL_HELP)
+
+
+def _device(value: str | None) -> str | None:
+    import re
+
+    from circuitlab.models.spec import DEVICE_PATTERN
+
+    if value is not None and not re.fullmatch(DEVICE_PATTERN, value):
+        raise typer.BadParameter(f"{value!r} is not a device: use cpu, cuda, cuda:N or auto")
+    return value
+
+
+def device_option() -> Any:
+    """`--device`: where the stage runs its model, overriding the model's own setting (a
+    reference's ``device``; 'cpu' for a model directory). The pipeline passes the model
+    entry's ``device``."""
     return typer.Option(
-        ..., callback=ADAPTER_MODEL_IN[rule] if rule else model_input, help=MODEL_HELP
+        None,
+        callback=_device,
+        help="cpu, cuda, cuda:N or auto (default: the model reference's device; cpu for a "
+        "model directory)",
+    )
+
+
+def backend_option(rule: str | None = None) -> Any:
+    """`--backend` for a model directory (a reference JSON names its own): ``native`` or
+    ``transformer_lens``; refused before any stage code loads for a ``rule`` that needs
+    circuitlab's adapter."""
+    from circuitlab.stages import STAGES
+
+    stage = STAGES[rule] if rule else None
+
+    def check(value: str | None) -> str | None:
+        if value not in (None, "native", "transformer_lens"):
+            raise typer.BadParameter(f"{value!r}: use native or transformer_lens")
+        if value == "transformer_lens" and stage is not None and stage.needs_adapter:
+            from circuitlab.models.bridge import needs_adapter_message
+
+            raise typer.BadParameter(needs_adapter_message(stage.label, "the model"))
+        return value
+
+    return typer.Option(
+        None,
+        callback=check,
+        help="for a model directory: native (circuitlab's adapter) or transformer_lens "
+        "(TransformerLens 4's bridge, hook-only stages); default native",
     )
 
 
@@ -209,11 +245,39 @@ def job_names(path: Path, model_name: str | None, task: str | None) -> tuple[str
     return model_name or path.parent.name, task or path.stem
 
 
-def load_stage_model(path: Path) -> LoadedModel:
-    """A stage's model with its tokenizer (stages run text prompts): must exist and load."""
-    from circuitlab.models import load_model
+def load_stage_model(
+    path: Path, device: str | None = None, backend: str | None = None
+) -> LoadedModel:
+    """A stage's model with its tokenizer (stages run text prompts): must exist and load.
 
-    return load_model(model_input(path), tokenizer=True)
+    ``device`` (`device_option`) replaces the model's own; ``backend`` (`backend_option`) is
+    for a model directory, whose spec has no other way to name it. On CUDA the determinism
+    settings are made before the model is loaded (`numerics.set_determinism`), and the device
+    and dtype the model ended up on are recorded in every result the stage writes
+    (`circuitlab.provenance.job_record`)."""
+    from circuitlab.models import load_model
+    from circuitlab.models.loading import resolve_spec
+    from circuitlab.models.spec import ModelSpec
+    from circuitlab.provenance import note_device
+    from circuitlab.provenance.numerics import device_record, set_determinism
+
+    spec = resolve_spec(model_input(path))
+    update: dict[str, Any] = {}
+    if device is not None:
+        update["device"] = device
+    if backend is not None:
+        if path.suffix == ".json" and backend != spec.backend:
+            raise ConfigError(
+                f"--backend {backend}: {path} is a model reference with backend "
+                f"{spec.backend}; set `backend` in the model's config entry instead"
+            )
+        update["backend"] = backend
+    if update:
+        spec = ModelSpec.model_validate({**spec.model_dump(), **update})
+    set_determinism(spec.resolved_device())
+    lm = load_model(spec, tokenizer=True)
+    note_device(device_record(lm.device, lm.model.dtype))
+    return lm
 
 
 def parse_params(model: type[M], text: str, option: str = "--params") -> M:

@@ -11,7 +11,9 @@ from circuitlab.cli.app import (
     CHECKED_ROWS_IN,
     PARAMS_HELP,
     app,
+    backend_option,
     circuit_input,
+    device_option,
     job_names,
     load_stage_model,
     model_name_option,
@@ -26,6 +28,8 @@ from circuitlab.errors import ConfigError
 @app.command()
 def compare(
     model: Path = model_option("compare"),
+    device: str | None = device_option(),
+    backend: str | None = backend_option("compare"),
     data: Path = typer.Option(
         ...,
         callback=CHECKED_ROWS_IN,
@@ -80,7 +84,7 @@ def compare(
     loaded = {c.method: c for c in by_path.values()}
     tensors, _meta = load_vectors(vectors)
     rows = load_rows(data, rule="check_dataset")
-    lm = load_stage_model(model)
+    lm = load_stage_model(model, device, backend)
     name, behaviour = job_names(data, model_name, task)
     report = compare_behaviour(lm, rows, loaded, tensors, cfg, steering_cfg)
     title = f"{name} / {behaviour}: CAA vs circuit"

@@ -13,6 +13,8 @@ from circuitlab.cli.app import (
     CHECKED_ROWS_IN,
     PARAMS_HELP,
     app,
+    backend_option,
+    device_option,
     job_names,
     load_stage_model,
     model_name_option,
@@ -27,6 +29,8 @@ from circuitlab.errors import ConfigError, DatasetError
 @app.command()
 def blacklist(
     model: Path = model_option("blacklist"),
+    device: str | None = device_option(),
+    backend: str | None = backend_option("blacklist"),
     params: str = typer.Option("{}", help=PARAMS_HELP + " (the config's `blacklist` section)"),
     model_name: str = model_name_option(),
     out: Path = typer.Option(..., callback=output_path, help="data/blacklists/{model}.json"),
@@ -41,7 +45,7 @@ def blacklist(
     from circuitlab.blacklist.settings import BlacklistConfig
 
     cfg = parse_params(BlacklistConfig, params)
-    lm = load_stage_model(model)
+    lm = load_stage_model(model, device, backend)
     found = detect_universal_neurons(
         lm,
         cfg.prompts,
@@ -73,6 +77,8 @@ def blacklist(
 @app.command("lrp-attribution")
 def lrp_attribution(
     model: Path = model_option("lrp_attribution"),
+    device: str | None = device_option(),
+    backend: str | None = backend_option("lrp_attribution"),
     data: Path = typer.Option(
         ...,
         callback=CHECKED_ROWS_IN,
@@ -105,7 +111,7 @@ def lrp_attribution(
 
     cfg = parse_params(LrpConfig, params)
     rows = load_rows(data, rule="check_dataset", split="train")
-    lm = load_stage_model(model)
+    lm = load_stage_model(model, device, backend)
     pairs: set[tuple[int, int]] = set()
     if blacklist_file is not None:
         bl = Blacklist.load(require(blacklist_file, "blacklist"))
@@ -179,6 +185,8 @@ def lrp_circuit(
 @app.command("lrp-faithfulness")
 def lrp_faithfulness(
     model: Path = model_option("lrp_faithfulness"),
+    device: str | None = device_option(),
+    backend: str | None = backend_option("lrp_faithfulness"),
     data: Path = typer.Option(
         ...,
         callback=CHECKED_ROWS_IN,
@@ -220,7 +228,7 @@ def lrp_faithfulness(
     if not train or not test:
         raise DatasetError(f"{data}: faithfulness needs both train and test rows")
     attr = Attributions.load(require(raw, "lrp_attribution"))
-    lm = load_stage_model(model)
+    lm = load_stage_model(model, device, backend)
     name, task = job_names(data, model_name, task)
     report = evaluate_faithfulness(
         lm,
@@ -249,6 +257,8 @@ def lrp_faithfulness(
 @app.command("contrastive-circuit")
 def contrastive_circuit(
     model: Path = model_option("contrastive_circuit"),
+    device: str | None = device_option(),
+    backend: str | None = backend_option("contrastive_circuit"),
     data: Path = typer.Option(
         ...,
         callback=CHECKED_ROWS_IN,
@@ -278,7 +288,7 @@ def contrastive_circuit(
             f"--skip-layers must be comma-separated integers, got {skip_layers!r}"
         ) from exc
     rows = load_rows(data, rule="check_dataset", split="train")
-    lm = load_stage_model(model)
+    lm = load_stage_model(model, device, backend)
     name, behaviour = job_names(data, model_name, task)
     circuit = discover_contrastive(
         lm, rows, model=name, behaviour=behaviour, top_k=top_k, skip_layers=skip

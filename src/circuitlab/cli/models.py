@@ -11,6 +11,8 @@ from circuitlab.cli.app import (
     CHECKED_ROWS_IN,
     PARAMS_HELP,
     app,
+    backend_option,
+    device_option,
     load_stage_model,
     model_name_option,
     model_option,
@@ -93,6 +95,8 @@ def model_ref(
 @app.command("evaluate-model")
 def evaluate_model(
     model: Path = model_option(),
+    device: str | None = device_option(),
+    backend: str | None = backend_option(),
     data: Path = typer.Option(
         ..., callback=CHECKED_ROWS_IN, help="data/datasets/{model}/{task}.jsonl"
     ),
@@ -111,7 +115,7 @@ def evaluate_model(
     from circuitlab.tasks.io import load_rows
 
     rows = load_rows(data, rule="check_dataset")
-    loaded = load_stage_model(model)
+    loaded = load_stage_model(model, device, backend)
     name, task = model_name or model.stem, task or data.stem
     scores = evaluate_task(loaded.model, loaded.tokenizer, rows, batch_size)
     tracking.log_metrics(

@@ -16,7 +16,9 @@ from circuitlab.cli.app import (
     THREADS_HELP,
     _set_threads,
     app,
+    backend_option,
     circuit_input,
+    device_option,
     job_names,
     load_stage_model,
     model_name_option,
@@ -54,6 +56,8 @@ def _write_steering(
 @app.command()
 def steering(
     model: Path = model_option("steering"),
+    device: str | None = device_option(),
+    backend: str | None = backend_option("steering"),
     data: Path = typer.Option(
         ...,
         callback=CHECKED_ROWS_IN,
@@ -93,7 +97,7 @@ def steering(
     test = load_rows(data, rule="check_dataset", split="test")
     train = load_rows(data, rule="check_dataset", split="train")  # the gradient's support signs
     other = _test_sets(others, name)
-    lm = load_stage_model(model)
+    lm = load_stage_model(model, device, backend)
     is_behaviour = get_family(name).kind == "behaviour"
     report = neuron_steering(
         lm, circ, test, other, cfg, name=name, is_behaviour=is_behaviour, train=train
@@ -106,6 +110,8 @@ def steering(
 @app.command()
 def caa(
     model: Path = model_option(),
+    device: str | None = device_option(),
+    backend: str | None = backend_option(),
     data: Path = typer.Option(
         ...,
         callback=CHECKED_ROWS_IN,
@@ -139,7 +145,7 @@ def caa(
     scfg = parse_params(SteeringConfig, steering_params, "--steering")
     model_name, name = job_names(data, model_name, task)
     train = load_rows(data, rule="check_dataset", split="train")
-    lm = load_stage_model(model)
+    lm = load_stage_model(model, device, backend)
     vectors, meta, selection = build_caa(lm, train, cfg, scfg, name=name, seed=seed)
     save_vectors(out, vectors, {**meta, "model": model_name})
     tracking.log_metrics(
@@ -155,6 +161,8 @@ def caa(
 @app.command("caa-steering")
 def caa_steering(
     model: Path = model_option(),
+    device: str | None = device_option(),
+    backend: str | None = backend_option(),
     data: Path = typer.Option(
         ...,
         callback=CHECKED_ROWS_IN,
@@ -196,7 +204,7 @@ def caa_steering(
     tensors, meta = load_vectors(vectors)
     test = load_rows(data, rule="check_dataset", split="test")
     other = _test_sets(others, name)
-    lm = load_stage_model(model)
+    lm = load_stage_model(model, device, backend)
     report = run_caa(lm, tensors, meta, test, other, cfg, scfg, name=name)
     report["model"] = model_name
     run = f"{model_name}/{name}/caa"
@@ -241,6 +249,7 @@ def steering_summary(
 def diagnose_amplification(
     data: Path = typer.Option(Path("data"), help="a completed run's data folder"),
     model_name: str = typer.Option("toy", "--model-name", help="the model of the run"),
+    device: str | None = device_option(),
     tasks: list[str] = typer.Option(None, "--task", help="tasks/behaviours (repeat; default all)"),
     multipliers: str = typer.Option("1.5,2,4", help="amplifying multipliers (> 1)"),
     out: Path = typer.Option(..., callback=output_path, help="JSON: every variant's numbers"),
@@ -259,7 +268,7 @@ def diagnose_amplification(
 
     _set_threads(threads)
     mults = parse_multipliers(multipliers)
-    lm = load_stage_model(data / "models" / model_name)
+    lm = load_stage_model(data / "models" / model_name, device)
     names = tasks or sorted(p.name for p in (data / "circuits" / model_name).iterdir())
     results = []
     for name in names:

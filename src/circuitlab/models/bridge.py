@@ -21,28 +21,22 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from circuitlab.errors import ModelError
+from circuitlab.stages import STAGES as ALL_STAGES
+from circuitlab.stages import hook_only_labels
 
 if TYPE_CHECKING:  # torch stays out of the import: the Snakefile reads `STAGES`
     from torch import Tensor, nn
 
     from circuitlab.models.adapters import ModelDims
 
-#: What each backend runs: pipeline stage → whether the `transformer_lens` backend runs it (the
-#: native backend runs all of them). The reason says what the missing adapter would provide.
+#: What each backend runs: every rule that loads the model or needs the adapter → None when the
+#: `transformer_lens` backend runs it, else what the missing adapter would provide (the native
+#: backend runs all of them). Read off `circuitlab.stages.STAGES`; the README's model table is
+#: checked against it.
 STAGES: dict[str, str | None] = {
-    "check_dataset": None,
-    "evaluate_model": None,
-    "acdc_circuit (exact and approximate ACDC, EAP, head pruning)": None,
-    "acdc_evaluate": None,
-    "caa (residual and MLP-output vectors)": None,
-    "caa_steering": None,
-    "steering_summary (CAA only)": None,
-    "blacklist": "reads every MLP neuron (the down-projection input)",
-    "lrp_attribution, lrp_circuit, lrp_faithfulness": "LRP rules rewrite the norms, attention "
-    "and MLP modules",
-    "contrastive_circuit": "an LRP neuron circuit",
-    "steering (neuron circuits)": "edits MLP neurons",
-    "compare (CAA vs circuit)": "projects CAA onto W_down, edits MLP neurons",
+    rule: stage.reason
+    for rule, stage in ALL_STAGES.items()
+    if stage.loads_model or stage.needs_adapter
 }
 
 
@@ -51,8 +45,7 @@ def needs_adapter_message(stage: str, model: str) -> str:
     return (
         f"{stage} needs circuitlab's architecture adapter (it works on the MLP internals), and "
         f"{model} runs with backend: transformer_lens, which gives the hook-only stages "
-        "(evaluation, dataset checks, ACDC, EAP, head pruning, CAA vectors and CAA steering); "
-        "see README, 'Models'"
+        f"({', '.join(hook_only_labels())}); see README, 'Models'"
     )
 
 

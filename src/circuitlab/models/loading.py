@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from huggingface_hub import constants as hf_constants
@@ -76,6 +76,12 @@ class LoadedModel:
 
             return bridge_dims(self.bridge)
         return self.adapter.dims(self.model.config)
+
+    @property
+    def backend(self) -> Literal["native", "transformer_lens"]:
+        """Which backend runs this model: ``native`` (circuitlab's adapter and patch layer) or
+        ``transformer_lens`` (the bridge; no adapter)."""
+        return self.spec.backend
 
     @property
     def architecture(self) -> str:

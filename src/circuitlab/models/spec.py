@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 DType = Literal["float32", "float16", "bfloat16", "auto"]
 
+#: The device names a model entry, a reference and ``--device`` accept.
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
+
 
 class ModelSpec(StrictModel):
     """How to load one model. `id` is a Hugging Face hub id or a local directory."""
@@ -33,7 +36,11 @@ class ModelSpec(StrictModel):
     )
     dtype: DType = Field(default="float32", description="parameter dtype; 'auto' = as saved")
     device: str = Field(
-        default="auto", description="'auto' (cuda if available, else cpu), 'cpu', 'cuda:0', …"
+        default="cpu",
+        pattern=DEVICE_PATTERN,
+        description="where the model runs: 'cpu' (the default: bit-identical results on any "
+        "x86-64 CPU under the numerics pins), 'cuda', 'cuda:N', or 'auto' (cuda if available, "
+        "else cpu)",
     )
     device_map: str | None = Field(
         default=None,
@@ -71,23 +78,8 @@ class ModelSpec(StrictModel):
         return "auto" if self.dtype == "auto" else getattr(torch, self.dtype)
 
     def resolved_device(self) -> torch.device:
-        """`device` with 'auto' resolved; ModelError if it names an unusable device."""
-        import torch
-
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            device = torch.device(self.device)
-        except (RuntimeError, ValueError) as exc:
-            raise ModelError(
-                f"model.device {self.device!r} is not a torch device; use 'auto', 'cpu' or 'cuda:N'"
-            ) from exc
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ModelError(
-                f"model.device is {self.device!r} but CUDA is not available here; "
-                "set model.device to 'auto' or 'cpu'"
-            )
-        return device
+        """`device` with 'auto' resolved (`resolve_device`)."""
+        return resolve_device(self.device)
 
     def is_local(self) -> bool:
         """Whether `id` names a local directory (existing, or written as a path) not a hub id."""
@@ -130,3 +122,35 @@ def looks_like_path(ident: str | os.PathLike[str]) -> bool:
         or "\\" in s
         or s.endswith(".json")
     )
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device a model entry's ``device`` names: the one place 'auto' is resolved (to
+    cuda when CUDA is available, else cpu). ModelError for a name that is not a device, or
+    for cuda where CUDA is not available."""
+    import torch  # here, not at module level: the Snakefile imports the config without torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise ModelError(
+            f"model device {name!r} is not a torch device; use 'cpu', 'cuda', 'cuda:N' or 'auto'"
+        ) from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(
+            f"the model's device is {name!r} but CUDA is not available here; set the model "
+            "entry's `device` (or `--device`) to 'cpu' or 'auto'"
+        )
+    return device
+
+
+def uses_gpu(name: str) -> bool:
+    """Whether a job loading a model onto device ``name`` takes a GPU (the Snakefile's ``gpu``
+    resource). Imports torch only for 'auto', which is resolved where the workflow is planned:
+    on a cluster whose login node has no GPU, declare the rule's GPU in the profile
+    (workflow/profiles/slurm) or name 'cuda' in the config."""
+    if name.startswith("cuda"):
+        return True
+    return name == "auto" and resolve_device(name).type == "cuda"

@@ -26,18 +26,32 @@ ENV_CODE_CACHE = "CIRCUITLAB_CODE_CACHE"
 #: in a library call (a notebook, a test), which is recorded as such
 _RUNNING: tuple[str, tuple[str, ...]] | None = None
 
+#: the device and dtype the running command loaded its model on (`note_device`); None before
+#: a model is loaded, and for a command that loads none
+_DEVICE: dict[str, Any] | None = None
+
 
 @contextmanager
 def running(command: str, plugins: Sequence[str] = ()) -> Iterator[None]:
     """While the CLI runs `command`: what `job_record` names as the maker of a result. Held in
     this process only (never in the environment, which a later call in the same process or a
     child process would inherit and misname)."""
-    global _RUNNING
+    global _RUNNING, _DEVICE
     saved, _RUNNING = _RUNNING, (command, tuple(plugins))
+    saved_device, _DEVICE = _DEVICE, None
     try:
         yield
     finally:
-        _RUNNING = saved
+        _RUNNING, _DEVICE = saved, saved_device
+
+
+def note_device(record: dict[str, Any]) -> None:
+    """Record the device a command's model runs on (`numerics.device_record`): every result
+    the command writes afterwards carries it (`job_record`). Outside a command (a library
+    call) nothing is kept: there is no command to name it under."""
+    global _DEVICE
+    if _RUNNING is not None:
+        _DEVICE = dict(record)
 
 
 def maker() -> str:
@@ -56,13 +70,15 @@ def maker() -> str:
 
 def job_record() -> dict[str, Any]:
     """The provenance of the result this process writes: what made it (`maker`), the
-    environment (versions, CPU, code paths, pins, threads, git state) and, inside a CLI command,
-    the digest of that command's code fingerprint (the same code the rule's ``code`` param
+    environment (versions, CPU, code paths, pins, threads, git state), the device and dtype of
+    the command's model (`note_device`; the GPU on CUDA) and, inside a CLI command, the digest of that command's code fingerprint (the same code the rule's ``code`` param
     hashes)."""
     from circuitlab.provenance.code import CodeIndex
     from circuitlab.provenance.numerics import environment
 
     record: dict[str, Any] = {"made_by": maker(), "environment": environment()}
+    if _DEVICE is not None:
+        record["model_device"] = _DEVICE
     if _RUNNING is not None:
         command, plugins = _RUNNING
         cache = os.environ.get(ENV_CODE_CACHE)

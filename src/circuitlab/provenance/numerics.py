@@ -16,6 +16,9 @@ choice each change the trained weights. `PINS` fixes them:
   pin was ``COMPATIBLE`` (SSE2), meant to give every vendor the same bits: measured, it did not (an AMD EPYC and an Intel Xeon differ,
   BENCHMARKS.md "Golden hashes across CPU vendors"), and it made training 2.4x slower;
 * ``ONEDNN_MAX_CPU_ISA=AVX2``: oneDNN's kernels capped at AVX2;
+* ``CUBLAS_WORKSPACE_CONFIG=:4096:8``: no effect on a CPU. On CUDA, cuBLAS is deterministic
+  only with a fixed workspace, and reads the variable when it starts: set here, before torch
+  is imported, so a job that runs on a GPU (`set_determinism`) has it whatever initialises CUDA;
 * ``GOMP_SPINCOUNT=3000``: not numerics — an OpenMP thread waiting at a barrier spins briefly,
   then sleeps. Measured on the toy training (2 threads, 2 cores): 0.081 s per step idle and
   0.172 s with one busy process beside it, against 0.111 / 0.135 s for sleeping at once
@@ -45,6 +48,7 @@ PINS: dict[str, str] = {
     "MKL_CBWR": "AVX2,STRICT",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
     "GOMP_SPINCOUNT": "3000",
+    "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
 }
 
 
@@ -145,3 +149,48 @@ def environment() -> dict[str, Any]:
         "pinned": pinned(),
         **git_state(),
     }
+
+
+def set_determinism(device: Any) -> None:
+    """On a CUDA ``device``: deterministic kernels, and no TF32 (an fp32 matmul or convolution
+    in TF32 keeps 10 mantissa bits, and whether it is used depends on the GPU generation).
+    Nothing is changed for a CPU device (the pins above are the CPU's determinism).
+
+    ``torch.use_deterministic_algorithms(True, warn_only=True)``: an op with no deterministic
+    CUDA kernel warns (in the job's log) instead of failing the job; that warning says the
+    result of that job may vary between runs. ``CUBLAS_WORKSPACE_CONFIG`` is one of `PINS`
+    (it must be set before cuBLAS starts); if a caller removed it, it is set here, which
+    still holds when this runs before the first CUDA operation (a stage calls this before
+    loading its model)."""
+    import torch
+
+    if torch.device(device).type != "cuda":
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", PINS["CUBLAS_WORKSPACE_CONFIG"])
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
+def device_record(device: Any, dtype: Any) -> dict[str, Any]:
+    """The device and dtype a stage ran its model on, for its provenance: on CUDA also the GPU
+    model and compute capability and the CUDA and cuDNN versions, on which a GPU result's bits
+    depend (README, "Determinism on a GPU")."""
+    import torch
+
+    device = torch.device(device)
+    record: dict[str, Any] = {"device": str(device), "dtype": str(dtype).removeprefix("torch.")}
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        major, minor = torch.cuda.get_device_capability(index)
+        record |= {
+            "gpu": torch.cuda.get_device_name(index),
+            "capability": f"{major}.{minor}",
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+            "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "tf32": torch.backends.cuda.matmul.allow_tf32,
+        }
+    return record

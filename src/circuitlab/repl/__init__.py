@@ -107,7 +107,7 @@ class Repl(Shell):
             f"circuitlab REPL — model {self.name} ({d.n_layers} layers × {d.d_mlp} neurons)",
             "Type 'help' for commands, 'quit' (or Ctrl-D) to exit.",
         ]
-        if self.lm.adapter is None:
+        if self.lm.backend == "transformer_lens":
             lines.append(
                 "This model runs with backend: transformer_lens: prompt, top and info work; "
                 "discover, ablate, amplify and sweep need circuitlab's architecture adapter."

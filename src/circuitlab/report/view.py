@@ -117,9 +117,9 @@ def _unavailable(backend: str) -> str | None:
     """The stages a backend does not run, in words (None for the native backend)."""
     if backend == "native":
         return None
-    from circuitlab.models.bridge import STAGES
+    from circuitlab.stages import unavailable_without_adapter
 
-    return "; ".join(stage for stage, why in STAGES.items() if why)
+    return unavailable_without_adapter()
 
 
 def arm_cell(arm: Arm | None) -> str:

@@ -81,7 +81,7 @@ def last_token_activations(
         ad = lm.adapter
         if site == "resid":
             ctx = residual_edit(lm, keep, layers)
-        elif ad is None:  # the transformer_lens backend: TL's hook_mlp_out
+        elif lm.backend == "transformer_lens":  # TL's hook_mlp_out
             ctx = edit_hooks(lm.bridge, mlp_out_hook, keep, layers)
         elif site == "mlp_out":
             ctx = ad.replace_outputs(
@@ -161,7 +161,7 @@ def residual_edit(
 ) -> AbstractContextManager[Any]:
     """``fn(layer, resid)`` replaces the residual stream after each layer (TL
     ``hook_resid_post``) inside the block: through the adapter, or the bridge's hook."""
-    if lm.adapter is None:
+    if lm.backend == "transformer_lens":
         return edit_hooks(lm.bridge, resid_post_hook, fn, layers)
     return lm.adapter.edit_residual(lm.model, fn, layers)
 

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from circuitlab.models.spec import DEVICE_PATTERN
 from circuitlab.types import StrictModel
 
 
@@ -69,6 +70,13 @@ class ToyModelConfig(StrictModel):
     """The embedded default: a small Llama trained by the pipeline on the task corpus."""
 
     source: Literal["toy"]
+    device: str = Field(
+        default="cpu",
+        pattern=DEVICE_PATTERN,
+        description="where the stages run the trained model: 'cpu' (the default; bit-identical "
+        "under the numerics pins), 'cuda', 'cuda:N' or 'auto'. Training is on CPU whatever this "
+        "says",
+    )
     architecture: ToyArchitecture = ToyArchitecture()
     training: ToyTraining = ToyTraining()
     corpus: ToyCorpus = ToyCorpus()
