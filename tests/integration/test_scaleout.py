@@ -9,6 +9,7 @@ completes through the plugin's submit → jobstep → srun path) and sacct repor
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -213,3 +214,38 @@ def test_real_model_configs_pass_snakemakes_schema(tmp_path: Path) -> None:
     for name in ("gpt2.yaml", "llama-3.1-8b.yaml", "qwen2.5-7b.yaml"):
         merged = merge_config(base, yaml.safe_load((ROOT / "config" / name).read_text()))
         validate(merged, str(ROOT / "workflow/schemas/config.schema.yaml"), set_default=False)
+
+
+def test_a_one_gpu_host_runs_one_model_loading_job_at_a_time(tmp_path: Path) -> None:
+    """The Llama overlay on the local profile: every job that loads the model takes the GPU
+    (`gpu=1`, its entry's device is cuda) and the profile has one, so Snakemake's scheduler
+    never starts two at once; every other job takes none and runs beside them. A dry run does
+    not show concurrency, so this checks the two things the scheduler works from: each job's
+    `gpu` resource and the profile's limit. The embedded model (device cpu) takes no GPU: a
+    CPU run keeps its parallelism."""
+    from circuitlab.stages import MODEL_RULES
+
+    profile = yaml.safe_load((ROOT / "workflow/profiles/default/config.yaml").read_text())
+    assert profile["resources"] == {"gpu": 1}
+    work = make_workdir(tmp_path / "work")
+    overlay = work / "config" / "llama.yaml"
+    overlay.write_text((ROOT / "config" / "llama-3.1-8b.yaml").read_text())
+    env = snakemake_env(work, HF_HUB_OFFLINE="1")
+    # TINY's embedded model `tiny` (device cpu) stays in the run beside the overlay's Llama
+    for extra, on_gpu in ((["--configfile", str(overlay)], {"llama-3.1-8b"}), ([], set())):
+        proc = subprocess.run(
+            [str(BIN / "snakemake"), "--workflow-profile", "workflow/profiles/default",
+             "--dry-run", *extra],
+            cwd=work, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        jobs = [j for j in planned_jobs(proc) if j["rule"] != "all"]
+        assert {j["rule"] for j in jobs} >= MODEL_RULES
+        for job in jobs:
+            res = dict(kv.split("=", 1) for kv in job["resources"].split(", ") if kv)
+            model = re.search(r"\bmodel=([^,]+)", job["wildcards"])
+            want = job["rule"] in MODEL_RULES and model is not None and model[1] in on_gpu
+            assert int(res.get("gpu", 0)) == want, (job["rule"], job["wildcards"], res)
+        assert any(j["rule"] == "acdc_circuit" and "llama" in j["wildcards"] for j in jobs) == bool(
+            on_gpu
+        )
