@@ -249,3 +249,24 @@ def test_a_one_gpu_host_runs_one_model_loading_job_at_a_time(tmp_path: Path) -> 
         assert any(j["rule"] == "acdc_circuit" and "llama" in j["wildcards"] for j in jobs) == bool(
             on_gpu
         )
+
+
+def test_a_retried_job_asks_for_more_memory_and_time() -> None:
+    """`retries: 1` never resubmits a job unchanged: every rule's `mem_mb` and `runtime` (and
+    the defaults) are expressions of the attempt, evaluated by Snakemake as for
+    `--set-resources`. Each doubles on the second attempt."""
+    from snakemake.resources import Resource
+
+    profile = yaml.safe_load((ROOT / PROFILE / "config.yaml").read_text())
+    assert profile["retries"] >= 1
+    sections = {"default": profile["default-resources"], **profile["set-resources"]}
+    for rule, res in sections.items():
+        for key in ("mem_mb", "runtime"):
+
+            def at(attempt: int, key: str = key, res: dict = res) -> int:
+                return Resource.cli_evaluator(
+                    key, str(res[key]), wildcards=None, input=None, attempt=attempt,
+                    async_run=None,
+                )  # fmt: skip
+
+            assert at(2) == 2 * at(1) > 0, (rule, key, res[key])
