@@ -37,10 +37,10 @@ def test_each_model_loading_rule_passes_the_device_and_takes_a_gpu() -> None:
 
 def test_the_readers_derive_from_the_table() -> None:
     assert jobs.ADAPTER_RULES is ADAPTER_RULES
-    assert ADAPTER_RULES == {
+    assert {
         "blacklist", "lrp_attribution", "lrp_circuit", "lrp_faithfulness",
         "contrastive_circuit", "steering", "compare",
-    }  # fmt: skip
+    } == ADAPTER_RULES  # fmt: skip
     assert {r for r, why in bridge.STAGES.items() if why} == ADAPTER_RULES
     assert set(bridge.STAGES) == MODEL_RULES | ADAPTER_RULES
     message = bridge.needs_adapter_message("LRP attribution", "m")

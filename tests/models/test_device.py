@@ -6,6 +6,7 @@ No GPU here: CUDA is simulated by monkeypatching `torch.cuda`'s queries."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -181,3 +182,23 @@ def test_the_backend_override_loads_the_bridge(tmp_path: Path, tiny: dict[str, P
     lm = load_stage_model(tiny["llama"], "cpu", "transformer_lens")
     assert lm.backend == "transformer_lens" and lm.adapter is None and lm.bridge is not None
     assert load_model(tiny["llama"]).backend == "native"
+
+
+def test_every_command_that_loads_a_model_takes_device() -> None:
+    """A command loads its model through `load_stage_model` or `model_spec`, whose ``device``
+    comes from the command's `--device`."""
+    import inspect
+
+    import typer
+
+    from circuitlab.cli import app
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    loading = {
+        name
+        for name, cmd in commands.items()
+        if re.search(r"\b(load_stage_model|model_spec)\(", inspect.getsource(cmd.callback))
+    }
+    assert {"evaluate-model", "acdc-circuit", "blacklist", "compare", "caa", "repl"} <= loading
+    for name in loading:
+        assert "device" in {p.name for p in commands[name].params}, name

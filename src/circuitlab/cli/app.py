@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from circuitlab.models import LoadedModel
+    from circuitlab.models.spec import ModelSpec
 
 M = TypeVar("M", bound="BaseModel")
 
@@ -245,35 +246,42 @@ def job_names(path: Path, model_name: str | None, task: str | None) -> tuple[str
     return model_name or path.parent.name, task or path.stem
 
 
-def load_stage_model(
-    path: Path, device: str | None = None, backend: str | None = None
-) -> LoadedModel:
-    """A stage's model with its tokenizer (stages run text prompts): must exist and load.
-
-    ``device`` (`device_option`) replaces the model's own; ``backend`` (`backend_option`) is
-    for a model directory, whose spec has no other way to name it. On CUDA the determinism
-    settings are made before the model is loaded (`numerics.set_determinism`), and the device
-    and dtype the model ended up on are recorded in every result the stage writes
-    (`circuitlab.provenance.job_record`)."""
-    from circuitlab.models import load_model
+def model_spec(
+    model: Path | str, device: str | None = None, backend: str | None = None
+) -> ModelSpec:
+    """The spec of a model directory, reference JSON or hub id, with the command line's
+    ``device`` (`device_option`) and ``backend`` (`backend_option`, for a directory or hub id:
+    a reference names its own, and the command line does not contradict it)."""
     from circuitlab.models.loading import resolve_spec
     from circuitlab.models.spec import ModelSpec
-    from circuitlab.provenance import note_device
-    from circuitlab.provenance.numerics import device_record, set_determinism
 
-    spec = resolve_spec(model_input(path))
+    spec = resolve_spec(model)
     update: dict[str, Any] = {}
     if device is not None:
         update["device"] = device
     if backend is not None:
-        if path.suffix == ".json" and backend != spec.backend:
+        if str(model).endswith(".json") and backend != spec.backend:
             raise ConfigError(
-                f"--backend {backend}: {path} is a model reference with backend "
+                f"--backend {backend}: {model} is a model reference with backend "
                 f"{spec.backend}; set `backend` in the model's config entry instead"
             )
         update["backend"] = backend
-    if update:
-        spec = ModelSpec.model_validate({**spec.model_dump(), **update})
+    return ModelSpec.model_validate({**spec.model_dump(), **update}) if update else spec
+
+
+def load_stage_model(
+    path: Path, device: str | None = None, backend: str | None = None
+) -> LoadedModel:
+    """A stage's model with its tokenizer (stages run text prompts): must exist and load, on
+    the command line's ``device`` and ``backend`` (`model_spec`). On CUDA the determinism
+    settings are made before the model is loaded (`numerics.set_determinism`), and the device
+    and dtype the model ended up on are recorded in every result the stage writes
+    (`circuitlab.provenance.job_record`)."""
+    from circuitlab.models import load_model
+    from circuitlab.provenance import note_device
+    from circuitlab.provenance.numerics import device_record, set_determinism
+
+    spec = model_spec(model_input(path), device, backend)
     set_determinism(spec.resolved_device())
     lm = load_model(spec, tokenizer=True)
     note_device(device_record(lm.device, lm.model.dtype))

@@ -17,8 +17,11 @@ from circuitlab.cli.app import (
     CIRCUIT_IN,
     PARAMS_HELP,
     app,
+    backend_option,
+    device_option,
     err_console,
     model_input,
+    model_spec,
     output_path,
     parse_json_option,
     parse_params,
@@ -326,6 +329,8 @@ def validate_config(
 @app.command()
 def repl(
     model: str = typer.Option(..., help="a model directory, {model}.json reference or hub id"),
+    device: str | None = device_option(),
+    backend: str | None = backend_option(),
     top_k: int = typer.Option(200, min=1, help="neurons a `discover` keeps (top-k |attribution|)"),
     max_new_tokens: int = typer.Option(20, min=0, help="tokens generated per command"),
     blacklist_file: Path = typer.Option(
@@ -346,7 +351,8 @@ def repl(
 
     raw = parse_json_option(params, "--params")
     lrp = parse_params(LrpConfig, json.dumps({"metric": "top_other", **raw}))
-    lm = load_model(model_input(Path(model)) if looks_like_path(model) else model)
+    source = model_input(Path(model)) if looks_like_path(model) else model
+    lm = load_model(model_spec(source, device, backend))
     pairs: frozenset[tuple[int, int]] = frozenset()
     if blacklist_file is not None:
         bl = Blacklist.load(require(blacklist_file, "blacklist"))
