@@ -4,11 +4,11 @@ torch has one CPU device, so `device_map` cannot split a model in a test. `Virtu
 stands in: a `TorchFunctionMode` that tags each tensor the stage code sees with a shard number
 and raises, as CUDA does across GPUs, when one op mixes tensors of two shards. Layer `l`'s
 neuron activations (captured or edited through the adapter) and their gradients live on shard
-`l % 2 + 1`... no: on shard `shard_of(l)`; the logits on the last layer's shard; everything the
-stage makes itself (prompts, masks, `lm.device`) on shard 0, the first device, as
-`LoadedModel.device` is for a split model. `x.device` reports `cpu:<shard>`, and `.to` /
-factory functions with a `device=` move a tensor to that shard, so code that moves tensors
-where they belong passes and code that mixes them raises.
+`shard_of(l)`, the logits on the last layer's shard, and everything the stage makes itself
+(prompts, masks, `lm.device`) on shard 0, the first device, as `LoadedModel.device` is for a
+split model. `x.device` reports `cpu:<shard>`, and `.to` and factory functions given a
+`device=` put a tensor on that shard, so code that moves tensors where they belong passes and
+code that mixes them raises.
 
 What this proves, and what not: the neuron stages' own tensor code (indexing, stacking,
 masks, reductions, hook edits) never mixes layers' devices; the model's internals run
