@@ -98,13 +98,13 @@ class AblationRunner:
                 j, inside = self._cell_index(batch)
 
                 def edit(layer: int, x: Tensor) -> Tensor:  # on the layer's device
-                    cells = to_device_of(ablate[layer], x)[to_device_of(j, x)]  # [B, S, D]
-                    m = cells & to_device_of(inside, x)[..., None]
+                    jx = to_device_of(j, x)
+                    m = to_device_of(ablate[layer], x)[jx] & to_device_of(inside, x)[..., None]
                     if values is None:
                         v = torch.zeros_like(x)
                     else:
-                        v = to_device_of(values[layer], x)[to_device_of(j, x)].to(x.dtype)
-                    return torch.where(m, v, x)
+                        v = to_device_of(values[layer], x)[jx].to(x.dtype)
+                    return torch.where(m, v, x)  # [B, S, D]
 
                 layers = [int(i) for i in ablate.flatten(1).any(1).nonzero().flatten()]
                 with lm.needs_adapter("LRP faithfulness").edit_neurons(lm.model, edit, layers):
