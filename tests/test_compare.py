@@ -526,3 +526,25 @@ def test_an_infinite_or_unmeasured_side_effect_is_never_within_the_budget() -> N
     assert within_budget([{"kl": None}, {"kl": 0.1}], 0.5) == []
     assert within_budget([{"kl": 0.1}, {"kl": 0.9}], 0.5) == [{"kl": 0.1}]
     assert within_budget(points, None) == points
+
+
+def test_down_projections_per_layer_equal_the_stacked_float32_copy(tiny) -> None:
+    """W_down is read one layer at a time on the model's device (no [L, d_model, d_mlp] float32
+    host copy); the projections are bit-identical to the old stacked formula, the rebuilt
+    vector equal to float32 rounding (per-layer matmuls instead of one batched)."""
+    _, lm, _, vectors, circuit = tiny
+    w = down_proj_weights(lm)
+    stacked = torch.stack(
+        [lm.adapter.down_proj_weight(lm.model, ly).detach().float() for ly in range(len(w))]
+    )
+    assert len(w) == lm.dims.n_layers and torch.equal(w[1], stacked[1])
+    with pytest.raises(IndexError, match="out of range"):
+        w[lm.dims.n_layers]
+    resid, mask = vectors["resid"], circuit_mask(circuit, lm.dims)
+    old = torch.einsum("ld,ldn->ln", resid, stacked) / (stacked.norm(dim=1) + 1e-8)
+    assert torch.equal(column_projections(resid, w), old)
+    assert torch.equal(column_projections(resid, w), column_projections(resid, stacked))
+    rebuilt = torch.einsum("ldn,ln->ld", stacked, vectors["neuron_diff"] * mask)
+    assert torch.allclose(
+        rebuilt_vector(vectors["neuron_diff"], w, mask), rebuilt, rtol=1e-6, atol=1e-9
+    )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 from circuitlab.errors import ArtifactError
 from circuitlab.models import LoadedModel
@@ -17,6 +18,7 @@ from circuitlab.steering import (
     encode_prompts,
     generate,
     last_logits,
+    last_token_activations,
     load_vectors,
     neuron_differences,
     prompt_logits,
@@ -155,3 +157,49 @@ def test_saved_vectors_are_the_same_bytes_every_time(tmp_path: Path) -> None:
     tensors, read_meta = load_vectors(tmp_path / "v0.safetensors")
     assert read_meta == meta and set(tensors) == set(vectors)
     assert all(torch.equal(tensors[k], vectors[k]) for k in vectors)
+
+
+class HostCopies(TorchFunctionMode):
+    """Records the shape of every tensor the stage (not the model's own forward) copies to the
+    host (`.cpu()`, `.to("cpu")`)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+        self.recording = True
+        self.model = model
+
+    def __enter__(self) -> HostCopies:
+        self.hooks = [
+            self.model.register_forward_pre_hook(lambda *_: setattr(self, "recording", False)),
+            self.model.register_forward_hook(lambda *_: setattr(self, "recording", True)),
+        ]
+        return super().__enter__()  # type: ignore[no-any-return]
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self.hooks:
+            h.remove()
+        super().__exit__(*exc)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        to_host = func is torch.Tensor.cpu or (
+            func is torch.Tensor.to
+            and any(str(a) == "cpu" for a in (*args[1:], kwargs.get("device")))
+        )
+        if to_host and self.recording:
+            self.shapes.append(tuple(args[0].shape))
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize("site", ["resid", "mlp_out", "neurons"])
+def test_last_token_activations_index_before_the_host_copy(lm: LoadedModel, site: str) -> None:
+    """Only each prompt's last token reaches the host (`[B, width]` per layer), never the
+    whole `[B, S, width]` activations: on a GPU those are the batch's full hidden states.
+    (The prompts' `[B, S]` ids and `[B]` last indices are copied towards the model.)"""
+    with HostCopies(lm.model) as copies:
+        got = last_token_activations(lm, [*POS, *NEG], site, batch_size=4)  # type: ignore[arg-type]
+    widths = (lm.dims.d_model, lm.dims.d_mlp)
+    assert any(len(s) == 2 and s[1] in widths for s in copies.shapes), copies.shapes  # [B, width]
+    assert all(len(s) <= 2 for s in copies.shapes), copies.shapes
+    assert got.dtype == torch.float32 and got.shape[0] == len(POS) + len(NEG)

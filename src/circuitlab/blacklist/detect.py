@@ -38,6 +38,7 @@ from circuitlab.blacklist.artifact import (
     known_neurons_for,
     required_count,
 )
+from circuitlab.devices import at_last, stack_on
 from circuitlab.errors import ConfigError, DatasetError
 from circuitlab.progress import bar as progress_bar
 from circuitlab.prompts import pad_id, right_pad
@@ -177,24 +178,15 @@ def _top_neurons(
         input_ids, mask, last_index = (
             t.to(device) for t in right_pad(ids[start : start + batch_size], pad)
         )
-        lengths = last_index + 1
         with (
             torch.no_grad(),
             lm.needs_adapter("the neuron blacklist").capture_neurons(lm.model) as acts,
         ):
             lm.model(input_ids=input_ids, attention_mask=mask, use_cache=False)
-        last = torch.stack(
-            [_at_last(acts[layer], lengths).to(device) for layer in range(n_layers)], dim=1
-        )  # [batch, n_layers, d_mlp]
+        # [batch, n_layers, d_mlp], each layer indexed on its own device
+        last = stack_on([at_last(acts[layer], last_index) for layer in range(n_layers)], device, 1)
         out.append(last.float().abs().topk(top_k, dim=-1).indices)
     return torch.cat(out)
-
-
-def _at_last(acts: Tensor, lengths: Tensor) -> Tensor:
-    """`[batch, d_mlp]` activations at each prompt's last real token (on `acts`' device, which
-    differs from the input's when the model is split across devices)."""
-    rows = torch.arange(acts.shape[0], device=acts.device)
-    return acts[rows, lengths.to(acts.device) - 1]
 
 
 def _counts(hits: Tensor, d_mlp: int) -> Tensor:

@@ -13,7 +13,8 @@ import torch
 from scipy import optimize
 from torch import Tensor
 
-from circuitlab.compare.overlap import EPS, column_projections, stable_topk
+from circuitlab.compare.overlap import EPS, DownProjections, column_projections, stable_topk
+from circuitlab.devices import to_device_of
 from circuitlab.errors import ArtifactError
 
 
@@ -141,11 +142,19 @@ def decompose_layer(
 
 
 # ------------------------------------------------------------ circuit-rebuilt vector
-def rebuilt_vector(neuron_diff: Tensor, w_down: Tensor, circuit: Tensor) -> Tensor:
-    """`[L, d_model]`: per layer, Σ over the circuit's neurons of Δa_i · W_l[:, i]."""
-    if neuron_diff.shape != circuit.shape or w_down.shape[0] != circuit.shape[0]:
+def rebuilt_vector(
+    neuron_diff: Tensor, w_down: Tensor | DownProjections, circuit: Tensor
+) -> Tensor:
+    """`[L, d_model]`: per layer, Σ over the circuit's neurons of Δa_i · W_l[:, i] (each layer
+    on its weight's device; only the `[d_model]` result reaches the host)."""
+    if neuron_diff.shape != circuit.shape or len(w_down) != circuit.shape[0]:
         raise ArtifactError(
             f"neuron differences {tuple(neuron_diff.shape)}, circuit mask "
-            f"{tuple(circuit.shape)} and down projections {tuple(w_down.shape)} do not match"
+            f"{tuple(circuit.shape)} and {len(w_down)} layers of down projections do not match"
         )
-    return torch.einsum("ldn,ln->ld", w_down.float(), neuron_diff.float() * circuit)
+    kept = neuron_diff.float() * circuit
+    out = []
+    for layer, diff in enumerate(kept):
+        w = w_down[layer].float()
+        out.append(torch.einsum("ldn,ln->ld", w[None], to_device_of(diff, w)[None])[0].cpu())
+    return torch.stack(out)

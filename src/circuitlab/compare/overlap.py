@@ -12,6 +12,7 @@ import torch
 from scipy import stats
 from torch import Tensor
 
+from circuitlab.devices import to_device_of
 from circuitlab.errors import ArtifactError
 from circuitlab.lrp.circuit import NeuronCircuit
 from circuitlab.models.adapters import ModelDims
@@ -30,16 +31,33 @@ VECTOR_SPACES: dict[str, Space] = {
 EPS = 1e-8
 
 
-def down_proj_weights(lm: LoadedModel) -> Tensor:
-    """Every layer's down projection through the adapter, `[L, d_model, d_mlp]` float32 (CPU)."""
-    adapter = lm.needs_adapter("CAA vs circuit (W_down)")
-    with torch.no_grad():
-        return torch.stack(
-            [
-                adapter.down_proj_weight(lm.model, layer).detach().float().cpu()
-                for layer in range(lm.dims.n_layers)
-            ]
-        )
+class DownProjections:
+    """Each layer's down projection `[d_model, d_mlp]`, float32 on the layer's own device,
+    made when a layer is read and dropped after use.
+
+    A stacked `[L, d_model, d_mlp]` float32 copy on the host would be 7.5 GB for an 8B model;
+    the comparison needs only small per-layer results from it (a projection `[d_mlp]`, a
+    rebuilt vector `[d_model]`), so it works one layer at a time on the model's device. The
+    functions taking it take a stacked `[L, d_model, d_mlp]` tensor alike (tests, small models).
+    """
+
+    def __init__(self, lm: LoadedModel) -> None:
+        self._lm = lm
+        self._adapter = lm.needs_adapter("CAA vs circuit (W_down)")
+
+    def __len__(self) -> int:
+        return self._lm.dims.n_layers
+
+    def __getitem__(self, layer: int) -> Tensor:
+        if not -len(self) <= layer < len(self):
+            raise IndexError(f"layer {layer} out of range for a {len(self)}-layer model")
+        return self._adapter.down_proj_weight(self._lm.model, layer).detach().float()
+
+
+def down_proj_weights(lm: LoadedModel) -> DownProjections:
+    """Every layer's down projection through the adapter, read per layer (see
+    `DownProjections`)."""
+    return DownProjections(lm)
 
 
 def circuit_mask(circuit: NeuronCircuit, dims: ModelDims, what: str = "circuit") -> Tensor:
@@ -103,22 +121,33 @@ def vector_space(name: str, vector: Tensor, dims: ModelDims) -> Space:
 
 
 # ----------------------------------------------------------------------- projection
-def column_projections(vectors: Tensor, w_down: Tensor) -> Tensor:
-    """The seed's projection: `[L, d_mlp]` with entry `v_l · W_l[:, i] / (‖W_l[:, i]‖ + ε)`."""
-    if vectors.ndim != 2 or w_down.ndim != 3 or vectors.shape[0] != w_down.shape[0]:
+def column_projections(vectors: Tensor, w_down: Tensor | DownProjections) -> Tensor:
+    """The seed's projection: `[L, d_mlp]` with entry `v_l · W_l[:, i] / (‖W_l[:, i]‖ + ε)`.
+
+    `w_down`: `[L, d_model, d_mlp]` or `DownProjections`; each layer is projected on its
+    weight's device, and only the `[d_mlp]` result reaches the host.
+    """
+    if vectors.ndim != 2 or vectors.shape[0] != len(w_down):
         raise ArtifactError(
-            f"vectors {tuple(vectors.shape)} and down projections {tuple(w_down.shape)} do not "
-            "match: need [L, d_model] and [L, d_model, d_mlp]"
+            f"vectors {tuple(vectors.shape)} and {len(w_down)} layers of down projections do "
+            "not match: need [L, d_model] and L layers of [d_model, d_mlp]"
         )
-    if vectors.shape[1] != w_down.shape[1]:
-        raise ArtifactError(
-            f"vectors have width {vectors.shape[1]} but the model's d_model is {w_down.shape[1]}"
-        )
-    proj = torch.einsum("ld,ldn->ln", vectors.float(), w_down.float())
-    return proj / (w_down.float().norm(dim=1) + EPS)
+    out = []
+    for layer, v in enumerate(vectors):
+        w = w_down[layer].float()
+        if w.ndim != 2 or w.shape[0] != v.shape[0]:
+            raise ArtifactError(
+                f"vectors have width {v.shape[0]} but layer {layer}'s down projection is "
+                f"{tuple(w.shape)}; need [d_model, d_mlp]"
+            )
+        proj = torch.einsum("ld,ldn->ln", to_device_of(v, w).float()[None], w[None])[0]
+        out.append((proj / (w.norm(dim=0) + EPS)).cpu())
+    return torch.stack(out)
 
 
-def neuron_scores(name: str, vector: Tensor, w_down: Tensor, dims: ModelDims) -> Tensor:
+def neuron_scores(
+    name: str, vector: Tensor, w_down: Tensor | DownProjections, dims: ModelDims
+) -> Tensor:
     """`[L, d_mlp]` per-neuron scores of a CAA vector (projection, or the vector itself)."""
     space = vector_space(name, vector, dims)
     return column_projections(vector, w_down) if space == "model" else vector.float()

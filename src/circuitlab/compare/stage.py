@@ -139,6 +139,7 @@ def compare_behaviour(
         raise DatasetError("the behaviour has no test rows; the head-to-head is reported on them")
     w = down_proj_weights(lm)
     vec = {k: v.float().cpu() for k, v in vectors.items()}
+    scores = {vname: neuron_scores(vname, vec[vname], w, dims) for vname in cfg.vectors}
     # steps: each overlap test, the decomposition, the CAA layer, each method's sweep
     steps = len(circuits) * len(cfg.vectors) + 2 + 1 + 3 * len(circuits)
     done = progress_bar(total=steps, desc="compare", unit="step")
@@ -151,7 +152,7 @@ def compare_behaviour(
             vname: _step(
                 done,
                 compare_vector(
-                    neuron_scores(vname, vec[vname], w, dims),
+                    scores[vname],
                     masks[cname],
                     top,
                     top_k=cfg.top_k,
@@ -167,7 +168,7 @@ def compare_behaviour(
     decomposition = {
         str(ly): decompose_layer(
             vec["mlp_out"][ly],
-            w[ly],
+            w[ly].cpu(),  # one layer on the host at a time (the NNLS fits run in numpy)
             vec["neuron_diff"][ly],
             {c: m[ly] for c, m in masks.items()},
             cfg.sparsity,

@@ -26,8 +26,9 @@ from typing import Any, Literal
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
-from torch import Tensor
+from torch import Tensor, nn
 
+from circuitlab.devices import at_last, stack_on, to_device_of
 from circuitlab.errors import ArtifactError, DatasetError, ModelError
 from circuitlab.io import atomic_path
 from circuitlab.lrp.rules import linearized
@@ -112,16 +113,56 @@ def _split_ids(meta: dict[str, str]) -> list[str]:
 
 
 # ------------------------------------------------------------------------ metric
+#: vocabulary rows of the unembedding upcast to float32 at a time by `readout_logits` (bounds
+#: its transient copy: 16,384 rows of a 4,096-wide model are 256 MiB)
+READOUT_ROWS = 16_384
+
+
 def metric_values(logits: Tensor, target: Tensor, counterfactual: Tensor, metric: Metric) -> Tensor:
-    """`[batch]` metric from last-position logits `[batch, vocab]` (seed semantics)."""
-    idx = torch.arange(logits.shape[0], device=logits.device)
-    tgt = logits[idx, target]
+    """`[batch]` metric from last-position logits `[batch, vocab]` (seed semantics), computed
+    on the logits' device (the last shard of a split model)."""
+    tgt = at_last(logits, target)
     if metric == "target":
         return tgt
     if metric == "logit_diff":
-        return tgt - logits[idx, counterfactual]
-    others = logits.scatter(1, target[:, None], float("-inf"))
+        return tgt - at_last(logits, counterfactual)
+    others = logits.scatter(1, to_device_of(target, logits)[:, None], float("-inf"))
     return tgt - others.max(-1).values
+
+
+def readout_logits(lm: LoadedModel, batch: PromptBatch) -> Tensor:
+    """`[batch, vocab]` float32 logits at each prompt's last token, from one forward pass of
+    the model (under whatever hooks the caller holds).
+
+    On a float32 model these are the model's own logits. A bf16 model rounds its logits to
+    bf16 (a logit near 10 moves in steps of 0.06), coarser than one neuron's effect on a
+    metric, and the metric is a difference of two such numbers. So on a reduced-precision
+    model the unembedding is applied again, in float32, to the last position's unembedding
+    input: the model's own activation in its own dtype, read out without the final rounding.
+    Only this readout is float32 (`READOUT_ROWS` vocabulary rows at a time); the model is
+    never upcast. Gradients flow through it as through the model's logits.
+    """
+    model = lm.model
+    if model.dtype == torch.float32:
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        return at_last(logits, batch.last)
+    adapter = lm.needs_adapter("the float32 metric readout")
+    unembed = adapter.root(model, "unembed")
+    seen: dict[str, Tensor] = {}
+
+    def keep(_mod: nn.Module, inp: Tensor, out: Tensor) -> Tensor:
+        seen["h"] = inp
+        return out
+
+    with adapter.replace_outputs([(unembed, keep)]):
+        model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    h = at_last(seen["h"], batch.last).float()
+    weight, bias = unembed.weight, getattr(unembed, "bias", None)
+    logits = torch.cat([h @ w.float().T for w in weight.split(READOUT_ROWS)], -1)  # [batch, vocab]
+    if isinstance(bias, Tensor):
+        logits = logits + bias.float()
+    cap = adapter.logit_softcap(model.config)
+    return logits if cap is None else torch.tanh(logits / cap) * cap
 
 
 # ------------------------------------------------------------------- one batch
@@ -150,9 +191,7 @@ def attribute_batch(
         linearized(model, adapter, opts.attention_rule, lrp=opts.lrp),
         adapter.capture_neurons(model, detach=False) as acts,
     ):
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        rows = torch.arange(len(batch), device=logits.device)
-        last_logits = logits[rows, batch.last].float()
+        last_logits = readout_logits(lm, batch)
         metric = metric_values(last_logits, batch.target, batch.counterfactual, opts.metric)
         layers = [acts[layer] for layer in range(n_layers)]
         if not layers[0].requires_grad:
@@ -161,25 +200,26 @@ def attribute_batch(
                 "(load the model without freezing it)"
             )
         grads = torch.autograd.grad(metric.sum(), layers)
-    act = torch.stack([a.detach() for a in layers], 1).float()  # [B, L, S, D]
-    grad = torch.stack(grads, 1).float()
-    _check_finite(grad)
-    scores = act * grad
+    _check_finite(grads)
     # end-relative gather: offset j − P of prompt b sits at position last_b − P + 1 + j
-    pos = batch.last[:, None] - n_positions + 1 + torch.arange(n_positions, device=act.device)
+    pos = batch.last[:, None] - n_positions + 1 + torch.arange(n_positions, device=lm.device)
     # seed semantics: a last-N window replaces the BOS filter
     start = 1 if opts.filter_bos and opts.last_n_positions is None else 0
     valid = pos >= start
-    index = pos.clamp(min=0)[:, None, :, None].expand(-1, n_layers, -1, scores.shape[-1])
-    scores = scores.gather(2, index) * valid[:, None, :, None]
-    scores = _sparsify(scores, opts, n_layers)
+    index = pos.clamp(min=0)[:, :, None].expand(-1, -1, lm.dims.d_mlp)  # [B, P, D]
+    # each layer's act × grad on its own device (a split model's layers live on several)
+    per_layer = [
+        (a.detach().float() * g.float()).gather(1, to_device_of(index, a))
+        * to_device_of(valid, a)[:, :, None]
+        for a, g in zip(layers, grads, strict=True)
+    ]
+    scores = _sparsify(stack_on(per_layer, lm.device, 1), opts, n_layers)  # [B, L, P, D]
     return scores.cpu(), metric.detach().cpu(), valid.cpu()
 
 
-def _check_finite(grad: Tensor) -> None:
-    finite = torch.isfinite(grad).flatten(2).all(-1).all(0)  # [L]
-    if not bool(finite.all()):
-        bad = (~finite).nonzero().flatten().tolist()
+def _check_finite(grads: Sequence[Tensor]) -> None:
+    bad = [layer for layer, g in enumerate(grads) if not bool(torch.isfinite(g).all())]
+    if bad:
         raise ModelError(
             f"NaN or infinite gradient at the MLP neurons of layer(s) {bad}; the LRP rules are "
             "not numerically stable for this model/dtype (try float32, or attention_rule 'cp_attn')"
@@ -238,9 +278,8 @@ def last_activations(lm: LoadedModel, rows: Sequence[TaskRow], batch_size: int =
         batch = encode_rows(chunk, lm.tokenizer).to(lm.device)
         with torch.no_grad(), lm.needs_adapter("LRP attribution").capture_neurons(lm.model) as acts:
             lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-        idx = torch.arange(len(batch), device=lm.device)
-        out.append(torch.stack([acts[layer][idx, batch.last] for layer in sorted(acts)], 1))
-    return torch.cat(out).float().cpu()
+        out.append(stack_on([at_last(acts[layer], batch.last) for layer in sorted(acts)], "cpu", 1))
+    return torch.cat(out).float()
 
 
 # --------------------------------------------------------------------------- stage

@@ -35,7 +35,13 @@ import torch
 from scipy import stats
 from torch import Tensor
 
-from circuitlab.lrp.attribution import AttributionOptions, attribute_rows, metric_values
+from circuitlab.devices import to_device_of
+from circuitlab.lrp.attribution import (
+    AttributionOptions,
+    attribute_rows,
+    metric_values,
+    readout_logits,
+)
 from circuitlab.lrp.rules import ATTENTION_RULES
 from circuitlab.lrp.selection import aggregate, top_fraction_mask
 from circuitlab.models.loading import LoadedModel
@@ -87,26 +93,22 @@ class AblationRunner:
         lm = self.lm
         with torch.no_grad():
             if ablate is None:
-                logits = lm.model(
-                    input_ids=batch.input_ids, attention_mask=batch.attention_mask
-                ).logits
+                last = readout_logits(lm, batch)
             else:
                 j, inside = self._cell_index(batch)
-                mask = ablate.to(lm.device)
-                vals = None if values is None else values.to(lm.device)
 
-                def edit(layer: int, x: Tensor) -> Tensor:
-                    m = mask[layer][j] & inside[..., None]  # [B, S, D]
-                    v = torch.zeros_like(x) if vals is None else vals[layer][j].to(x.dtype)
-                    return torch.where(m, v, x)
+                def edit(layer: int, x: Tensor) -> Tensor:  # on the layer's device
+                    jx = to_device_of(j, x)
+                    m = to_device_of(ablate[layer], x)[jx] & to_device_of(inside, x)[..., None]
+                    if values is None:
+                        v = torch.zeros_like(x)
+                    else:
+                        v = to_device_of(values[layer], x)[jx].to(x.dtype)
+                    return torch.where(m, v, x)  # [B, S, D]
 
                 layers = [int(i) for i in ablate.flatten(1).any(1).nonzero().flatten()]
                 with lm.needs_adapter("LRP faithfulness").edit_neurons(lm.model, edit, layers):
-                    logits = lm.model(
-                        input_ids=batch.input_ids, attention_mask=batch.attention_mask
-                    ).logits
-            idx = torch.arange(len(batch), device=logits.device)
-            last = logits[idx, batch.last].float()
+                    last = readout_logits(lm, batch)
             return metric_values(last, batch.target, batch.counterfactual, self.metric)  # type: ignore[arg-type]
 
     def mean_activations(self, rows: Sequence[TaskRow], batch_size: int) -> Tensor:
@@ -124,8 +126,11 @@ class AblationRunner:
             ):
                 lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
             onehot = torch.nn.functional.one_hot(j, n_pos).to(torch.float64) * inside[..., None]
-            for layer in range(dims.n_layers):  # [B,S,P]ᵀ·[B,S,D] → [P, D]
-                total[layer] += torch.einsum("bsp,bsd->pd", onehot, acts[layer].double()).cpu()
+            for layer in range(dims.n_layers):  # [B,S,P]ᵀ·[B,S,D] → [P, D], on the layer's device
+                act = acts[layer]
+                total[layer] += torch.einsum(
+                    "bsp,bsd->pd", to_device_of(onehot, act), act.double()
+                ).cpu()
             count += onehot.sum((0, 1)).cpu()
         return (total / count.clamp(min=1)[None, :, None]).float()
 

@@ -23,6 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 from torch import Tensor, nn
 
+from circuitlab.devices import at_last, stack_on, to_device_of
 from circuitlab.errors import ArtifactError
 from circuitlab.io import atomic_path, require
 from circuitlab.models.bridge import edit_hooks
@@ -70,7 +71,6 @@ def last_token_activations(
     out = []
     for start in range(0, len(prompts), batch_size):
         ids, mask, last = encode_prompts(lm.tokenizer, prompts[start : start + batch_size])
-        rows = torch.arange(len(last))
         got: dict[int, Tensor] = {}
 
         def keep(layer: int, x: Tensor, got: dict[int, Tensor] = got) -> Tensor:
@@ -92,7 +92,8 @@ def last_token_activations(
         with ctx as captured, using_last(last.to(dev)):
             model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False)
         source = captured if site == "neurons" else got
-        out.append(torch.stack([source[ly].float().cpu()[rows, last] for ly in layers], dim=1))
+        # index each layer on its own device: only [B, width] per layer reaches the host
+        out.append(stack_on([at_last(source[ly], last) for ly in layers], "cpu", 1).float())
     return torch.cat(out)
 
 
@@ -148,12 +149,11 @@ def activation_weighted_vectors(lm: LoadedModel, diffs: Tensor) -> Tensor:
             f"got {list(diffs.shape)}"
         )
     ad = lm.needs_adapter("CAA's activation-weighted vectors")
-    return torch.stack(
-        [
-            ad.down_proj_weight(lm.model, ly).detach().float().cpu() @ diffs[ly].float()
-            for ly in range(d.n_layers)
-        ]
-    )
+    out = []
+    for ly in range(d.n_layers):  # on the layer's device: one [d_model] result reaches the host
+        w = ad.down_proj_weight(lm.model, ly).detach()
+        out.append((w.float() @ to_device_of(diffs[ly], w).float()).cpu())
+    return torch.stack(out)
 
 
 def residual_edit(

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from circuitlab.devices import at_last
 from circuitlab.errors import CircuitlabError
 from circuitlab.prompts import encode_prompts
 from circuitlab.types import NeuronKey
@@ -318,7 +319,7 @@ def last_logits(lm: LoadedModel, input_ids: Tensor, attention_mask: Tensor, last
         logits = lm.model(
             input_ids=input_ids.to(dev), attention_mask=attention_mask.to(dev), use_cache=False
         ).logits
-    return logits[torch.arange(logits.shape[0], device=dev), last].float()
+    return at_last(logits, last).float()
 
 
 def prompt_logits(lm: LoadedModel, prompts: Sequence[str], batch_size: int = 32) -> Tensor:
