@@ -10,7 +10,7 @@ import pytest
 import torch
 from acdc_support import SUPPORTED, batch_of, pair_rows, tokenizer
 
-from circuitlab.acdc import eap_scores, patchable, prepare
+from circuitlab.acdc import EAPConfig, eap_scores, edge_attribution, patchable, prepare
 from circuitlab.acdc.eap import _mask_gradient
 from circuitlab.acdc.gradients import frozen, prompt_slices
 from circuitlab.acdc.memory import eap_micro_batch, saved_bytes
@@ -176,3 +176,13 @@ def test_default_micro_batch_fits_the_budget(make_ctx: Callable[..., tuple]) -> 
     assert eap_micro_batch(ctx, 5, budget=size(4)) == 4
     assert eap_micro_batch(ctx, 5, budget=size(4) - 1) == 3
     assert eap_micro_batch(ctx, 5, budget=0) == 1
+
+
+def test_config_micro_batch_reaches_the_scores(make_ctx: Callable[..., tuple]) -> None:
+    _, ctx = make_ctx("GPT2LMHeadModel", "resample", pair_rows(5))
+    with pytest.raises(ConfigError, match="micro_batch"):
+        EAPConfig(micro_batch=0)
+    one = edge_attribution(ctx, EAPConfig(ig_steps=3, micro_batch=5))
+    split = edge_attribution(ctx, EAPConfig(ig_steps=3, micro_batch=2))
+    assert split.n_forward == one.n_forward  # micro-batches split the work, not add to it
+    torch.testing.assert_close(torch.tensor(split.scores), torch.tensor(one.scores))

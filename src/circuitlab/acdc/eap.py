@@ -3,8 +3,18 @@
 An edge's score is the first-order estimate of how the metric changes when that edge alone is
 patched: ``(ablated_src − clean_src) · ∂metric/∂dest_in``, summed over positions, which is
 exactly the gradient of the metric w.r.t. the edge's mask value at mask 0. All edges are
-scored by one forward (clean run with a zero float mask that requires grad) and one backward.
-Metrics are batch means, so scores estimate the change of the batch-mean metric.
+scored by one forward and one backward: the gradient is taken at every destination input
+(`circuitlab.acdc.gradients`), not at a per-edge mask, so the backward keeps no per-edge
+tensor (`circuitlab.acdc.memory`); prompts go through in micro-batches and the parameters are
+frozen for the pass. Metrics are batch means, so scores estimate the change of the batch-mean
+metric (each micro-batch weighted by its share of the prompts).
+
+**Precision on a bf16/fp16 model.** The forward and its backward run in the model dtype, so
+the gradients at the destination inputs carry its rounding (a backward through a bf16 network
+is bf16 whatever leaf it ends at). Everything after them is float32: the IG points, the
+ablated − current differences (from the bf16 activations), the products, their sums over
+prompts, positions, points and micro-batches, the scores and so the ranking — ~800k edges
+do not collapse onto bf16's 256 values per octave, and ties in storage order stay rare.
 
 Integrated gradients (EAP-IG, Hanna et al. 2024) average the gradient over ``n = ig_steps``
 points of a path from the ablated to the clean run; *which* path is ``EAPConfig.ig``:
@@ -72,11 +82,13 @@ IGPath = Literal["masks", "inputs", "activations"]
 @dataclass(frozen=True)
 class EAPConfig:
     """The metric differentiated, the number of integrated-gradient steps and their path
-    (module doc; ``ig_steps = 1`` with ``masks`` is EAP)."""
+    (module doc; ``ig_steps = 1`` with ``masks`` is EAP); ``micro_batch``: prompts per pass
+    of the ``masks`` path (None: what `circuitlab.acdc.memory.eap_micro_batch` fits)."""
 
     metric: EAPMetric = "logit_diff"
     ig_steps: int = 1
     ig: IGPath = "masks"
+    micro_batch: int | None = None
 
     def __post_init__(self) -> None:
         if self.ig not in get_args(IGPath):
@@ -87,6 +99,8 @@ class EAPConfig:
             raise ConfigError(
                 f"EAP metric {self.metric!r} is unknown; choose one of {list(get_args(EAPMetric))}"
             )
+        if self.micro_batch is not None and self.micro_batch < 1:
+            raise ConfigError(f"EAP micro_batch must be ≥ 1 prompt, got {self.micro_batch}")
         if not isinstance(self.ig_steps, int) or self.ig_steps < 1:
             raise ConfigError(f"EAP ig_steps must be an integer ≥ 1, got {self.ig_steps!r}")
         if self.metric in ("kl", "mse") and self.ig_steps < 2 and self.ig == "masks":
@@ -241,7 +255,7 @@ def edge_attribution(ctx: PatchContext, cfg: EAPConfig | None = None) -> EAPResu
         scores = ig_activation_scores(ctx, cfg.metric, cfg.ig_steps)
         n_passes = cfg.ig_steps * (2 * ctx.graph.n_layers + 1)
     else:
-        scores = eap_scores(ctx, cfg.metric, cfg.ig_steps)
+        scores = eap_scores(ctx, cfg.metric, cfg.ig_steps, micro_batch=cfg.micro_batch)
     clean = float(get_metric(cfg.metric)(ctx.clean_logits[None], ctx)[0])
     return EAPResult(
         edges=ctx.graph.edges,

@@ -5,8 +5,11 @@ positions, with ``δ_src`` the source's ablated − clean output (fixed, from `p
 gradient at every destination input comes from one backward through an *unpatched* forward
 whose destinations each read their own copy of the residual (`GradientProbe`): the saved
 tensors are one ``[B, n_dests, S, d]`` input per block, not one per edge, so memory does not
-grow with the number of edges (mask gradients, `circuitlab.acdc.eap.eap_scores`, hold
-``[B, n_sources, S, d]`` differences per block for the backward).
+grow with the number of edges (mask gradients hold ``[B, n_sources, S, d]`` differences per
+block for the backward; `circuitlab.acdc.memory`). The probe also runs on a patched forward
+(`masked_dest_gradients`): there ``⟨ablated − current source, ∂metric/∂dest_in⟩`` is the
+gradient of the edge's mask at that mask value, which is how EAP-IG along the ``masks`` path
+and guided group testing's estimate are computed.
 
 What the forward runs decides the estimator, as in EAP-IG (Hanna et al. 2024; MIB's
 ``attribute``):
