@@ -13,7 +13,7 @@ from acdc_support import SUPPORTED, batch_of, pair_rows, tokenizer
 
 from circuitlab.acdc import EAPConfig, eap_scores, edge_attribution, forward, patchable, prepare
 from circuitlab.acdc.eap import ig_activation_scores, ig_input_scores
-from circuitlab.acdc.gradients import dest_gradients, edge_scores, source_delta
+from circuitlab.acdc.gradients import dest_gradients, edge_scores
 from circuitlab.errors import ConfigError
 from circuitlab.models import LoadedModel
 from reference.acdc import reference_logits
@@ -104,7 +104,7 @@ def test_destination_gradients_give_the_mask_gradient_scores(
     tensors) is the mask gradient, for every architecture and ablation."""
     _, ctx = make_ctx(arch, ablation)
     _, grads = dest_gradients(ctx)
-    probe = edge_scores(ctx, grads, source_delta(ctx))
+    probe = edge_scores(ctx, grads, ctx.clean_src)
     torch.testing.assert_close(probe, eap_scores(ctx), atol=1e-6, rtol=1e-4)
 
 
@@ -117,7 +117,7 @@ def test_ig_inputs_average_the_fixed_products_along_the_embedding_path(
     pm, ctx = make_ctx("LlamaForCausalLM", "resample")
     steps = 3
     ours = ig_input_scores(ctx, "logit_diff", steps)
-    delta = source_delta(ctx)
+    delta = ctx.ablated - ctx.clean_src
     clean, ablated = ctx.clean_src[:, 0], ctx.ablated[:, 0].expand_as(ctx.clean_src[:, 0])
     ref = []
     for k in range(steps):

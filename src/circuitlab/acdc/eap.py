@@ -3,8 +3,18 @@
 An edge's score is the first-order estimate of how the metric changes when that edge alone is
 patched: ``(ablated_src − clean_src) · ∂metric/∂dest_in``, summed over positions, which is
 exactly the gradient of the metric w.r.t. the edge's mask value at mask 0. All edges are
-scored by one forward (clean run with a zero float mask that requires grad) and one backward.
-Metrics are batch means, so scores estimate the change of the batch-mean metric.
+scored by one forward and one backward: the gradient is taken at every destination input
+(`circuitlab.acdc.gradients`), not at a per-edge mask, so the backward keeps no per-edge
+tensor (`circuitlab.acdc.memory`); prompts go through in micro-batches and the parameters are
+frozen for the pass. Metrics are batch means, so scores estimate the change of the batch-mean
+metric (each micro-batch weighted by its share of the prompts).
+
+**Precision on a bf16/fp16 model.** The forward and its backward run in the model dtype, so
+the gradients at the destination inputs carry its rounding (a backward through a bf16 network
+is bf16 whatever leaf it ends at). Everything after them is float32: the IG points, the
+ablated − current differences (from the bf16 activations), the products, their sums over
+prompts, positions, points and micro-batches, the scores and so the ranking — ~800k edges
+do not collapse onto bf16's 256 values per octave, and ties in storage order stay rare.
 
 Integrated gradients (EAP-IG, Hanna et al. 2024) average the gradient over ``n = ig_steps``
 points of a path from the ablated to the clean run; *which* path is ``EAPConfig.ig``:
@@ -45,8 +55,14 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor
 
-from circuitlab.acdc.gradients import dest_gradients, edge_scores, source_delta
+from circuitlab.acdc.gradients import (
+    dest_gradients,
+    edge_scores,
+    masked_dest_gradients,
+    prompt_slices,
+)
 from circuitlab.acdc.graph import head_source_index, mlp_source_index
+from circuitlab.acdc.memory import eap_micro_batch
 from circuitlab.acdc.metrics import get_metric
 from circuitlab.acdc.patch import PatchContext, forward
 from circuitlab.errors import ConfigError
@@ -66,11 +82,13 @@ IGPath = Literal["masks", "inputs", "activations"]
 @dataclass(frozen=True)
 class EAPConfig:
     """The metric differentiated, the number of integrated-gradient steps and their path
-    (module doc; ``ig_steps = 1`` with ``masks`` is EAP)."""
+    (module doc; ``ig_steps = 1`` with ``masks`` is EAP); ``micro_batch``: prompts per pass
+    of the ``masks`` path (None: what `circuitlab.acdc.memory.eap_micro_batch` fits)."""
 
     metric: EAPMetric = "logit_diff"
     ig_steps: int = 1
     ig: IGPath = "masks"
+    micro_batch: int | None = None
 
     def __post_init__(self) -> None:
         if self.ig not in get_args(IGPath):
@@ -81,6 +99,8 @@ class EAPConfig:
             raise ConfigError(
                 f"EAP metric {self.metric!r} is unknown; choose one of {list(get_args(EAPMetric))}"
             )
+        if self.micro_batch is not None and self.micro_batch < 1:
+            raise ConfigError(f"EAP micro_batch must be ≥ 1 prompt, got {self.micro_batch}")
         if not isinstance(self.ig_steps, int) or self.ig_steps < 1:
             raise ConfigError(f"EAP ig_steps must be an integer ≥ 1, got {self.ig_steps!r}")
         if self.metric in ("kl", "mse") and self.ig_steps < 2 and self.ig == "masks":
@@ -130,16 +150,48 @@ class EAPResult:
         }
 
 
-def eap_scores(ctx: PatchContext, metric: str = "logit_diff", ig_steps: int = 1) -> Tensor:
-    """``[n_edges]`` gradient of ``metric`` w.r.t. each edge's mask (averaged over the
-    ``ig_steps`` interpolation points), from one forward and one backward pass."""
-    fn = get_metric(metric)
-    pm = ctx.model
-    alphas = torch.arange(ig_steps, dtype=pm.dtype, device=pm.device) / ig_steps
+def eap_scores(
+    ctx: PatchContext,
+    metric: str = "logit_diff",
+    ig_steps: int = 1,
+    *,
+    micro_batch: int | None = None,
+) -> Tensor:
+    """``[n_edges]`` float32: the gradient of ``metric`` w.r.t. each edge's mask, averaged over
+    the ``ig_steps`` points where every mask is ``α = k/ig_steps`` (``k = 0 … ig_steps−1``).
+
+    On the native patch layer the gradient of edge ``src → dest`` at any mask value is
+    ``⟨ablated − current src, ∂metric/∂dest_in⟩`` (`circuitlab.acdc.gradients`): one masked
+    forward per ``micro_batch`` prompts (all points folded into it) with the gradient probe at
+    every destination and the parameters frozen, so what the backward keeps grows with the
+    destinations, not the edges (`circuitlab.acdc.memory`). ``micro_batch`` None: as many
+    prompts as `memory.eap_micro_batch` fits in its budget. The TransformerLens backend has no
+    probe: there the mask itself requires grad (one pass over all prompts)."""
+    if not isinstance(ctx, PatchContext):  # the transformer_lens backend
+        return _mask_gradient(ctx, metric, ig_steps)
+    graph = ctx.graph
+    n = len(ctx.batch)
+    if micro_batch is None:
+        micro_batch = eap_micro_batch(ctx, ig_steps)
+    if micro_batch < 1:
+        raise ConfigError(f"EAP micro_batch must be ≥ 1 prompt, got {micro_batch}")
+    alphas = torch.arange(ig_steps, dtype=torch.float32, device=ctx.model.device) / ig_steps
+    masks = alphas[:, None].expand(ig_steps, graph.n_edges)
+    total = torch.zeros(graph.n_edges, dtype=torch.float32, device=ctx.model.device)
+    for part in prompt_slices(ctx, micro_batch):
+        grads, sources = masked_dest_gradients(part, masks, metric)
+        total += edge_scores(part, grads, sources) * (len(part.batch) / n)
+    return total / ig_steps
+
+
+def _mask_gradient(ctx: PatchContext, metric: str, ig_steps: int) -> Tensor:
+    """The mask gradient itself (a float32 leaf; the forward casts it to the model dtype), for
+    a backend without the gradient probe."""
+    alphas = torch.arange(ig_steps, dtype=torch.float32, device=ctx.model.device) / ig_steps
     mask = alphas[:, None].expand(ig_steps, ctx.graph.n_edges).clone().requires_grad_(True)
-    values = fn(forward(ctx, mask), ctx)
+    values = get_metric(metric)(forward(ctx, mask), ctx)
     (grad,) = torch.autograd.grad(values.sum(), mask)
-    return grad.mean(0).detach()
+    return grad.mean(0)
 
 
 def ig_input_scores(ctx: PatchContext, metric: str = "logit_diff", steps: int = 5) -> Tensor:
@@ -148,11 +200,10 @@ def ig_input_scores(ctx: PatchContext, metric: str = "logit_diff", steps: int = 
     ablated)``."""
     clean = ctx.clean_src[:, 0]
     ablated = ctx.ablated[:, 0].expand_as(clean)
-    delta = source_delta(ctx)
-    total = torch.zeros(ctx.graph.n_edges, device=delta.device)
+    total = torch.zeros(ctx.graph.n_edges, device=clean.device)
     for k in range(steps):
         _, grads = dest_gradients(ctx, metric, embed=ablated + (k / steps) * (clean - ablated))
-        total += edge_scores(ctx, grads, delta)
+        total += edge_scores(ctx, grads, ctx.clean_src)
     return total / steps
 
 
@@ -168,7 +219,6 @@ def ig_activation_scores(ctx: PatchContext, metric: str = "logit_diff", steps: i
     those edges' scores by about 8 % on the toy model (Pearson 0.995 with the peer instead of
     1.000); circuitlab follows the peer so that its scores are MIB's."""
     graph = ctx.graph
-    delta = source_delta(ctx)
     clean_all = ctx.clean_src
     ablated_all = ctx.ablated.expand_as(clean_all)
     spans: list[tuple[int | None, int, int]] = [(None, 0, 1)]  # (block offset, first, stop)
@@ -177,7 +227,7 @@ def ig_activation_scores(ctx: PatchContext, metric: str = "logit_diff", steps: i
         spans.append((graph.attn_block(layer).offset, first, first + graph.n_heads))
         mlp = mlp_source_index(layer, graph.n_heads)
         spans.append((graph.mlp_block(layer).offset, mlp, mlp + 1))
-    total = torch.zeros(graph.n_edges, device=delta.device)
+    total = torch.zeros(graph.n_edges, device=clean_all.device)
     for offset, first, stop in spans:
         clean, ablated = clean_all[:, first:stop], ablated_all[:, first:stop]
         for k in range(1, steps + 1):
@@ -189,7 +239,7 @@ def ig_activation_scores(ctx: PatchContext, metric: str = "logit_diff", steps: i
                         grads[block.offset] = torch.zeros_like(grads[block.offset])
             else:
                 _, grads = dest_gradients(ctx, metric, outputs={offset: point[None]})
-            total += edge_scores(ctx, grads, delta)
+            total += edge_scores(ctx, grads, clean_all)
     return total / (len(spans) * steps)
 
 
@@ -205,7 +255,7 @@ def edge_attribution(ctx: PatchContext, cfg: EAPConfig | None = None) -> EAPResu
         scores = ig_activation_scores(ctx, cfg.metric, cfg.ig_steps)
         n_passes = cfg.ig_steps * (2 * ctx.graph.n_layers + 1)
     else:
-        scores = eap_scores(ctx, cfg.metric, cfg.ig_steps)
+        scores = eap_scores(ctx, cfg.metric, cfg.ig_steps, micro_batch=cfg.micro_batch)
     clean = float(get_metric(cfg.metric)(ctx.clean_logits[None], ctx)[0])
     return EAPResult(
         edges=ctx.graph.edges,

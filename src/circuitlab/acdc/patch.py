@@ -74,10 +74,11 @@ ABLATIONS: tuple[str, ...] = get_args(Ablation)
 
 class Probe(Protocol):
     """What a gradient probe (`circuitlab.acdc.gradients`) does inside an unpatched forward:
-    gives each destination of ``block`` its own input (to take its gradient) and may replace
-    the outputs ``[E|1, B, n, S, d]`` of the sources a block writes."""
+    gives each destination of ``block`` its own input on top of the one the forward computed
+    (to take its gradient) and may replace the outputs ``[E|1, B, n, S, d]`` of the sources a
+    block writes."""
 
-    def inputs(self, block: Block, resid: Tensor) -> DestInputs: ...
+    def inputs(self, block: Block, x: DestInputs) -> DestInputs: ...
 
     def output(self, block: Block, out: Tensor) -> Tensor: ...
 
@@ -294,8 +295,8 @@ def _blocks(
 ) -> tuple[Tensor, Tensor]:
     """Run blocks ``start..stop-1``. ``src`` ``[E|1, B, n, S, d]`` are the current outputs of
     the sources before block ``start``, ``resid`` ``[E|1, B, S, d]`` their sum plus biases;
-    ``first_heads``: block ``start``'s head outputs, if known; ``probe`` (no mask then): every
-    destination reads its own input from it and it may replace a block's outputs
+    ``first_heads``: block ``start``'s head outputs, if known; ``probe``: every destination
+    reads its own input from it and it may replace a block's outputs
     (`circuitlab.acdc.gradients`). Returns both extended past block ``stop - 1``."""
     graph = pm.graph
     for layer in range(start, graph.n_layers if stop is None else stop):
@@ -306,7 +307,7 @@ def _blocks(
         else:
             x = dest_inputs(resid, src, ablated, block_mask(flat, block))
             if probe is not None:
-                x = probe.inputs(block, resid)
+                x = probe.inputs(block, x)
             heads = attention(lw, x, positional, pm.dims)  # [E, B, H, S, d]
         if probe is not None:
             heads = probe.output(block, heads)
@@ -317,7 +318,7 @@ def _blocks(
         block = graph.mlp_block(layer)
         x = dest_inputs(resid, src, ablated, block_mask(flat, block))
         if probe is not None:
-            x = probe.inputs(block, resid)
+            x = probe.inputs(block, x)
         out = lw.mlp(lw.ln_mlp(x.single()))
         if probe is not None:
             out = probe.output(block, out[:, :, None])[:, :, 0]
@@ -345,9 +346,10 @@ def _unembed(
         if ablated is not None and m is not None:
             full = ablated.expand(b, -1, s, -1)
             ablated = full.transpose(1, 2)[rows, last][:, :, None]  # [B, n, 1, d]
-    x = dest_inputs(resid, src, ablated, m).single()  # [E, B, S | 1, d]
+    x = dest_inputs(resid, src, ablated, m)
     if probe is not None:
-        x = probe.inputs(pm.graph.end_block, resid).single()
+        x = probe.inputs(pm.graph.end_block, x)
+    x = x.single()  # [E, B, S | 1, d]
     if not all_positions:
         x = x[:, :, 0]
     return pm.unembed(pm.final_norm(x))
