@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_support import run
 
 from circuitlab.acdc.graph import build_graph
 from circuitlab.errors import ConfigError, ModelError
@@ -25,6 +24,7 @@ from circuitlab.models.random import (
     shape_path,
 )
 from circuitlab.models.settings import RandomModelConfig
+from cli_support import run
 
 ROOT = Path(__file__).resolve().parents[2]
 #: corpus params of two task families (the tokenizer's vocabulary) and a small corpus
