@@ -127,3 +127,24 @@ def test_a_vocabulary_smaller_than_the_corpus_is_refused(tmp_path: Path) -> None
     shape = {**read_shape(shape_path("tiny-llama", ROOT)), "vocab_size": 16}
     with pytest.raises(ModelError, match="larger vocab_size"):
         build_random_model(entry("tiny-llama"), shape, TASKS, tmp_path / "m")
+
+
+@pytest.mark.parametrize("overlay", sorted((ROOT / "config").glob("scale-*.yaml")), ids=str)
+def test_each_scale_overlay_validates_and_builds_its_models_first(overlay: Path) -> None:
+    """Merged into the default config as `make reproduce CONFIG=…` merges it: valid for the
+    generated schema and for pydantic, every shape it names exists, and each random model's
+    first job is `random_model` (the stages then load its reference)."""
+    import jsonschema
+    import yaml
+
+    from circuitlab.config import Config, merge_config, read_config_yaml
+    from circuitlab.jobs import model_jobs
+
+    raw = merge_config(read_config_yaml(ROOT / "config" / "config.yaml"), read_config_yaml(overlay))
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    jsonschema.validate(raw, schema)
+    cfg = Config.model_validate(raw)
+    for name, model in cfg.active_models().items():
+        assert isinstance(model, RandomModelConfig)
+        shape_path(model.shape, ROOT)
+        assert model_jobs(cfg, name)[0].label == f"random_model[random={name}]"
