@@ -179,11 +179,11 @@ def markdown(
         rss = "–" if c.peak_rss_mb is None else f"{c.peak_rss_mb / 1024:.2f}"
         mark = " †" if c.n_forward is not None else ""
         lines.append(
-            f"| {c.stage} | {c.jobs} | {c.wall_s:.1f} | {rss} | {eq:,.0f}{mark} | {eq * h100:.2f} |"
+            f"| {c.stage} | {c.jobs} | {c.wall_s:.1f} | {rss} | {eq:,.0f}{mark} | {eq * h100:.3g} |"
         )
     total = sum(c.wall_s for c in costs)
     total_h100 = sum(c.fwd_eq(fwd.seconds) * h100 for c in costs)
-    lines.append(f"| **all** | {sum(c.jobs for c in costs)} | {total:.1f} | | | {total_h100:.2f} |")
+    lines.append(f"| **all** | {sum(c.jobs for c in costs)} | {total:.1f} | | | {total_h100:.3g} |")
     return "\n".join(lines) + "\n"
 
 
