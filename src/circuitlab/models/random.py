@@ -76,9 +76,7 @@ def shape_config(raw: Mapping[str, Any], n_layers: int | None = None) -> Pretrai
     key = cls.attribute_map.get("num_hidden_layers", "num_hidden_layers")
     if n_layers is not None:
         if n_layers > values[key]:
-            raise ConfigError(
-                f"n_layers {n_layers} is more than the shape's {values[key]} layers"
-            )
+            raise ConfigError(f"n_layers {n_layers} is more than the shape's {values[key]} layers")
         values[key] = n_layers
         if "max_window_layers" in values:  # Qwen2: sliding-window layers start after this
             values["max_window_layers"] = min(values["max_window_layers"], n_layers)
@@ -102,13 +100,14 @@ def random_model(config: PretrainedConfig, seed: int) -> PreTrainedModel:
 
 
 def corpus_tokenizer(
-    cfg: RandomModelConfig, tasks: Mapping[str, Mapping[str, object]], seed: int
+    cfg: RandomModelConfig, tasks: Mapping[str, Mapping[str, object]]
 ) -> PreTrainedTokenizerFast:
-    """The toy model's word-level tokenizer over the task corpus (every task word one token)."""
+    """The toy model's word-level tokenizer over the task corpus (every task word one token;
+    the corpus drawn with the entry's seed)."""
     from circuitlab.models.toy.corpus import build_corpus
     from circuitlab.models.toy.tokenizer import build_tokenizer
 
-    return build_tokenizer(build_corpus(tasks, cfg.corpus, seed))
+    return build_tokenizer(build_corpus(tasks, cfg.corpus, cfg.seed))
 
 
 def build_random_model(
@@ -123,7 +122,7 @@ def build_random_model(
     ModelError when the tokenizer needs more ids than the shape's vocabulary has."""
     import torch
 
-    tokenizer = corpus_tokenizer(cfg, tasks, cfg.seed)
+    tokenizer = corpus_tokenizer(cfg, tasks)
     if len(tokenizer) > shape["vocab_size"]:
         raise ModelError(
             f"the task corpus has {len(tokenizer)} words but shape {cfg.shape!r} only "
