@@ -1,13 +1,9 @@
-"""scripts/gpu_check.py (`make gpu-check`): the comparison of two legs' results, and the whole
-check end to end on the CPU at a tiny shape (`make gpu-check DEVICE=cpu SHAPE=tiny-llama`)."""
+"""scripts/gpu_check.py (`make gpu-check`): the comparison of two legs' results (the whole
+check end to end: tests/integration/test_gpu_check.py)."""
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
-
-import pytest
 
 from script_support import load_script
 
@@ -33,19 +29,3 @@ def test_a_number_outside_the_tolerance_or_on_one_side_only_is_listed() -> None:
         {"file": "metrics/a.json", "key": "kl", "device": 1.01, "ref": 1.0},
     ]
     assert out["missing_files"] == ["only.json"]
-
-
-@pytest.mark.slow  # two whole pipeline runs
-def test_the_check_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
-    out = tmp_path / "check.json"
-    rc = check.main(["--device", "cpu", "--shape", "tiny-llama", "--workdir", str(tmp_path),
-                     "--out", str(out), "--cores", "2"])  # fmt: skip
-    report = json.loads(out.read_text())
-    assert rc == 0, report["comparison"]
-    legs = report["legs"]
-    assert {legs[k]["device"] for k in legs} == {"cpu"}
-    stages = set(legs["device"]["stages"])
-    assert {"random_model", "evaluate_model", "blacklist", "lrp_attribution", "acdc_circuit/eap",
-            "acdc_evaluate", "steering", "caa", "compare"} <= stages  # fmt: skip
-    comparison = report["comparison"]
-    assert comparison["numbers"] > 1000 and comparison["mismatches"] == []
