@@ -28,7 +28,7 @@ CHECK_CONFIG = $(if $(CONFIG),$(BIN)/circuitlab validate-config $(CONFIG) > /dev
 # Snakemake with the venv's tools on PATH and the workflow profile (failed jobs' logs shown)
 SNAKEMAKE  := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --workflow-profile workflow/profiles/default $(CONFIGFILE)
 
-.PHONY: setup reproduce robustness dryrun plan accept watch report results screenshots test test-unit test-integration test-slow test-fast bench lint snapshot clean-results clean-history history
+.PHONY: setup reproduce robustness dryrun plan accept watch report results screenshots test test-unit test-integration test-slow test-fast bench gpu-check lint snapshot clean-results clean-history history
 
 setup: $(STAMP)
 
@@ -129,6 +129,16 @@ snapshot: setup
 N ?= 3
 history: setup
 	$(BIN)/circuitlab history -n $(N)
+
+# The accelerator check (scripts/gpu_check.py): every stage of config/gpu-check.yaml on a random
+# model of SHAPE (config/shapes/) on DEVICE, the same case on the CPU, results compared within
+# tolerance; timings and peak GPU memory in data/gpu-check/SHAPE-DEVICE.json. DEVICE=cpu runs
+# both legs on the CPU (the test suite: SHAPE=tiny-llama); DTYPE=bfloat16 as a GPU run would.
+DEVICE ?= cuda
+SHAPE  ?= gpt2-small
+DTYPE  ?= float32
+gpu-check: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/gpu_check.py --device $(DEVICE) --shape $(SHAPE) --dtype $(DTYPE)
 
 lint: setup
 	$(BIN)/ruff check src tests

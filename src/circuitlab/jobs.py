@@ -71,8 +71,11 @@ def steering_jobs(cfg: Config, model: str) -> list[Job]:
 
 
 def _model_jobs(cfg: Config, model: str) -> Iterator[Job]:
-    if cfg.active_models()[model].source == "toy":
+    source = cfg.active_models()[model].source
+    if source == "toy":
         yield Job.of("train_toy_model", toy=model)
+    elif source == "random":
+        yield Job.of("random_model", random=model)
     else:
         yield Job.of("model_ref", hub=model)
     for t in cfg.dataset_names():

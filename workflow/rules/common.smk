@@ -47,6 +47,7 @@ DATASETS = CFG.dataset_names()
 MODELS = CFG.active_models()
 TOY_MODELS = [m for m, spec in MODELS.items() if spec.source == "toy"]
 HUB_MODELS = [m for m, spec in MODELS.items() if spec.source == "hf"]
+RANDOM_MODELS = [m for m, spec in MODELS.items() if spec.source == "random"]
 # Models loaded with `backend: transformer_lens` (an architecture circuitlab has no adapter for)
 # run the hook-only stages: the job graph (circuitlab.jobs) leaves the others out.
 BRIDGE_MODELS = [m for m in MODELS if not is_native(CFG, m)]
@@ -114,6 +115,7 @@ wildcard_constraints:
     model=alternatives(list(MODELS)),
     toy=alternatives(TOY_MODELS),
     hub=alternatives(HUB_MODELS),
+    random=alternatives(RANDOM_MODELS),
     behaviour=alternatives(CFG.behaviour_names()),
 
 
@@ -124,13 +126,13 @@ def json_arg(value):
     return shlex.quote(json.dumps(value, sort_keys=True, separators=(",", ":")))
 
 
-# The files a trained toy model's directory holds, declared one by one so that a deleted or
-# missing one makes Snakemake retrain (a `directory()` output would hide it).
+# The files a trained toy (or built random) model's directory holds, declared one by one so that
+# a deleted or missing one makes Snakemake rebuild it (a `directory()` output would hide it).
 TOY_MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
 def model_artifact(wildcards):
-    """A stage's model input: the toy model's files, or a hub model's reference JSON."""
+    """A stage's model input: the toy model's files, or a hub or random model's reference JSON."""
     m = wildcards.model
     if m in TOY_MODELS:
         return [f"data/models/{m}/{name}" for name in TOY_MODEL_FILES]

@@ -37,6 +37,29 @@ rule model_ref:
         "circuitlab model-ref --params {params.cfg} --out {output} > {log} 2>&1"
 
 
+# A random model of a published shape (circuitlab.models.random): the saved directory and the
+# reference the stages load it through, as a hub model's. Builds on the CPU whatever the entry's
+# device (its weights are the same either way).
+rule random_model:
+    input:
+        shape=lambda w: f"config/shapes/{MODELS[w.random].shape}.json",
+    output:
+        model=expand("data/models/{{random}}/{name}", name=TOY_MODEL_FILES),
+        ref="data/models/{random}.json",
+    params:
+        out=lambda w: f"data/models/{w.random}",
+        code=code("random-model"),
+        cfg=lambda w: json_arg(MODELS[w.random]),
+        tasks=json_arg(CFG.corpus_params()),
+    log:
+        "logs/random_model/{random}.log",
+    benchmark:
+        "data/benchmarks/random_model/{random}.tsv",
+    shell:
+        "circuitlab random-model --params {params.cfg} --tasks {params.tasks}"
+        " --shape {input.shape} --out {params.out} --ref {output.ref} > {log} 2>&1"
+
+
 rule evaluate_model:
     input:
         model=model_artifact,

@@ -1,5 +1,5 @@
 """The model rules (`workflow/rules/models.smk`): train the toy model, write a hub model's
-reference, evaluate a model on its tasks."""
+reference, build a random model of a published shape, evaluate a model on its tasks."""
 
 from __future__ import annotations
 
@@ -90,6 +90,33 @@ def model_ref(
 
     cfg = parse_params(HubModelConfig, params)
     ModelSpec(**cfg.model_dump(exclude={"source"})).to_reference(out)
+
+
+@app.command("random-model")
+def random_model(
+    params: str = typer.Option(..., help=PARAMS_HELP + " (the model's entry, source: random)"),
+    tasks: str = typer.Option(..., help="JSON object: family name -> its corpus params"),
+    shape: Path = typer.Option(
+        ..., exists=True, dir_okay=False, help="config/shapes/{shape}.json (an HF config.json)"
+    ),
+    out: Path = typer.Option(
+        ..., callback=output_dir, help="data/models/{model} (a save_pretrained directory)"
+    ),
+    ref: Path = typer.Option(
+        ..., callback=output_path, help="data/models/{model}.json (the stages' model reference)"
+    ),
+) -> None:
+    """Build a randomly initialised model of a published shape with the task corpus's
+    tokenizer, save it, and write the reference every stage loads it through (as a hub model)."""
+    from circuitlab.io import atomic_path
+    from circuitlab.models.random import build_random_model, read_shape
+    from circuitlab.models.settings import RandomModelConfig
+    from circuitlab.models.spec import ModelSpec
+
+    cfg = parse_params(RandomModelConfig, params)
+    with atomic_path(out) as tmp:
+        build_random_model(cfg, read_shape(shape), parse_json_option(tasks, "--tasks"), tmp)
+    ModelSpec(id=str(out), dtype=cfg.dtype, device=cfg.device).to_reference(ref)
 
 
 @app.command("evaluate-model")

@@ -1,0 +1,215 @@
+"""What a run cost, per stage, for one model of a finished run folder: a markdown table.
+
+    python scripts/cost_table.py --model gpt2-small [--run .] [--out cost.md]
+
+Read from the run (nothing is rerun):
+* every job's Snakemake benchmark TSV (``data/benchmarks/<rule>/<model>…tsv``: ``s`` = wall
+  seconds, ``max_rss`` = peak resident memory in MB), summed (wall) or maxed (memory) per stage;
+  ACDC discovery (`acdc_circuit`) is one stage per method;
+* each ACDC artifact's pass counts (``data/circuits/<model>/<task>/<method>.json``:
+  ``n_forward``, ``n_backward``) and its graph size (``edges``).
+
+Measured here, once: one plain forward of the model (loaded through its reference, as every
+stage loads it) on the batch ACDC discovers on — the first ``--prompts`` train prompts of
+``--task`` — as the median of ``--repeats`` runs after a warm-up (as
+tests/benchmarks/bench_acdc.py's ``plain_forward_s``). A stage's work in forward-equivalents
+(fwd-eq) is then its pass count (ACDC: forwards + 2 × backwards, a backward costing about two
+forwards) where the artifact has one, else its wall time over that forward's time (which also
+counts loading and Python overhead).
+
+The H100 estimate is fwd-eq × the forward time from FLOPs: 2 · parameters · batch tokens per
+forward, at a stated utilisation (default 40 %) of the H100's dense bf16 peak (989 TFLOP/s).
+It ignores attention's own FLOPs (small at these sequence lengths), loading and host work, so
+it is a floor for stages whose CPU time is not forwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+#: H100 SXM dense bf16 peak (NVIDIA's datasheet: 1,979 TFLOP/s with sparsity, half dense).
+H100_BF16_TFLOPS = 989.0
+#: what fraction of the peak a forward is assumed to reach (stated in the table's caption)
+UTILISATION = 0.40
+#: a backward pass in forward-equivalents (two matmuls per forward matmul)
+BACKWARD_FWD_EQ = 2
+
+
+@dataclass(frozen=True)
+class StageCost:
+    stage: str
+    jobs: int
+    wall_s: float
+    peak_rss_mb: float | None
+    n_forward: int | None = None  # ACDC artifacts only, summed over tasks
+    n_backward: int | None = None
+    n_edges: int | None = None
+
+    def fwd_eq(self, forward_s: float) -> float:
+        """Counted passes where known, else wall time in units of one plain forward."""
+        if self.n_forward is not None:
+            return self.n_forward + BACKWARD_FWD_EQ * (self.n_backward or 0)
+        return self.wall_s / forward_s
+
+
+@dataclass(frozen=True)
+class Forward:
+    seconds: float  # measured plain forward, this process, this machine
+    tokens: int  # batch × padded length
+    n_prompts: int
+    parameters: int
+    device: str
+
+    def h100_s(self, utilisation: float = UTILISATION, tflops: float = H100_BF16_TFLOPS) -> float:
+        return 2 * self.parameters * self.tokens / (utilisation * tflops * 1e12)
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text not in (None, "", "NA", "-") else None
+    except ValueError:
+        return None
+
+
+def read_benchmarks(run: Path, model: str) -> dict[str, list[tuple[float, float | None]]]:
+    """Stage → (wall s, peak RSS MB) of each of `model`'s jobs; ACDC discovery keyed
+    ``acdc_circuit/<method>``."""
+    root = run / "data" / "benchmarks"
+    out: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
+    for path in sorted(root.glob("*/**/*.tsv")):
+        parts = path.relative_to(root).with_suffix("").parts
+        if len(parts) < 2 or parts[1] != model:
+            continue  # another model's job, or one of no model (datasets)
+        stage = f"{parts[0]}/{parts[-1]}" if parts[0] == "acdc_circuit" else parts[0]
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f, delimiter="\t"):
+                wall = _number(row.get("s"))
+                if wall is not None:
+                    out[stage].append((wall, _number(row.get("max_rss"))))
+    return dict(out)
+
+
+def read_acdc_counts(run: Path, model: str) -> dict[str, tuple[int, int, int]]:
+    """``acdc_circuit/<method>`` → (forwards, backwards, edges of the graph), summed over tasks
+    (edges: the largest graph)."""
+    out: dict[str, tuple[int, int, int]] = {}
+    for path in sorted((run / "data" / "circuits" / model).glob("*/*.json")):
+        art = json.loads(path.read_text())
+        key = f"acdc_circuit/{path.stem}"
+        f, b, e = out.get(key, (0, 0, 0))
+        out[key] = (f + art["n_forward"], b + art["n_backward"], max(e, len(art["edges"])))
+    return out
+
+
+def stage_costs(run: Path, model: str) -> list[StageCost]:
+    counts = read_acdc_counts(run, model)
+    costs = []
+    for stage, rows in read_benchmarks(run, model).items():
+        rss = [r for _, r in rows if r is not None]
+        f, b, e = counts.get(stage, (None, None, None))
+        costs.append(
+            StageCost(stage, len(rows), sum(w for w, _ in rows), max(rss) if rss else None, f, b, e)
+        )
+    return costs
+
+
+def measure_forward(run: Path, model: str, task: str, n_prompts: int, repeats: int) -> Forward:
+    """One plain forward of the run's model on the first `n_prompts` train prompts of `task`
+    (median of `repeats` after a warm-up)."""
+    import torch
+
+    from circuitlab.models import load_model
+    from circuitlab.tasks.io import load_rows
+
+    lm = load_model(run / "data" / "models" / f"{model}.json", tokenizer=True)
+    path = run / "data" / "datasets" / model / f"{task}.jsonl"
+    prompts = [r.prompt for r in load_rows(path, rule="check_dataset", split="train")][:n_prompts]
+    batch = lm.tokenizer(prompts, padding=True, return_tensors="pt").to(lm.device)
+    runs = []
+    with torch.no_grad():
+        lm.model(**batch)
+        for _ in range(repeats):
+            t = time.perf_counter()
+            lm.model(**batch)
+            if lm.device.type == "cuda":
+                torch.cuda.synchronize(lm.device)
+            runs.append(time.perf_counter() - t)
+    return Forward(
+        seconds=statistics.median(runs),
+        tokens=int(batch["input_ids"].numel()),
+        n_prompts=len(prompts),
+        parameters=sum(p.numel() for p in lm.model.parameters()),
+        device=str(lm.device),
+    )
+
+
+def markdown(
+    model: str,
+    costs: list[StageCost],
+    fwd: Forward,
+    utilisation: float = UTILISATION,
+    tflops: float = H100_BF16_TFLOPS,
+) -> str:
+    """The table, with its method in the caption."""
+    edges = max((c.n_edges or 0 for c in costs), default=0)
+    h100 = fwd.h100_s(utilisation, tflops)
+    lines = [
+        f"**{model}**: {fwd.parameters:,} parameters"
+        + (f", ACDC graph {edges:,} edges" if edges else "")
+        + f". One plain forward of {fwd.n_prompts} prompts ({fwd.tokens} tokens): "
+        f"{fwd.seconds * 1e3:.1f} ms measured on {fwd.device}, {h100 * 1e3:.3f} ms on one H100 "
+        f"from FLOPs (2 · parameters · tokens at {utilisation:.0%} of {tflops:g} TFLOP/s dense "
+        "bf16). fwd-eq: ACDC's counted passes (forwards + 2 × backwards) where the artifact has "
+        "them (†), else wall time / the measured forward. H100 estimate = fwd-eq × the H100 "
+        "forward (a floor: loading and host work are not counted).",
+        "",
+        "| stage | jobs | wall s | peak RSS GB | fwd-eq | H100 estimate s |",
+        "|---|--:|--:|--:|--:|--:|",
+    ]
+    for c in sorted(costs, key=lambda c: c.stage):
+        eq = c.fwd_eq(fwd.seconds)
+        rss = "–" if c.peak_rss_mb is None else f"{c.peak_rss_mb / 1024:.2f}"
+        mark = " †" if c.n_forward is not None else ""
+        lines.append(
+            f"| {c.stage} | {c.jobs} | {c.wall_s:.1f} | {rss} | {eq:,.0f}{mark} | {eq * h100:.3g} |"
+        )
+    total = sum(c.wall_s for c in costs)
+    total_h100 = sum(c.fwd_eq(fwd.seconds) * h100 for c in costs)
+    lines.append(f"| **all** | {sum(c.jobs for c in costs)} | {total:.1f} | | | {total_h100:.3g} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="the model's name in the run's config")
+    p.add_argument("--run", type=Path, default=Path("."), help="the run's folder (holds data/)")
+    p.add_argument("--task", default="capitals", help="the task whose train prompts are timed")
+    p.add_argument("--prompts", type=int, default=8, help="batch size (acdc.n_prompts)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--utilisation", type=float, default=UTILISATION)
+    p.add_argument("--tflops", type=float, default=H100_BF16_TFLOPS, help="accelerator peak")
+    p.add_argument("--out", type=Path, help="write the table here (default: stdout)")
+    args = p.parse_args(argv)
+    costs = stage_costs(args.run, args.model)
+    if not costs:
+        print(f"no benchmark files of model {args.model!r} under {args.run}/data/benchmarks")
+        return 1
+    fwd = measure_forward(args.run, args.model, args.task, args.prompts, args.repeats)
+    text = markdown(args.model, costs, fwd, args.utilisation, args.tflops)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
