@@ -45,6 +45,8 @@ STAGES: dict[str, Stage] = {
     # trains on CPU under the numerics pins (bit-identical weights), whatever the device
     "train_toy_model": Stage("training the embedded model", needs_adapter=False, loads_model=False),
     "model_ref": Stage("the model reference", needs_adapter=False, loads_model=False),
+    # built on CPU from a shape file (circuitlab.models.random), whatever the device
+    "random_model": Stage("the random model", needs_adapter=False, loads_model=False),
     # the tokenizer only
     "check_dataset": Stage("the dataset check", needs_adapter=False, loads_model=False),
     "evaluate_model": Stage("model evaluation", needs_adapter=False, loads_model=True),
