@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from circuitlab.acdc.batch import PatchContext, Positional
+from circuitlab.acdc.batch import EdgeMask, PatchContext, Positional, mix_operands
 from circuitlab.acdc.graph import Block
 from circuitlab.acdc.weights import LayerWeights
 from circuitlab.models.adapters import ModelDims
@@ -35,17 +35,6 @@ def append_sources(src: Tensor, new: Tensor) -> Tensor:
     return torch.cat([src, new], dim=2)
 
 
-def block_mask(flat: Tensor | None, block: Block) -> Tensor | None:
-    """A block's ``[E, n_dests, n_sources]`` mask, or None when nothing in it is patched
-    (and no gradient is wanted)."""
-    if flat is None:
-        return None
-    m = flat[:, block.offset : block.stop]
-    if not m.requires_grad and not bool(m.any()):
-        return None
-    return m.reshape(m.shape[0], block.n_dests, block.n_sources)
-
-
 @dataclass(frozen=True, eq=False)
 class DestInputs:
     """The inputs of one block group's destinations: ``base`` ``[E|1, B, S, d]`` is every
@@ -62,13 +51,17 @@ class DestInputs:
         return self.base if self.own is None else self.own[:, :, 0]
 
 
-def dest_inputs(resid: Tensor, src: Tensor, ablated: Tensor | None, m: Tensor | None) -> DestInputs:
-    """Residual plus Σ m · (ablated − current) per destination, computed around the mask's
-    majority: with ``c`` each source's most common mask value over the destinations,
-    ``base = resid + Σ c · δ`` is shared and only destinations whose row differs from ``c``
-    get their own input — so a block where nearly every edge is patched (late in an ACDC
-    sweep) costs about as much as one where none is. A mask that requires grad takes the
-    dense path (every destination its own input, gradients for every entry)."""
+def dest_inputs(
+    resid: Tensor, src: Tensor, ablated: Tensor | None, mask: EdgeMask | None, block: Block
+) -> DestInputs:
+    """Residual plus Σ m · (ablated − current) per destination of ``block``, computed around
+    the mask's majority: with ``c`` each source's most common mask value over the
+    destinations, ``base = resid + Σ c · δ`` is shared and only destinations whose row
+    differs from ``c`` get their own input — so a block where nearly every edge is patched
+    (late in an ACDC sweep) costs about as much as one where none is. Which rows and columns
+    differ is known on the host before the forward (`EdgeMask.split`). A mask that requires
+    grad takes the dense path (every destination its own input, gradients for every entry)."""
+    m = None if mask is None else mask.block(block)
     if m is None or ablated is None:
         return DestInputs(resid)
     n = src.shape[2]
@@ -76,19 +69,23 @@ def dest_inputs(resid: Tensor, src: Tensor, ablated: Tensor | None, m: Tensor | 
         delta = ablated[:, :n] - src  # [E|1, B, n, S, d]
         own = resid[:, :, None] + _mix(m, delta)
         return DestInputs(resid, list(range(m.shape[1])), own)
-    c = (m.sum((0, 1)) * 2 > m.shape[0] * m.shape[1]).to(m.dtype)  # [n] majority (ties: 0)
-    r = m - c
-    differs = r != 0
-    rows = differs.any(2).any(0).nonzero().flatten().tolist()
+    split = mask.split(block)
     base = resid
-    if bool(c.any()):  # Σ c·(ablated − src), as two vector–matrix products
+    if split.majority is not None:  # Σ c·(ablated − src), as two vector–matrix products
+        c = split.majority.to(device=resid.device, dtype=resid.dtype)  # 0/1: exact
         base = resid + _weighted_sum(c, ablated[:, :n]) - _weighted_sum(c, src)
-    if not rows:
+    if not split.rows:
         return DestInputs(base)
-    cols = differs.any(1).any(0).nonzero().flatten()
-    delta = ablated[:, cols] - src[:, :, cols]
-    own = base[:, :, None] + _mix(r[:, rows][:, :, cols], delta)
-    return DestInputs(base, rows, own)
+    r = m - split.majority.to(m.device) if split.majority is not None else m
+    r = r[:, split.rows]
+    if split.all_cols:  # every source differs somewhere: no gather
+        delta = ablated[:, :n] - src
+    else:
+        cols = torch.tensor(split.cols, device=src.device)
+        r = r[:, :, cols]
+        delta = ablated[:, cols] - src[:, :, cols]
+    own = base[:, :, None] + _mix(r, delta)
+    return DestInputs(base, split.rows, own)
 
 
 def _weighted_sum(c: Tensor, x: Tensor) -> Tensor:
@@ -101,8 +98,9 @@ def _mix(m: Tensor, x: Tensor) -> Tensor:
     """``m`` ``[E|1, R, n]`` times ``x`` ``[E|1, B, n, S, d]`` over ``n`` → ``[E, B, R, S, d]``
     (one batched matrix product over the flattened ``S·d``)."""
     e, b, n, s, d = x.shape
-    out = torch.matmul(m[:, None], x.reshape(e, b, n, s * d))  # [E, B, R, S·d]
-    return out.reshape(*out.shape[:3], s, d)
+    mm, xx = mix_operands(m, x)
+    out = torch.matmul(mm[:, None], xx.reshape(e, b, n, s * d))  # [E, B, R, S·d]
+    return out.reshape(*out.shape[:3], s, d).to(x.dtype)
 
 
 def attention(

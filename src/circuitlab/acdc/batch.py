@@ -6,16 +6,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from circuitlab.acdc.graph import Graph
-from circuitlab.acdc.weights import PatchModel
-from circuitlab.errors import ConfigError, DatasetError
+from circuitlab.acdc.graph import Block, Graph
+from circuitlab.errors import ConfigError, DatasetError, ModelError
 from circuitlab.prompts import PromptBatch, encode_rows
 from circuitlab.types import Ablation, TaskRow
+
+if TYPE_CHECKING:
+    from circuitlab.acdc.backend import PatchBackend
+    from circuitlab.acdc.patch import PatchModel
+    from circuitlab.acdc.weights import ModelWeights
+    from circuitlab.models.loading import LoadedModel
 
 
 def encode_pairs(rows: Sequence[TaskRow], tokenizer: Any) -> PromptBatch:
@@ -38,25 +43,18 @@ class Positional:
     last: Tensor  # [B] answer positions
 
 
-@dataclass(frozen=True, eq=False)
-class PatchContext:
-    """A batch prepared for patching: the clean run's cache and the ablated sources.
+@dataclass(frozen=True, eq=False, kw_only=True)
+class PreparedBatch:
+    """What every backend's `prepare` returns (`circuitlab.acdc.backend`): the batch, its
+    ablated source outputs ``[B | 1, n_sources, S | 1, d]`` (broadcast over prompts for mean,
+    and positions for zero), the clean answer logits ``[B, vocab]``, and what preparing cost
+    (``n_forward`` full forward passes, ``seconds`` of wall time)."""
 
-    ``clean_src`` ``[B, n_sources, S, d]`` holds every source's clean output and
-    ``clean_resid`` ``[n_layers + 1, B, S, d]`` the clean residual stream at the start of each
-    block (index ``n_layers``: the input of ``Resid End``); ``ablated`` is
-    ``[B | 1, n_sources, S | 1, d]`` (broadcast over prompts for mean, and positions for zero).
-    ``n_forward`` counts the full forward passes `prepare` spent; ``seconds`` its wall time.
-    """
-
-    model: PatchModel
+    model: PatchBackend
     batch: PromptBatch
     ablation: Ablation
-    positional: Positional = field(repr=False)
-    clean_src: Tensor = field(repr=False)
-    clean_resid: Tensor = field(repr=False)
     ablated: Tensor = field(repr=False)
-    clean_logits: Tensor = field(repr=False)  # [B, vocab] at the answer position
+    clean_logits: Tensor = field(repr=False)
     n_forward: int = 0
     seconds: float = 0.0
 
@@ -65,8 +63,136 @@ class PatchContext:
         return self.model.graph
 
 
+@dataclass(frozen=True, eq=False, kw_only=True)
+class PatchContext(PreparedBatch):
+    """A batch prepared for the native patch layer: also the clean run's cache.
+
+    ``clean_src`` ``[B, n_sources, S, d]`` holds every source's clean output and
+    ``clean_resid`` ``[n_layers + 1, B, S, d]`` the clean residual stream at the start of each
+    block (index ``n_layers``: the input of ``Resid End``).
+    """
+
+    model: PatchModel
+    positional: Positional = field(repr=False)
+    clean_src: Tensor = field(repr=False)
+    clean_resid: Tensor = field(repr=False)
+
+
+def require_one_device(loaded: LoadedModel, what: str) -> None:
+    """ModelError unless every parameter of the model is on one device: the patch layers
+    keep every source's output of a forward side by side, which a model sharded over devices
+    (``device_map``) cannot give. ``what`` names the refused stage."""
+    devices = {p.device for p in loaded.model.parameters()}
+    if len(devices) > 1:
+        raise ModelError(
+            f"{what} needs the model on a single device, but it is sharded over "
+            f"{len(devices)} ({', '.join(sorted(map(str, devices)))}) by `device_map`: load "
+            "it on one device (drop `device_map` from the model entry and set `device`)"
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class EdgeMask:
+    """A checked edge mask, ``values`` ``[E, n_edges]`` on the model's device, and what the
+    forward needs to know about it before it runs, found once on the host: the offsets of the
+    block groups with a patched edge (`block`) and each block's majority split (`split`).
+    Masks are built on the host, so this costs no device round trip per block (a mask given
+    on an accelerator is copied to the host once per forward).
+
+    ``values`` are float32 (float64 stays float64) whatever the model's dtype: the mix with
+    the model's activations happens in the block (`circuitlab.acdc.attention`)."""
+
+    values: Tensor
+    host: Tensor = field(repr=False)  # the same values, detached, on the CPU
+    patched: frozenset[int] = field(repr=False)  # offsets of blocks with a patched edge
+
+    @property
+    def requires_grad(self) -> bool:
+        return self.values.requires_grad
+
+    @property
+    def n_sets(self) -> int:
+        return int(self.values.shape[0])
+
+    def block(self, block: Block) -> Tensor | None:
+        """The block's ``[E, n_dests, n_sources]`` mask, or None when nothing in it is
+        patched (and no gradient is wanted)."""
+        if not self.requires_grad and block.offset not in self.patched:
+            return None
+        m = self.values[:, block.offset : block.stop]
+        return m.reshape(m.shape[0], block.n_dests, block.n_sources)
+
+    def patches_before(self, offset: int) -> bool:
+        """Whether an edge stored before ``offset`` is patched."""
+        return bool(self.host[:, :offset].any())
+
+    def split(self, block: Block) -> BlockSplit:
+        """The block's mask around its per-source majority (`BlockSplit`), from the host copy."""
+        m = self.host[:, block.offset : block.stop]
+        m = m.reshape(m.shape[0], block.n_dests, block.n_sources)
+        c = (m.sum((0, 1)) * 2 > m.shape[0] * m.shape[1]).to(m.dtype)  # majority (ties: 0)
+        differs = (m - c) != 0
+        return BlockSplit(
+            majority=c if bool(c.any()) else None,
+            rows=differs.any(2).any(0).nonzero().flatten().tolist(),
+            cols=differs.any(1).any(0).nonzero().flatten().tolist(),
+            n_sources=block.n_sources,
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class BlockSplit:
+    """A block's mask ``m`` ``[E, n_dests, n_sources]`` as ``c + r``: ``majority`` ``c``
+    ``[n_sources]`` is each source's most common value over the destinations (0 or 1; None
+    when all 0) and ``r = m − c`` is non-zero only on the destinations ``rows`` and sources
+    ``cols`` (host lists, so the forward needs no device round trip to know them)."""
+
+    majority: Tensor | None
+    rows: list[int]
+    cols: list[int]
+    n_sources: int
+
+    @property
+    def all_cols(self) -> bool:
+        return len(self.cols) == self.n_sources
+
+
+def check_mask(mask: Tensor | None, graph: Graph, device: torch.device) -> EdgeMask | None:
+    """``mask`` (``[n_edges]`` or ``[E, n_edges]``) checked and put on ``device`` in float32
+    (float64 kept), as an `EdgeMask`; ConfigError for another shape."""
+    if mask is None:
+        return None
+    if not isinstance(mask, Tensor) or mask.dim() not in (1, 2) or mask.shape[-1] != graph.n_edges:
+        got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+        raise ConfigError(
+            f"an edge mask must be a tensor of shape [n_edges] or [E, n_edges] with "
+            f"n_edges = {graph.n_edges}; got {got}"
+        )
+    flat = mask if mask.dim() == 2 else mask[None]
+    dtype = torch.promote_types(flat.dtype, torch.float32)
+    values = flat.to(device=device, dtype=dtype)
+    host = flat.detach().to(device="cpu", dtype=dtype)
+    seen = host.any(0)
+    patched = frozenset(
+        b.offset for b in graph.blocks if bool(seen[b.offset : b.stop].any())
+    )
+    return EdgeMask(values=values, host=host, patched=patched)
+
+
+def mix_operands(m: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """A mask and the activations it mixes, in the dtype their product is computed in: the
+    activations' (the model's) when the mask wants no gradient (0/1 masks are exact there),
+    else the mask's (float32), so edge gradients accumulate in float32 and do not tie at a
+    bf16 model's resolution. Cast the product back with ``.to(x.dtype)``."""
+    if m.dtype == x.dtype:
+        return m, x
+    if m.requires_grad:
+        return m, x.to(m.dtype)
+    return m.to(x.dtype), x
+
+
 def make_positional(
-    pm: PatchModel, input_ids: Tensor, attention_mask: Tensor, last: Tensor
+    pm: ModelWeights, input_ids: Tensor, attention_mask: Tensor, last: Tensor
 ) -> Positional:
     b, s = input_ids.shape
     mask = attention_mask.bool()

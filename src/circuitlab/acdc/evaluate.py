@@ -35,10 +35,11 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit
+from circuitlab.acdc.backend import patchable
 from circuitlab.acdc.discover import sample_rows, top_edges
 from circuitlab.acdc.metrics import kl, logit_diff
 from circuitlab.acdc.mib import mib_edge_sets
-from circuitlab.acdc.patch import PatchContext, evaluate_masks, patchable, prepare_rows
+from circuitlab.acdc.patch import PatchContext, evaluate_masks, prepare_rows
 from circuitlab.errors import ArtifactError, DatasetError
 from circuitlab.models.loading import LoadedModel
 from circuitlab.progress import bar as progress_bar
