@@ -26,13 +26,39 @@ def gather_position(x: Tensor, last: Tensor, dim: int, batch_axis: int) -> Tenso
     return x.gather(dim, last.view(shape).expand(size))
 
 
-def append_sources(src: Tensor, new: Tensor) -> Tensor:
-    """Concatenate source outputs along the source axis, broadcasting the edge-set axis."""
-    if src.shape[0] != new.shape[0]:
-        n_sets = max(src.shape[0], new.shape[0])
+def append_sources(src: Tensor, new: Tensor, capacity: int) -> Tensor:
+    """``src`` ``[E|1, B, n, S, d]`` followed by ``new`` along the source axis, broadcasting
+    the edge-set axis. ``capacity``: the number of sources the forward will hold.
+
+    Without autograd the sources live in one buffer ``[E, B, capacity, S, d]``, allocated on
+    the first append and written block by block, ``src`` being a view of its first ``n``
+    sources: a forward copies each source output once, where concatenating would copy all
+    earlier ones on every block and briefly hold two copies of them. The buffer records how
+    far it is written (``_SOURCES_FILLED``) and is extended only from exactly that prefix, so
+    no earlier view — a clean cache, a branch of the same prefix — ever sees a write. With
+    autograd (an in-place write would invalidate saved tensors) each append concatenates."""
+    n_sets = max(src.shape[0], new.shape[0])
+    n, k = src.shape[2], new.shape[2]
+    if torch.is_grad_enabled() and (src.requires_grad or new.requires_grad):
         src = src.expand(n_sets, *src.shape[1:])
-        new = new.expand(n_sets, *new.shape[1:])
-    return torch.cat([src, new], dim=2)
+        return torch.cat([src, new.expand(n_sets, *new.shape[1:])], dim=2)
+    buf = src._base
+    if not (
+        buf is not None
+        and getattr(buf, _SOURCES_FILLED, None) == n
+        and buf.shape[0] == n_sets
+        and buf.shape[2] >= n + k
+        and src.data_ptr() == buf.data_ptr()
+    ):
+        buf = src.new_empty(n_sets, src.shape[1], max(capacity, n + k), *src.shape[3:])
+        buf[:, :, :n] = src
+    buf[:, :, n : n + k] = new
+    setattr(buf, _SOURCES_FILLED, n + k)
+    return buf[:, :, : n + k]
+
+
+#: the attribute on an `append_sources` buffer: how many of its sources are written
+_SOURCES_FILLED = "_circuitlab_sources_filled"
 
 
 @dataclass(frozen=True, eq=False)

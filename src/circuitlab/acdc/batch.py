@@ -5,8 +5,8 @@ it: the right-padding check, the per-batch position constants, the ablated sourc
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Self
 
 import torch
 from torch import Tensor
@@ -62,6 +62,24 @@ class PreparedBatch:
     def graph(self) -> Graph:
         return self.model.graph
 
+    def prompts(self, rows: slice) -> Self:
+        """The same prepared batch cut to the prompts ``rows`` (views, nothing recomputed):
+        evaluating it gives those prompts' results (`circuitlab.acdc.evaluate.run_masks`
+        evaluates many edge sets a few prompts at a time)."""
+        return replace(self, **self._per_prompt(rows))
+
+    def _per_prompt(self, rows: slice) -> dict[str, Any]:
+        b = self.batch
+        batch = PromptBatch(
+            b.ids[rows],
+            *(t[rows] for t in (b.input_ids, b.attention_mask, b.last, b.target)),
+            *(t[rows] for t in (b.counterfactual, b.corrupt_ids)),
+            b.has_corrupt,
+            b.has_answers,
+        )
+        ablated = self.ablated if self.ablated.shape[0] == 1 else self.ablated[rows]
+        return {"batch": batch, "ablated": ablated, "clean_logits": self.clean_logits[rows]}
+
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class PatchContext(PreparedBatch):
@@ -76,6 +94,21 @@ class PatchContext(PreparedBatch):
     positional: Positional = field(repr=False)
     clean_src: Tensor = field(repr=False)
     clean_resid: Tensor = field(repr=False)
+
+    def _per_prompt(self, rows: slice) -> dict[str, Any]:
+        pos = self.positional
+        positional = Positional(
+            attn_bias={w: bias[rows] for w, bias in pos.attn_bias.items()},
+            cos=None if pos.cos is None else pos.cos[rows],
+            sin=None if pos.sin is None else pos.sin[rows],
+            last=pos.last[rows],
+        )
+        return {
+            **super()._per_prompt(rows),
+            "positional": positional,
+            "clean_src": self.clean_src[rows],
+            "clean_resid": self.clean_resid[:, rows],
+        }
 
 
 def require_one_device(loaded: LoadedModel, what: str) -> None:
@@ -173,9 +206,7 @@ def check_mask(mask: Tensor | None, graph: Graph, device: torch.device) -> EdgeM
     values = flat.to(device=device, dtype=dtype)
     host = flat.detach().to(device="cpu", dtype=dtype)
     seen = host.any(0)
-    patched = frozenset(
-        b.offset for b in graph.blocks if bool(seen[b.offset : b.stop].any())
-    )
+    patched = frozenset(b.offset for b in graph.blocks if bool(seen[b.offset : b.stop].any()))
     return EdgeMask(values=values, host=host, patched=patched)
 
 

@@ -392,7 +392,7 @@ def _blocks(
             heads = attention(lw, x, positional, pm.dims)  # [E, B, H, S, d]
         if probe is not None:
             heads = probe.output(block, heads)
-        src = append_sources(src, heads)
+        src = append_sources(src, heads, len(graph.sources))
         resid = resid + heads.sum(2)
         if lw.bo is not None:
             resid = resid + lw.bo
@@ -403,7 +403,7 @@ def _blocks(
         out = lw.mlp(lw.ln_mlp(x.single()))
         if probe is not None:
             out = probe.output(block, out[:, :, None])[:, :, 0]
-        src = append_sources(src, out[:, :, None])
+        src = append_sources(src, out[:, :, None], len(graph.sources))
         resid = resid + out
     return src, resid
 
@@ -461,13 +461,13 @@ def _last_block_at_answer(
     resid = gather_position(resid, last, dim=2, batch_axis=1)
     b = resid.shape[1]
     ablated = gather_position(ablated.expand(b, -1, s, -1), last, dim=2, batch_axis=0)
-    src = append_sources(src, heads)
+    src = append_sources(src, heads, len(graph.sources))
     resid = resid + heads.sum(2)
     if lw.bo is not None:
         resid = resid + lw.bo
     x = dest_inputs(resid, src, ablated, flat, graph.mlp_block(layer))
     out = lw.mlp(lw.ln_mlp(x.single()))
-    return append_sources(src, out[:, :, None]), resid + out, ablated
+    return append_sources(src, out[:, :, None], len(graph.sources)), resid + out, ablated
 
 
 def source_start(graph: Graph, layer: int) -> int:
