@@ -13,7 +13,7 @@ backend can do and the other cannot is a capability the backend states
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from circuitlab.types import Ablation
 
 
+@runtime_checkable
 class PatchBackend(Protocol):
     """A loaded model seen as an edge graph by one patch layer.
 
