@@ -367,7 +367,8 @@ def _patch_hooks(
         if "d" not in known:
             current = sources.select(cols)
             mm, cur = mix_operands(m, current)
-            _, abl = mix_operands(m, ablated[:, cols])
+            prefix = cols == list(range(len(cols)))  # every source so far: a view, no gather
+            _, abl = mix_operands(m, ablated[:, : len(cols)] if prefix else ablated[:, cols])
             d = torch.einsum("ern,ebnsd->ebrsd", mm, cur) - torch.einsum("ern,bnsd->ebrsd", mm, abl)
             known["d"] = d.to(current.dtype)
         return known["d"]

@@ -32,10 +32,12 @@ and the residual stream at the start of every block; `forward(..., start_layer=l
 block ``l`` from those cached values, which is exact when no edge into a destination of a
 block ``< l`` is patched (checked).
 
-The parts: `circuitlab.acdc.weights` reads the model (`patchable`), `circuitlab.acdc.batch`
-holds a prepared batch (`PatchContext`) and what both patch layers share about batches,
-`circuitlab.acdc.attention` one block's destination inputs and heads; this module runs them
-(`prepare`, `forward`, `evaluate_masks`).
+The parts: `circuitlab.acdc.weights` reads the model (`read_weights`),
+`circuitlab.acdc.batch` holds a prepared batch (`PatchContext`), the checked mask (`EdgeMask`)
+and what both patch layers share about batches, `circuitlab.acdc.attention` one block's
+destination inputs and heads; this module is the native patch layer (`PatchModel`, built by
+`native`) and the entry points of both layers (`prepare`, `forward`, `evaluate_masks`, which
+call the backend's own ``prepare``/``forward``, `circuitlab.acdc.backend`).
 """
 
 from __future__ import annotations
