@@ -87,8 +87,8 @@ def test_edge_mask_is_read_once_on_the_host(tiny: Callable[[str], LoadedModel]) 
     mask = torch.zeros(2, graph.n_edges, dtype=torch.bfloat16)
     mask[:, mlp0.offset : mlp0.stop] = 1.0  # every edge into MLP 0: the majority, no rows
     mask[1, end.offset + 2] = 1.0  # one edge into Resid End, in set 1 only
-    checked = check_mask(mask, graph, torch.device("cpu"))
-    assert checked is not None and checked.values.dtype == torch.float32  # not the mask's bf16
+    checked = check_mask(mask, graph, torch.device("cpu"), torch.bfloat16)
+    assert checked is not None and checked.values.dtype == torch.float32  # not bf16
     assert checked.patched == {mlp0.offset, end.offset}
     assert checked.block(attn0) is None
     assert checked.patches_before(mlp0.stop) and not checked.patches_before(mlp0.offset)
@@ -98,7 +98,7 @@ def test_edge_mask_is_read_once_on_the_host(tiny: Callable[[str], LoadedModel]) 
     one = checked.split(end)
     assert one.majority is None and one.rows == [0] and one.cols == [2] and not one.all_cols
     with pytest.raises(ConfigError, match="n_edges"):
-        check_mask(torch.zeros(3), graph, torch.device("cpu"))
+        check_mask(torch.zeros(3), graph, torch.device("cpu"), torch.float32)
 
 
 def test_the_source_buffer_is_written_once_and_never_under_a_view() -> None:

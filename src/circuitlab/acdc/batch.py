@@ -132,8 +132,8 @@ class EdgeMask:
     Masks are built on the host, so this costs no device round trip per block (a mask given
     on an accelerator is copied to the host once per forward).
 
-    ``values`` are float32 (float64 stays float64) whatever the model's dtype: the mix with
-    the model's activations happens in the block (`circuitlab.acdc.attention`)."""
+    ``values`` are float32 on a bf16/fp16 model (the model's dtype otherwise): the mix with
+    the model's activations happens in the block (`mix_operands`)."""
 
     values: Tensor
     host: Tensor = field(repr=False)  # the same values, detached, on the CPU
@@ -190,9 +190,12 @@ class BlockSplit:
         return len(self.cols) == self.n_sources
 
 
-def check_mask(mask: Tensor | None, graph: Graph, device: torch.device) -> EdgeMask | None:
-    """``mask`` (``[n_edges]`` or ``[E, n_edges]``) checked and put on ``device`` in float32
-    (float64 kept), as an `EdgeMask`; ConfigError for another shape."""
+def check_mask(
+    mask: Tensor | None, graph: Graph, device: torch.device, dtype: torch.dtype
+) -> EdgeMask | None:
+    """``mask`` (``[n_edges]`` or ``[E, n_edges]``) checked and put on ``device`` as an
+    `EdgeMask`, in the model's ``dtype`` but at least float32 (a bf16 model's mask stays
+    float32); ConfigError for another shape."""
     if mask is None:
         return None
     if not isinstance(mask, Tensor) or mask.dim() not in (1, 2) or mask.shape[-1] != graph.n_edges:
@@ -202,7 +205,7 @@ def check_mask(mask: Tensor | None, graph: Graph, device: torch.device) -> EdgeM
             f"n_edges = {graph.n_edges}; got {got}"
         )
     flat = mask if mask.dim() == 2 else mask[None]
-    dtype = torch.promote_types(flat.dtype, torch.float32)
+    dtype = torch.promote_types(dtype, torch.float32)
     values = flat.to(device=device, dtype=dtype)
     host = flat.detach().to(device="cpu", dtype=dtype)
     seen = host.any(0)

@@ -208,7 +208,7 @@ def _self_check(hm: HookedModel, names: list[str]) -> None:
     _check_additive(hm, ids.to(hm.device))
     batch = batch_from_ids(ids, corrupt, answer=[0, 0], wrong_answer=[1, 1])
     ctx = hm.prepare(batch, "resample")
-    every = check_mask(torch.ones(1, graph.n_edges), graph, hm.device)
+    every = check_mask(torch.ones(1, graph.n_edges), graph, hm.device, hm.dtype)
     with torch.no_grad():
         want = bridge(corrupt.to(hm.device)).float()
         got = hm.forward(ctx, every, all_positions=True)[0].float()

@@ -270,7 +270,7 @@ def forward(
     n_layers = graph.n_layers
     if not 0 <= start_layer <= n_layers:
         raise ConfigError(f"start_layer must be in [0, {n_layers}], got {start_layer}")
-    flat = check_mask(mask, graph, pm.device)
+    flat = check_mask(mask, graph, pm.device, pm.dtype)
     start_block = graph.attn_block(start_layer) if start_layer < n_layers else graph.end_block
     if flat is not None and start_layer > 0 and flat.patches_before(start_block.offset):
         raise ConfigError(
