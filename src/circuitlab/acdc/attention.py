@@ -102,12 +102,11 @@ def dest_inputs(
         base = resid + _weighted_sum(c, ablated[:, :n]) - _weighted_sum(c, src)
     if not split.rows:
         return DestInputs(base)
-    r = m - split.majority.to(m.device) if split.majority is not None else m
-    r = r[:, split.rows]
+    r = split.residual.to(device=m.device)[:, split.rows]  # m − c, from the host
     if split.all_cols:  # every source differs somewhere: no gather
         delta = ablated[:, :n] - src
     else:
-        cols = torch.tensor(split.cols, device=src.device)
+        cols = split.cols.to(src.device)
         r = r[:, :, cols]
         delta = ablated[:, cols] - src[:, :, cols]
     own = base[:, :, None] + _mix(r, delta)

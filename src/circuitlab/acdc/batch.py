@@ -127,8 +127,8 @@ def require_one_device(loaded: LoadedModel, what: str) -> None:
 @dataclass(frozen=True, eq=False)
 class EdgeMask:
     """A checked edge mask, ``values`` ``[E, n_edges]`` on the model's device, and what the
-    forward needs to know about it before it runs, found once on the host: the offsets of the
-    block groups with a patched edge (`block`) and each block's majority split (`split`).
+    forward needs to know about it, read on the host: whether a block group has a patched edge
+    (`block`, `patches_in`) and each block's majority split (`split`).
     Masks are built on the host, so this costs no device round trip per block (a mask given
     on an accelerator is copied to the host once per forward).
 
@@ -137,7 +137,6 @@ class EdgeMask:
 
     values: Tensor
     host: Tensor = field(repr=False)  # the same values, detached, on the CPU
-    patched: frozenset[int] = field(repr=False)  # offsets of blocks with a patched edge
 
     @property
     def requires_grad(self) -> bool:
@@ -150,44 +149,43 @@ class EdgeMask:
     def block(self, block: Block) -> Tensor | None:
         """The block's ``[E, n_dests, n_sources]`` mask, or None when nothing in it is
         patched (and no gradient is wanted)."""
-        if not self.requires_grad and block.offset not in self.patched:
+        if not self.requires_grad and not self.patches_in(block.offset, block.stop):
             return None
         m = self.values[:, block.offset : block.stop]
         return m.reshape(m.shape[0], block.n_dests, block.n_sources)
 
-    def patches_before(self, offset: int) -> bool:
-        """Whether an edge stored before ``offset`` is patched."""
-        return bool(self.host[:, :offset].any())
+    def patches_in(self, start: int, stop: int) -> bool:
+        """Whether an edge stored in ``start:stop`` is patched (read on the host)."""
+        return bool(self.host[:, start:stop].any())
 
     def split(self, block: Block) -> BlockSplit:
         """The block's mask around its per-source majority (`BlockSplit`), from the host copy."""
         m = self.host[:, block.offset : block.stop]
         m = m.reshape(m.shape[0], block.n_dests, block.n_sources)
         c = (m.sum((0, 1)) * 2 > m.shape[0] * m.shape[1]).to(m.dtype)  # majority (ties: 0)
-        differs = (m - c) != 0
-        return BlockSplit(
-            majority=c if bool(c.any()) else None,
-            rows=differs.any(2).any(0).nonzero().flatten().tolist(),
-            cols=differs.any(1).any(0).nonzero().flatten().tolist(),
-            n_sources=block.n_sources,
-        )
+        r = m - c
+        differs = (r != 0).any(0)  # [n_dests, n_sources]
+        rows = differs.any(1).nonzero().flatten().tolist()
+        cols = differs.any(0).nonzero().flatten()
+        return BlockSplit(c if bool(c.any()) else None, r, rows, cols)
 
 
 @dataclass(frozen=True, eq=False)
 class BlockSplit:
-    """A block's mask ``m`` ``[E, n_dests, n_sources]`` as ``c + r``: ``majority`` ``c``
-    ``[n_sources]`` is each source's most common value over the destinations (0 or 1; None
-    when all 0) and ``r = m − c`` is non-zero only on the destinations ``rows`` and sources
-    ``cols`` (host lists, so the forward needs no device round trip to know them)."""
+    """A block's mask ``m`` ``[E, n_dests, n_sources]`` as ``c + r``, on the host: ``majority``
+    ``c`` ``[n_sources]`` is each source's most common value over the destinations (0 or 1;
+    None when all 0) and the ``residual`` ``r = m − c`` is non-zero only on the destinations
+    ``rows`` (a list) and sources ``cols``, all on the host, so the forward needs no device
+    round trip to know them."""
 
     majority: Tensor | None
+    residual: Tensor = field(repr=False)
     rows: list[int]
-    cols: list[int]
-    n_sources: int
+    cols: Tensor  # [k] source indices, on the host
 
     @property
     def all_cols(self) -> bool:
-        return len(self.cols) == self.n_sources
+        return len(self.cols) == self.residual.shape[-1]
 
 
 def check_mask(
@@ -208,9 +206,7 @@ def check_mask(
     dtype = torch.promote_types(dtype, torch.float32)
     values = flat.to(device=device, dtype=dtype)
     host = flat.detach().to(device="cpu", dtype=dtype)
-    seen = host.any(0)
-    patched = frozenset(b.offset for b in graph.blocks if bool(seen[b.offset : b.stop].any()))
-    return EdgeMask(values=values, host=host, patched=patched)
+    return EdgeMask(values=values, host=host)
 
 
 def mix_operands(m: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -272,7 +272,7 @@ def forward(
         raise ConfigError(f"start_layer must be in [0, {n_layers}], got {start_layer}")
     flat = check_mask(mask, graph, pm.device, pm.dtype)
     start_block = graph.attn_block(start_layer) if start_layer < n_layers else graph.end_block
-    if flat is not None and start_layer > 0 and flat.patches_before(start_block.offset):
+    if flat is not None and start_layer > 0 and flat.patches_in(0, start_block.offset):
         raise ConfigError(
             f"cannot resume at block {start_layer}: edges into earlier blocks are patched; "
             "resume at the smallest destination block of any patched edge"
