@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from circuitlab.acdc.backend import patchable
 from circuitlab.acdc.discover import discover_artifact
 from circuitlab.acdc.evaluate import evaluate_circuits
-from circuitlab.acdc.patch import patchable
 from circuitlab.acdc.planted import (
     PlantedSpec,
     build_planted,

@@ -9,11 +9,21 @@ import pytest
 import torch
 from acdc_support import pair_rows
 from sklearn.metrics import roc_auc_score
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from circuitlab.acdc import patchable, prepare_rows
 from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit
 from circuitlab.acdc.discover import discover_artifact
-from circuitlab.acdc.evaluate import auc, circuit_mask, evaluate_circuits, jaccard, run_masks
+from circuitlab.acdc.evaluate import (
+    EVAL_COPIES,
+    auc,
+    circuit_mask,
+    eval_chunks,
+    evaluate_circuits,
+    jaccard,
+    pair_bytes,
+    run_masks,
+)
 from circuitlab.acdc.settings import AcdcConfig
 from circuitlab.errors import ArtifactError, DatasetError
 from circuitlab.models import LoadedModel
@@ -108,6 +118,62 @@ def test_batched_masks_equal_one_at_a_time(tiny: Callable[[str], LoadedModel]) -
     assert together.shape == (5, 2)
     torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
     assert len(set(together[:, 0].tolist())) > 1  # the masks changed something
+
+
+def test_memory_budget_sets_sets_and_prompts_per_forward() -> None:
+    # 10 sets, 8 prompts, 100 bytes per (set, prompt) pair
+    assert eval_chunks(10, 8, 100, budget=10**6, batch_size=4) == (4, 8)  # batch_size binds
+    assert eval_chunks(10, 8, 100, budget=2_400, batch_size=4) == (3, 8)  # 24 pairs: 3 sets
+    assert eval_chunks(10, 8, 100, budget=800, batch_size=4) == (1, 8)
+    assert eval_chunks(10, 8, 100, budget=500, batch_size=4) == (1, 5)  # prompts split
+    assert eval_chunks(10, 8, 100, budget=10, batch_size=4) == (1, 1)  # never below one pair
+    assert eval_chunks(2, 8, 100, budget=10**6, batch_size=16) == (2, 8)
+
+
+def test_pair_bytes_follow_the_shapes(tiny: Callable[[str], LoadedModel]) -> None:
+    lm = tiny(LLAMA)
+    ctx = prepare_rows(patchable(lm), [r for r in split_rows() if r.split == "test"], "zero")
+    n_sources, seq = len(ctx.graph.sources), ctx.batch.input_ids.shape[1]
+    assert pair_bytes(ctx) == EVAL_COPIES * n_sources * seq * lm.dims.d_model * 4  # float32
+
+
+class _Largest(TorchDispatchMode):
+    """The bytes of the largest tensor any operation makes while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, tuple | list) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.bytes = max(self.bytes, t.numel() * t.element_size())
+        return out
+
+
+def test_chunked_evaluation_equals_one_forward_within_its_budget(
+    tiny: Callable[[str], LoadedModel],
+) -> None:
+    lm = tiny(LLAMA)
+    pm = patchable(lm)
+    ctx = prepare_rows(pm, pair_rows(5), "resample")  # parts of 2, 2 and 1 prompts
+    g = torch.Generator().manual_seed(0)
+    masks = (torch.rand(5, pm.graph.n_edges, generator=g) > 0.5).float()
+    one_forward = _Largest()
+    with one_forward:
+        whole = run_masks(ctx, masks, batch_size=5)
+    budget = 2 * pair_bytes(ctx)  # one set on two prompts per forward
+    assert eval_chunks(5, len(ctx.batch), pair_bytes(ctx), budget, 5) == (1, 2)
+    chunked = _Largest()
+    with chunked:
+        parts = run_masks(ctx, masks, batch_size=5, memory_bytes=budget)
+    # the same metrics: each set's are the prompt-weighted mean of its parts' (a different
+    # order of the float32 sum over prompts, so equal up to its rounding, not to the bit)
+    torch.testing.assert_close(parts, whole, rtol=1e-5, atol=1e-6)
+    assert len(set(whole[:, 0].tolist())) > 1  # the masks changed something
+    # the largest tensor (the forward's source outputs) shrinks to fit the budget
+    assert chunked.bytes <= budget < one_forward.bytes
 
 
 def test_helpers() -> None:

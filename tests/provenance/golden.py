@@ -60,9 +60,10 @@ def short_training(steps: int, *, threads: int | None = None, warmup: int = 10):
 def golden(steps: int, threads: int | None = None) -> dict[str, object]:
     import torch
 
+    from circuitlab.acdc.backend import patchable
     from circuitlab.acdc.eap import EAPConfig, edge_attribution
     from circuitlab.acdc.metrics import get_metric
-    from circuitlab.acdc.patch import evaluate_masks, patchable, prepare_rows
+    from circuitlab.acdc.patch import evaluate_masks, prepare_rows
     from circuitlab.lrp.attribution import attribute_lrp
     from circuitlab.models.loading import load_model
     from circuitlab.tasks import build_rows

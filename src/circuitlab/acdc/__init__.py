@@ -50,6 +50,7 @@ if TYPE_CHECKING:
         approx_acdc,
         decision_agreement,
     )
+    from circuitlab.acdc.backend import PatchBackend, patchable
     from circuitlab.acdc.batch import PatchContext, encode_pairs
     from circuitlab.acdc.eap import (
         EAPConfig,
@@ -70,11 +71,17 @@ if TYPE_CHECKING:
     )
     from circuitlab.acdc.heads import HeadPruningConfig, HeadPruningResult, prune_heads
     from circuitlab.acdc.metrics import METRICS, get_metric
-    from circuitlab.acdc.patch import ABLATIONS, evaluate_masks, forward, prepare, prepare_rows
+    from circuitlab.acdc.patch import (
+        ABLATIONS,
+        PatchModel,
+        evaluate_masks,
+        forward,
+        prepare,
+        prepare_rows,
+    )
     from circuitlab.acdc.registry import EdgeMethod, edge_methods, get_method
     from circuitlab.acdc.sequential import ACDCResult, SweepConfig, TauResult, sequential_acdc
     from circuitlab.acdc.trace import EdgeTrace, near_tau
-    from circuitlab.acdc.weights import PatchModel, patchable
     from circuitlab.types import Ablation
 
 # attribute -> defining module, imported on first use (circuitlab.lazy)
@@ -109,11 +116,12 @@ _WHERE = {
     "ABLATIONS": "circuitlab.acdc.patch",
     "Ablation": "circuitlab.types",
     "PatchContext": "circuitlab.acdc.batch",
-    "PatchModel": "circuitlab.acdc.weights",
+    "PatchBackend": "circuitlab.acdc.backend",
+    "PatchModel": "circuitlab.acdc.patch",
     "encode_pairs": "circuitlab.acdc.batch",
     "evaluate_masks": "circuitlab.acdc.patch",
     "forward": "circuitlab.acdc.patch",
-    "patchable": "circuitlab.acdc.weights",
+    "patchable": "circuitlab.acdc.backend",
     "prepare": "circuitlab.acdc.patch",
     "prepare_rows": "circuitlab.acdc.patch",
     "SweepConfig": "circuitlab.acdc.sequential",
@@ -142,6 +150,7 @@ __all__ = [
     "Graph",
     "HeadPruningConfig",
     "HeadPruningResult",
+    "PatchBackend",
     "PatchContext",
     "PatchModel",
     "SweepConfig",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from circuitlab.acdc.batch import PatchContext, Positional
+from circuitlab.acdc.batch import EdgeMask, PatchContext, Positional, mix_operands
 from circuitlab.acdc.graph import Block
 from circuitlab.acdc.weights import LayerWeights
 from circuitlab.models.adapters import ModelDims
@@ -26,24 +26,39 @@ def gather_position(x: Tensor, last: Tensor, dim: int, batch_axis: int) -> Tenso
     return x.gather(dim, last.view(shape).expand(size))
 
 
-def append_sources(src: Tensor, new: Tensor) -> Tensor:
-    """Concatenate source outputs along the source axis, broadcasting the edge-set axis."""
-    if src.shape[0] != new.shape[0]:
-        n_sets = max(src.shape[0], new.shape[0])
+def append_sources(src: Tensor, new: Tensor, capacity: int) -> Tensor:
+    """``src`` ``[E|1, B, n, S, d]`` followed by ``new`` along the source axis, broadcasting
+    the edge-set axis. ``capacity``: the number of sources the forward will hold.
+
+    Without autograd the sources live in one buffer ``[E, B, capacity, S, d]``, allocated on
+    the first append and written block by block, ``src`` being a view of its first ``n``
+    sources: a forward copies each source output once, where concatenating would copy all
+    earlier ones on every block and briefly hold two copies of them. The buffer records how
+    far it is written (``_SOURCES_FILLED``) and is extended only from exactly that prefix, so
+    no earlier view — a clean cache, a branch of the same prefix — ever sees a write. With
+    autograd (an in-place write would invalidate saved tensors) each append concatenates."""
+    n_sets = max(src.shape[0], new.shape[0])
+    n, k = src.shape[2], new.shape[2]
+    if torch.is_grad_enabled() and (src.requires_grad or new.requires_grad):
         src = src.expand(n_sets, *src.shape[1:])
-        new = new.expand(n_sets, *new.shape[1:])
-    return torch.cat([src, new], dim=2)
+        return torch.cat([src, new.expand(n_sets, *new.shape[1:])], dim=2)
+    buf = src._base
+    if not (
+        buf is not None
+        and getattr(buf, _SOURCES_FILLED, None) == n
+        and buf.shape[0] == n_sets
+        and buf.shape[2] >= n + k
+        and src.data_ptr() == buf.data_ptr()
+    ):
+        buf = src.new_empty(n_sets, src.shape[1], max(capacity, n + k), *src.shape[3:])
+        buf[:, :, :n] = src
+    buf[:, :, n : n + k] = new
+    setattr(buf, _SOURCES_FILLED, n + k)
+    return buf[:, :, : n + k]
 
 
-def block_mask(flat: Tensor | None, block: Block) -> Tensor | None:
-    """A block's ``[E, n_dests, n_sources]`` mask, or None when nothing in it is patched
-    (and no gradient is wanted)."""
-    if flat is None:
-        return None
-    m = flat[:, block.offset : block.stop]
-    if not m.requires_grad and not bool(m.any()):
-        return None
-    return m.reshape(m.shape[0], block.n_dests, block.n_sources)
+#: the attribute on an `append_sources` buffer: how many of its sources are written
+_SOURCES_FILLED = "_circuitlab_sources_filled"
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,13 +77,17 @@ class DestInputs:
         return self.base if self.own is None else self.own[:, :, 0]
 
 
-def dest_inputs(resid: Tensor, src: Tensor, ablated: Tensor | None, m: Tensor | None) -> DestInputs:
-    """Residual plus Σ m · (ablated − current) per destination, computed around the mask's
-    majority: with ``c`` each source's most common mask value over the destinations,
-    ``base = resid + Σ c · δ`` is shared and only destinations whose row differs from ``c``
-    get their own input — so a block where nearly every edge is patched (late in an ACDC
-    sweep) costs about as much as one where none is. A mask that requires grad takes the
-    dense path (every destination its own input, gradients for every entry)."""
+def dest_inputs(
+    resid: Tensor, src: Tensor, ablated: Tensor | None, mask: EdgeMask | None, block: Block
+) -> DestInputs:
+    """Residual plus Σ m · (ablated − current) per destination of ``block``, computed around
+    the mask's majority: with ``c`` each source's most common mask value over the
+    destinations, ``base = resid + Σ c · δ`` is shared and only destinations whose row
+    differs from ``c`` get their own input — so a block where nearly every edge is patched
+    (late in an ACDC sweep) costs about as much as one where none is. Which rows and columns
+    differ is known on the host before the forward (`EdgeMask.split`). A mask that requires
+    grad takes the dense path (every destination its own input, gradients for every entry)."""
+    m = None if mask is None else mask.block(block)
     if m is None or ablated is None:
         return DestInputs(resid)
     n = src.shape[2]
@@ -76,19 +95,22 @@ def dest_inputs(resid: Tensor, src: Tensor, ablated: Tensor | None, m: Tensor | 
         delta = ablated[:, :n] - src  # [E|1, B, n, S, d]
         own = resid[:, :, None] + _mix(m, delta)
         return DestInputs(resid, list(range(m.shape[1])), own)
-    c = (m.sum((0, 1)) * 2 > m.shape[0] * m.shape[1]).to(m.dtype)  # [n] majority (ties: 0)
-    r = m - c
-    differs = r != 0
-    rows = differs.any(2).any(0).nonzero().flatten().tolist()
+    split = mask.split(block)
     base = resid
-    if bool(c.any()):  # Σ c·(ablated − src), as two vector–matrix products
+    if split.majority is not None:  # Σ c·(ablated − src), as two vector–matrix products
+        c = split.majority.to(device=resid.device, dtype=resid.dtype)  # 0/1: exact
         base = resid + _weighted_sum(c, ablated[:, :n]) - _weighted_sum(c, src)
-    if not rows:
+    if not split.rows:
         return DestInputs(base)
-    cols = differs.any(1).any(0).nonzero().flatten()
-    delta = ablated[:, cols] - src[:, :, cols]
-    own = base[:, :, None] + _mix(r[:, rows][:, :, cols], delta)
-    return DestInputs(base, rows, own)
+    r = split.residual.to(device=m.device)[:, split.rows]  # m − c, from the host
+    if split.all_cols:  # every source differs somewhere: no gather
+        delta = ablated[:, :n] - src
+    else:
+        cols = split.cols.to(src.device)
+        r = r[:, :, cols]
+        delta = ablated[:, cols] - src[:, :, cols]
+    own = base[:, :, None] + _mix(r, delta)
+    return DestInputs(base, split.rows, own)
 
 
 def _weighted_sum(c: Tensor, x: Tensor) -> Tensor:
@@ -101,8 +123,9 @@ def _mix(m: Tensor, x: Tensor) -> Tensor:
     """``m`` ``[E|1, R, n]`` times ``x`` ``[E|1, B, n, S, d]`` over ``n`` → ``[E, B, R, S, d]``
     (one batched matrix product over the flattened ``S·d``)."""
     e, b, n, s, d = x.shape
-    out = torch.matmul(m[:, None], x.reshape(e, b, n, s * d))  # [E, B, R, S·d]
-    return out.reshape(*out.shape[:3], s, d)
+    mm, xx = mix_operands(m, x)
+    out = torch.matmul(mm[:, None], xx.reshape(e, b, n, s * d))  # [E, B, R, S·d]
+    return out.reshape(*out.shape[:3], s, d).to(x.dtype)
 
 
 def attention(

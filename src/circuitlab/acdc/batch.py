@@ -5,17 +5,22 @@ it: the right-padding check, the per-batch position constants, the ablated sourc
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Self
 
 import torch
 from torch import Tensor
 
-from circuitlab.acdc.graph import Graph
-from circuitlab.acdc.weights import PatchModel
-from circuitlab.errors import ConfigError, DatasetError
+from circuitlab.acdc.graph import Block, Graph
+from circuitlab.errors import ConfigError, DatasetError, ModelError
 from circuitlab.prompts import PromptBatch, encode_rows
 from circuitlab.types import Ablation, TaskRow
+
+if TYPE_CHECKING:
+    from circuitlab.acdc.backend import PatchBackend
+    from circuitlab.acdc.patch import PatchModel
+    from circuitlab.acdc.weights import ModelWeights
+    from circuitlab.models.loading import LoadedModel
 
 
 def encode_pairs(rows: Sequence[TaskRow], tokenizer: Any) -> PromptBatch:
@@ -38,25 +43,18 @@ class Positional:
     last: Tensor  # [B] answer positions
 
 
-@dataclass(frozen=True, eq=False)
-class PatchContext:
-    """A batch prepared for patching: the clean run's cache and the ablated sources.
+@dataclass(frozen=True, eq=False, kw_only=True)
+class PreparedBatch:
+    """What every backend's `prepare` returns (`circuitlab.acdc.backend`): the batch, its
+    ablated source outputs ``[B | 1, n_sources, S | 1, d]`` (broadcast over prompts for mean,
+    and positions for zero), the clean answer logits ``[B, vocab]``, and what preparing cost
+    (``n_forward`` full forward passes, ``seconds`` of wall time)."""
 
-    ``clean_src`` ``[B, n_sources, S, d]`` holds every source's clean output and
-    ``clean_resid`` ``[n_layers + 1, B, S, d]`` the clean residual stream at the start of each
-    block (index ``n_layers``: the input of ``Resid End``); ``ablated`` is
-    ``[B | 1, n_sources, S | 1, d]`` (broadcast over prompts for mean, and positions for zero).
-    ``n_forward`` counts the full forward passes `prepare` spent; ``seconds`` its wall time.
-    """
-
-    model: PatchModel
+    model: PatchBackend
     batch: PromptBatch
     ablation: Ablation
-    positional: Positional = field(repr=False)
-    clean_src: Tensor = field(repr=False)
-    clean_resid: Tensor = field(repr=False)
     ablated: Tensor = field(repr=False)
-    clean_logits: Tensor = field(repr=False)  # [B, vocab] at the answer position
+    clean_logits: Tensor = field(repr=False)
     n_forward: int = 0
     seconds: float = 0.0
 
@@ -64,9 +62,167 @@ class PatchContext:
     def graph(self) -> Graph:
         return self.model.graph
 
+    def prompts(self, rows: slice) -> Self:
+        """The same prepared batch cut to the prompts ``rows`` (views, nothing recomputed):
+        evaluating it gives those prompts' results (`circuitlab.acdc.evaluate.run_masks`
+        evaluates many edge sets a few prompts at a time)."""
+        return replace(self, **self._per_prompt(rows))
+
+    def _per_prompt(self, rows: slice) -> dict[str, Any]:
+        b = self.batch
+        batch = PromptBatch(
+            b.ids[rows],
+            *(t[rows] for t in (b.input_ids, b.attention_mask, b.last, b.target)),
+            *(t[rows] for t in (b.counterfactual, b.corrupt_ids)),
+            b.has_corrupt,
+            b.has_answers,
+        )
+        ablated = self.ablated if self.ablated.shape[0] == 1 else self.ablated[rows]
+        return {"batch": batch, "ablated": ablated, "clean_logits": self.clean_logits[rows]}
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class PatchContext(PreparedBatch):
+    """A batch prepared for the native patch layer: also the clean run's cache.
+
+    ``clean_src`` ``[B, n_sources, S, d]`` holds every source's clean output and
+    ``clean_resid`` ``[n_layers + 1, B, S, d]`` the clean residual stream at the start of each
+    block (index ``n_layers``: the input of ``Resid End``).
+    """
+
+    model: PatchModel
+    positional: Positional = field(repr=False)
+    clean_src: Tensor = field(repr=False)
+    clean_resid: Tensor = field(repr=False)
+
+    def _per_prompt(self, rows: slice) -> dict[str, Any]:
+        pos = self.positional
+        positional = Positional(
+            attn_bias={w: bias[rows] for w, bias in pos.attn_bias.items()},
+            cos=None if pos.cos is None else pos.cos[rows],
+            sin=None if pos.sin is None else pos.sin[rows],
+            last=pos.last[rows],
+        )
+        return {
+            **super()._per_prompt(rows),
+            "positional": positional,
+            "clean_src": self.clean_src[rows],
+            "clean_resid": self.clean_resid[:, rows],
+        }
+
+
+def require_one_device(loaded: LoadedModel, what: str) -> None:
+    """ModelError unless every parameter of the model is on one device: the patch layers
+    keep every source's output of a forward side by side, which a model sharded over devices
+    (``device_map``) cannot give. ``what`` names the refused stage."""
+    devices = {p.device for p in loaded.model.parameters()}
+    if len(devices) > 1:
+        raise ModelError(
+            f"{what} needs the model on a single device, but it is sharded over "
+            f"{len(devices)} ({', '.join(sorted(map(str, devices)))}) by `device_map`: load "
+            "it on one device (drop `device_map` from the model entry and set `device`)"
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class EdgeMask:
+    """A checked edge mask, ``values`` ``[E, n_edges]`` on the model's device, and what the
+    forward needs to know about it, read on the host: whether a block group has a patched edge
+    (`block`, `patches_in`) and each block's majority split (`split`).
+    Masks are built on the host, so this costs no device round trip per block (a mask given
+    on an accelerator is copied to the host once per forward).
+
+    ``values`` are float32 on a bf16/fp16 model (the model's dtype otherwise): the mix with
+    the model's activations happens in the block (`mix_operands`)."""
+
+    values: Tensor
+    host: Tensor = field(repr=False)  # the same values, detached, on the CPU
+
+    @property
+    def requires_grad(self) -> bool:
+        return self.values.requires_grad
+
+    @property
+    def n_sets(self) -> int:
+        return int(self.values.shape[0])
+
+    def block(self, block: Block) -> Tensor | None:
+        """The block's ``[E, n_dests, n_sources]`` mask, or None when nothing in it is
+        patched (and no gradient is wanted)."""
+        if not self.requires_grad and not self.patches_in(block.offset, block.stop):
+            return None
+        m = self.values[:, block.offset : block.stop]
+        return m.reshape(m.shape[0], block.n_dests, block.n_sources)
+
+    def patches_in(self, start: int, stop: int) -> bool:
+        """Whether an edge stored in ``start:stop`` is patched (read on the host)."""
+        return bool(self.host[:, start:stop].any())
+
+    def split(self, block: Block) -> BlockSplit:
+        """The block's mask around its per-source majority (`BlockSplit`), from the host copy."""
+        m = self.host[:, block.offset : block.stop]
+        m = m.reshape(m.shape[0], block.n_dests, block.n_sources)
+        c = (m.sum((0, 1)) * 2 > m.shape[0] * m.shape[1]).to(m.dtype)  # majority (ties: 0)
+        r = m - c
+        differs = (r != 0).any(0)  # [n_dests, n_sources]
+        rows = differs.any(1).nonzero().flatten().tolist()
+        cols = differs.any(0).nonzero().flatten()
+        return BlockSplit(c if bool(c.any()) else None, r, rows, cols)
+
+
+@dataclass(frozen=True, eq=False)
+class BlockSplit:
+    """A block's mask ``m`` ``[E, n_dests, n_sources]`` as ``c + r``, on the host: ``majority``
+    ``c`` ``[n_sources]`` is each source's most common value over the destinations (0 or 1;
+    None when all 0) and the ``residual`` ``r = m − c`` is non-zero only on the destinations
+    ``rows`` (a list) and sources ``cols``, all on the host, so the forward needs no device
+    round trip to know them."""
+
+    majority: Tensor | None
+    residual: Tensor = field(repr=False)
+    rows: list[int]
+    cols: Tensor  # [k] source indices, on the host
+
+    @property
+    def all_cols(self) -> bool:
+        return len(self.cols) == self.residual.shape[-1]
+
+
+def check_mask(
+    mask: Tensor | None, graph: Graph, device: torch.device, dtype: torch.dtype
+) -> EdgeMask | None:
+    """``mask`` (``[n_edges]`` or ``[E, n_edges]``) checked and put on ``device`` as an
+    `EdgeMask`, in the model's ``dtype`` but at least float32 (a bf16 model's mask stays
+    float32); ConfigError for another shape."""
+    if mask is None:
+        return None
+    if not isinstance(mask, Tensor) or mask.dim() not in (1, 2) or mask.shape[-1] != graph.n_edges:
+        got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+        raise ConfigError(
+            f"an edge mask must be a tensor of shape [n_edges] or [E, n_edges] with "
+            f"n_edges = {graph.n_edges}; got {got}"
+        )
+    flat = mask if mask.dim() == 2 else mask[None]
+    dtype = torch.promote_types(dtype, torch.float32)
+    values = flat.to(device=device, dtype=dtype)
+    host = flat.detach().to(device="cpu", dtype=dtype)
+    return EdgeMask(values=values, host=host)
+
+
+def mix_operands(m: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """A mask and the activations it mixes, in the dtype their product is computed in: the
+    activations' (the model's) when the mask wants no gradient (0/1 masks are exact there),
+    else the mask's (float32), so edge gradients accumulate in float32 and do not tie at a
+    bf16 model's resolution. Cast the product back with ``.to(x.dtype)``."""
+    if m.dtype == x.dtype:
+        return m, x
+    if m.requires_grad:
+        return m, x.to(m.dtype)
+    return m.to(x.dtype), x
+
 
 def make_positional(
-    pm: PatchModel, input_ids: Tensor, attention_mask: Tensor, last: Tensor
+    pm: ModelWeights, input_ids: Tensor, attention_mask: Tensor, last: Tensor
 ) -> Positional:
     b, s = input_ids.shape
     mask = attention_mask.bool()

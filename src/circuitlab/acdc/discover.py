@@ -25,8 +25,9 @@ from circuitlab.acdc.artifact import (  # noqa: F401 (nearest: part of this modu
     ScoreKind,
     nearest,
 )
+from circuitlab.acdc.backend import patchable
 from circuitlab.acdc.methods._ranking import top_edges  # noqa: F401 (part of this API)
-from circuitlab.acdc.patch import patchable, prepare_rows
+from circuitlab.acdc.patch import prepare_rows
 from circuitlab.acdc.registry import get_method
 from circuitlab.errors import DatasetError
 from circuitlab.models.loading import LoadedModel

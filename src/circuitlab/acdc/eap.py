@@ -167,7 +167,7 @@ def eap_scores(
     destinations, not the edges (`circuitlab.acdc.memory`). ``micro_batch`` None: as many
     prompts as `memory.eap_micro_batch` fits in its budget. The TransformerLens backend has no
     probe: there the mask itself requires grad (one pass over all prompts)."""
-    if not isinstance(ctx, PatchContext):  # the transformer_lens backend
+    if not ctx.model.supports_dest_gradients:  # the transformer_lens backend: no probe
         return _mask_gradient(ctx, metric, ig_steps)
     graph = ctx.graph
     n = len(ctx.batch)

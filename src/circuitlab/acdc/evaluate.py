@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import combinations
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,18 +35,18 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 from circuitlab.acdc.artifact import CircuitArtifact, EdgeCircuit
+from circuitlab.acdc.backend import patchable
+from circuitlab.acdc.batch import PreparedBatch
 from circuitlab.acdc.discover import sample_rows, top_edges
 from circuitlab.acdc.metrics import kl, logit_diff
 from circuitlab.acdc.mib import mib_edge_sets
-from circuitlab.acdc.patch import PatchContext, evaluate_masks, patchable, prepare_rows
+from circuitlab.acdc.patch import evaluate_masks, prepare_rows
+from circuitlab.acdc.settings import AcdcConfig
 from circuitlab.errors import ArtifactError, DatasetError
 from circuitlab.models.loading import LoadedModel
 from circuitlab.progress import bar as progress_bar
 from circuitlab.stats import t_interval
 from circuitlab.types import TaskRow
-
-if TYPE_CHECKING:
-    from circuitlab.acdc.settings import AcdcConfig
 
 
 def method_kind(art: CircuitArtifact) -> str:
@@ -63,7 +63,7 @@ def sweep_methods(arts: dict[str, CircuitArtifact]) -> list[str]:
     return [m for m, a in arts.items() if method_kind(a) == "sweep"]
 
 
-def _kl_and_ld(logits: Tensor, ctx: PatchContext) -> Tensor:
+def _kl_and_ld(logits: Tensor, ctx: PreparedBatch) -> Tensor:
     return torch.stack([kl(logits, ctx), logit_diff(logits, ctx)], dim=-1)
 
 
@@ -81,17 +81,76 @@ def eval_batch_size(batch_size: int | None, device: torch.device) -> int:
     return 16 if device.type == "cuda" else 1
 
 
-def run_masks(ctx: PatchContext, masks: Tensor, batch_size: int | None = None) -> Tensor:
-    """``[E, 2]`` (KL, logit difference) of E patch masks, ``batch_size`` masks per forward
-    (`eval_batch_size`)."""
+#: the memory one evaluation forward may give its per-set tensors, by default (bytes;
+#: `AcdcConfig.eval_memory_gb`)
+EVAL_MEMORY_BYTES = int(AcdcConfig.model_fields["eval_memory_gb"].default * 1024**3)
+#: tensors of the size of a forward's source outputs ``[E, B, n_sources, S, d]`` it holds at
+#: its peak: the sources themselves and a block's ablated − current differences
+EVAL_COPIES = 2
+
+
+def eval_chunks(
+    n_sets: int,
+    n_prompts: int,
+    pair_bytes: int,
+    budget: int = EVAL_MEMORY_BYTES,
+    batch_size: int = 1,
+) -> tuple[int, int]:
+    """(edge sets, prompts) per evaluation forward, so that ``sets · prompts · pair_bytes``
+    stays within ``budget`` bytes: ``pair_bytes`` is what one edge set on one prompt costs
+    (`pair_bytes`). At most ``batch_size`` sets; all prompts while at least one set fits with
+    them, else one set on as many prompts as fit (at least one: a budget below one pair is
+    exceeded, not refused)."""
+    sets = min(batch_size, n_sets)
+    pairs = max(1, budget // pair_bytes)  # (set, prompt) pairs that fit
+    if pairs >= n_prompts:
+        return max(1, min(sets, pairs // n_prompts)), n_prompts
+    return 1, pairs
+
+
+def pair_bytes(ctx: PreparedBatch) -> int:
+    """The memory of one edge set on one prompt in a patched forward, in bytes:
+    ``EVAL_COPIES · n_sources · S · d · itemsize`` (``S`` the batch's padded length, ``d`` the
+    residual width, ``itemsize`` the model dtype's bytes) — the source outputs
+    ``[E, B, n_sources, S, d]`` of the forward and, in a block whose destinations differ from
+    the mask's majority, the ablated − current differences of up to the same size
+    (`circuitlab.acdc.attention.dest_inputs`). The per-destination inputs ``[E, B, R, S, d]``
+    (``R`` ≤ a block's destinations) and the weights are small beside them on a real model."""
     pm = ctx.model
-    batch_size = eval_batch_size(batch_size, pm.device)
+    n_sources, seq = len(ctx.graph.sources), ctx.batch.input_ids.shape[1]
+    itemsize = torch.empty((), dtype=pm.dtype).element_size()
+    return EVAL_COPIES * n_sources * seq * pm.dims.d_model * itemsize
+
+
+def run_masks(
+    ctx: PreparedBatch,
+    masks: Tensor,
+    batch_size: int | None = None,
+    memory_bytes: int = EVAL_MEMORY_BYTES,
+) -> Tensor:
+    """``[E, 2]`` (KL, logit difference) of E patch masks, at most ``batch_size`` masks per
+    forward (`eval_batch_size`) and within ``memory_bytes`` per forward (`eval_chunks`,
+    `pair_bytes`): when all prompts with one set exceed it, the prompts are split too and each
+    set's metrics are the prompt-weighted mean of its parts' (both metrics are means over
+    prompts; equal to one forward up to float rounding of that mean)."""
+    batch_size = eval_batch_size(batch_size, ctx.model.device)
+    n_prompts = len(ctx.batch)
+    sets, prompts = eval_chunks(len(masks), n_prompts, pair_bytes(ctx), memory_bytes, batch_size)
+    parts = [ctx] if prompts == n_prompts else [
+        ctx.prompts(slice(i, i + prompts)) for i in range(0, n_prompts, prompts)
+    ]  # fmt: skip
     out = []
     done = progress_bar(total=len(masks), desc="evaluate edge sets (circuits, random)", unit="set")
     with torch.no_grad():
-        for i in range(0, len(masks), batch_size):
-            chunk = masks[i : i + batch_size].to(device=pm.device, dtype=pm.dtype)
-            out.append(evaluate_masks(ctx, chunk, _kl_and_ld).float().cpu())
+        for i in range(0, len(masks), sets):
+            chunk = masks[i : i + sets]
+            values = torch.stack(
+                [evaluate_masks(p, chunk, _kl_and_ld).float().cpu() for p in parts]
+            )
+            if len(parts) > 1:
+                share = torch.tensor([len(p.batch) / n_prompts for p in parts])
+                values = (values * share[:, None, None]).sum(0, keepdim=True)
+            out.append(values[0])
             done.update(len(chunk))
     done.close()
     return torch.cat(out)
@@ -169,7 +228,8 @@ def evaluate_circuits(
             masks.append(m)
     curve_sets = mib_edge_sets(pm.graph, artifacts, cfg)
     curve_rows = _unique_rows(masks, [(~k).float() for k in curve_sets.keep])
-    values = run_masks(ctx, torch.stack(masks), cfg.batch_size).tolist()
+    budget = int(cfg.eval_memory_gb * 1024**3)
+    values = run_masks(ctx, torch.stack(masks), cfg.batch_size, budget).tolist()
     (_, ld_clean), (kl_ablated, ld_ablated) = values[0], values[1]
     denom = ld_clean - ld_ablated
 

@@ -146,7 +146,7 @@ def fast_acdc(
             done.set_postfix(tau=f"{tau:g}", refresh=False)
             mask = torch.zeros(graph.n_edges, dtype=pm.dtype, device=pm.device)
             baseline, n_removed, pos = 0.0, 0, 0
-            trace = TraceRecorder(tau, cfg.trace)
+            trace = TraceRecorder(tau, cfg.trace, torch.finfo(pm.dtype).eps)
             while pos < len(order):
                 window = order[pos : pos + width]
                 # one destination block per window: the whole window resumes at its block
@@ -252,7 +252,7 @@ def shared_sweep(
     block_of = graph.edge_block_layer.tolist()
     batch = fast.batch_groups if fast.batch_groups is not None else pm.device.type != "cpu"
     scores = [math.inf] * graph.n_edges
-    traces = [TraceRecorder(tau, cfg.trace) for tau in taus]
+    traces = [TraceRecorder(tau, cfg.trace, torch.finfo(pm.dtype).eps) for tau in taus]
     groups = [
         _Group(list(range(len(taus))), torch.zeros(graph.n_edges, dtype=pm.dtype, device=pm.device))
     ]

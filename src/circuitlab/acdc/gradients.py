@@ -36,12 +36,10 @@ import torch
 from torch import Tensor
 
 from circuitlab.acdc.attention import DestInputs, gather_position
-from circuitlab.acdc.batch import PatchContext, Positional
+from circuitlab.acdc.batch import EdgeMask, PatchContext, check_mask
 from circuitlab.acdc.graph import Block
 from circuitlab.acdc.metrics import get_metric
-from circuitlab.acdc.patch import _blocks, _unembed, source_start
-from circuitlab.acdc.weights import PatchModel
-from circuitlab.prompts import PromptBatch
+from circuitlab.acdc.patch import PatchModel, _blocks, _unembed, source_start
 
 
 @dataclass(eq=False)
@@ -100,7 +98,7 @@ def frozen(pm: PatchModel) -> Iterator[PatchModel]:
     try:
         for p in params:
             p.requires_grad_(False)
-        yield replace(pm, layers=layers)
+        yield replace(pm, weights=replace(pm.weights, layers=layers))
     finally:
         for p, flag in zip(params, flags, strict=True):
             p.requires_grad_(flag)
@@ -136,7 +134,7 @@ def masked_dest_gradients(
     ∂metric/∂dest_in⟩`` (`edge_scores`), with no per-edge tensor kept for the backward."""
     src = ctx.clean_src[None, :, : source_start(ctx.graph, 0)]
     resid = ctx.clean_resid[0][None]
-    flat = mask.detach().to(device=ctx.model.device, dtype=ctx.model.dtype)
+    flat = check_mask(mask.detach(), ctx.graph, ctx.model.device, ctx.model.dtype)
     _, grads, sources = _probe_run(ctx, metric, GradientProbe(), src, resid, flat)
     return grads, sources
 
@@ -147,7 +145,7 @@ def _probe_run(
     probe: GradientProbe,
     src: Tensor,
     resid: Tensor,
-    flat: Tensor | None,
+    flat: EdgeMask | None,
 ) -> tuple[Tensor, dict[int, Tensor], Tensor]:
     """One forward from block 0 with ``probe`` at every destination (``flat``: the patched
     ``[E, n_edges]`` mask, or None), parameters frozen: (metric ``[E]``, the gradient at each
@@ -204,31 +202,5 @@ def prompt_slices(ctx: PatchContext, size: int) -> Iterator[PatchContext]:
         return
     for start in range(0, n, size):
         rows = slice(start, min(start + size, n))
-        yield _rows(ctx, rows)
+        yield ctx.prompts(rows)
 
-
-def _rows(ctx: PatchContext, rows: slice) -> PatchContext:
-    b, pos = ctx.batch, ctx.positional
-    batch = PromptBatch(
-        b.ids[rows],
-        *(t[rows] for t in (b.input_ids, b.attention_mask, b.last)),
-        *(t[rows] for t in (b.target, b.counterfactual, b.corrupt_ids)),
-        b.has_corrupt,
-        b.has_answers,
-    )
-    positional = Positional(
-        attn_bias={w: t[rows] for w, t in pos.attn_bias.items()},
-        cos=None if pos.cos is None else pos.cos[rows],
-        sin=None if pos.sin is None else pos.sin[rows],
-        last=pos.last[rows],
-    )
-    ablated = ctx.ablated if ctx.ablated.shape[0] == 1 else ctx.ablated[rows]
-    return replace(
-        ctx,
-        batch=batch,
-        positional=positional,
-        clean_src=ctx.clean_src[rows],
-        clean_resid=ctx.clean_resid[:, rows],
-        ablated=ablated,
-        clean_logits=ctx.clean_logits[rows],
-    )

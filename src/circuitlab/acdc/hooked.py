@@ -35,19 +35,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from circuitlab.acdc.batch import ablated_sources, check_batch
+from circuitlab.acdc.batch import (
+    EdgeMask,
+    PreparedBatch,
+    ablated_sources,
+    check_batch,
+    check_mask,
+    mix_operands,
+    require_one_device,
+)
 from circuitlab.acdc.graph import Block, Graph, build_graph
-from circuitlab.errors import ModelError
+from circuitlab.errors import ConfigError, ModelError
 from circuitlab.models.adapters import ModelDims
 from circuitlab.models.bridge import parallel_blocks, require_hooks
 from circuitlab.models.loading import LoadedModel
 from circuitlab.prompts import PromptBatch, batch_from_ids
+from circuitlab.types import Ablation
 
 RESID_START_HOOK = "blocks.0.hook_resid_pre"
 END_HOOK = "ln_final.hook_in"
@@ -55,7 +64,14 @@ END_HOOK = "ln_final.hook_in"
 
 @dataclass(frozen=True, eq=False)
 class HookedModel:
-    """A loaded model with the transformer_lens backend, seen as an edge graph."""
+    """A loaded model with the transformer_lens backend, seen as an edge graph (a
+    `circuitlab.acdc.backend.PatchBackend`)."""
+
+    #: no per-destination inputs to differentiate: EAP-IG's inputs/activations paths need the
+    #: native layer
+    supports_dest_gradients: ClassVar[bool] = False
+    #: every forward is one full forward of the bridge (module doc)
+    supports_resume: ClassVar[bool] = False
 
     loaded: LoadedModel
     graph: Graph
@@ -76,6 +92,49 @@ class HookedModel:
     def dtype(self) -> torch.dtype:
         return next(self.loaded.model.parameters()).dtype
 
+    def prepare(
+        self, batch: PromptBatch, ablation: Ablation, *, reference: PromptBatch | None = None
+    ) -> HookedContext:
+        """`circuitlab.acdc.patch.prepare` on hooks (that function checks the arguments)."""
+        start = time.perf_counter()
+        batch = batch.to(self.device)
+        with torch.no_grad():
+            clean_src, logits = _record(self, batch.input_ids, batch.attention_mask, batch.last)
+            ablated, n_more = ablated_sources(
+                lambda *run: _record(self, *run)[0], batch, ablation, clean_src, reference
+            )
+        return HookedContext(
+            model=self,
+            batch=batch,
+            ablation=ablation,
+            ablated=ablated,
+            clean_logits=_at_answer(logits[None], batch.last)[0],
+            n_forward=1 + n_more,
+            seconds=time.perf_counter() - start,
+        )
+
+    def forward(
+        self,
+        ctx: PreparedBatch,
+        mask: EdgeMask | None,
+        *,
+        start_layer: int = 0,
+        all_positions: bool = False,
+        answer_only: bool = False,
+        heads: Tensor | None = None,
+    ) -> Tensor:
+        """Logits ``[E, B, V]`` (``[E, B, S, V]`` with ``all_positions``) of the clean batch
+        with the masked edges patched: one full forward of the bridge whatever
+        ``start_layer`` and ``answer_only`` say (they only save work on the native layer;
+        the logits are the same). Known ``heads`` cannot be used on hooks: ConfigError."""
+        if heads is not None:
+            raise ConfigError(
+                "known head outputs (incremental ACDC) need the native patch layer; the "
+                "TransformerLens backend recomputes every forward in full"
+            )
+        assert isinstance(ctx, HookedContext)  # prepared by this backend
+        return _forward(ctx, mask, all_positions=all_positions)
+
 
 def hooked(loaded: LoadedModel) -> HookedModel:
     """The hook patch layer over a model loaded with the transformer_lens backend.
@@ -87,11 +146,7 @@ def hooked(loaded: LoadedModel) -> HookedModel:
     GPT-J, whose MLP input has no hook of its own), or patching every edge not reproducing the
     corrupt run (e.g. norms on the block outputs, which make sources non-additive)."""
     bridge, arch = loaded.bridge, loaded.architecture
-    if len({p.device for p in loaded.model.parameters()}) > 1:
-        raise ModelError(
-            "edge patching on TransformerLens hooks needs the model on one device; it is "
-            "sharded (device_map): load it on one"
-        )
+    require_one_device(loaded, "edge patching on TransformerLens hooks (ACDC, EAP, head pruning)")
     try:
         bridge.set_use_attn_result(True)
         bridge.set_use_split_qkv_input(True)
@@ -152,11 +207,11 @@ def _self_check(hm: HookedModel, names: list[str]) -> None:
         )
     _check_additive(hm, ids.to(hm.device))
     batch = batch_from_ids(ids, corrupt, answer=[0, 0], wrong_answer=[1, 1])
-    ctx = prepare(hm, batch, "resample")
+    ctx = hm.prepare(batch, "resample")
+    every = check_mask(torch.ones(1, graph.n_edges), graph, hm.device, hm.dtype)
     with torch.no_grad():
         want = bridge(corrupt.to(hm.device)).float()
-        got = forward(ctx, torch.ones(1, graph.n_edges, dtype=hm.dtype, device=hm.device),
-                      all_positions=True)[0].float()  # fmt: skip
+        got = hm.forward(ctx, every, all_positions=True)[0].float()
     gap = float((got - want).abs().max())
     tol = (1e-3 if hm.dtype == torch.float32 else 3e-2) * max(float(want.std()), 1e-6)
     if not gap <= tol or at[END_HOOK] != len(order) - 1:
@@ -168,44 +223,12 @@ def _self_check(hm: HookedModel, names: list[str]) -> None:
         )
 
 
-@dataclass(frozen=True, eq=False)
-class HookedContext:
-    """A batch prepared for hook patching: ``ablated`` ``[B | 1, n_sources, S | 1, d]`` (as the
-    native `PatchContext`), the clean answer logits and what preparing cost."""
+@dataclass(frozen=True, eq=False, kw_only=True)
+class HookedContext(PreparedBatch):
+    """A batch prepared for hook patching: what every backend's context holds (`PreparedBatch`),
+    nothing more (the hooks record the current sources on every forward)."""
 
     model: HookedModel
-    batch: PromptBatch
-    ablation: str
-    ablated: Tensor = field(repr=False)
-    clean_logits: Tensor = field(repr=False)
-    n_forward: int = 0
-    seconds: float = 0.0
-
-    @property
-    def graph(self) -> Graph:
-        return self.model.graph
-
-
-def prepare(
-    hm: HookedModel, batch: PromptBatch, ablation: str, *, reference: PromptBatch | None = None
-) -> HookedContext:
-    """`circuitlab.acdc.patch.prepare` on hooks (that function checks the arguments)."""
-    start = time.perf_counter()
-    batch = batch.to(hm.device)
-    with torch.no_grad():
-        clean_src, logits = _record(hm, batch.input_ids, batch.attention_mask, batch.last)
-        ablated, n_more = ablated_sources(
-            lambda *run: _record(hm, *run)[0], batch, ablation, clean_src, reference
-        )
-    return HookedContext(
-        model=hm,
-        batch=batch,
-        ablation=ablation,
-        ablated=ablated,
-        clean_logits=_at_answer(logits[None], batch.last)[0],
-        n_forward=1 + n_more,
-        seconds=time.perf_counter() - start,
-    )
 
 
 def _record(
@@ -304,12 +327,10 @@ class _Sources:
         return picked[0] if len(picked) == 1 else torch.cat(picked, dim=2)
 
 
-def forward(ctx: HookedContext, flat: Tensor | None, *, all_positions: bool = False) -> Tensor:
-    """Logits ``[E, B, V]`` (``[E, B, S, V]`` with ``all_positions``) of the clean batch with
-    the masked edges patched; ``flat`` is the checked ``[E, n_edges]`` mask or None."""
+def _forward(ctx: HookedContext, flat: EdgeMask | None, *, all_positions: bool) -> Tensor:
     hm, batch = ctx.model, ctx.batch
     graph = hm.graph
-    n_sets = 1 if flat is None else flat.shape[0]
+    n_sets = 1 if flat is None else flat.n_sets
     ids = batch.input_ids.repeat(n_sets, 1)
     attention_mask = batch.attention_mask.repeat(n_sets, 1)
     hooks: list[tuple[str, Callable[..., Any]]] = []
@@ -317,9 +338,9 @@ def forward(ctx: HookedContext, flat: Tensor | None, *, all_positions: bool = Fa
         sources = _Sources(n_sets, len(batch))
         hooks += sources.hooks(graph.n_layers)
         for block in graph.blocks:
-            m = flat[:, block.offset : block.stop]
-            if m.requires_grad or bool(m.any()):
-                hooks += _patch_hooks(block, m, sources, ctx.ablated, graph)
+            m = flat.block(block)
+            if m is not None:
+                hooks += _patch_hooks(block, m, flat, sources, ctx.ablated, graph)
     with torch.set_grad_enabled(flat is not None and flat.requires_grad):
         logits = hm.bridge.run_with_hooks(ids, attention_mask=attention_mask, fwd_hooks=hooks)
     logits = logits.reshape(n_sets, len(batch), *logits.shape[1:])
@@ -327,24 +348,29 @@ def forward(ctx: HookedContext, flat: Tensor | None, *, all_positions: bool = Fa
 
 
 def _patch_hooks(
-    block: Block, m: Tensor, sources: _Sources, ablated: Tensor, graph: Graph
+    block: Block, m: Tensor, flat: EdgeMask, sources: _Sources, ablated: Tensor, graph: Graph
 ) -> list[tuple[str, Callable[..., Tensor]]]:
-    """The destination hooks of one block group: its inputs lose Σ m · (current − ablated)."""
-    m = m.reshape(m.shape[0], block.n_dests, block.n_sources)
-    # only the sources some patched edge leaves (all of them when gradients are wanted)
+    """The destination hooks of one block group: its inputs lose Σ m · (current − ablated)
+    (``m``: the block's ``[E, n_dests, n_sources]`` mask)."""
+    # only the sources some patched edge leaves (all of them when gradients are wanted),
+    # found on the host copy of the mask
+    block_host = flat.host[:, block.offset : block.stop].reshape(m.shape)
     cols = (
         list(range(block.n_sources))
         if m.requires_grad
-        else m.detach().any(0).any(0).nonzero().flatten().tolist()
+        else block_host.any(0).any(0).nonzero().flatten().tolist()
     )
     m = m[:, :, cols]
     known: dict[str, Tensor] = {}
 
     def delta() -> Tensor:  # [E, B, n_dests, S, d], computed once per forward
         if "d" not in known:
-            current = torch.einsum("ern,ebnsd->ebrsd", m, sources.select(cols))
-            patched = torch.einsum("ern,bnsd->ebrsd", m, ablated[:, cols])
-            known["d"] = current - patched
+            current = sources.select(cols)
+            mm, cur = mix_operands(m, current)
+            prefix = cols == list(range(len(cols)))  # every source so far: a view, no gather
+            _, abl = mix_operands(m, ablated[:, : len(cols)] if prefix else ablated[:, cols])
+            d = torch.einsum("ern,ebnsd->ebrsd", mm, cur) - torch.einsum("ern,bnsd->ebrsd", mm, abl)
+            known["d"] = d.to(current.dtype)
         return known["d"]
 
     def subtract(rows: slice | None) -> Callable[..., Tensor]:

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from circuitlab.acdc.attention import head_outputs
-from circuitlab.acdc.patch import PatchContext, forward
+from circuitlab.acdc.batch import PatchContext, PreparedBatch
+from circuitlab.acdc.patch import forward
 
 #: a state's cached head outputs of the block being visited: (block, [1, B, H, S|1, d])
 Heads = tuple[int, Tensor] | None
@@ -74,7 +75,11 @@ class IncrementalChecks:
         return logits, cache, (layer, heads)
 
 
-def incremental_checks(ctx: PatchContext) -> IncrementalChecks | None:
-    """Incremental checks on the native patch layer; None on TransformerLens hooks (which
-    cannot recompute single heads: every check there is a full forward)."""
-    return IncrementalChecks(ctx) if isinstance(ctx, PatchContext) else None
+def incremental_checks(ctx: PreparedBatch) -> IncrementalChecks | None:
+    """Incremental checks on a backend that resumes forwards (``supports_resume``, the native
+    patch layer); None otherwise (the TransformerLens hooks cannot recompute single heads:
+    every check there is a full forward)."""
+    if not ctx.model.supports_resume:
+        return None
+    assert isinstance(ctx, PatchContext)  # the resuming backend's context
+    return IncrementalChecks(ctx)

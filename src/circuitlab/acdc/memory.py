@@ -4,8 +4,9 @@ Two ways to get every edge's mask gradient (`circuitlab.acdc.eap`):
 
 * ``mask`` — the edge mask requires grad. Every block's destination inputs are
   ``resid + Σ m · (ablated − current)`` and the backward keeps the differences
-  ``[E·B, n_sources, S, d]`` of each block: memory grows with the number of sources times
-  the number of blocks, i.e. with the edges. The parameters require grad, so the inputs of
+  ``[E·B, n_sources, S, d]`` of each block, in float32 (the mask's dtype, so that edge
+  gradients do not tie at a bf16 model's resolution): memory grows with the number of sources
+  times the number of blocks, i.e. with the edges. The parameters require grad, so the inputs of
   every linear map are kept too.
 * ``probe`` — the gradient at each destination input (`circuitlab.acdc.gradients`) with the
   parameters frozen: the backward keeps the forward's activations for ``E·B`` rows, with every
@@ -93,7 +94,8 @@ def saved_bytes(
         )
         + 2 * n * d
     )
-    return total + (deltas + weight_inputs) * p
+    # the mix with a mask that requires grad runs in float32 (`batch.mix_operands`)
+    return total + deltas * max(p, 4) + weight_inputs * p
 
 
 def eap_micro_batch(ctx: PatchContext, ig_steps: int, budget: int = EAP_BUDGET_BYTES) -> int:

@@ -32,17 +32,20 @@ and the residual stream at the start of every block; `forward(..., start_layer=l
 block ``l`` from those cached values, which is exact when no edge into a destination of a
 block ``< l`` is patched (checked).
 
-The parts: `circuitlab.acdc.weights` reads the model (`patchable`), `circuitlab.acdc.batch`
-holds a prepared batch (`PatchContext`) and what both patch layers share about batches,
-`circuitlab.acdc.attention` one block's destination inputs and heads; this module runs them
-(`prepare`, `forward`, `evaluate_masks`).
+The parts: `circuitlab.acdc.weights` reads the model (`read_weights`),
+`circuitlab.acdc.batch` holds a prepared batch (`PatchContext`), the checked mask (`EdgeMask`)
+and what both patch layers share about batches, `circuitlab.acdc.attention` one block's
+destination inputs and heads; this module is the native patch layer (`PatchModel`, built by
+`native`) and the entry points of both layers (`prepare`, `forward`, `evaluate_masks`, which
+call the backend's own ``prepare``/``forward``, `circuitlab.acdc.backend`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Protocol, get_args
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Protocol, get_args
 
 import torch
 from torch import Tensor
@@ -51,23 +54,30 @@ from circuitlab.acdc.attention import (
     DestInputs,
     append_sources,
     attention,
-    block_mask,
     dest_inputs,
     gather_position,
 )
 from circuitlab.acdc.batch import (
+    EdgeMask,
     PatchContext,
     Positional,
+    PreparedBatch,
     ablated_sources,
+    check_mask,
     encode_pairs,
     make_positional,
 )
-from circuitlab.acdc.graph import Block, Graph, head_source_index
+from circuitlab.acdc.graph import Block, Graph, build_graph, head_source_index
 from circuitlab.acdc.metrics import MetricFn, get_metric
-from circuitlab.acdc.weights import PatchModel, patchable
+from circuitlab.acdc.weights import LayerWeights, ModelWeights, read_weights
 from circuitlab.errors import ConfigError, DatasetError
+from circuitlab.models.adapters import ModelDims
+from circuitlab.models.loading import LoadedModel
 from circuitlab.prompts import PromptBatch
 from circuitlab.types import Ablation, TaskRow
+
+if TYPE_CHECKING:
+    from circuitlab.acdc.backend import PatchBackend
 
 ABLATIONS: tuple[str, ...] = get_args(Ablation)
 
@@ -90,20 +100,84 @@ __all__ = [
     "encode_pairs",
     "evaluate_masks",
     "forward",
-    "patchable",
+    "native",
     "prepare",
     "prepare_rows",
     "source_start",
 ]
 
 
+@dataclass(frozen=True, eq=False)
+class PatchModel:
+    """A loaded HF model seen as an edge graph by circuitlab's own patch layer (a
+    `circuitlab.acdc.backend.PatchBackend`); build it with `native` (or
+    `circuitlab.acdc.backend.patchable`). Never mutates the model: it only reads its weights
+    and calls its embedding, norm and MLP modules."""
+
+    #: gradients at each destination's input (`circuitlab.acdc.gradients`)
+    supports_dest_gradients: ClassVar[bool] = True
+    #: resuming at a block, answer-position-only last blocks, known head outputs
+    supports_resume: ClassVar[bool] = True
+
+    loaded: LoadedModel
+    graph: Graph
+    weights: ModelWeights
+    kv_edges: str = "kv_head"
+
+    @property
+    def dims(self) -> ModelDims:
+        """The sizes the patch layer computes with (`ModelWeights`)."""
+        return self.weights.dims
+
+    @property
+    def layers(self) -> tuple[LayerWeights, ...]:
+        return self.weights.layers
+
+    @property
+    def device(self) -> torch.device:
+        return self.weights.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.weights.dtype
+
+    def prepare(
+        self, batch: PromptBatch, ablation: Ablation, *, reference: PromptBatch | None = None
+    ) -> PatchContext:
+        """`prepare` on the native layer (that function checks the arguments)."""
+        return _prepare(self, batch, ablation, reference)
+
+    def forward(
+        self,
+        ctx: PreparedBatch,
+        mask: EdgeMask | None,
+        *,
+        start_layer: int = 0,
+        all_positions: bool = False,
+        answer_only: bool = False,
+        heads: Tensor | None = None,
+    ) -> Tensor:
+        """`forward` on the native layer, ``[E, ...]`` logits for the checked mask."""
+        assert isinstance(ctx, PatchContext)  # prepared by this backend
+        return _forward(ctx, mask, start_layer, all_positions, answer_only, heads)
+
+
+def native(loaded: LoadedModel, *, kv_edges: str = "kv_head") -> PatchModel:
+    """The native patch layer over a model loaded with a circuitlab adapter
+    (`circuitlab.acdc.weights.read_weights` says what it refuses)."""
+    weights = read_weights(loaded, kv_edges=kv_edges)
+    return PatchModel(
+        loaded=loaded, graph=build_graph(weights.dims), weights=weights, kv_edges=kv_edges
+    )
+
+
 def prepare(
-    pm: PatchModel,
+    pm: PatchBackend,
     batch: PromptBatch,
     ablation: Ablation = "resample",
     *,
     reference: PromptBatch | None = None,
-) -> PatchContext:
+) -> PreparedBatch:
     """Run the clean batch once (and the corrupt batch for ``resample``) and cache what
     patched forwards need.
 
@@ -117,22 +191,24 @@ def prepare(
         raise DatasetError("the prompt batch is empty; patching needs at least one prompt")
     if ablation == "resample":
         batch.require_corrupt("resample ablation")
-    if not isinstance(pm, PatchModel):  # the transformer_lens backend
-        from circuitlab.acdc import hooked
+    return pm.prepare(batch, ablation, reference=reference)
 
-        return hooked.prepare(pm, batch, ablation, reference=reference)  # type: ignore[return-value]
+
+def _prepare(
+    pm: PatchModel, batch: PromptBatch, ablation: Ablation, reference: PromptBatch | None
+) -> PatchContext:
     start = time.perf_counter()
     batch = batch.to(pm.device)
     n_forward = 1
     with torch.no_grad():
-        positional = make_positional(pm, batch.input_ids, batch.attention_mask, batch.last)
+        positional = make_positional(pm.weights, batch.input_ids, batch.attention_mask, batch.last)
         clean_src, clean_resid, clean_logits = _record(pm, batch.input_ids, positional)
 
         def sources(ids: Tensor, attention_mask: Tensor, last: Tensor) -> Tensor:
             pos = (
                 positional
                 if attention_mask is batch.attention_mask
-                else make_positional(pm, ids, attention_mask, last)
+                else make_positional(pm.weights, ids, attention_mask, last)
             )
             return _record(pm, ids, pos)[0]
 
@@ -153,12 +229,12 @@ def prepare(
 
 
 def prepare_rows(
-    pm: PatchModel,
+    pm: PatchBackend,
     rows: Sequence[TaskRow],
     ablation: Ablation = "resample",
     *,
     reference_rows: Sequence[TaskRow] | None = None,
-) -> PatchContext:
+) -> PreparedBatch:
     """`encode_pairs` then `prepare` (``reference_rows`` only for ``mean`` ablation)."""
     tok = pm.loaded.tokenizer
     reference = encode_pairs(reference_rows, tok) if reference_rows is not None else None
@@ -166,7 +242,7 @@ def prepare_rows(
 
 
 def forward(
-    ctx: PatchContext,
+    ctx: PreparedBatch,
     mask: Tensor | None = None,
     *,
     start_layer: int = 0,
@@ -185,26 +261,46 @@ def forward(
     values up to float rounding, a fraction of the last block's cost; fast ACDC uses it).
     ``heads``: the outputs of block ``start_layer``'s heads under this mask, already known
     (`head_outputs`; ``[E|1, B, H, S, d]``, at the answer position only for the last block
-    with ``answer_only``): the block's attention is not recomputed.
+    with ``answer_only``): the block's attention is not recomputed. The mask stays float32 on
+    a bf16/fp16 model (`circuitlab.acdc.batch.check_mask`). A backend without resuming
+    (``supports_resume``, the TransformerLens hooks) runs every forward in full, which gives
+    the same logits.
     """
     pm = ctx.model
     graph = pm.graph
-    flat = _check_mask(mask, graph, pm)
-    if not isinstance(ctx, PatchContext):  # the transformer_lens backend: one hooked forward
-        from circuitlab.acdc import hooked
-
-        logits = hooked.forward(ctx, flat, all_positions=all_positions)
-        return logits[0] if mask is None or mask.dim() == 1 else logits
     n_layers = graph.n_layers
     if not 0 <= start_layer <= n_layers:
         raise ConfigError(f"start_layer must be in [0, {n_layers}], got {start_layer}")
+    flat = check_mask(mask, graph, pm.device, pm.dtype)
     start_block = graph.attn_block(start_layer) if start_layer < n_layers else graph.end_block
-    if flat is not None and start_layer > 0 and bool(flat[:, : start_block.offset].any()):
+    if flat is not None and start_layer > 0 and flat.patches_in(0, start_block.offset):
         raise ConfigError(
             f"cannot resume at block {start_layer}: edges into earlier blocks are patched; "
             "resume at the smallest destination block of any patched edge"
         )
-    n_sets = 1 if flat is None else flat.shape[0]
+    logits = pm.forward(
+        ctx,
+        flat,
+        start_layer=start_layer,
+        all_positions=all_positions,
+        answer_only=answer_only,
+        heads=heads,
+    )
+    return logits[0] if mask is None or mask.dim() == 1 else logits
+
+
+def _forward(
+    ctx: PatchContext,
+    flat: EdgeMask | None,
+    start_layer: int,
+    all_positions: bool,
+    answer_only: bool,
+    heads: Tensor | None,
+) -> Tensor:
+    pm = ctx.model
+    graph = pm.graph
+    n_layers = graph.n_layers
+    n_sets = 1 if flat is None else flat.n_sets
     with torch.set_grad_enabled(flat is not None and flat.requires_grad):
         src = ctx.clean_src[None, :, : source_start(graph, start_layer)]
         resid = ctx.clean_resid[start_layer][None]
@@ -244,20 +340,7 @@ def forward(
             logits = _unembed(pm, ctx.positional, ctx.ablated, flat, src, resid, all_positions)
     if logits.shape[0] != n_sets:
         logits = logits.expand(n_sets, *logits.shape[1:])
-    return logits[0] if mask is None or mask.dim() == 1 else logits
-
-
-def _check_mask(mask: Tensor | None, graph: Graph, pm: PatchModel) -> Tensor | None:
-    if mask is None:
-        return None
-    if not isinstance(mask, Tensor) or mask.dim() not in (1, 2) or mask.shape[-1] != graph.n_edges:
-        got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
-        raise ConfigError(
-            f"an edge mask must be a tensor of shape [n_edges] or [E, n_edges] with "
-            f"n_edges = {graph.n_edges}; got {got}"
-        )
-    flat = mask if mask.dim() == 2 else mask[None]
-    return flat.to(device=pm.device, dtype=pm.dtype)
+    return logits
 
 
 def _record(pm: PatchModel, input_ids: Tensor, positional: Positional) -> tuple[Tensor, ...]:
@@ -274,9 +357,10 @@ def _record(pm: PatchModel, input_ids: Tensor, positional: Positional) -> tuple[
 
 def _embed(pm: PatchModel, input_ids: Tensor) -> Tensor:
     """The ``Resid Start`` source: token embeddings (+ learned positions)."""
-    x = pm.embed(input_ids)
-    if pm.pos_embed is not None:
-        x = x + pm.pos_embed(torch.arange(input_ids.shape[1], device=input_ids.device))[None]
+    w = pm.weights
+    x = w.embed(input_ids)
+    if w.pos_embed is not None:
+        x = x + w.pos_embed(torch.arange(input_ids.shape[1], device=input_ids.device))[None]
     return x
 
 
@@ -284,7 +368,7 @@ def _blocks(
     pm: PatchModel,
     positional: Positional,
     ablated: Tensor | None,
-    flat: Tensor | None,
+    flat: EdgeMask | None,
     src: Tensor,
     resid: Tensor,
     start: int,
@@ -305,24 +389,24 @@ def _blocks(
         if layer == start and first_heads is not None:
             heads = first_heads
         else:
-            x = dest_inputs(resid, src, ablated, block_mask(flat, block))
+            x = dest_inputs(resid, src, ablated, flat, block)
             if probe is not None:
                 x = probe.inputs(block, x)
             heads = attention(lw, x, positional, pm.dims)  # [E, B, H, S, d]
         if probe is not None:
             heads = probe.output(block, heads)
-        src = append_sources(src, heads)
+        src = append_sources(src, heads, len(graph.sources))
         resid = resid + heads.sum(2)
         if lw.bo is not None:
             resid = resid + lw.bo
         block = graph.mlp_block(layer)
-        x = dest_inputs(resid, src, ablated, block_mask(flat, block))
+        x = dest_inputs(resid, src, ablated, flat, block)
         if probe is not None:
             x = probe.inputs(block, x)
         out = lw.mlp(lw.ln_mlp(x.single()))
         if probe is not None:
             out = probe.output(block, out[:, :, None])[:, :, 0]
-        src = append_sources(src, out[:, :, None])
+        src = append_sources(src, out[:, :, None], len(graph.sources))
         resid = resid + out
     return src, resid
 
@@ -331,13 +415,14 @@ def _unembed(
     pm: PatchModel,
     positional: Positional,
     ablated: Tensor | None,
-    flat: Tensor | None,
+    flat: EdgeMask | None,
     src: Tensor,
     resid: Tensor,
     all_positions: bool,
     probe: Probe | None = None,
 ) -> Tensor:
-    m = block_mask(flat, pm.graph.end_block)
+    end = pm.graph.end_block
+    m = None if flat is None else flat.block(end)
     if not all_positions:  # only the answer position: select it before mixing
         b, s = resid.shape[1], resid.shape[2]
         rows, last = torch.arange(b, device=resid.device), positional.last
@@ -346,20 +431,20 @@ def _unembed(
         if ablated is not None and m is not None:
             full = ablated.expand(b, -1, s, -1)
             ablated = full.transpose(1, 2)[rows, last][:, :, None]  # [B, n, 1, d]
-    x = dest_inputs(resid, src, ablated, m)
+    x = dest_inputs(resid, src, ablated, flat, end)
     if probe is not None:
-        x = probe.inputs(pm.graph.end_block, x)
+        x = probe.inputs(end, x)
     x = x.single()  # [E, B, S | 1, d]
     if not all_positions:
         x = x[:, :, 0]
-    return pm.unembed(pm.final_norm(x))
+    return pm.weights.unembed(pm.weights.final_norm(x))
 
 
 def _last_block_at_answer(
     pm: PatchModel,
     positional: Positional,
     ablated: Tensor,
-    flat: Tensor | None,
+    flat: EdgeMask | None,
     src: Tensor,
     resid: Tensor,
     *,
@@ -373,20 +458,20 @@ def _last_block_at_answer(
     lw = pm.layers[layer]
     s = resid.shape[2]
     if heads is None:
-        x = dest_inputs(resid, src, ablated, block_mask(flat, graph.attn_block(layer)))
+        x = dest_inputs(resid, src, ablated, flat, graph.attn_block(layer))
         heads = attention(lw, x, positional, pm.dims, answer=True)  # [E, B, H, 1, d]
     last = positional.last
     src = gather_position(src, last, dim=3, batch_axis=1)
     resid = gather_position(resid, last, dim=2, batch_axis=1)
     b = resid.shape[1]
     ablated = gather_position(ablated.expand(b, -1, s, -1), last, dim=2, batch_axis=0)
-    src = append_sources(src, heads)
+    src = append_sources(src, heads, len(graph.sources))
     resid = resid + heads.sum(2)
     if lw.bo is not None:
         resid = resid + lw.bo
-    x = dest_inputs(resid, src, ablated, block_mask(flat, graph.mlp_block(layer)))
+    x = dest_inputs(resid, src, ablated, flat, graph.mlp_block(layer))
     out = lw.mlp(lw.ln_mlp(x.single()))
-    return append_sources(src, out[:, :, None]), resid + out, ablated
+    return append_sources(src, out[:, :, None], len(graph.sources)), resid + out, ablated
 
 
 def source_start(graph: Graph, layer: int) -> int:

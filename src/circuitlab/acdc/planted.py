@@ -276,8 +276,8 @@ def planted_aucs(
 ) -> dict[str, dict[str, Any]]:
     """Per method, `score_artifact` of its run on the train rows with ``cfg`` (its ablation
     included) through `discover_artifact`."""
+    from circuitlab.acdc.backend import patchable
     from circuitlab.acdc.discover import discover_artifact
-    from circuitlab.acdc.patch import patchable
 
     truth = planted_edges(patchable(lm).graph, spec)
     return {

@@ -147,7 +147,7 @@ def sequential_acdc(ctx: PatchContext, cfg: SweepConfig | None = None) -> ACDCRe
         for tau in cfg.taus:
             mask = torch.zeros(1, graph.n_edges, dtype=pm.dtype, device=pm.device)
             baseline, n_removed = 0.0, 0
-            trace = TraceRecorder(tau, cfg.trace)
+            trace = TraceRecorder(tau, cfg.trace, torch.finfo(pm.dtype).eps)
             for i in order:
                 mask[0, i] = 1.0
                 resume_at = block_of[i] if cfg.resume else 0

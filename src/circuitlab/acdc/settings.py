@@ -32,6 +32,7 @@ ACDC_EVALUATION_KEYS: tuple[str, ...] = (
     "n_eval_prompts",
     "random_seeds",
     "batch_size",
+    "eval_memory_gb",
     "seed",
     "kv_edges",
 )
@@ -98,6 +99,13 @@ class AcdcSection(StrictModel):
         description="edge sets per evaluation forward (null: 1 on a CPU, where a set costs "
         "more the more share a forward — 41 vs 78 ms per set at 1 vs 16 on the toy model, "
         "BENCHMARKS.md; 16 on a GPU, which batching fills)",
+    )
+    eval_memory_gb: float = Field(
+        default=8.0,
+        gt=0,
+        description="memory (GiB) one evaluation forward may give its per-set activations; "
+        "fewer edge sets, then fewer prompts per forward when they need more (the formula: "
+        "circuitlab.acdc.evaluate.pair_bytes)",
     )
     seed: int = Field(default=0, description="prompt sampling and random controls")
 

@@ -14,20 +14,33 @@ Explaining a circuit, or a disagreement with another implementation, then needs 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 #: A decision closer than this to τ (relative to the faithfulness values involved) is within
-#: float rounding of one forward against another (batched differently, another library).
+#: float rounding of one forward against another (batched differently, another library), on a
+#: float32 model; a model in another dtype scales both by its resolution (`near_tau`).
 NEAR_TAU_RTOL = 1e-5
 NEAR_TAU_ATOL = 1e-7
+#: float32's machine epsilon (``torch.finfo(torch.float32).eps``), the resolution the
+#: constants above are for
+FLOAT32_EPS = 2.0**-23
 
 
-def near_tau(faithfulness: float, baseline: float, tau: float) -> bool:
-    """Whether ``Δ = faithfulness − baseline`` is within rounding distance of ``tau``."""
+def near_tau(faithfulness: float, baseline: float, tau: float, eps: float = FLOAT32_EPS) -> bool:
+    """Whether ``Δ = faithfulness − baseline`` is within rounding distance of ``tau`` on a model
+    whose dtype has machine epsilon ``eps`` (``torch.finfo(dtype).eps``): the float32
+    tolerances times ``√(eps / FLOAT32_EPS)`` — the same on a float32 model, 256 times wider
+    on a bf16 one. The float32 constants keep a wide margin over float32's own rounding (they
+    cover another library's forward); the metrics are float32 but computed from the model's
+    logits, and on the tiny test models a bf16 forward's KL lies within about 2·10⁻⁵ of the
+    float32 one at KL ≈ 10⁻² (`tests/acdc/test_backend.py`), which the √ scaling covers and
+    the full ratio 2¹⁶ would swamp (every decision of a τ below 10⁻² would be "near")."""
     scale = max(abs(faithfulness), abs(baseline), tau)
-    return abs(faithfulness - baseline - tau) <= NEAR_TAU_ATOL + NEAR_TAU_RTOL * scale
+    coarser = math.sqrt(eps / FLOAT32_EPS)
+    return abs(faithfulness - baseline - tau) <= (NEAR_TAU_ATOL + NEAR_TAU_RTOL * scale) * coarser
 
 
 @dataclass(frozen=True)
@@ -104,15 +117,17 @@ class EdgeTrace:
 
 @dataclass
 class TraceRecorder:
-    """Collects the checks of one τ; ``enabled=False`` records nothing (``build`` → None)."""
+    """Collects the checks of one τ; ``enabled=False`` records nothing (``build`` → None).
+    ``eps``: the model dtype's machine epsilon (`near_tau`)."""
 
     tau: float
     enabled: bool = True
+    eps: float = FLOAT32_EPS
     _cols: tuple[list[Any], ...] = field(default_factory=lambda: ([], [], [], [], []))
     n_near_tau: int = 0
 
     def check(self, edge: int, baseline: float, faithfulness: float, removed: bool) -> None:
-        near = near_tau(faithfulness, baseline, self.tau)
+        near = near_tau(faithfulness, baseline, self.tau, self.eps)
         self.n_near_tau += near
         if self.enabled:
             row = (edge, baseline, faithfulness, removed, near)

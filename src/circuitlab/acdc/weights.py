@@ -1,6 +1,6 @@
-"""The patch layer's view of a model: per-block weights and modules read from the HF model
-(`patchable` → `PatchModel`), or a clear ModelError for an architecture the patch layer
-cannot reproduce exactly. Never mutates the model."""
+"""The native patch layer's view of a model: per-block weights and modules read from the HF
+model (`read_weights` → `ModelWeights`), or a clear ModelError for an architecture the patch
+layer cannot reproduce exactly. Never mutates the model."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from circuitlab.acdc.graph import Graph, build_graph
+from circuitlab.acdc.batch import require_one_device
 from circuitlab.errors import ConfigError, ModelError
 from circuitlab.models.adapters import ModelDims
 from circuitlab.models.loading import LoadedModel
@@ -36,26 +36,19 @@ class LayerWeights:
 
 
 @dataclass(frozen=True, eq=False)
-class PatchModel:
-    """A loaded HF model seen as an edge graph; build it with `patchable`. Never mutates the
-    model: it only reads its weights and calls its embedding, norm and MLP modules."""
+class ModelWeights:
+    """What the native patch layer (`circuitlab.acdc.patch.PatchModel`) computes with: the
+    blocks' weights and the HF modules it calls (embeddings, final norm, unembedding, rotary
+    embedding). ``dims`` are the model's, except ``n_kv_heads = n_heads`` on a
+    per-query-head graph (`read_weights`' ``kv_edges``)."""
 
-    loaded: LoadedModel
-    graph: Graph
+    dims: ModelDims
     layers: tuple[LayerWeights, ...] = field(repr=False)
     embed: nn.Module = field(repr=False)
     pos_embed: nn.Module | None = field(repr=False)
     rotary: nn.Module | None = field(repr=False)
     final_norm: nn.Module = field(repr=False)
     unembed: nn.Module = field(repr=False)
-    #: the sizes the patch layer computes with: the model's, except ``n_kv_heads = n_heads``
-    #: on a per-query-head graph (`patchable`'s ``kv_edges``)
-    dims: ModelDims = field(default=None, repr=False)  # type: ignore[assignment]
-    kv_edges: str = "kv_head"
-
-    def __post_init__(self) -> None:
-        if self.dims is None:
-            object.__setattr__(self, "dims", self.loaded.dims)
 
     @property
     def device(self) -> torch.device:
@@ -69,12 +62,11 @@ class PatchModel:
 KV_EDGES: tuple[str, ...] = ("kv_head", "query_head")
 
 
-def patchable(loaded: LoadedModel, *, kv_edges: str = "kv_head") -> PatchModel:
-    """The patch layer over a loaded model. Raises ModelError for an architecture whose
-    forward pass it cannot reproduce exactly (norms on attention/MLP outputs, per-head q/k
-    norms, soft-capping, unknown attention layer types), naming the feature. A model loaded
-    with the transformer_lens backend gets the same interface on its bridge's hooks
-    (`circuitlab.acdc.hooked`).
+def read_weights(loaded: LoadedModel, *, kv_edges: str = "kv_head") -> ModelWeights:
+    """The native patch layer's view of a model loaded with a circuitlab adapter. Raises
+    ModelError for an architecture whose forward pass it cannot reproduce exactly (norms on
+    attention/MLP outputs, per-head q/k norms, soft-capping, unknown attention layer types,
+    a model sharded over devices), naming the feature.
 
     ``kv_edges``: under grouped-query attention, whether the graph's K and V inputs are per
     KV head (``kv_head``, the model's real structure: one input feeds every query head of its
@@ -84,16 +76,14 @@ def patchable(loaded: LoadedModel, *, kv_edges: str = "kv_head") -> PatchModel:
     the same graph."""
     if kv_edges not in KV_EDGES:
         raise ConfigError(f"kv_edges {kv_edges!r} is unknown; choose one of {KV_EDGES}")
-    if loaded.adapter is None:  # the transformer_lens backend: patching on the bridge's hooks
-        from circuitlab.acdc.hooked import hooked
-
-        if kv_edges != "kv_head" and loaded.dims.n_kv_heads != loaded.dims.n_heads:
-            raise ConfigError(
-                "kv_edges 'query_head' is implemented by the native patch layer only; load "
-                "the model with the native backend"
-            )
-        return hooked(loaded)  # type: ignore[return-value]
     model, adapter = loaded.model, loaded.adapter
+    if adapter is None:
+        raise ModelError(
+            "the native patch layer needs a circuitlab adapter; this model was loaded with "
+            "the transformer_lens backend (`circuitlab.acdc.backend.patchable` picks its patch "
+            "layer)"
+        )
+    require_one_device(loaded, "the ACDC patch layer (ACDC, EAP, head pruning)")
     _check_supported(loaded)
     dims = loaded.dims
     layers = tuple(_layer_weights(loaded, layer) for layer in range(dims.n_layers))
@@ -108,11 +98,8 @@ def patchable(loaded: LoadedModel, *, kv_edges: str = "kv_head") -> PatchModel:
                 f"{type(model).__name__}: no learned positions and no `rotary_emb` module on "
                 "the base model; the patch layer cannot build position encodings for it"
             )
-    return PatchModel(
-        loaded=loaded,
-        graph=build_graph(dims),
+    return ModelWeights(
         dims=dims,
-        kv_edges=kv_edges,
         layers=layers,
         embed=adapter.root(model, "embed"),
         pos_embed=adapter.root(model, "pos_embed") if adapter.pos_embed else None,
@@ -134,6 +121,7 @@ def _per_query_head(lw: LayerWeights, rep: int) -> LayerWeights:
 
 def _check_supported(loaded: LoadedModel) -> None:
     adapter, config = loaded.adapter, loaded.model.config
+    assert adapter is not None  # read_weights checked
     reasons = []
     if adapter.has("ln_attn_post") or adapter.has("ln_mlp_post"):
         reasons.append("norms on the attention/MLP outputs make head outputs non-additive")
@@ -144,8 +132,6 @@ def _check_supported(loaded: LoadedModel) -> None:
     kinds = set(getattr(config, "layer_types", None) or ())
     if kinds - {"full_attention", "sliding_attention"}:
         reasons.append(f"attention layer types {sorted(kinds)} are not implemented")
-    if len({p.device for p in loaded.model.parameters()}) > 1:
-        reasons.append("the model is sharded over several devices (device_map); load it on one")
     if reasons:
         arch = type(loaded.model).__name__
         raise ModelError(
@@ -157,6 +143,7 @@ def _check_supported(loaded: LoadedModel) -> None:
 
 def _layer_weights(loaded: LoadedModel, layer: int) -> LayerWeights:
     model, adapter, dims = loaded.model, loaded.adapter, loaded.dims
+    assert adapter is not None  # read_weights checked
     h, g, hd, d = dims.n_heads, dims.n_kv_heads, dims.head_dim, dims.d_model
 
     def w(site: str, n: int) -> tuple[Tensor, Tensor | None]:

@@ -96,14 +96,14 @@ def attribution_run(ig: str) -> Callable[..., dict[str, Any]]:
     absent)."""
 
     def run(ctx: PatchContext, cfg: AcdcConfig, own: AttributionSettings) -> dict[str, Any]:
-        from circuitlab.acdc.batch import PatchContext as NativeContext
         from circuitlab.acdc.eap import SIGN_CONVENTION, EAPConfig, edge_attribution
         from circuitlab.errors import ConfigError
 
-        if ig in ("inputs", "activations") and not isinstance(ctx, NativeContext):
+        if ig in ("inputs", "activations") and not ctx.model.supports_dest_gradients:
             raise ConfigError(
-                f"EAP-IG-{ig} needs circuitlab's own patch layer (the gradient probe); the "
-                "TransformerLens backend runs eap, eap_ig_masks and edge_pruning"
+                f"EAP-IG-{ig} needs gradients at each destination's input (the gradient "
+                "probe of circuitlab's own patch layer); the TransformerLens backend runs eap, "
+                "eap_ig_masks and edge_pruning"
             )
         steps = int(getattr(own, "steps", 1))
         res = edge_attribution(ctx, EAPConfig(metric=own.metric, ig_steps=steps, ig=ig))
