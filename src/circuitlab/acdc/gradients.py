@@ -203,4 +203,3 @@ def prompt_slices(ctx: PatchContext, size: int) -> Iterator[PatchContext]:
     for start in range(0, n, size):
         rows = slice(start, min(start + size, n))
         yield ctx.prompts(rows)
-
