@@ -67,6 +67,7 @@ class Forward:
     n_prompts: int
     parameters: int
     device: str
+    weight_bytes: int = 0  # the loaded weights, in their dtype
 
     def h100_s(self, utilisation: float = UTILISATION, tflops: float = H100_BF16_TFLOPS) -> float:
         return 2 * self.parameters * self.tokens / (utilisation * tflops * 1e12)
@@ -148,6 +149,7 @@ def measure_forward(run: Path, model: str, task: str, n_prompts: int, repeats: i
         n_prompts=len(prompts),
         parameters=sum(p.numel() for p in lm.model.parameters()),
         device=str(lm.device),
+        weight_bytes=sum(p.numel() * p.element_size() for p in lm.model.parameters()),
     )
 
 
@@ -174,9 +176,12 @@ def markdown(
         "| stage | jobs | wall s | peak RSS GB | fwd-eq | H100 estimate s |",
         "|---|--:|--:|--:|--:|--:|",
     ]
+    unseen = False
     for c in sorted(costs, key=lambda c: c.stage):
         eq = c.fwd_eq(fwd.seconds)
         rss = "–" if c.peak_rss_mb is None else f"{c.peak_rss_mb / 1024:.2f}"
+        if c.peak_rss_mb is not None and _client_only(c, fwd):
+            rss, unseen = "–‡", True
         mark = " †" if c.n_forward is not None else ""
         lines.append(
             f"| {c.stage} | {c.jobs} | {c.wall_s:.1f} | {rss} | {eq:,.0f}{mark} | {eq * h100:.3g} |"
@@ -184,7 +189,24 @@ def markdown(
     total = sum(c.wall_s for c in costs)
     total_h100 = sum(c.fwd_eq(fwd.seconds) * h100 for c in costs)
     lines.append(f"| **all** | {sum(c.jobs for c in costs)} | {total:.1f} | | | {total_h100:.3g} |")
+    if unseen:
+        lines += [
+            "",
+            "‡ below the weights' own size: the job ran in the pipeline's warm process "
+            "(circuitlab.warm), a fork Snakemake's benchmark does not see; rerun with "
+            "`CIRCUITLAB_WARM=0` to measure its memory.",
+        ]
     return "\n".join(lines) + "\n"
+
+
+def _client_only(cost: StageCost, fwd: Forward) -> bool:
+    """Whether a model-loading stage's peak RSS is below its model's weights — impossible
+    for the process that loaded them, so the benchmark measured only the job's client."""
+    from circuitlab.stages import STAGES
+
+    stage = STAGES.get(cost.stage.split("/")[0])
+    loads = stage is not None and stage.loads_model
+    return loads and cost.peak_rss_mb is not None and cost.peak_rss_mb * 2**20 < fwd.weight_bytes
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -96,3 +96,17 @@ def test_a_run_without_the_models_benchmarks_says_so(
 ) -> None:
     assert cost.main(["--model", "nope", "--run", str(run)]) == 1
     assert "no benchmark files of model 'nope'" in capsys.readouterr().out
+
+
+def test_memory_below_the_weights_is_marked_as_unseen_by_the_benchmark() -> None:
+    """A model-loading job whose peak RSS is below its weights ran as a warm-process fork
+    (Snakemake's benchmark saw only the client): the table says so instead of a number."""
+    fwd = cost.Forward(seconds=0.1, tokens=10, n_prompts=1, parameters=1, device="cpu",
+                       weight_bytes=500 * 2**20)  # fmt: skip
+    rows = [cost.StageCost("evaluate_model", 1, 1.0, 27.0),  # the warm client's 27 MB
+            cost.StageCost("random_model", 1, 1.0, 27.0),  # loads no model: a real figure
+            cost.StageCost("blacklist", 1, 1.0, 900.0)]  # fmt: skip
+    text = cost.markdown("m", rows, fwd)
+    lines = {line.split("|")[1].strip(): line for line in text.splitlines() if "|" in line}
+    assert "–‡" in lines["evaluate_model"] and "0.03" in lines["random_model"]
+    assert "0.88" in lines["blacklist"] and "CIRCUITLAB_WARM=0" in text
