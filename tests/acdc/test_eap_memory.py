@@ -13,7 +13,7 @@ from acdc_support import SUPPORTED, batch_of, pair_rows, tokenizer
 from circuitlab.acdc import EAPConfig, eap_scores, edge_attribution, patchable, prepare
 from circuitlab.acdc.eap import _mask_gradient
 from circuitlab.acdc.gradients import frozen, prompt_slices
-from circuitlab.acdc.memory import eap_micro_batch, saved_bytes
+from circuitlab.acdc.memory import eap_micro_batch, measured_saved_bytes, saved_bytes
 from circuitlab.errors import ConfigError
 from circuitlab.models import LoadedModel
 from reference.eap import reference_mask_scores
@@ -118,21 +118,6 @@ def test_bf16_model_ranks_edges_as_float32(arch: str, tmp_path: Path) -> None:
         assert float((a - b).abs().max()) <= 0.01 * float(a.abs().max())
 
 
-def _saved_bytes(fn: Callable[[], object], exclude: set[int]) -> int:
-    """Bytes of the distinct storages autograd saves while ``fn`` runs, less ``exclude``."""
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in exclude:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values())
-
-
 @pytest.mark.parametrize(
     ("arch", "dtype"),
     [
@@ -157,10 +142,10 @@ def test_memory_formula_matches_the_saved_tensors(
     style = {"rms_norm": not gpt2, "mlp": "gelu_new" if gpt2 else "gated"}
     b, s = ctx.batch.input_ids.shape
     for steps in (1, 3):
-        probe = _saved_bytes(
+        probe = measured_saved_bytes(
             lambda k=steps: eap_scores(ctx, "logit_diff", k, micro_batch=b), exclude
         )
-        mask = _saved_bytes(lambda k=steps: _mask_gradient(ctx, "logit_diff", k), exclude)
+        mask = measured_saved_bytes(lambda k=steps: _mask_gradient(ctx, "logit_diff", k), exclude)
         kw = {"batch": b, "seq": s, "dtype": dtype, "ig_steps": steps, **style}
         assert saved_bytes(pm.dims, path="probe", **kw) == pytest.approx(probe, rel=0.1)
         assert mask <= saved_bytes(pm.dims, path="mask", **kw) <= 1.25 * mask

@@ -23,6 +23,7 @@ points folded into the pass (1 for EAP).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -112,3 +113,20 @@ def eap_micro_batch(ctx: PatchContext, ig_steps: int, budget: int = EAP_BUDGET_B
     per_prompt = size(2) - size(1)
     fixed = size(1) - per_prompt  # the weight copies, whatever the batch
     return max(1, min(len(ctx.batch), (budget - fixed) // per_prompt))
+
+
+def measured_saved_bytes(fn: Callable[[], object], exclude: set[int] = frozenset()) -> int:
+    """What `saved_bytes` predicts, measured: the bytes of the distinct storages autograd saves
+    for the backward while ``fn`` runs (``torch.autograd.graph.saved_tensors_hooks``), less the
+    storages whose ``data_ptr`` is in ``exclude`` (pass the parameters')."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in exclude:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
