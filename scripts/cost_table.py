@@ -104,6 +104,8 @@ def read_acdc_counts(run: Path, model: str) -> dict[str, tuple[int, int, int]]:
     out: dict[str, tuple[int, int, int]] = {}
     for path in sorted((run / "data" / "circuits" / model).glob("*/*.json")):
         art = json.loads(path.read_text())
+        if "n_forward" not in art:
+            continue  # a neuron circuit (LRP, contrastive): no pass counts
         key = f"acdc_circuit/{path.stem}"
         f, b, e = out.get(key, (0, 0, 0))
         out[key] = (f + art["n_forward"], b + art["n_backward"], max(e, len(art["edges"])))

@@ -59,6 +59,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         art = run / "data" / "circuits" / "m" / task / "eap.json"
         art.parent.mkdir(parents=True)
         art.write_text(json.dumps({"n_forward": 3, "n_backward": 1, "edges": ["a", "b", "c"]}))
+        # a neuron circuit beside them has no pass counts
+        (art.parent / "lrp.json").write_text(json.dumps({"neurons": [], "method": "lrp"}))
     return run
 
 
