@@ -195,3 +195,10 @@ def test_errors(tiny: Callable[[str], LoadedModel]) -> None:
         evaluate_circuits(
             lm, [r for r in split_rows() if r.split == "train"], [fixed("eap", edges, [()])], CHEAP
         )
+
+
+def test_the_default_memory_budget_is_the_settings_default() -> None:
+    from circuitlab.acdc.evaluate import EVAL_MEMORY_BYTES
+    from circuitlab.acdc.settings import AcdcConfig
+
+    assert AcdcConfig().eval_memory_gb * 1024**3 == EVAL_MEMORY_BYTES

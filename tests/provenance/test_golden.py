@@ -36,11 +36,13 @@ PARTS = ("weights", "lrp_attribution", "eap_scores", "patched_kl")
 #: CPU family (a substring of the CPU's model name) -> its four sha256 values under the pins
 GOLDEN: dict[str, dict[str, str]] = {
     # Intel Xeon with AVX-512 FP16 (Sapphire Rapids class), recorded 2026-12-07 at the pins
-    # of issue 29 (MKL_CBWR=AVX2,STRICT)
+    # of issue 29 (MKL_CBWR=AVX2,STRICT); eap_scores re-recorded for issue 31 (EAP sums its
+    # edge products per prompt and block from destination-input gradients: the same scores,
+    # summed in another order; tests/acdc/test_eap_memory.py checks them against the reference)
     "Intel(R) Xeon(R)": {
         "weights": "f1353d1a1d09b3caa06a180986c27522e2495876a35a0e740fc6be2a53e3a8c6",
         "lrp_attribution": "80ff7c85cafb45ef190d0b555ad499cb7c499327764871a9af1f2ff2361a55a4",
-        "eap_scores": "8db5570cf15f94db5b7391094b13096bb29e66cafe5368edaaca4da4ff3bd754",
+        "eap_scores": "091ac2b14ced27b35f186e32a1a2611523325e474a7346c37423d197818a5894",
         "patched_kl": "d27d7065cfd668f2b10d0f7bbcf0d743c2be861a9240e14f974b9642933c4872",
     },
 }

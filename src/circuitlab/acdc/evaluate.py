@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import combinations
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -41,12 +41,16 @@ from circuitlab.acdc.discover import sample_rows, top_edges
 from circuitlab.acdc.metrics import kl, logit_diff
 from circuitlab.acdc.mib import mib_edge_sets
 from circuitlab.acdc.patch import evaluate_masks, prepare_rows
-from circuitlab.acdc.settings import AcdcConfig
 from circuitlab.errors import ArtifactError, DatasetError
 from circuitlab.models.loading import LoadedModel
 from circuitlab.progress import bar as progress_bar
 from circuitlab.stats import t_interval
 from circuitlab.types import TaskRow
+
+if TYPE_CHECKING:
+    # only the annotation: importing the settings loads every method's module, which the
+    # evaluation job's code fingerprint does not cover (tests/integration/test_provenance.py)
+    from circuitlab.acdc.settings import AcdcConfig
 
 
 def method_kind(art: CircuitArtifact) -> str:
@@ -81,9 +85,9 @@ def eval_batch_size(batch_size: int | None, device: torch.device) -> int:
     return 16 if device.type == "cuda" else 1
 
 
-#: the memory one evaluation forward may give its per-set tensors, by default (bytes;
-#: `AcdcConfig.eval_memory_gb`)
-EVAL_MEMORY_BYTES = int(AcdcConfig.model_fields["eval_memory_gb"].default * 1024**3)
+#: the memory one evaluation forward may give its per-set tensors, by default (bytes): the
+#: default of `AcdcConfig.eval_memory_gb` (tests/acdc/test_evaluate.py checks they agree)
+EVAL_MEMORY_BYTES = 8 * 1024**3
 #: tensors of the size of a forward's source outputs ``[E, B, n_sources, S, d]`` it holds at
 #: its peak: the sources themselves and a block's ablated − current differences
 EVAL_COPIES = 2
