@@ -41,6 +41,11 @@ H100_BF16_TFLOPS = 989.0
 UTILISATION = 0.40
 #: a backward pass in forward-equivalents (two matmuls per forward matmul)
 BACKWARD_FWD_EQ = 2
+#: the least one forward costs per layer on a GPU, whatever its FLOPs: eager PyTorch launches
+#: about 20 kernels per decoder layer at about 5 µs each. At the prompt counts interpretability
+#: runs (tens of prompts of tens of tokens) this latency, not the FLOPs, bounds a small model's
+#: forward; an assumption, stated in the table, until `make gpu-check` measures it.
+LAYER_LATENCY_S = 1e-4
 
 
 @dataclass(frozen=True)
@@ -68,9 +73,16 @@ class Forward:
     parameters: int
     device: str
     weight_bytes: int = 0  # the loaded weights, in their dtype
+    n_layers: int = 0
+
+    def flops_s(self, utilisation: float = UTILISATION, tflops: float = H100_BF16_TFLOPS) -> float:
+        """The forward's time from its FLOPs: 2 · parameters · tokens at `utilisation`."""
+        return 2 * self.parameters * self.tokens / (utilisation * tflops * 1e12)
 
     def h100_s(self, utilisation: float = UTILISATION, tflops: float = H100_BF16_TFLOPS) -> float:
-        return 2 * self.parameters * self.tokens / (utilisation * tflops * 1e12)
+        """The forward's time on one H100: its FLOP time, or the launch latency of its layers
+        (`LAYER_LATENCY_S` each) where that is longer."""
+        return max(self.flops_s(utilisation, tflops), self.n_layers * LAYER_LATENCY_S)
 
 
 def _number(text: str | None) -> float | None:
@@ -152,6 +164,7 @@ def measure_forward(run: Path, model: str, task: str, n_prompts: int, repeats: i
         parameters=sum(p.numel() for p in lm.model.parameters()),
         device=str(lm.device),
         weight_bytes=sum(p.numel() * p.element_size() for p in lm.model.parameters()),
+        n_layers=lm.dims.n_layers,
     )
 
 
@@ -169,11 +182,15 @@ def markdown(
         f"**{model}**: {fwd.parameters:,} parameters"
         + (f", ACDC graph {edges:,} edges" if edges else "")
         + f". One plain forward of {fwd.n_prompts} prompts ({fwd.tokens} tokens): "
-        f"{fwd.seconds * 1e3:.1f} ms measured on {fwd.device}, {h100 * 1e3:.3f} ms on one H100 "
-        f"from FLOPs (2 · parameters · tokens at {utilisation:.0%} of {tflops:g} TFLOP/s dense "
-        "bf16). fwd-eq: ACDC's counted passes (forwards + 2 × backwards) where the artifact has "
-        "them (†), else wall time / the measured forward. H100 estimate = fwd-eq × the H100 "
-        "forward (a floor: loading and host work are not counted).",
+        f"{fwd.seconds * 1e3:.1f} ms measured on {fwd.device}; on one H100 {h100 * 1e3:.2f} ms, "
+        f"the longer of its FLOP time (2 · parameters · tokens at {utilisation:.0%} of "
+        f"{tflops:g} TFLOP/s dense bf16: {fwd.flops_s(utilisation, tflops) * 1e3:.3f} ms) and "
+        f"an assumed launch latency of {LAYER_LATENCY_S * 1e3:g} ms per layer "
+        f"({fwd.n_layers} layers). fwd-eq: ACDC's counted passes (forwards + 2 × backwards) "
+        "where the artifact has them (†), else wall time / the measured forward (which also "
+        "counts loading and host work). H100 estimate = fwd-eq × the H100 forward, not "
+        "counting loading the model (seconds to a minute per job) or host work: a floor, to "
+        "be replaced by `make gpu-check`'s measurement.",
         "",
         "| stage | jobs | wall s | peak RSS GB | fwd-eq | H100 estimate s |",
         "|---|--:|--:|--:|--:|--:|",

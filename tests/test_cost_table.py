@@ -79,6 +79,11 @@ def test_the_h100_forward_is_two_flops_per_parameter_and_token() -> None:
     fwd = cost.Forward(seconds=0.1, tokens=160, n_prompts=8, parameters=124_439_808, device="cpu")
     assert fwd.h100_s() == pytest.approx(2 * 124_439_808 * 160 / (0.40 * 989e12))
     assert fwd.h100_s(utilisation=0.2) == pytest.approx(2 * fwd.h100_s())
+    # a small batch on a GPU is bound by its layers' launch latency, not its FLOPs
+    small = cost.Forward(seconds=0.1, tokens=160, n_prompts=8, parameters=124_439_808,
+                         device="cpu", n_layers=12)  # fmt: skip
+    assert small.h100_s() == pytest.approx(12 * cost.LAYER_LATENCY_S)
+    assert small.h100_s() > small.flops_s()
 
 
 def test_the_table_measures_one_forward_and_states_its_method(run: Path, tmp_path: Path) -> None:
