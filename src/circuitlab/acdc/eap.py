@@ -175,8 +175,7 @@ def eap_scores(
         micro_batch = eap_micro_batch(ctx, ig_steps)
     if micro_batch < 1:
         raise ConfigError(f"EAP micro_batch must be ≥ 1 prompt, got {micro_batch}")
-    alphas = torch.arange(ig_steps, dtype=torch.float32, device=ctx.model.device) / ig_steps
-    masks = alphas[:, None].expand(ig_steps, graph.n_edges)
+    masks = _ig_masks(ctx, ig_steps)
     total = torch.zeros(graph.n_edges, dtype=torch.float32, device=ctx.model.device)
     for part in prompt_slices(ctx, micro_batch):
         grads, sources = masked_dest_gradients(part, masks, metric)
@@ -184,11 +183,17 @@ def eap_scores(
     return total / ig_steps
 
 
+def _ig_masks(ctx: PatchContext, ig_steps: int) -> Tensor:
+    """``[ig_steps, n_edges]`` float32: every edge's mask at the points ``α = k/ig_steps``
+    (a view; ``k = 0 … ig_steps−1``)."""
+    alphas = torch.arange(ig_steps, dtype=torch.float32, device=ctx.model.device) / ig_steps
+    return alphas[:, None].expand(ig_steps, ctx.graph.n_edges)
+
+
 def _mask_gradient(ctx: PatchContext, metric: str, ig_steps: int) -> Tensor:
     """The mask gradient itself (a float32 leaf; the forward casts it to the model dtype), for
     a backend without the gradient probe."""
-    alphas = torch.arange(ig_steps, dtype=torch.float32, device=ctx.model.device) / ig_steps
-    mask = alphas[:, None].expand(ig_steps, ctx.graph.n_edges).clone().requires_grad_(True)
+    mask = _ig_masks(ctx, ig_steps).clone().requires_grad_(True)
     values = get_metric(metric)(forward(ctx, mask), ctx)
     (grad,) = torch.autograd.grad(values.sum(), mask)
     return grad.mean(0)
