@@ -4,15 +4,18 @@
 
 Read from the run (nothing is rerun):
 * every job's Snakemake benchmark TSV (``data/benchmarks/<rule>/<model>…tsv``: ``s`` = wall
-  seconds, ``max_rss`` = peak resident memory in MB), summed (wall) or maxed (memory) per stage;
-  ACDC discovery (`acdc_circuit`) is one stage per method;
+  seconds, ``cpu_time`` = CPU seconds, ``max_rss`` = peak resident memory in MB), summed (time)
+  or maxed (memory) per stage; ACDC discovery (`acdc_circuit`) is one stage per method;
 * each ACDC artifact's pass counts (``data/circuits/<model>/<task>/<method>.json``:
   ``n_forward``, ``n_backward``) and its graph size (``edges``).
 
 Measured here, once: one plain forward of the model (loaded through its reference, as every
 stage loads it) on the batch ACDC discovers on — the first ``--prompts`` train prompts of
 ``--task`` — as the median of ``--repeats`` runs after a warm-up (as
-tests/benchmarks/bench_acdc.py's ``plain_forward_s``). A stage's work in forward-equivalents
+tests/benchmarks/bench_acdc.py's ``plain_forward_s``), on ``--threads`` CPU threads (default 1:
+Snakemake runs each job with ``OMP_NUM_THREADS`` set to its rule's ``threads``, 1 for every
+stage but the toy's training, so the jobs' wall times are single-thread times and the forward
+they are divided by must be too). A stage's work in forward-equivalents
 (fwd-eq) is then its pass count (ACDC: forwards + 2 × backwards, a backward costing about two
 forwards) where the artifact has one, else its wall time over that forward's time (which also
 counts loading and Python overhead).
@@ -54,6 +57,7 @@ class StageCost:
     jobs: int
     wall_s: float
     peak_rss_mb: float | None
+    cpu_s: float | None = None  # summed CPU seconds (benchmark's cpu_time), where recorded
     n_forward: int | None = None  # ACDC artifacts only, summed over tasks
     n_backward: int | None = None
     n_edges: int | None = None
@@ -74,6 +78,7 @@ class Forward:
     device: str
     weight_bytes: int = 0  # the loaded weights, in their dtype
     n_layers: int = 0
+    threads: int = 0  # CPU threads it ran on (0: not recorded)
 
     def flops_s(self, utilisation: float = UTILISATION, tflops: float = H100_BF16_TFLOPS) -> float:
         """The forward's time from its FLOPs: 2 · parameters · tokens at `utilisation`."""
@@ -92,11 +97,14 @@ def _number(text: str | None) -> float | None:
         return None
 
 
-def read_benchmarks(run: Path, model: str) -> dict[str, list[tuple[float, float | None]]]:
-    """Stage → (wall s, peak RSS MB) of each of `model`'s jobs; ACDC discovery keyed
+Job = tuple[float, float | None, float | None]  # wall s, peak RSS MB, CPU s
+
+
+def read_benchmarks(run: Path, model: str) -> dict[str, list[Job]]:
+    """Stage → (wall s, peak RSS MB, CPU s) of each of `model`'s jobs; ACDC discovery keyed
     ``acdc_circuit/<method>``."""
     root = run / "data" / "benchmarks"
-    out: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
+    out: dict[str, list[Job]] = defaultdict(list)
     for path in sorted(root.glob("*/**/*.tsv")):
         parts = path.relative_to(root).with_suffix("").parts
         if len(parts) < 2 or parts[1] != model:
@@ -106,7 +114,9 @@ def read_benchmarks(run: Path, model: str) -> dict[str, list[tuple[float, float 
             for row in csv.DictReader(f, delimiter="\t"):
                 wall = _number(row.get("s"))
                 if wall is not None:
-                    out[stage].append((wall, _number(row.get("max_rss"))))
+                    out[stage].append(
+                        (wall, _number(row.get("max_rss")), _number(row.get("cpu_time")))
+                    )
     return dict(out)
 
 
@@ -128,17 +138,42 @@ def stage_costs(run: Path, model: str) -> list[StageCost]:
     counts = read_acdc_counts(run, model)
     costs = []
     for stage, rows in read_benchmarks(run, model).items():
-        rss = [r for _, r in rows if r is not None]
+        rss = [r for _, r, _ in rows if r is not None]
+        cpu = [c for _, _, c in rows if c is not None]
         f, b, e = counts.get(stage, (None, None, None))
         costs.append(
-            StageCost(stage, len(rows), sum(w for w, _ in rows), max(rss) if rss else None, f, b, e)
+            StageCost(
+                stage,
+                len(rows),
+                sum(w for w, _, _ in rows),
+                max(rss) if rss else None,
+                sum(cpu) if len(cpu) == len(rows) else None,
+                f,
+                b,
+                e,
+            )
         )
     return costs
 
 
-def measure_forward(run: Path, model: str, task: str, n_prompts: int, repeats: int) -> Forward:
+def measure_forward(
+    run: Path, model: str, task: str, n_prompts: int, repeats: int, threads: int = 1
+) -> Forward:
     """One plain forward of the run's model on the first `n_prompts` train prompts of `task`
-    (median of `repeats` after a warm-up)."""
+    (median of `repeats` after a warm-up), on `threads` CPU threads as the run's jobs."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _time_forward(run, model, task, n_prompts, repeats, threads)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _time_forward(
+    run: Path, model: str, task: str, n_prompts: int, repeats: int, threads: int
+) -> Forward:
     import torch
 
     from circuitlab.models import load_model
@@ -165,6 +200,7 @@ def measure_forward(run: Path, model: str, task: str, n_prompts: int, repeats: i
         device=str(lm.device),
         weight_bytes=sum(p.numel() * p.element_size() for p in lm.model.parameters()),
         n_layers=lm.dims.n_layers,
+        threads=threads,
     )
 
 
@@ -178,11 +214,15 @@ def markdown(
     """The table, with its method in the caption."""
     edges = max((c.n_edges or 0 for c in costs), default=0)
     h100 = fwd.h100_s(utilisation, tflops)
+    where = fwd.device
+    if fwd.device == "cpu" and fwd.threads:
+        s = "" if fwd.threads == 1 else "s"
+        where = f"cpu on {fwd.threads} thread{s}, as the run's jobs ran (Snakemake's `threads`)"
     lines = [
         f"**{model}**: {fwd.parameters:,} parameters"
         + (f", ACDC graph {edges:,} edges" if edges else "")
         + f". One plain forward of {fwd.n_prompts} prompts ({fwd.tokens} tokens): "
-        f"{fwd.seconds * 1e3:.1f} ms measured on {fwd.device}; on one H100 {h100 * 1e3:.2f} ms, "
+        f"{fwd.seconds * 1e3:.1f} ms measured on {where}; on one H100 {h100 * 1e3:.2f} ms, "
         f"the longer of its FLOP time (2 · parameters · tokens at {utilisation:.0%} of "
         f"{tflops:g} TFLOP/s dense bf16: {fwd.flops_s(utilisation, tflops) * 1e3:.3f} ms) and "
         f"an assumed launch latency of {LAYER_LATENCY_S * 1e3:g} ms per layer "
@@ -190,10 +230,10 @@ def markdown(
         "where the artifact has them (†), else wall time / the measured forward (which also "
         "counts loading and host work). H100 estimate = fwd-eq × the H100 forward, not "
         "counting loading the model (seconds to a minute per job) or host work: a floor, to "
-        "be replaced by `make gpu-check`'s measurement.",
+        "be replaced by `make gpu-check`'s measurement. CPU h: the jobs' CPU time here.",
         "",
-        "| stage | jobs | wall s | peak RSS GB | fwd-eq | H100 estimate s |",
-        "|---|--:|--:|--:|--:|--:|",
+        "| stage | jobs | wall s | CPU h | peak RSS GB | fwd-eq | H100 estimate s |",
+        "|---|--:|--:|--:|--:|--:|--:|",
     ]
     unseen = False
     for c in sorted(costs, key=lambda c: c.stage):
@@ -203,11 +243,17 @@ def markdown(
             rss, unseen = "–‡", True
         mark = " †" if c.n_forward is not None else ""
         lines.append(
-            f"| {c.stage} | {c.jobs} | {c.wall_s:.1f} | {rss} | {eq:,.0f}{mark} | {eq * h100:.3g} |"
+            f"| {c.stage} | {c.jobs} | {c.wall_s:.1f} | {_hours(c.cpu_s)} | {rss} "
+            f"| {eq:,.0f}{mark} | {eq * h100:.3g} |"
         )
     total = sum(c.wall_s for c in costs)
+    cpu = [c.cpu_s for c in costs]
+    total_cpu = None if None in cpu else sum(c for c in cpu if c is not None)
     total_h100 = sum(c.fwd_eq(fwd.seconds) * h100 for c in costs)
-    lines.append(f"| **all** | {sum(c.jobs for c in costs)} | {total:.1f} | | | {total_h100:.3g} |")
+    lines.append(
+        f"| **all** | {sum(c.jobs for c in costs)} | {total:.1f} | {_hours(total_cpu)} | | "
+        f"| {total_h100:.3g} |"
+    )
     if unseen:
         lines += [
             "",
@@ -216,6 +262,10 @@ def markdown(
             "`CIRCUITLAB_WARM=0` to measure its memory.",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _hours(seconds: float | None) -> str:
+    return "–" if seconds is None else f"{seconds / 3600:.2f}"
 
 
 def _client_only(cost: StageCost, fwd: Forward) -> bool:
@@ -235,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", default="capitals", help="the task whose train prompts are timed")
     p.add_argument("--prompts", type=int, default=8, help="batch size (acdc.n_prompts)")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument(
+        "--threads", type=int, default=1, help="CPU threads of the timed forward (the jobs' own)"
+    )
     p.add_argument("--utilisation", type=float, default=UTILISATION)
     p.add_argument("--tflops", type=float, default=H100_BF16_TFLOPS, help="accelerator peak")
     p.add_argument("--out", type=Path, help="write the table here (default: stdout)")
@@ -243,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     if not costs:
         print(f"no benchmark files of model {args.model!r} under {args.run}/data/benchmarks")
         return 1
-    fwd = measure_forward(args.run, args.model, args.task, args.prompts, args.repeats)
+    fwd = measure_forward(args.run, args.model, args.task, args.prompts, args.repeats, args.threads)
     text = markdown(args.model, costs, fwd, args.utilisation, args.tflops)
     if args.out is None:
         sys.stdout.write(text)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from circuitlab.models.random import build_random_model, read_shape, shape_path
 from circuitlab.models.settings import RandomModelConfig
@@ -21,10 +22,11 @@ HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load
 cost = load_script("cost_table")
 
 
-def bench(run: Path, rel: str, seconds: float, rss_mb: str) -> None:
+def bench(run: Path, rel: str, seconds: float, rss_mb: str, cpu_s: float = 900.0) -> None:
     path = run / "data" / "benchmarks" / f"{rel}.tsv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(HEADER + f"{seconds}\t0:00:0{int(seconds)}\t{rss_mb}\t1\t1\t1\t0\t0\t50\t1\n")
+    row = f"{seconds}\t0:00:0{int(seconds)}\t{rss_mb}\t1\t1\t1\t0\t0\t50\t{cpu_s}\n"
+    path.write_text(HEADER + row)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +70,7 @@ def test_stages_sum_wall_time_and_keep_the_peak_memory(run: Path) -> None:
     costs = {c.stage: c for c in cost.stage_costs(run, "m")}
     assert set(costs) == {"evaluate_model", "acdc_circuit/eap", "random_model"}
     ev, eap = costs["evaluate_model"], costs["acdc_circuit/eap"]
-    assert (ev.jobs, ev.wall_s, ev.peak_rss_mb) == (2, 3.0, 1024.0)
+    assert (ev.jobs, ev.wall_s, ev.peak_rss_mb, ev.cpu_s) == (2, 3.0, 1024.0, 1800.0)
     assert (eap.jobs, eap.wall_s, eap.peak_rss_mb, eap.n_edges) == (2, 8.0, 2048.0, 3)
     # counted: (3 forwards + 2 × 1 backward) per task; others: wall time in plain forwards
     assert eap.fwd_eq(forward_s=0.5) == 10
@@ -88,14 +90,39 @@ def test_the_h100_forward_is_two_flops_per_parameter_and_token() -> None:
 
 def test_the_table_measures_one_forward_and_states_its_method(run: Path, tmp_path: Path) -> None:
     out = tmp_path / "cost.md"
+    threads_before = torch.get_num_threads()
     assert cost.main(["--model", "m", "--run", str(run), "--prompts", "4", "--repeats", "2",
                       "--out", str(out)]) == 0  # fmt: skip
     text = out.read_text()
     assert "One plain forward of 4 prompts (24 tokens)" in text  # <bos> + 5 words, 4 prompts
     assert "40% of 989 TFLOP/s" in text and "ACDC graph 3 edges" in text
     row = next(line for line in text.splitlines() if line.startswith("| acdc_circuit/eap "))
-    assert row.split("|")[2:6] == [" 2 ", " 8.0 ", " 2.00 ", " 10 † "]
-    assert "| random_model | 1 | 3.0 | 0.29 |" in text
+    assert row.split("|")[2:7] == [" 2 ", " 8.0 ", " 0.50 ", " 2.00 ", " 10 † "]  # 1,800 CPU s
+    assert "| random_model | 1 | 3.0 | 0.25 | 0.29 |" in text
+    assert "| **all** | 5 | 14.0 | 1.25 |" in text
+    # timed on the jobs' one thread (Snakemake's OMP_NUM_THREADS), the process's own restored
+    assert "measured on cpu on 1 thread, as the run's jobs ran" in text
+    assert torch.get_num_threads() == threads_before
+
+
+def test_the_forward_runs_on_the_threads_asked_for(run: Path) -> None:
+    seen: list[int] = []
+    real = torch.nn.Module.__call__
+
+    def spy(self: torch.nn.Module, *a: object, **k: object) -> object:
+        seen.append(torch.get_num_threads())
+        return real(self, *a, **k)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(torch.nn.Module, "__call__", spy)
+            fwd = cost.measure_forward(run, "m", "capitals", 2, 1, threads=1)
+        assert fwd.threads == 1 and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_a_run_without_the_models_benchmarks_says_so(
