@@ -14,11 +14,12 @@ stage loads it) on the batch ACDC discovers on — the first ``--prompts`` train
 ``--task`` — as the median of ``--repeats`` runs after a warm-up (as
 tests/benchmarks/bench_acdc.py's ``plain_forward_s``), on ``--threads`` CPU threads (default 1:
 Snakemake runs each job with ``OMP_NUM_THREADS`` set to its rule's ``threads``, 1 for every
-stage but the toy's training, so the jobs' wall times are single-thread times and the forward
-they are divided by must be too). A stage's work in forward-equivalents
-(fwd-eq) is then its pass count (ACDC: forwards + 2 × backwards, a backward costing about two
-forwards) where the artifact has one, else its wall time over that forward's time (which also
-counts loading and Python overhead).
+stage but the toy's training, so the jobs' times are single-thread times and the forward they
+are divided by must be too). A stage's work in forward-equivalents (fwd-eq) is then its pass
+count (ACDC: forwards + 2 × backwards, a backward costing about two forwards) where the
+artifact has one, else its CPU time (wall time where the benchmark has none) over that
+forward's time, which also counts loading and Python overhead. CPU time, not wall time: a job
+that shared its core with other work took longer by the wall clock but not in CPU seconds.
 
 The H100 estimate is fwd-eq × the forward time from FLOPs: 2 · parameters · batch tokens per
 forward, at a stated utilisation (default 40 %) of the H100's dense bf16 peak (989 TFLOP/s).
@@ -63,10 +64,11 @@ class StageCost:
     n_edges: int | None = None
 
     def fwd_eq(self, forward_s: float) -> float:
-        """Counted passes where known, else wall time in units of one plain forward."""
+        """Counted passes where known, else CPU time (wall time where not recorded) in units
+        of one plain single-thread forward."""
         if self.n_forward is not None:
             return self.n_forward + BACKWARD_FWD_EQ * (self.n_backward or 0)
-        return self.wall_s / forward_s
+        return (self.wall_s if self.cpu_s is None else self.cpu_s) / forward_s
 
 
 @dataclass(frozen=True)
@@ -227,12 +229,12 @@ def markdown(
         f"{tflops:g} TFLOP/s dense bf16: {fwd.flops_s(utilisation, tflops) * 1e3:.3f} ms) and "
         f"an assumed launch latency of {LAYER_LATENCY_S * 1e3:g} ms per layer "
         f"({fwd.n_layers} layers). fwd-eq: ACDC's counted passes (forwards + 2 × backwards) "
-        "where the artifact has them (†), else wall time / the measured forward (which also "
+        "where the artifact has them (†), else CPU s / the measured forward (which also "
         "counts loading and host work). H100 estimate = fwd-eq × the H100 forward, not "
         "counting loading the model (seconds to a minute per job) or host work: a floor, to "
-        "be replaced by `make gpu-check`'s measurement. CPU h: the jobs' CPU time here.",
+        "be replaced by `make gpu-check`'s measurement.",
         "",
-        "| stage | jobs | wall s | CPU h | peak RSS GB | fwd-eq | H100 estimate s |",
+        "| stage | jobs | wall s | CPU s | peak RSS GB | fwd-eq | H100 estimate s |",
         "|---|--:|--:|--:|--:|--:|--:|",
     ]
     unseen = False
@@ -243,7 +245,7 @@ def markdown(
             rss, unseen = "–‡", True
         mark = " †" if c.n_forward is not None else ""
         lines.append(
-            f"| {c.stage} | {c.jobs} | {c.wall_s:.1f} | {_hours(c.cpu_s)} | {rss} "
+            f"| {c.stage} | {c.jobs} | {c.wall_s:.1f} | {_seconds(c.cpu_s)} | {rss} "
             f"| {eq:,.0f}{mark} | {eq * h100:.3g} |"
         )
     total = sum(c.wall_s for c in costs)
@@ -251,7 +253,8 @@ def markdown(
     total_cpu = None if None in cpu else sum(c for c in cpu if c is not None)
     total_h100 = sum(c.fwd_eq(fwd.seconds) * h100 for c in costs)
     lines.append(
-        f"| **all** | {sum(c.jobs for c in costs)} | {total:.1f} | {_hours(total_cpu)} | | "
+        f"| **all** | {sum(c.jobs for c in costs)} | {total:.1f} | {_seconds(total_cpu)}"
+        f"{'' if total_cpu is None else f' ({total_cpu / 3600:.2f} h)'} | "
         f"| {total_h100:.3g} |"
     )
     if unseen:
@@ -264,8 +267,8 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
-def _hours(seconds: float | None) -> str:
-    return "–" if seconds is None else f"{seconds / 3600:.2f}"
+def _seconds(seconds: float | None) -> str:
+    return "–" if seconds is None else f"{seconds:,.0f}"
 
 
 def _client_only(cost: StageCost, fwd: Forward) -> bool:

@@ -72,9 +72,11 @@ def test_stages_sum_wall_time_and_keep_the_peak_memory(run: Path) -> None:
     ev, eap = costs["evaluate_model"], costs["acdc_circuit/eap"]
     assert (ev.jobs, ev.wall_s, ev.peak_rss_mb, ev.cpu_s) == (2, 3.0, 1024.0, 1800.0)
     assert (eap.jobs, eap.wall_s, eap.peak_rss_mb, eap.n_edges) == (2, 8.0, 2048.0, 3)
-    # counted: (3 forwards + 2 × 1 backward) per task; others: wall time in plain forwards
+    # counted: (3 forwards + 2 × 1 backward) per task; others: CPU time in plain forwards
+    # (a job sharing its core takes longer by the clock, not in CPU seconds), else wall time
     assert eap.fwd_eq(forward_s=0.5) == 10
-    assert ev.fwd_eq(forward_s=0.5) == 6.0
+    assert ev.fwd_eq(forward_s=0.5) == 3600.0
+    assert cost.StageCost("x", 1, wall_s=3.0, peak_rss_mb=None).fwd_eq(forward_s=0.5) == 6.0
 
 
 def test_the_h100_forward_is_two_flops_per_parameter_and_token() -> None:
@@ -97,9 +99,9 @@ def test_the_table_measures_one_forward_and_states_its_method(run: Path, tmp_pat
     assert "One plain forward of 4 prompts (24 tokens)" in text  # <bos> + 5 words, 4 prompts
     assert "40% of 989 TFLOP/s" in text and "ACDC graph 3 edges" in text
     row = next(line for line in text.splitlines() if line.startswith("| acdc_circuit/eap "))
-    assert row.split("|")[2:7] == [" 2 ", " 8.0 ", " 0.50 ", " 2.00 ", " 10 † "]  # 1,800 CPU s
-    assert "| random_model | 1 | 3.0 | 0.25 | 0.29 |" in text
-    assert "| **all** | 5 | 14.0 | 1.25 |" in text
+    assert row.split("|")[2:7] == [" 2 ", " 8.0 ", " 1,800 ", " 2.00 ", " 10 † "]
+    assert "| random_model | 1 | 3.0 | 900 | 0.29 |" in text
+    assert "| **all** | 5 | 14.0 | 4,500 (1.25 h) |" in text
     # timed on the jobs' one thread (Snakemake's OMP_NUM_THREADS), the process's own restored
     assert "measured on cpu on 1 thread, as the run's jobs ran" in text
     assert torch.get_num_threads() == threads_before
