@@ -206,6 +206,15 @@ def _time_forward(
     )
 
 
+def default_task(run: Path, model: str) -> str | None:
+    """The first task (by name) with an ACDC artifact — the batch fwd-eq counts in — else the
+    model's first dataset."""
+    circuits = sorted((run / "data" / "circuits" / model).glob("*/*.json"))
+    acdc = [p.parent.name for p in circuits if "n_forward" in json.loads(p.read_text())]
+    datasets = sorted(f.stem for f in (run / "data" / "datasets" / model).glob("*.jsonl"))
+    return (acdc or datasets or [None])[0]
+
+
 def markdown(
     model: str,
     costs: list[StageCost],
@@ -285,7 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="the model's name in the run's config")
     p.add_argument("--run", type=Path, default=Path("."), help="the run's folder (holds data/)")
-    p.add_argument("--task", default="capitals", help="the task whose train prompts are timed")
+    p.add_argument(
+        "--task",
+        help="the task whose train prompts are timed (default: the first task ACDC ran on)",
+    )
     p.add_argument("--prompts", type=int, default=8, help="batch size (acdc.n_prompts)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument(
@@ -299,7 +311,13 @@ def main(argv: list[str] | None = None) -> int:
     if not costs:
         print(f"no benchmark files of model {args.model!r} under {args.run}/data/benchmarks")
         return 1
-    fwd = measure_forward(args.run, args.model, args.task, args.prompts, args.repeats, args.threads)
+    task = args.task or default_task(args.run, args.model)
+    datasets = args.run / "data" / "datasets" / args.model
+    if task is None or not (datasets / f"{task}.jsonl").is_file():
+        have = sorted(f.stem for f in datasets.glob("*.jsonl"))
+        print(f"no dataset of task {task!r} for model {args.model!r}; --task one of {have}")
+        return 1
+    fwd = measure_forward(args.run, args.model, task, args.prompts, args.repeats, args.threads)
     text = markdown(args.model, costs, fwd, args.utilisation, args.tflops)
     if args.out is None:
         sys.stdout.write(text)

@@ -146,3 +146,13 @@ def test_memory_below_the_weights_is_marked_as_unseen_by_the_benchmark() -> None
     lines = {line.split("|")[1].strip(): line for line in text.splitlines() if "|" in line}
     assert "–‡" in lines["evaluate_model"] and "0.03" in lines["random_model"]
     assert "0.88" in lines["blacklist"] and "CIRCUITLAB_WARM=0" in text
+
+
+def test_the_timed_batch_defaults_to_acdcs_first_task_and_a_missing_one_is_named(
+    run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cost.default_task(run, "m") == "capitals"  # ACDC ran on capitals and induction
+    assert cost.main(["--model", "m", "--run", str(run), "--task", "ioi"]) == 1
+    assert "no dataset of task 'ioi' for model 'm'; --task one of ['capitals']" in (
+        capsys.readouterr().out
+    )
