@@ -42,7 +42,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cost_table import read_benchmarks
+from cost_table import stage_costs
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERLAY = ROOT / "config" / "gpu-check.yaml"
@@ -135,12 +135,13 @@ def run_leg(work: Path, cores: int, device: str) -> dict[str, Any]:
         raise SystemExit(f"the {device} leg failed in {work}:\n{proc.stderr[-4000:]}")
     model = next(p.name for p in (work / "data" / "models").iterdir() if p.is_dir())
     stages = {
-        stage: {
-            "jobs": len(rows),
-            "seconds": round(sum(s for s, _ in rows), 3),
-            "peak_rss_mb": max((r for _, r in rows if r is not None), default=None),
+        c.stage: {
+            "jobs": c.jobs,
+            "seconds": round(c.wall_s, 3),
+            "cpu_seconds": None if c.cpu_s is None else round(c.cpu_s, 3),
+            "peak_rss_mb": c.peak_rss_mb,
         }
-        for stage, rows in sorted(read_benchmarks(work, model).items())
+        for c in sorted(stage_costs(work, model), key=lambda c: c.stage)
     }
     return {
         "device": device,

@@ -26,5 +26,7 @@ def test_the_check_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
     stages = set(legs["device"]["stages"])
     assert {"random_model", "evaluate_model", "blacklist", "lrp_attribution", "acdc_circuit/eap",
             "acdc_evaluate", "steering", "caa", "compare"} <= stages  # fmt: skip
+    for stage in legs["device"]["stages"].values():  # Snakemake's benchmark of every job
+        assert stage["jobs"] >= 1 and stage["seconds"] > 0 and stage["cpu_seconds"] > 0
     comparison = report["comparison"]
     assert comparison["numbers"] > 1000 and comparison["mismatches"] == []
