@@ -18,9 +18,9 @@ float16, whose last bit is 4e-3). A result outside it is listed, and the exit co
 pipeline is deterministic on one machine.
 
 The JSON holds, per leg: the device (and GPU name), wall seconds of the run, wall and CPU
-seconds and peak RSS per stage (the jobs' Snakemake benchmarks, cost_table.stage_costs), and on CUDA the peak GPU memory
-in use during the run (``nvidia-smi`` sampled every 0.2 s: what every job's process held, the
-CUDA context included); then the comparison.
+seconds and peak RSS per stage (the jobs' Snakemake benchmarks, cost_table.stage_costs), and on
+CUDA the peak GPU memory in use during the run (``nvidia-smi`` sampled every 0.2 s: what every
+job's process held, the CUDA context included); then the comparison.
 """
 
 from __future__ import annotations
