@@ -243,7 +243,7 @@ def markdown(
         "counting loading the model (seconds to a minute per job) or host work: a floor, to "
         "be replaced by `make gpu-check`'s measurement.",
         "",
-        "| stage | jobs | wall s | CPU s | peak RSS GB | fwd-eq | H100 estimate s |",
+        "| stage | jobs | wall s | CPU s | peak RSS GiB | fwd-eq | H100 estimate s |",
         "|---|--:|--:|--:|--:|--:|--:|",
     ]
     unseen = False
