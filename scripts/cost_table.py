@@ -36,8 +36,10 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 #: H100 SXM dense bf16 peak (NVIDIA's datasheet: 1,979 TFLOP/s with sparsity, half dense).
 H100_BF16_TFLOPS = 989.0
@@ -122,14 +124,24 @@ def read_benchmarks(run: Path, model: str) -> dict[str, list[Job]]:
     return dict(out)
 
 
+def acdc_artifacts(run: Path, model: str) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """`model`'s ACDC artifacts (``data/circuits/<model>/<task>/<method>.json`` with pass
+    counts), by path; neuron circuits (LRP, contrastive) have none and are skipped."""
+    for path in sorted((run / "data" / "circuits" / model).glob("*/*.json")):
+        art = json.loads(path.read_text())
+        if "n_forward" in art:
+            yield path, art
+
+
+def datasets_dir(run: Path, model: str) -> Path:
+    return run / "data" / "datasets" / model
+
+
 def read_acdc_counts(run: Path, model: str) -> dict[str, tuple[int, int, int]]:
     """``acdc_circuit/<method>`` → (forwards, backwards, edges of the graph), summed over tasks
     (edges: the largest graph)."""
     out: dict[str, tuple[int, int, int]] = {}
-    for path in sorted((run / "data" / "circuits" / model).glob("*/*.json")):
-        art = json.loads(path.read_text())
-        if "n_forward" not in art:
-            continue  # a neuron circuit (LRP, contrastive): no pass counts
+    for path, art in acdc_artifacts(run, model):
         key = f"acdc_circuit/{path.stem}"
         f, b, e = out.get(key, (0, 0, 0))
         out[key] = (f + art["n_forward"], b + art["n_backward"], max(e, len(art["edges"])))
@@ -182,7 +194,7 @@ def _time_forward(
     from circuitlab.tasks.io import load_rows
 
     lm = load_model(run / "data" / "models" / f"{model}.json", tokenizer=True)
-    path = run / "data" / "datasets" / model / f"{task}.jsonl"
+    path = datasets_dir(run, model) / f"{task}.jsonl"
     prompts = [r.prompt for r in load_rows(path, rule="check_dataset", split="train")][:n_prompts]
     batch = lm.tokenizer(prompts, padding=True, return_tensors="pt").to(lm.device)
     runs = []
@@ -209,9 +221,8 @@ def _time_forward(
 def default_task(run: Path, model: str) -> str | None:
     """The first task (by name) with an ACDC artifact — the batch fwd-eq counts in — else the
     model's first dataset."""
-    circuits = sorted((run / "data" / "circuits" / model).glob("*/*.json"))
-    acdc = [p.parent.name for p in circuits if "n_forward" in json.loads(p.read_text())]
-    datasets = sorted(f.stem for f in (run / "data" / "datasets" / model).glob("*.jsonl"))
+    acdc = [path.parent.name for path, _ in acdc_artifacts(run, model)]
+    datasets = sorted(f.stem for f in datasets_dir(run, model).glob("*.jsonl"))
     return (acdc or datasets or [None])[0]
 
 
@@ -312,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no benchmark files of model {args.model!r} under {args.run}/data/benchmarks")
         return 1
     task = args.task or default_task(args.run, args.model)
-    datasets = args.run / "data" / "datasets" / args.model
+    datasets = datasets_dir(args.run, args.model)
     if task is None or not (datasets / f"{task}.jsonl").is_file():
         have = sorted(f.stem for f in datasets.glob("*.jsonl"))
         print(f"no dataset of task {task!r} for model {args.model!r}; --task one of {have}")
